@@ -1,0 +1,156 @@
+"""What every service's app has: problem handlers, request ids, access logs, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import install_problem_handlers, problem_response
+
+ReadyCheck = Callable[[FastAPI], Any]
+
+access_log = logging.getLogger("csp.access")
+
+
+class RequestContextMiddleware:
+    """Adds ``X-Request-ID``, counts and times each request by route template, logs one line.
+
+    Pure ASGI (no BaseHTTPMiddleware) because it sits on every request's hot path.
+    """
+
+    def __init__(self, app: ASGIApp, service: str, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.service = service
+        self.requests = Counter(
+            "csp_http_requests",
+            "HTTP requests handled",
+            ["service", "method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "csp_http_request_duration_seconds",
+            "HTTP request latency",
+            ["service", "method", "route"],
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
+        if len(request_id) > 128 or not request_id.isprintable():
+            request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            self.requests.labels(self.service, scope["method"], template, str(status)).inc()
+            self.latency.labels(self.service, scope["method"], template).observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "route": template,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    },
+                )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def build_app(
+    service: str,
+    *,
+    lifespan: Any,
+    ready_checks: Iterable[tuple[str, ReadyCheck]] = (),
+    title: str | None = None,
+    description: str = "",
+    version: str = "1.0.0",
+    docs: bool = True,
+) -> FastAPI:
+    """A FastAPI app with the hub's common behaviour; the service adds its routers."""
+    app = FastAPI(
+        title=title or f"CSP hub {service}",
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    install_problem_handlers(app)
+    registry = CollectorRegistry()
+    app.state.metrics_registry = registry
+    app.add_middleware(RequestContextMiddleware, service=service, registry=registry)
+    checks = list(ready_checks)
+
+    @app.get("/healthz", tags=["health"], include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["health"], include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks:
+            try:
+                outcome = check(request.app)
+                if hasattr(outcome, "__await__"):
+                    await outcome
+                results[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+                ok = False
+                results[name] = f"failing: {type(exc).__name__}"
+        if ok:
+            return JSONResponse({"status": "ready", "service": service, "checks": results})
+        return problem_response(
+            503,
+            "A dependency of this service does not answer.",
+            slug="not-ready",
+            service=service,
+            checks=results,
+        )
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))

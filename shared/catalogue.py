@@ -1,0 +1,112 @@
+"""Reads the dataset catalogue: one TOML file per dataset under ``catalogue/``.
+
+This module only parses and checks the file format; what the fields mean for validation and
+depersonalisation is decided by the services that read it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Classification = Literal[
+    "identifier", "free-text", "address", "location", "datetime", "special-category", "attribute"
+]
+FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime", "postcode"]
+Level = Literal["aggregate", "depersonalised", "personal"]
+LEVELS: tuple[Level, ...] = ("aggregate", "depersonalised", "personal")
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "catalogue"
+
+
+class FieldSpec(BaseModel):
+    name: str
+    type: FieldType = "string"
+    required: bool = False
+    classification: Classification = "attribute"
+    max_length: int | None = None
+    min_length: int | None = None
+    allowed: list[str] | None = Field(
+        default=None, description="the national code list, where one exists"
+    )
+    allowed_strict: bool = Field(
+        default=False, description="reject values outside `allowed` (else accept and report)"
+    )
+    keep_outward_code: bool = False
+    description: str = ""
+
+
+class DisclosureRule(BaseModel):
+    threshold: int = 5
+    floor: int = Field(default=5, description="no agreement may set a lower threshold")
+    round_to: int | None = None
+    secondary: bool = True
+
+
+class Generalisation(BaseModel):
+    method: Literal["snap", "grid", "area"] = "snap"
+    grid_metres: int = 250
+    fallback: Literal["grid", "area"] = "grid"
+    fallback_grid_metres: int = 250
+    k: int = 8
+    max_snap_metres: float = 20_000
+
+
+class Dataset(BaseModel):
+    name: str
+    title: str
+    description: str = ""
+    kind: Literal["event", "cohort"] = "event"
+    holder: str = Field(default="", description="who holds it: police, fire, health...")
+    statutory_basis: list[str] = []
+    max_level: Level = "personal"
+    special_category: bool = False
+    location: Literal["required", "optional", "none"] = "required"
+    time_resolution: Literal["day", "week", "month", "quarter", "year"] = "month"
+    period_days: int = Field(default=31, description="records arriving later than this are late")
+    generalisation: Generalisation = Generalisation()
+    disclosure: DisclosureRule = DisclosureRule()
+    fields: list[FieldSpec]
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+
+def _read(path: Path) -> dict:  # type: ignore[type-arg]
+    with path.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def load_dataset(path: Path, envelope: list[dict] | None = None) -> Dataset:  # type: ignore[type-arg]
+    raw = _read(path)
+    if raw.get("kind", "event") == "event" and envelope is not None:
+        own = raw.get("fields", [])
+        overridden = {f["name"] for f in own}
+        raw["fields"] = [f for f in envelope if f["name"] not in overridden] + own
+    return Dataset.model_validate(raw)
+
+
+@lru_cache(maxsize=4)
+def load_catalogue(directory: str | None = None) -> dict[str, Dataset]:
+    """Every dataset in the folder, by name. ``_envelope.toml`` holds the shared event fields."""
+    folder = Path(directory or os.environ.get("CSP_CATALOGUE_DIR") or DEFAULT_DIR)
+    envelope_file = folder / "_envelope.toml"
+    envelope = _read(envelope_file)["fields"] if envelope_file.exists() else None
+    datasets = {}
+    for path in sorted(folder.glob("*.toml")):
+        if path.name.startswith("_"):
+            continue
+        dataset = load_dataset(path, envelope)
+        if dataset.name != path.stem:
+            raise ValueError(f"{path.name}: name {dataset.name!r} must match the file name")
+        datasets[dataset.name] = dataset
+    return datasets

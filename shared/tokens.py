@@ -1,0 +1,122 @@
+"""Short-lived internal tokens: the gateway vouches for a request; backends verify it.
+
+A token is ``base64url(claims JSON) "." base64url(HMAC-SHA256)``. Every service shares the secret
+(``CSP_INTERNAL_SECRET``); tokens expire after a few seconds, so a captured one cannot be replayed
+later.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, Field
+
+from shared.errors import ProblemError
+
+HEADER = "CSP-Internal-Token"
+CLOCK_SKEW_SECONDS = 5
+
+
+class TokenError(Exception):
+    """The token is missing, malformed, forged or expired."""
+
+
+class InternalClaims(BaseModel):
+    """What the gateway (or a peer service) asserts about a request it forwards."""
+
+    sub: str = Field(description="agency code, or service name for service-to-service calls")
+    roles: list[str] = []
+    request_id: str | None = None
+    key_id: str | None = None
+    action: str | None = None
+    dataset: str | None = None
+    level: str | None = None
+    purpose: str | None = None
+    rule: str | None = None
+    agreement: str | None = None
+    version: int | None = None
+    fields: list[str] | None = None
+    providers: list[str] | None = None
+    retention_days: int | None = None
+    window: list[str] | None = None
+    iat: int = 0
+    exp: int = 0
+    jti: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def is_service(self) -> bool:
+        return "service" in self.roles
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sign(secret: str, payload: str) -> str:
+    return _b64(hmac.new(secret.encode(), payload.encode("ascii"), hashlib.sha256).digest())
+
+
+def issue_token(secret: str, claims: dict[str, Any], ttl_seconds: int = 60) -> str:
+    now = int(time.time())
+    body = {k: v for k, v in claims.items() if v is not None}
+    body.update(iat=now, exp=now + ttl_seconds, jti=secrets.token_hex(8))
+    payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
+    return f"{payload}.{_sign(secret, payload)}"
+
+
+def verify_token(secret: str, token: str, now: float | None = None) -> InternalClaims:
+    payload, _, signature = token.partition(".")
+    if not payload or not signature:
+        raise TokenError("malformed token")
+    if not hmac.compare_digest(signature, _sign(secret, payload)):
+        raise TokenError("bad signature")
+    try:
+        claims = InternalClaims.model_validate_json(_unb64(payload))
+    except ValueError as exc:
+        raise TokenError("malformed claims") from exc
+    current = time.time() if now is None else now
+    if claims.exp + CLOCK_SKEW_SECONDS < current:
+        raise TokenError("expired")
+    return claims
+
+
+def internal_claims(request: Request) -> InternalClaims:
+    """FastAPI dependency: the verified claims of the forwarded request, or 401."""
+    token = request.headers.get(HEADER)
+    if not token:
+        raise ProblemError(
+            401, "This service is reached only through the gateway.", slug="internal-token-missing"
+        )
+    try:
+        return verify_token(request.app.state.settings.internal_secret.get_secret_value(), token)
+    except TokenError as exc:
+        raise ProblemError(
+            401, f"The internal token is not valid ({exc}).", slug="internal-token-invalid"
+        ) from exc
+
+
+ClaimsDep = Annotated[InternalClaims, Depends(internal_claims)]
+
+
+def require_admin(claims: ClaimsDep) -> InternalClaims:
+    if not claims.is_admin:
+        raise ProblemError(403, "Operators only.", slug="forbidden", rule="admin-only")
+    return claims
+
+
+AdminDep = Annotated[InternalClaims, Depends(require_admin)]

@@ -1,0 +1,77 @@
+"""Fixtures every test can use: a fresh database per service, and the shared open data folder.
+
+``CSP_TEST_DATABASE=postgresql`` runs the suite against PostgreSQL (``CSP_TEST_PG_URL``, default the
+local server): each test gets its own fresh database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("CSP_DATA_DIR", REPO.parent / "shared" / "data"))
+INTERNAL_SECRET = "test-internal-secret-not-for-production"
+PG_ADMIN_URL = os.environ.get(
+    "CSP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def using_postgres() -> bool:
+    return os.environ.get("CSP_TEST_DATABASE", "sqlite") == "postgresql"
+
+
+@pytest.fixture(autouse=True)
+def _internal_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CSP_INTERNAL_SECRET", INTERNAL_SECRET)
+
+
+def create_pg_database(prefix: str) -> str:
+    name = f"csp_{prefix}_{uuid.uuid4().hex[:10]}".replace("-", "_")
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str) -> None:
+    name = make_url(url).database
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """``database_url("ingest")`` gives a fresh database URL for that service in this test."""
+    created: list[str] = []
+
+    def make(service: str) -> str:
+        if using_postgres():
+            url = create_pg_database(service)
+            created.append(url)
+            return url
+        return f"sqlite:///{tmp_path / (service + '-' + uuid.uuid4().hex[:6] + '.db')}"
+
+    yield make
+    for url in created:
+        drop_pg_database(url)
+
+
+def require_data(*relative: str) -> Path:
+    """The path to a file of the shared open data; skip (or fail under CI=true) when absent."""
+    path = DATA_DIR.joinpath(*relative)
+    if not path.exists():
+        message = f"open data file {path} is absent (the shared data folder is not beside the repo)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
