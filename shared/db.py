@@ -55,3 +55,21 @@ def get_session(request: Request) -> Iterator[Session]:
     with Session(request.app.state.engine, expire_on_commit=False) as session:
         yield session
         session.commit()
+
+
+def prepare_schema(engine: Engine, metadata: Any, migrations_dir: Path | None = None) -> None:
+    """Bring the database to the service's current schema on start.
+
+    With an Alembic folder (``migrations/`` beside the service) it upgrades to head; otherwise it
+    creates the tables the metadata declares.
+    """
+    if migrations_dir is not None and (migrations_dir / "env.py").exists():
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(migrations_dir))
+        config.attributes["engine"] = engine
+        command.upgrade(config, "head")
+        return
+    metadata.create_all(engine)

@@ -1,0 +1,55 @@
+"""Writes a benchmark figure to the terminal and to ``var/bench/results.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(os.environ.get("CSP_BENCH_RESULTS", "var/bench/results.json"))
+
+
+def record(
+    figure: str,
+    value: float,
+    unit: str,
+    *,
+    baseline: float | None = None,
+    target: float | None = None,
+    higher_is_better: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Store one figure; ``ratio`` is value/baseline (baseline/value when lower is better)."""
+    ratio = None
+    if baseline:
+        ratio = value / baseline if higher_is_better else baseline / value if value else None
+    entry: dict[str, Any] = {
+        "value": round(value, 4),
+        "unit": unit,
+        "baseline": None if baseline is None else round(baseline, 4),
+        "ratio": None if ratio is None else round(ratio, 4),
+        "target": target,
+    }
+    entry.update(extra)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[figure] = entry
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    verdict = ""
+    if target is not None and ratio is not None:
+        verdict = "  meets target" if ratio >= target else "  BELOW TARGET"
+    shown_ratio = "n/a" if ratio is None else f"{ratio:.3f}"
+    print(
+        f"{figure}: {value:,.3f} {unit} (baseline {baseline}, ratio {shown_ratio}, "
+        f"target {target}){verdict}",
+        flush=True,
+    )
+    return entry
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident set size of this process (or its waited-for children), in MiB."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024
