@@ -1,0 +1,26 @@
+"""The process entrypoint every service shares: ``python -m services.<name>``.
+
+Host and port come from the service's settings, so the container command, ``make run`` and the
+end-to-end tests start a service the same way.
+"""
+
+from __future__ import annotations
+
+import uvicorn
+
+from shared.logging import configure_logging
+from shared.settings import ServiceSettings
+
+
+def serve(service: str, settings: ServiceSettings, factory: str) -> None:
+    configure_logging(service, settings.log_level)
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
