@@ -1,0 +1,42 @@
+# One obvious command per verb, the same locally and in CI.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: venv run test test-postgres lint format bench clean
+
+$(STAMP): requirements/dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e ./cli
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run: the whole hub on this machine (four processes, SQLite under var/, a demo data set)
+run: venv
+	$(BIN)/python -m scripts.run
+
+## make test: the whole suite (SQLite; CSP_TEST_DATABASE=postgresql for PostgreSQL)
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: venv
+	CSP_TEST_DATABASE=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy shared services scripts bench cli/csp_cli
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## make bench: every benchmark; figures in var/bench/results.json as ratios to a same-run baseline
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf var/*.db var/*.db-* var/bench

@@ -1,0 +1,146 @@
+"""The demo data set ``make run`` seeds on first start: clearly labelled, generated here.
+
+Two demo agencies with keys, an active agreement between them, a demo grid geography over central
+Manchester and a few hundred synthetic crime records. Nothing in it describes real people.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+
+DEMO_PROVIDER = {"code": "demo-police", "name": "Demo Police (demo data)", "kind": "police"}
+DEMO_RECIPIENT = {
+    "code": "demo-council",
+    "name": "Demo City Council (demo data)",
+    "kind": "local-authority",
+}
+DEMO_LAYER = "demo-grid"
+# A 6 km x 6 km square around central Manchester, in British National Grid metres.
+DEMO_EXTENT = (381000.0, 395000.0, 387000.0, 401000.0)
+DEMO_CELL_METRES = 1000.0
+DEMO_CATEGORIES = (
+    "Burglary",
+    "Robbery",
+    "Vehicle crime",
+    "Violence and sexual offences",
+    "Criminal damage and arson",
+    "Shoplifting",
+)
+
+
+def demo_grid_layer(
+    extent: tuple[float, float, float, float] = DEMO_EXTENT, cell: float = DEMO_CELL_METRES
+) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of square demo areas (EPSG:27700), codes DEMO0001…"""
+    min_x, min_y, max_x, max_y = extent
+    features = []
+    number = 0
+    y = min_y
+    while y < max_y:
+        x = min_x
+        while x < max_x:
+            number += 1
+            ring = [[x, y], [x + cell, y], [x + cell, y + cell], [x, y + cell], [x, y]]
+            features.append(
+                {
+                    "type": "Feature",
+                    "properties": {"code": f"DEMO{number:04d}", "name": f"Demo area {number}"},
+                    "geometry": {"type": "Polygon", "coordinates": [ring]},
+                }
+            )
+            x += cell
+        y += cell
+    return {
+        "type": "FeatureCollection",
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::27700"}},
+        "features": features,
+    }
+
+
+def demo_records(count: int = 300, seed: int = 2024) -> list[dict[str, Any]]:
+    """Synthetic crime records inside the demo extent, January to June 2024."""
+    rng = random.Random(seed)
+    min_x, min_y, max_x, max_y = DEMO_EXTENT
+    start = date(2024, 1, 1)
+    records = []
+    for number in range(1, count + 1):
+        day = start + timedelta(days=rng.randrange(182))
+        clock = f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z"
+        records.append(
+            {
+                "source_ref": f"DEMO-{number:05d}",
+                "occurred_at": f"{day.isoformat()}T{clock}",
+                "category": rng.choice(DEMO_CATEGORIES),
+                "easting": round(rng.uniform(min_x + 50, max_x - 50), 1),
+                "northing": round(rng.uniform(min_y + 50, max_y - 50), 1),
+            }
+        )
+    return records
+
+
+def demo_agreement() -> dict[str, Any]:
+    return {
+        "title": "DEMO: police crime data for the strategic assessment",
+        "purpose": "strategic-assessment",
+        "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
+        "providers": [DEMO_PROVIDER["code"]],
+        "recipients": [DEMO_RECIPIENT["code"]],
+        "datasets": [{"dataset": "police-crime", "level": "depersonalised"}],
+        "start": "2024-01-01",
+        "end": "2030-12-31",
+        "review_by": "2030-06-30",
+        "retention_days": 3650,
+    }
+
+
+def _check(response: httpx.Response, what: str) -> dict[str, Any]:
+    if response.status_code >= 400:
+        raise RuntimeError(f"demo seeding failed at {what}: {response.status_code} {response.text}")
+    return response.json() if response.content else {}
+
+
+def seed(gateway_url: str, admin_key: str) -> dict[str, str]:
+    """Create the demo through the public API; returns the demo agencies' keys."""
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    keys: dict[str, str] = {}
+    with httpx.Client(base_url=gateway_url, timeout=60) as client:
+        for agency in (DEMO_PROVIDER, DEMO_RECIPIENT):
+            _check(client.post("/v1/agencies", json=agency, headers=admin), "agency")
+            issued = _check(
+                client.post(f"/v1/agencies/{agency['code']}/keys", headers=admin), "key"
+            )
+            keys[agency["code"]] = issued["key"]
+        agreement = _check(
+            client.post("/v1/agreements", json=demo_agreement(), headers=admin), "agreement"
+        )
+        for code in keys:
+            _check(
+                client.post(
+                    f"/v1/agreements/{agreement['id']}/sign",
+                    json={"signatory": "Demo signatory"},
+                    headers={"Authorization": f"Bearer {keys[code]}"},
+                ),
+                "signature",
+            )
+        _check(
+            client.post(
+                f"/v1/geographies/{DEMO_LAYER}",
+                params={"code_field": "code", "name_field": "name"},
+                json=demo_grid_layer(),
+                headers=admin,
+            ),
+            "geography",
+        )
+        _check(
+            client.post(
+                "/v1/datasets/police-crime/records",
+                json={"records": demo_records()},
+                headers={"Authorization": f"Bearer {keys[DEMO_PROVIDER['code']]}"},
+            ),
+            "push",
+        )
+    return keys

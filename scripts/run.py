@@ -1,0 +1,104 @@
+"""``make run``: the whole hub on one machine, no Docker.
+
+Four processes with SQLite files under ``var/``, one log stream prefixed by service, Ctrl-C stops
+them all. On first start it seeds the demo and prints the keys once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from scripts.demo import DEMO_LAYER, seed
+from scripts.hub import DEFAULT_PORTS, REPO, Hub
+
+VAR = Path(os.environ.get("CSP_VAR_DIR", REPO / "var"))
+
+
+def _ports() -> dict[str, int]:
+    return {
+        name: int(os.environ.get(f"CSP_{name.upper()}_PORT", port))
+        for name, port in DEFAULT_PORTS.items()
+    }
+
+
+def _internal_secret() -> str:
+    if os.environ.get("CSP_INTERNAL_SECRET"):
+        return os.environ["CSP_INTERNAL_SECRET"]
+    path = VAR / "internal-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def main() -> int:
+    VAR.mkdir(parents=True, exist_ok=True)
+    fresh = not (VAR / "gateway.db").exists()
+    seeded_marker = VAR / "demo-seeded"
+    admin_key = os.environ.get("CSP_ADMIN_KEY") or (
+        f"csp_ops_{secrets.token_urlsafe(24)}" if fresh else ""
+    )
+    first_start = not seeded_marker.exists()
+    if first_start and not admin_key:
+        print(
+            "The demo was never seeded and the operators' key is not known: set CSP_ADMIN_KEY "
+            "or run `make clean` to start afresh.",
+            file=sys.stderr,
+        )
+        return 2
+    extra = {"CSP_ADMIN_KEY": admin_key} if admin_key else {}
+    databases = {
+        name: os.environ.get(f"CSP_{name.upper()}_DATABASE_URL", f"sqlite:///{VAR / name}.db")
+        for name in DEFAULT_PORTS
+    }
+    hub = Hub(_ports(), databases, _internal_secret(), extra)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        hub.start()
+        gateway = hub.gateway_url
+        if first_start:
+            keys = seed(gateway, admin_key)
+            seeded_marker.write_text("seeded\n")
+            _print_welcome(gateway, admin_key, keys)
+        else:
+            print(f"\nThe hub is up at {gateway} (demo seeded earlier; its keys were shown then).")
+        print("Ctrl-C stops every service.\n", flush=True)
+        while all(service.alive() for service in hub.services.values()):
+            time.sleep(0.5)
+        print("A service stopped; stopping the others.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        hub.stop()
+
+
+def _print_welcome(gateway: str, admin_key: str, keys: dict[str, str]) -> None:
+    police, council = keys["demo-police"], keys["demo-council"]
+    print(
+        f"""
+==================================================================================
+ CSP hub is up at {gateway}   (DEMO DATA: synthetic, not about real people)
+ These keys are shown once; the hub stores only their hashes.
+
+   export CSP_ADMIN_KEY={admin_key}
+   export POLICE_KEY={police}
+   export COUNCIL_KEY={council}
+
+ Try:
+   curl -s {gateway}/v1/me -H "Authorization: Bearer $COUNCIL_KEY"
+   curl -s "{gateway}/v1/datasets/police-crime/aggregates?geography={DEMO_LAYER}\\
+&period=month&from=2024-01-01&to=2024-06-30" -H "Authorization: Bearer $COUNCIL_KEY"
+==================================================================================
+""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
