@@ -1,0 +1,1 @@
+"""The agreements service: agencies, information sharing agreements, their lifecycle, decisions."""

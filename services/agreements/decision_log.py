@@ -1,0 +1,152 @@
+"""The log of every decision, written in batches off the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+from sqlalchemy import func, insert
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from services.agreements.decisions import Decision, DecisionRequest
+from services.agreements.models import DecisionRow
+
+log = logging.getLogger("csp.agreements.decisions")
+
+MAX_BUFFERED = 200_000
+
+
+@dataclass(frozen=True)
+class LoggedDecision:
+    id: int
+    at: datetime
+    agency: str
+    action: str
+    dataset: str
+    level: str | None
+    purpose: str | None
+    allow: bool
+    rule: str
+    agreement: str | None
+    version: int | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    allowed: int = 0
+    denied: int = 0
+    last_at: datetime | None = None
+
+
+class DecisionRecorder:
+    """Buffers decision rows and writes them with one multi-row INSERT per flush."""
+
+    def __init__(self, engine: Engine, flush_rows: int) -> None:
+        self._engine = engine
+        self._flush_rows = flush_rows
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+
+    def record(self, request: DecisionRequest, decision: Decision, at: datetime) -> None:
+        row = {
+            "at": at,
+            "agency": request.agency,
+            "action": request.action,
+            "dataset": request.dataset,
+            "level": request.level,
+            "purpose": request.purpose,
+            "allow": decision.allow,
+            "rule": decision.rule,
+            "agreement_id": decision.agreement,
+            "version": decision.version,
+        }
+        with self._lock:
+            self._rows.append(row)
+            full = len(self._rows) >= self._flush_rows
+        if full:
+            self.flush()
+
+    def flush(self) -> int:
+        with self._write_lock:
+            with self._lock:
+                rows, self._rows = self._rows, []
+            if not rows:
+                return 0
+            try:
+                with self._engine.begin() as connection:
+                    connection.execute(insert(DecisionRow.__table__), rows)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - keep the rows and retry on the next flush
+                log.error(
+                    "decision log write failed",
+                    extra={"rows": len(rows), "error": type(exc).__name__},
+                )
+                with self._lock:
+                    self._rows = (rows + self._rows)[-MAX_BUFFERED:]
+                return 0
+            return len(rows)
+
+    async def run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await anyio.to_thread.run_sync(self.flush)
+
+
+def recent(session: Session, since: datetime, agencies: Iterable[str]) -> list[LoggedDecision]:
+    rows = session.exec(
+        select(DecisionRow)
+        .where(col(DecisionRow.at) >= since, col(DecisionRow.agency).in_(list(agencies)))
+        .order_by(col(DecisionRow.id))
+    )
+    return [
+        LoggedDecision(
+            id=r.id or 0,
+            at=r.at,
+            agency=r.agency,
+            action=r.action,
+            dataset=r.dataset,
+            level=r.level,
+            purpose=r.purpose,
+            allow=r.allow,
+            rule=r.rule,
+            agreement=r.agreement_id,
+            version=r.version,
+        )
+        for r in rows
+    ]
+
+
+def usage(session: Session) -> dict[str, Usage]:
+    counts: dict[str, Usage] = {}
+    statement = (
+        select(
+            DecisionRow.agreement_id,
+            DecisionRow.allow,
+            func.count(),
+            func.max(DecisionRow.at),
+        )
+        .where(col(DecisionRow.agreement_id).is_not(None))
+        .group_by(col(DecisionRow.agreement_id), col(DecisionRow.allow))
+    )
+    for agreement_id, allow, count, last_at in session.exec(statement):
+        if agreement_id is None:
+            continue
+        seen = counts.get(agreement_id, Usage())
+        latest = max((t for t in (seen.last_at, last_at) if t is not None), default=None)
+        counts[agreement_id] = Usage(
+            allowed=seen.allowed + (count if allow else 0),
+            denied=seen.denied + (0 if allow else count),
+            last_at=latest,
+        )
+    return counts
+
+
+def window_start(now: datetime, days: int) -> datetime:
+    return now - timedelta(days=days)

@@ -1,0 +1,58 @@
+"""Dependencies the routes share: the session, settings, the runtime state and who may call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from services.agreements.decision_log import DecisionRecorder
+from services.agreements.reference import CodeLists
+from services.agreements.settings import Settings
+from services.agreements.snapshot import SnapshotCache
+from shared.catalogue import Dataset
+from shared.db import get_session
+from shared.errors import ProblemError
+from shared.tokens import ClaimsDep, InternalClaims
+
+
+@dataclass
+class Runtime:
+    """What the lifespan creates and the routes use."""
+
+    engine: Engine
+    snapshots: SnapshotCache
+    recorder: DecisionRecorder
+    codes: CodeLists
+    catalogue: dict[str, Dataset]
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def require_service(claims: ClaimsDep) -> InternalClaims:
+    if not claims.is_service:
+        raise ProblemError(
+            403,
+            "Only the gateway and peer services call this.",
+            slug="forbidden",
+            rule="service-only",
+        )
+    return claims
+
+
+# Commit before the response leaves, so a caller's next request sees the change.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ServiceDep = Annotated[InternalClaims, Depends(require_service)]

@@ -1,0 +1,89 @@
+"""Replays recorded decisions against draft terms: which would have come out otherwise, and how."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from services.agreements.decision_log import LoggedDecision
+from services.agreements.decisions import AgencyFacts, DecisionRequest, decide
+from services.agreements.lifecycle import Agreement, Version, iso_utc
+
+MAX_CHANGES_LISTED = 1000
+
+
+def _outcome(allow: bool, rule: str, agreement: str | None, version: int | None) -> dict[str, Any]:
+    return {"allow": allow, "rule": rule, "agreement": agreement, "version": version}
+
+
+def replay(
+    target: Agreement,
+    draft: Version,
+    decisions: Sequence[LoggedDecision],
+    candidates: Mapping[str, Sequence[Agreement]],
+    agencies: Mapping[str, AgencyFacts],
+    suspended: frozenset[str],
+    grace_days: int,
+) -> dict[str, Any]:
+    """Each decision decided again at its own time, with ``draft`` in force instead of ``target``.
+
+    The draft counts as signed by every party and not suspended: the question is what its terms
+    would do. ``candidates`` gives each agency's other agreements.
+    """
+    signed = dict.fromkeys(draft.parties, datetime.min.replace(tzinfo=UTC))
+    proposed = Agreement(
+        id=target.id,
+        operator_state="none",
+        versions=(replace(draft, agreement_id=target.id, signatures=signed),),
+    )
+    changes: list[dict[str, Any]] = []
+    counts = {"allow_to_deny": 0, "deny_to_allow": 0, "rule_changed": 0}
+    for logged in decisions:
+        others = [a for a in candidates.get(logged.agency, ()) if a.id != target.id]
+        request = DecisionRequest(
+            agency=logged.agency,
+            action=logged.action,  # type: ignore[arg-type]
+            dataset=logged.dataset,
+            level=logged.level,
+            purpose=logged.purpose,
+        )
+        after = decide(
+            request,
+            agencies.get(logged.agency),
+            [*others, proposed],
+            logged.at,
+            suspended=suspended,
+            grace_days=grace_days,
+        )
+        if (after.allow, after.rule) == (logged.allow, logged.rule):
+            continue
+        if logged.allow and not after.allow:
+            counts["allow_to_deny"] += 1
+        elif after.allow and not logged.allow:
+            counts["deny_to_allow"] += 1
+        else:
+            counts["rule_changed"] += 1
+        if len(changes) < MAX_CHANGES_LISTED:
+            changes.append(
+                {
+                    "decision_id": logged.id,
+                    "at": iso_utc(logged.at),
+                    "agency": logged.agency,
+                    "action": logged.action,
+                    "dataset": logged.dataset,
+                    "level": logged.level,
+                    "purpose": logged.purpose,
+                    "before": _outcome(logged.allow, logged.rule, logged.agreement, logged.version),
+                    "after": _outcome(after.allow, after.rule, after.agreement, after.version),
+                }
+            )
+    changed = sum(counts.values())
+    return {
+        "examined": len(decisions),
+        "changed": changed,
+        "summary": counts,
+        "changes": changes,
+        "truncated": changed > len(changes),
+    }

@@ -1,0 +1,465 @@
+"""HTTP routes: each translates a request into calls of the domain and service modules."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from sqlmodel import col, select
+
+from services.agreements import service
+from services.agreements.decision_log import recent, usage, window_start
+from services.agreements.decisions import AgencyFacts, Decision, DecisionRequest
+from services.agreements.deps import RuntimeDep, ServiceDep, SessionDep, SettingsDep
+from services.agreements.dry_run import replay
+from services.agreements.lifecycle import Agreement, in_force, iso_utc
+from services.agreements.models import (
+    AgencyCreate,
+    AgencyPublic,
+    AgencyRow,
+    AgreementCreate,
+    DecisionPublic,
+    DecisionQuery,
+    DryRunBody,
+    InternalDecisionQuery,
+    Page,
+    SignBody,
+)
+from services.agreements.service import StoredAgreement, utcnow, version_from_terms
+from services.agreements.views import (
+    agreement_view,
+    party_summary,
+    register_csv,
+    register_html,
+    register_rows,
+)
+from shared.errors import ProblemError
+from shared.tokens import AdminDep, ClaimsDep, InternalClaims
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+
+
+def _encode(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str | None) -> str:
+    if not cursor:
+        return ""
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ProblemError(
+            422, "The cursor is not one this service gave.", slug="bad-cursor", field="cursor"
+        ) from exc
+
+
+def _page(items: Sequence[tuple[str, dict[str, Any]]], limit: int) -> Page:
+    """Items are ``(key, item)`` in key order, already after the cursor; one more than asked."""
+    shown = list(items[:limit])
+    more = len(items) > limit
+    return Page(
+        items=[item for _, item in shown],
+        next_cursor=_encode(shown[-1][0]) if more and shown else None,
+    )
+
+
+def _agency_public(row: AgencyRow) -> AgencyPublic:
+    return AgencyPublic(code=row.code, name=row.name, kind=row.kind, status=row.status)
+
+
+def _sees_everything(claims: InternalClaims) -> bool:
+    return claims.is_admin or claims.is_service
+
+
+# ---------------------------------------------------------------- agencies
+
+agencies = APIRouter(prefix="/v1/agencies", tags=["agencies"])
+
+
+@agencies.post("", status_code=201)
+def create_agency(body: AgencyCreate, session: SessionDep, _admin: AdminDep) -> AgencyPublic:
+    return _agency_public(service.create_agency(session, body.code, body.name, body.kind))
+
+
+@agencies.get("")
+def list_agencies(
+    session: SessionDep, _admin: AdminDep, cursor: Cursor = None, limit: Limit = 50
+) -> Page:
+    rows = session.exec(
+        select(AgencyRow)
+        .where(col(AgencyRow.code) > _decode(cursor))
+        .order_by(col(AgencyRow.code))
+        .limit(limit + 1)
+    )
+    return _page([(r.code, _agency_public(r).model_dump()) for r in rows], limit)
+
+
+@agencies.get("/{code}")
+def get_agency(code: str, session: SessionDep, claims: ClaimsDep) -> AgencyPublic:
+    if not (_sees_everything(claims) or claims.sub == code):
+        raise ProblemError(404, f"No agency {code!r}.", slug="agency-not-found")
+    return _agency_public(service.get_agency(session, code))
+
+
+@agencies.post("/{code}/suspend")
+def suspend_agency(
+    code: str, session: SessionDep, settings: SettingsDep, _admin: AdminDep
+) -> AgencyPublic:
+    row = service.set_agency_status(session, code, "suspended", settings.ops_agency)
+    return _agency_public(row)
+
+
+@agencies.post("/{code}/reinstate")
+def reinstate_agency(
+    code: str, session: SessionDep, settings: SettingsDep, _admin: AdminDep
+) -> AgencyPublic:
+    return _agency_public(service.set_agency_status(session, code, "active", settings.ops_agency))
+
+
+# ---------------------------------------------------------------- code lists
+
+reference = APIRouter(prefix="/v1", tags=["reference"])
+
+
+@reference.get("/purposes")
+def list_purposes(runtime: RuntimeDep, _claims: ClaimsDep) -> list[dict[str, Any]]:
+    return [vars(p) for p in runtime.codes.purposes.values()]
+
+
+@reference.get("/legal-bases")
+def list_legal_bases(runtime: RuntimeDep, _claims: ClaimsDep) -> list[dict[str, Any]]:
+    return [vars(b) for b in runtime.codes.legal_bases.values()]
+
+
+# ---------------------------------------------------------------- agreements
+
+agreements = APIRouter(prefix="/v1/agreements", tags=["agreements"])
+
+
+def _visible(stored: StoredAgreement, claims: InternalClaims) -> bool:
+    if _sees_everything(claims):
+        return True
+    return any(claims.sub in v.parties for v in stored.agreement.versions)
+
+
+def _load(session: SessionDep, agreement_id: str, claims: InternalClaims) -> StoredAgreement:
+    stored = service.read_agreement(session, agreement_id)
+    if stored is None or not _visible(stored, claims):
+        # A non-party learns nothing, not even that the agreement exists.
+        raise ProblemError(404, f"No agreement {agreement_id!r}.", slug="agreement-not-found")
+    return stored
+
+
+def _view(session: SessionDep, agreement_id: str, settings: SettingsDep) -> dict[str, Any]:
+    stored = service.read_agreement(session, agreement_id)
+    if stored is None:
+        raise ProblemError(404, f"No agreement {agreement_id!r}.", slug="agreement-not-found")
+    return agreement_view(stored, utcnow(), settings.review_grace_days)
+
+
+@agreements.post("", status_code=201)
+def create_agreement(
+    body: AgreementCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    admin: AdminDep,
+) -> dict[str, Any]:
+    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
+    agreement_id = service.create_agreement(session, terms, admin.sub)
+    return _view(session, agreement_id, settings)
+
+
+@agreements.get("")
+def list_agreements(
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    claims: ClaimsDep,
+    cursor: Cursor = None,
+    limit: Limit = 50,
+) -> Page:
+    snapshot = runtime.snapshots.current()
+    after = _decode(cursor)
+    pool = (
+        snapshot.agreements.values()
+        if _sees_everything(claims)
+        else snapshot.by_agency.get(claims.sub, [])
+    )
+    now = utcnow()
+    chosen = [s for s in pool if s.agreement.id > after][: limit + 1]
+    return _page(
+        [(s.agreement.id, agreement_view(s, now, settings.review_grace_days)) for s in chosen],
+        limit,
+    )
+
+
+RegisterFormat = Literal["csv", "html", "json"]
+
+
+def _register_format(request: Request, requested: str | None) -> str:
+    if requested:
+        return requested
+    accept = request.headers.get("accept", "")
+    for media, name in (("text/html", "html"), ("text/csv", "csv"), ("application/json", "json")):
+        if media in accept:
+            return name
+    return "csv"
+
+
+@agreements.get("/register", response_model=None)
+def agreement_register(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    claims: ClaimsDep,
+    format: Annotated[RegisterFormat | None, Query()] = None,
+) -> Response | dict[str, Any]:
+    runtime.recorder.flush()
+    snapshot = runtime.snapshots.current()
+    pool = (
+        list(snapshot.agreements.values())
+        if _sees_everything(claims)
+        else snapshot.by_agency.get(claims.sub, [])
+    )
+    now = utcnow()
+    rows = register_rows(pool, usage(session), now, settings.review_grace_days)
+    chosen = _register_format(request, format)
+    if chosen == "html":
+        return HTMLResponse(register_html(rows, now))
+    if chosen == "json":
+        return {"items": rows}
+    return PlainTextResponse(
+        register_csv(rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="agreements-register.csv"'},
+    )
+
+
+@agreements.get("/{agreement_id}")
+def get_agreement(
+    agreement_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    claims: ClaimsDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    stored = _load(session, agreement_id, claims)
+    shown = None
+    if version is not None:
+        shown = stored.agreement.version(version)
+        if shown is None:
+            raise ProblemError(
+                404,
+                f"Agreement {agreement_id!r} has no version {version}.",
+                slug="version-not-found",
+            )
+    return agreement_view(stored, utcnow(), settings.review_grace_days, shown)
+
+
+@agreements.put("/{agreement_id}")
+def amend_agreement(
+    agreement_id: str,
+    body: AgreementCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    admin: AdminDep,
+) -> dict[str, Any]:
+    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
+    number = service.amend_agreement(session, agreement_id, terms, admin.sub)
+    stored = _load(session, agreement_id, admin)
+    return agreement_view(
+        stored, utcnow(), settings.review_grace_days, stored.agreement.version(number)
+    )
+
+
+@agreements.post("/{agreement_id}/sign")
+def sign_agreement(
+    agreement_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    claims: ClaimsDep,
+    body: Annotated[SignBody | None, Body()] = None,
+) -> dict[str, Any]:
+    stored = _load(session, agreement_id, claims)
+    signatory = (body.signatory if body else None) or f"{claims.sub} (key {claims.key_id or '-'})"
+    service.sign_agreement(session, stored, claims.sub, signatory)
+    stored = _load(session, agreement_id, claims)
+    return agreement_view(stored, utcnow(), settings.review_grace_days, stored.agreement.latest)
+
+
+def _operator_route(act: str) -> Any:
+    def act_on(
+        agreement_id: str, session: SessionDep, settings: SettingsDep, admin: AdminDep
+    ) -> dict[str, Any]:
+        service.operator_act(session, agreement_id, act, admin.sub)
+        return _view(session, agreement_id, settings)
+
+    act_on.__name__ = f"{act}_agreement"
+    return act_on
+
+
+for _act in ("suspend", "reinstate", "revoke"):
+    agreements.post(f"/{{agreement_id}}/{_act}", name=f"{_act}_agreement")(_operator_route(_act))
+
+
+@agreements.get("/{agreement_id}/history")
+def agreement_history(
+    agreement_id: str,
+    session: SessionDep,
+    claims: ClaimsDep,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> Page:
+    _load(session, agreement_id, claims)
+    after = _decode(cursor)
+    start = int(after) if after.isdigit() else 0
+    rows, next_id = service.history(session, agreement_id, start, limit)
+    return Page(
+        items=[
+            {
+                "at": iso_utc(r.at),
+                "version": r.version,
+                "event": r.event,
+                "actor": r.actor,
+                "detail": r.detail,
+            }
+            for r in rows
+        ],
+        next_cursor=_encode(str(next_id)) if next_id is not None else None,
+    )
+
+
+@agreements.post("/{agreement_id}/dry-run")
+def dry_run(
+    agreement_id: str,
+    body: DryRunBody,
+    session: SessionDep,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    admin: AdminDep,
+) -> dict[str, Any]:
+    stored = _load(session, agreement_id, admin)
+    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
+    target = stored.agreement
+    draft = version_from_terms(agreement_id, target.latest.version + 1, terms, {})
+    runtime.recorder.flush()
+    snapshot = runtime.snapshots.current()
+    now = utcnow()
+    parties = {p for v in target.versions for p in v.parties} | set(draft.parties)
+    decisions = recent(session, window_start(now, body.days), parties)
+    candidates: dict[str, list[Agreement]] = {
+        code: [s.agreement for s in snapshot.by_agency.get(code, [])] for code in parties
+    }
+    facts = {
+        code: AgencyFacts(info.code, info.status)  # type: ignore[arg-type]
+        for code, info in snapshot.agencies.items()
+    }
+    outcome = replay(
+        target,
+        draft,
+        decisions,
+        candidates,
+        facts,
+        snapshot.suspended,
+        settings.review_grace_days,
+    )
+    return {"agreement": agreement_id, "draft_version": draft.version, "days": body.days, **outcome}
+
+
+# ---------------------------------------------------------------- decisions and the caller
+
+decisions = APIRouter(prefix="/v1", tags=["decisions"])
+
+
+def _decision_request(agency: str, body: DecisionQuery) -> DecisionRequest:
+    return DecisionRequest(
+        agency=agency,
+        action=body.action,
+        dataset=body.dataset,
+        level=body.level,
+        purpose=body.purpose,
+        fields=tuple(body.fields) if body.fields is not None else None,
+    )
+
+
+def _public(decision: Decision) -> DecisionPublic:
+    return DecisionPublic(**decision.as_dict())
+
+
+@decisions.post("/decisions")
+def explain_decision(
+    body: DecisionQuery, settings: SettingsDep, runtime: RuntimeDep, claims: ClaimsDep
+) -> DecisionPublic:
+    # An explanation, not an access: it is answered but not counted as use of an agreement.
+    request = _decision_request(claims.sub, body)
+    return _public(
+        runtime.snapshots.current().decide(request, utcnow(), settings.review_grace_days)
+    )
+
+
+@decisions.get("/me")
+def me(settings: SettingsDep, runtime: RuntimeDep, claims: ClaimsDep) -> dict[str, Any]:
+    snapshot = runtime.snapshots.current()
+    agency = snapshot.agencies.get(claims.sub)
+    if agency is None:
+        raise ProblemError(404, f"No agency {claims.sub!r}.", slug="agency-not-found")
+    now = utcnow()
+    summaries = [
+        party_summary(s, claims.sub, now, settings.review_grace_days)
+        for s in snapshot.by_agency.get(claims.sub, [])
+    ]
+    return {"agency": agency.public(), "agreements": [s for s in summaries if s is not None]}
+
+
+# ---------------------------------------------------------------- internal
+
+internal = APIRouter(prefix="/internal", tags=["internal"])
+
+
+@internal.post("/decisions")
+def internal_decision(
+    body: InternalDecisionQuery, settings: SettingsDep, runtime: RuntimeDep, _caller: ServiceDep
+) -> DecisionPublic:
+    request = _decision_request(body.agency, body)
+    now = utcnow()
+    decision = runtime.snapshots.current().decide(request, now, settings.review_grace_days)
+    runtime.recorder.record(request, decision, now)
+    return _public(decision)
+
+
+@internal.get("/agencies/{code}")
+def internal_agency(code: str, runtime: RuntimeDep, _caller: ServiceDep) -> dict[str, str]:
+    agency = runtime.snapshots.current().agencies.get(code)
+    if agency is None:
+        raise ProblemError(404, f"No agency {code!r}.", slug="agency-not-found")
+    return agency.public()
+
+
+@internal.get("/retention")
+def internal_retention(runtime: RuntimeDep, _caller: ServiceDep) -> list[dict[str, Any]]:
+    now = utcnow()
+    longest: dict[tuple[str, str], int] = {}
+    for stored in runtime.snapshots.current().agreements.values():
+        agreement = stored.agreement
+        current = in_force(agreement, now)
+        if current is None or agreement.operator_state != "none" or now.date() > current.end:
+            continue
+        for provider in current.providers:
+            for grant in current.datasets:
+                key = (provider, grant.dataset)
+                longest[key] = max(longest.get(key, 0), current.retention_days)
+    return [
+        {"provider": p, "dataset": d, "retention_days": days}
+        for (p, d), days in sorted(longest.items())
+    ]
+
+
+routers = (agencies, reference, agreements, decisions, internal)

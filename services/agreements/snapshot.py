@@ -1,0 +1,85 @@
+"""Each replica's in-memory copy of agencies and agreements, reloaded when the generation moves.
+
+A decision then costs one primary-key read (the generation) instead of loading agreements, and a
+suspension made through any replica is seen by every replica on its next decision.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from services.agreements.decisions import AgencyFacts, Decision, DecisionRequest, decide
+from services.agreements.models import GenerationRow
+from services.agreements.service import StoredAgreement, read_all, read_generation
+
+
+@dataclass(frozen=True)
+class AgencyInfo:
+    code: str
+    name: str
+    kind: str
+    status: str
+
+    def public(self) -> dict[str, str]:
+        return {"code": self.code, "name": self.name, "kind": self.kind, "status": self.status}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    generation: int
+    agencies: dict[str, AgencyInfo]
+    agreements: dict[str, StoredAgreement]  # by id, in id order
+    by_agency: dict[str, list[StoredAgreement]] = field(default_factory=dict)
+
+    @property
+    def suspended(self) -> frozenset[str]:
+        return frozenset(a.code for a in self.agencies.values() if a.status == "suspended")
+
+    def decide(self, request: DecisionRequest, now: datetime, grace_days: int) -> Decision:
+        info = self.agencies.get(request.agency)
+        agency = None if info is None else AgencyFacts(info.code, info.status)  # type: ignore[arg-type]
+        candidates = [s.agreement for s in self.by_agency.get(request.agency, [])]
+        return decide(
+            request, agency, candidates, now, suspended=self.suspended, grace_days=grace_days
+        )
+
+
+def build_snapshot(session: Session) -> Snapshot:
+    # The generation is read first: a change landing during the load leaves the label behind,
+    # so the next call reloads rather than keeping stale data under a new label.
+    row = session.get(GenerationRow, 1)
+    generation = row.value if row else 0
+    agency_rows, stored = read_all(session)
+    agencies = {a.code: AgencyInfo(a.code, a.name, a.kind, a.status) for a in agency_rows}
+    ordered = dict(sorted((s.agreement.id, s) for s in stored))
+    by_agency: dict[str, list[StoredAgreement]] = {}
+    for item in ordered.values():
+        parties = {p for v in item.agreement.versions for p in v.parties}
+        for party in parties:
+            by_agency.setdefault(party, []).append(item)
+    return Snapshot(generation, agencies, ordered, by_agency)
+
+
+class SnapshotCache:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    def current(self) -> Snapshot:
+        generation = read_generation(self._engine)
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.generation == generation:
+            return snapshot
+        with self._lock:
+            snapshot = self._snapshot
+            if snapshot is None or snapshot.generation != generation:
+                with Session(self._engine) as session:
+                    snapshot = build_snapshot(session)
+                self._snapshot = snapshot
+            return snapshot

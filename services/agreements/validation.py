@@ -1,0 +1,83 @@
+"""Checks an agreement's terms against the code lists, the catalogue and the known agencies.
+
+Plain data in, a list of ``{"field", "message"}`` out: empty means the terms are valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from services.agreements.lifecycle import LEVEL_RANK
+from services.agreements.reference import CodeLists
+from shared.catalogue import Dataset
+
+
+def check_terms(
+    terms: Mapping[str, Any],
+    codes: CodeLists,
+    catalogue: Mapping[str, Dataset],
+    agencies: Collection[str],
+) -> list[dict[str, str]]:
+    errors: list[dict[str, str]] = []
+
+    def error(field: str, message: str) -> None:
+        errors.append({"field": field, "message": message})
+
+    if terms["purpose"] not in codes.purposes:
+        error("purpose", f"unknown purpose {terms['purpose']!r}; see GET /v1/purposes")
+    bases = []
+    for index, code in enumerate(terms["legal_basis"]):
+        basis = codes.legal_bases.get(code)
+        if basis is None:
+            error(f"legal_basis[{index}]", f"unknown legal basis {code!r}; see GET /v1/legal-bases")
+        else:
+            bases.append(basis)
+    for role in ("providers", "recipients"):
+        for index, code in enumerate(terms[role]):
+            if code not in agencies:
+                error(f"{role}[{index}]", f"unknown agency {code!r}")
+        if len(set(terms[role])) != len(terms[role]):
+            error(role, "an agency is named twice")
+    if terms["end"] < terms["start"]:
+        error("end", "the end date is before the start date")
+    review_by = terms.get("review_by")
+    if review_by is not None and review_by < terms["start"]:
+        error("review_by", "the review date is before the start date")
+
+    permits_personal = any(b.permits_personal for b in bases)
+    art9 = any(b.art9_condition for b in bases)
+    seen: set[str] = set()
+    for index, entry in enumerate(terms["datasets"]):
+        where = f"datasets[{index}]"
+        name = entry["dataset"]
+        dataset = catalogue.get(name)
+        if name in seen:
+            error(f"{where}.dataset", f"dataset {name!r} is listed twice")
+        seen.add(name)
+        if dataset is None:
+            error(f"{where}.dataset", f"unknown dataset {name!r}; see GET /v1/datasets")
+            continue
+        level = entry["level"]
+        if LEVEL_RANK[level] > LEVEL_RANK[dataset.max_level]:
+            error(
+                f"{where}.level",
+                f"dataset {name!r} is shared at most at level {dataset.max_level!r}",
+            )
+        if level == "personal" and not permits_personal:
+            error(
+                f"{where}.level",
+                "level 'personal' needs a legal basis that permits personal data",
+            )
+        if dataset.special_category and not art9:
+            error(
+                f"{where}.dataset",
+                f"dataset {name!r} holds special category data: cite an Art 9 condition",
+            )
+        for position, field_name in enumerate(entry.get("fields") or []):
+            if dataset.field(field_name) is None:
+                error(
+                    f"{where}.fields[{position}]",
+                    f"dataset {name!r} has no field {field_name!r}",
+                )
+    return errors
