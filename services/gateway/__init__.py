@@ -1,0 +1,1 @@
+"""The gateway: authenticates agencies, asks agreements for a decision, audits and proxies."""

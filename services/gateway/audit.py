@@ -1,0 +1,347 @@
+"""The audit log: a group-commit writer that fails closed, signed checkpoints, queries.
+
+Requests await their entry's commit before any answer reaches the client, but concurrent
+requests share one transaction (group commit), so the audit costs a fraction of a write each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import Table, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from services.gateway import chain
+from services.gateway.models import AuditCheckpoint, AuditEntry, AuditHead, AuditSigningKey
+
+log = logging.getLogger("csp.gateway.audit")
+ENTRY: Table = AuditEntry.__table__  # type: ignore[attr-defined]
+HEAD: Table = AuditHead.__table__  # type: ignore[attr-defined]
+CHECKPOINT: Table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+SIGNING_KEY: Table = AuditSigningKey.__table__  # type: ignore[attr-defined]
+
+ENTRY_COLUMNS = [*chain.CONTENT_FIELDS, "digest", "prev_hash", "hash"]
+
+
+class AuditUnavailableError(Exception):
+    """The audit entry could not be written, so the request must not be served."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def outcome_of(status: int | None, phase: str) -> str:
+    if phase == "intent":
+        return "pending"
+    if status in (401, 403):
+        return "denied"
+    if status is not None and status < 400:
+        return "allowed"
+    return "error"
+
+
+def providers_column(providers: list[str] | None) -> str | None:
+    return None if providers is None else "," + ",".join(providers) + ","
+
+
+def providers_list(column: str | None) -> list[str] | None:
+    return None if column is None else [p for p in column.split(",") if p]
+
+
+class Signer:
+    """The Ed25519 key that signs checkpoints."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self.private = private
+        public_raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public_b64 = base64.b64encode(public_raw).decode("ascii")
+        self.key_id = chain.public_key_id(public_raw)
+
+    def sign(self, seq: int, head: str, at: str) -> str:
+        return base64.b64encode(self.private.sign(chain.checkpoint_message(seq, head, at))).decode()
+
+
+def load_signer(engine: Engine, configured_seed: str | None) -> Signer:
+    """The configured key, else the newest key generated into the DB, else a new one stored there.
+
+    Every public key stays in the table, so checkpoints signed before a rotation still verify.
+    """
+    with engine.begin() as connection:
+        if configured_seed:
+            signer = Signer(Ed25519PrivateKey.from_private_bytes(base64.b64decode(configured_seed)))
+            seed = None
+        else:
+            row = connection.execute(
+                select(SIGNING_KEY.c.private_seed)
+                .where(SIGNING_KEY.c.private_seed.is_not(None))
+                .order_by(SIGNING_KEY.c.created_at.desc())
+                .limit(1)
+            ).first()
+            if row is not None:
+                signer = Signer(Ed25519PrivateKey.from_private_bytes(base64.b64decode(row[0])))
+                return _register(connection, signer, None)
+            private = Ed25519PrivateKey.generate()
+            signer = Signer(private)
+            seed = base64.b64encode(private.private_bytes_raw()).decode("ascii")
+        return _register(connection, signer, seed)
+
+
+def _register(connection: Connection, signer: Signer, seed: str | None) -> Signer:
+    known = connection.execute(
+        select(SIGNING_KEY.c.key_id).where(SIGNING_KEY.c.key_id == signer.key_id)
+    ).first()
+    if known is None:
+        connection.execute(
+            insert(SIGNING_KEY).values(
+                key_id=signer.key_id,
+                public_key=signer.public_b64,
+                private_seed=seed,
+                created_at=time.time(),
+            )
+        )
+    return signer
+
+
+def ensure_head(engine: Engine) -> None:
+    with engine.begin() as connection:
+        if connection.execute(select(HEAD.c.id).where(HEAD.c.id == 1)).first() is None:
+            connection.execute(
+                insert(HEAD).values(
+                    id=1, seq=0, hash=chain.GENESIS, checkpoint_seq=0, checkpoint_at=time.time()
+                )
+            )
+
+
+class AuditLog:
+    """Appends entries in batches; ``append`` returns once its entry is committed."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        signer: Signer,
+        *,
+        enabled: bool = True,
+        batch_max: int = 256,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.signer = signer
+        self.enabled = enabled
+        self.batch_max = batch_max
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self.enabled:
+            try:
+                await asyncio.to_thread(self._checkpoint_now)
+            except Exception as exc:  # noqa: BLE001 - shutting down; the next start checkpoints
+                log.warning("final checkpoint failed", extra={"error": type(exc).__name__})
+
+    async def append(self, entry: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        if self._closing or self._task is None or self._task.done():
+            raise AuditUnavailableError("the audit writer is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, future))
+        self._wake.set()
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._pending[: self.batch_max]
+            del self._pending[: self.batch_max]
+            try:
+                await asyncio.to_thread(self._write, [entry for entry, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - any store failure refuses the batch's requests
+                log.error(
+                    "audit write failed", extra={"error": type(exc).__name__, "n": len(batch)}
+                )
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(AuditUnavailableError(type(exc).__name__))
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as connection:
+            seq, prev, checkpoint_seq, checkpoint_at = _lock_head(connection)
+            rows = []
+            for entry in entries:
+                seq += 1
+                row = {name: entry.get(name) for name in chain.CONTENT_FIELDS}
+                row["seq"] = seq
+                entry_digest = chain.digest(row)
+                row["digest"] = entry_digest
+                row["prev_hash"] = prev
+                prev = chain.link(prev, entry_digest)
+                row["hash"] = prev
+                row["providers"] = providers_column(row["providers"])
+                rows.append(row)
+            connection.execute(insert(ENTRY), rows)
+            values: dict[str, Any] = {"seq": seq, "hash": prev}
+            due = seq - checkpoint_seq >= self.checkpoint_every or (
+                time.time() - checkpoint_at >= self.checkpoint_seconds
+            )
+            if due:
+                self._sign(connection, seq, prev)
+                values.update(checkpoint_seq=seq, checkpoint_at=time.time())
+            connection.execute(update(HEAD).where(HEAD.c.id == 1).values(**values))
+
+    def _sign(self, connection: Connection, seq: int, head: str) -> None:
+        at = now_iso()
+        connection.execute(
+            insert(CHECKPOINT).values(
+                seq=seq,
+                hash=head,
+                at=at,
+                signing_key_id=self.signer.key_id,
+                signature=self.signer.sign(seq, head, at),
+            )
+        )
+
+    def _checkpoint_now(self) -> None:
+        with self.engine.begin() as connection:
+            seq, head, checkpoint_seq, _ = _lock_head(connection)
+            if seq > checkpoint_seq:
+                self._sign(connection, seq, head)
+                connection.execute(
+                    update(HEAD)
+                    .where(HEAD.c.id == 1)
+                    .values(checkpoint_seq=seq, checkpoint_at=time.time())
+                )
+
+
+def _lock_head(connection: Connection) -> tuple[int, str, int, float]:
+    # Writing the head row first takes its lock (row lock on PostgreSQL, the write lock on
+    # SQLite), so writers in several replicas extend one chain in turn.
+    connection.execute(update(HEAD).where(HEAD.c.id == 1).values(seq=HEAD.c.seq))
+    row = connection.execute(
+        select(HEAD.c.seq, HEAD.c.hash, HEAD.c.checkpoint_seq, HEAD.c.checkpoint_at).where(
+            HEAD.c.id == 1
+        )
+    ).one()
+    return int(row[0]), str(row[1]), int(row[2]), float(row[3])
+
+
+def entry_dict(row: Any) -> dict[str, Any]:
+    entry = dict(row._mapping)
+    entry["providers"] = providers_list(entry.get("providers"))
+    return entry
+
+
+def iter_entries(connection: Connection, upto: int, chunk: int = 5000) -> Iterator[dict[str, Any]]:
+    columns = [ENTRY.c[name] for name in ENTRY_COLUMNS]
+    after = 0
+    while True:
+        rows = connection.execute(
+            select(*columns)
+            .where(ENTRY.c.seq > after, ENTRY.c.seq <= upto)
+            .order_by(ENTRY.c.seq)
+            .limit(chunk)
+        ).all()
+        for row in rows:
+            yield entry_dict(row)
+        if len(rows) < chunk:
+            return
+        after = rows[-1][0]
+
+
+def read_head(connection: Connection) -> dict[str, Any]:
+    row = connection.execute(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).first()
+    return {"seq": 0, "hash": chain.GENESIS} if row is None else {"seq": row[0], "hash": row[1]}
+
+
+def checkpoints_and_keys(
+    connection: Connection, upto: int
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    query = select(CHECKPOINT).where(CHECKPOINT.c.seq <= upto).order_by(CHECKPOINT.c.seq)
+    checkpoints = [dict(row._mapping) for row in connection.execute(query)]
+    keys = {
+        row[0]: row[1]
+        for row in connection.execute(select(SIGNING_KEY.c.key_id, SIGNING_KEY.c.public_key))
+    }
+    return checkpoints, keys
+
+
+def verify_store(engine: Engine) -> dict[str, Any]:
+    # Read the head first and check up to it, so entries appended meanwhile do not count.
+    with engine.connect() as connection:
+        head = read_head(connection)
+        checkpoints, keys = checkpoints_and_keys(connection, head["seq"])
+        return chain.verify(iter_entries(connection, head["seq"]), checkpoints, keys, head)
+
+
+def export_lines(engine: Engine) -> Iterator[dict[str, Any]]:
+    """The whole chain for offline verification: keys, checkpoints, entries, then the head."""
+    with engine.connect() as connection:
+        head = read_head(connection)
+        checkpoints, keys = checkpoints_and_keys(connection, head["seq"])
+        for key_id, public_key in keys.items():
+            yield {"type": "signing_key", "key_id": key_id, "public_key": public_key}
+        for checkpoint in checkpoints:
+            yield {"type": "checkpoint", **checkpoint}
+        for entry in iter_entries(connection, head["seq"]):
+            yield {"type": "entry", **entry}
+        yield {"type": "head", **head}
+
+
+def search(
+    engine: Engine,
+    *,
+    agency: str | None = None,
+    dataset: str | None = None,
+    provider: str | None = None,
+    outcome: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    columns = [ENTRY.c[name] for name in ENTRY_COLUMNS]
+    query = select(*columns).where(ENTRY.c.seq > after)
+    if agency:
+        query = query.where(ENTRY.c.agency == agency)
+    if dataset:
+        query = query.where(ENTRY.c.dataset == dataset)
+    if provider:
+        query = query.where(ENTRY.c.providers.like(f"%,{provider},%"))
+    if outcome:
+        query = query.where(ENTRY.c.outcome == outcome)
+    if since:
+        query = query.where(ENTRY.c.at >= since)
+    if until:
+        query = query.where(ENTRY.c.at < until)
+    query = query.order_by(ENTRY.c.seq).limit(limit)
+    with engine.connect() as connection:
+        return [entry_dict(row) for row in connection.execute(query)]

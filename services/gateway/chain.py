@@ -1,0 +1,122 @@
+"""The audit hash chain: digests of entries, the chain over them, and its verification.
+
+Plain functions over plain dicts, so the service, the tests and the offline verifier agree.
+Each entry's ``digest`` is SHA-256 of its canonical JSON content; ``hash`` is
+SHA-256(prev_hash + digest) over the hex strings. The chain covers only digests, so an entry's
+content could be erased later while the chain still verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+GENESIS = "0" * 64
+CONTENT_FIELDS = (
+    "seq",
+    "at",
+    "request_id",
+    "phase",
+    "agency",
+    "key_id",
+    "method",
+    "route",
+    "dataset",
+    "action",
+    "level",
+    "purpose",
+    "rule",
+    "agreement",
+    "version",
+    "providers",
+    "status",
+    "outcome",
+    "records",
+)
+
+
+def digest(entry: Mapping[str, Any]) -> str:
+    content = {name: entry.get(name) for name in CONTENT_FIELDS}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def link(prev_hash: str, entry_digest: str) -> str:
+    return hashlib.sha256((prev_hash + entry_digest).encode("ascii")).hexdigest()
+
+
+def checkpoint_message(seq: int, head: str, at: str) -> bytes:
+    return f"csp-audit-checkpoint:{seq}:{head}:{at}".encode("ascii")
+
+
+def public_key_id(public_raw: bytes) -> str:
+    return hashlib.sha256(public_raw).hexdigest()[:16]
+
+
+def verify(
+    entries: Iterable[Mapping[str, Any]],
+    checkpoints: Iterable[Mapping[str, Any]] = (),
+    public_keys: Mapping[str, str] | None = None,
+    head: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check the chain in seq order, then each signed checkpoint against it.
+
+    ``public_keys`` maps signing key id to base64 raw Ed25519 public key; ``head`` is the stored
+    head (seq, hash), which catches entries deleted from the end.
+    """
+    by_seq = {int(c["seq"]): c for c in checkpoints}
+    keys = public_keys or {}
+    expected_seq = 1
+    prev = GENESIS
+    count = 0
+    for entry in entries:
+        seq = int(entry["seq"])
+        if seq != expected_seq:
+            return _bad(expected_seq, "entry missing or out of order")
+        if entry["prev_hash"] != prev:
+            return _bad(seq, "previous hash does not match")
+        if digest(entry) != entry["digest"]:
+            return _bad(seq, "content does not match its digest")
+        if link(prev, entry["digest"]) != entry["hash"]:
+            return _bad(seq, "hash does not match the chain")
+        checkpoint = by_seq.pop(seq, None)
+        if checkpoint is not None:
+            problem = _check_checkpoint(checkpoint, entry["hash"], keys)
+            if problem:
+                return _bad(seq, problem)
+        prev = entry["hash"]
+        expected_seq += 1
+        count += 1
+    if by_seq:
+        return _bad(min(by_seq), "a signed checkpoint names an entry that is missing")
+    if head is not None and (int(head["seq"]) != count or (count and head["hash"] != prev)):
+        return _bad(count + 1 if int(head["seq"]) > count else count, "chain head does not match")
+    return {"ok": True, "entries": count, "head": prev}
+
+
+def _check_checkpoint(
+    checkpoint: Mapping[str, Any], entry_hash: str, keys: Mapping[str, str]
+) -> str:
+    if checkpoint["hash"] != entry_hash:
+        return "signed checkpoint does not match the chain"
+    public = keys.get(checkpoint["signing_key_id"])
+    if public is None:
+        return "checkpoint signed by an unknown key"
+    try:
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(public)).verify(
+            base64.b64decode(checkpoint["signature"]),
+            checkpoint_message(int(checkpoint["seq"]), checkpoint["hash"], checkpoint["at"]),
+        )
+    except (InvalidSignature, ValueError):
+        return "checkpoint signature is not valid"
+    return ""
+
+
+def _bad(seq: int, reason: str) -> dict[str, Any]:
+    return {"ok": False, "first_bad_entry": seq, "reason": reason}

@@ -1,0 +1,95 @@
+"""Decisions from the agreements service, cached for under half a second.
+
+A suspension or revocation therefore takes effect within one second on every replica, while a
+burst of identical requests costs one call to agreements (concurrent misses share it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from services.gateway.upstream import Upstream, call_json
+from shared.errors import ProblemError
+
+DecisionKey = tuple[str, str, str | None, str | None, str | None, tuple[str, ...] | None]
+MAX_CACHED = 50_000
+
+
+class DecisionCache:
+    def __init__(self, agreements: Upstream, token: Callable[[], str], ttl_seconds: float) -> None:
+        self.agreements = agreements
+        self.token = token
+        self.ttl = ttl_seconds
+        self._cache: dict[DecisionKey, tuple[float, dict[str, Any]]] = {}
+        self._inflight: dict[DecisionKey, asyncio.Future[dict[str, Any]]] = {}
+
+    async def decide(
+        self,
+        agency: str,
+        action: str,
+        dataset: str | None,
+        level: str | None,
+        purpose: str | None,
+        fields: list[str] | None,
+    ) -> dict[str, Any]:
+        key: DecisionKey = (
+            agency,
+            action,
+            dataset,
+            level,
+            purpose,
+            None if fields is None else tuple(fields),
+        )
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            return await inflight
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            decision = await self._ask(agency, action, dataset, level, purpose, fields)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # marked retrieved; concurrent waiters re-raise it
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic(), decision)
+        future.set_result(decision)
+        return decision
+
+    async def _ask(
+        self,
+        agency: str,
+        action: str,
+        dataset: str | None,
+        level: str | None,
+        purpose: str | None,
+        fields: list[str] | None,
+    ) -> dict[str, Any]:
+        payload = {
+            "agency": agency,
+            "action": action,
+            "dataset": dataset,
+            "level": level,
+            "purpose": purpose,
+            "fields": fields,
+        }
+        status, body = await call_json(
+            self.agreements, "POST", "/internal/decisions", self.token(), payload
+        )
+        if status != 200 or not isinstance(body, dict) or "allow" not in body:
+            raise ProblemError(
+                503,
+                "The agreements service could not decide this request.",
+                slug="decision-unavailable",
+                upstream_status=status,
+            )
+        return body

@@ -1,0 +1,40 @@
+"""Dependencies of the gateway's own routes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from services.gateway.keys import Caller
+from services.gateway.proxy import Gateway
+from services.gateway.settings import Settings
+from shared.errors import ProblemError
+
+
+def caller(request: Request) -> Caller:
+    """The caller the gateway middleware authenticated (it refuses unauthenticated requests)."""
+    found = request.scope.get("state", {}).get("caller")
+    if not isinstance(found, Caller):
+        raise ProblemError(401, "A valid API key is required.", slug="unauthenticated")
+    return found
+
+
+def admin(found: Annotated[Caller, Depends(caller)]) -> Caller:
+    if not found.is_admin:
+        raise ProblemError(403, "Operators only.", slug="forbidden", rule="admin-only")
+    return found
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+CallerDep = Annotated[Caller, Depends(caller)]
+AdminDep = Annotated[Caller, Depends(admin)]
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+SettingsDep = Annotated[Settings, Depends(settings)]

@@ -1,0 +1,197 @@
+"""API keys: ``csp_<key_id>_<secret>``, stored only as SHA-256 hashes, looked up through a cache.
+
+The cache lives ``key_cache_seconds`` (0.5 s), so a revocation reaches every replica within a
+second without a database read per request. Last-used times are kept in memory and written in
+one statement every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.engine import Engine
+
+from services.gateway.models import ApiKey
+
+KEYS: Table = ApiKey.__table__  # type: ignore[attr-defined]
+
+log = logging.getLogger("csp.gateway.keys")
+
+KEY_PATTERN = re.compile(r"^csp_([0-9a-f]{12})_[A-Za-z0-9_-]{20,128}$")
+OPS_AGENCY = "ops"
+MAX_CACHED = 50_000
+
+
+@dataclass(frozen=True)
+class Caller:
+    agency: str
+    roles: tuple[str, ...]
+    key_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    caller: Caller
+    key_hash: str
+    revoked: bool
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_id_of(key: str) -> str:
+    """The key's public prefix; a key in another format (an operator-chosen CSP_ADMIN_KEY) gets
+    an id derived from its hash."""
+    match = KEY_PATTERN.match(key)
+    if match:
+        return match.group(1)
+    return "x" + hash_key(key)[:15]
+
+
+def new_key() -> tuple[str, str]:
+    key_id = secrets.token_hex(6)
+    return key_id, f"csp_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def store_key(engine: Engine, agency: str, roles: list[str], key: str) -> str:
+    key_id = key_id_of(key)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(KEYS).values(
+                key_id=key_id,
+                agency=agency,
+                roles=",".join(roles),
+                key_hash=hash_key(key),
+                created_at=time.time(),
+            )
+        )
+    return key_id
+
+
+def revoke_key(engine: Engine, agency: str, key_id: str) -> bool:
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(KEYS)
+            .where(KEYS.c.key_id == key_id, KEYS.c.agency == agency, KEYS.c.revoked_at.is_(None))
+            .values(revoked_at=time.time())
+        )
+        return bool(result.rowcount)
+
+
+def ensure_operator_key(engine: Engine, configured: str | None) -> str | None:
+    """Install ``CSP_ADMIN_KEY``; without it create one on first start. Returns a new key to print
+    once, or None."""
+    if configured:
+        key_id = key_id_of(configured)
+        with engine.begin() as connection:
+            row = connection.execute(
+                select(KEYS.c.key_hash, KEYS.c.revoked_at).where(KEYS.c.key_id == key_id)
+            ).first()
+            if row is None:
+                connection.execute(
+                    insert(KEYS).values(
+                        key_id=key_id,
+                        agency=OPS_AGENCY,
+                        roles="agency,admin",
+                        key_hash=hash_key(configured),
+                        created_at=time.time(),
+                    )
+                )
+        return None
+    with engine.connect() as connection:
+        exists = connection.execute(
+            select(KEYS.c.key_id).where(KEYS.c.agency == OPS_AGENCY).limit(1)
+        ).first()
+    if exists is not None:
+        return None
+    _, key = new_key()
+    store_key(engine, OPS_AGENCY, ["agency", "admin"], key)
+    return key
+
+
+class KeyStore:
+    """Authenticates bearer keys against the table through a short-lived cache."""
+
+    def __init__(self, engine: Engine, ttl_seconds: float) -> None:
+        self.engine = engine
+        self.ttl = ttl_seconds
+        self._cache: dict[str, tuple[float, StoredKey | None]] = {}
+        self._inflight: dict[str, asyncio.Future[StoredKey | None]] = {}
+        self._used: dict[str, float] = {}
+
+    async def authenticate(self, key: str) -> Caller | None:
+        key_id = key_id_of(key)
+        now = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is not None and now - cached[0] < self.ttl:
+            stored = cached[1]
+        else:
+            stored = await self._load(key_id)
+        if stored is None or stored.revoked:
+            return None
+        if not hmac.compare_digest(stored.key_hash, hash_key(key)):
+            return None
+        self._used[key_id] = time.time()
+        return stored.caller
+
+    async def _load(self, key_id: str) -> StoredKey | None:
+        # One database read per key per TTL, however many requests arrive meanwhile.
+        inflight = self._inflight.get(key_id)
+        if inflight is not None:
+            return await inflight
+        future: asyncio.Future[StoredKey | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key_id] = future
+        try:
+            stored = await asyncio.to_thread(self._read, key_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # consumed here; waiters re-raise it
+            raise
+        finally:
+            self._inflight.pop(key_id, None)
+        if len(self._cache) >= MAX_CACHED:
+            self._cache.clear()
+        self._cache[key_id] = (time.monotonic(), stored)
+        future.set_result(stored)
+        return stored
+
+    def _read(self, key_id: str) -> StoredKey | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(KEYS.c.agency, KEYS.c.roles, KEYS.c.key_hash, KEYS.c.revoked_at).where(
+                    KEYS.c.key_id == key_id
+                )
+            ).first()
+        if row is None:
+            return None
+        roles = tuple(r for r in row[1].split(",") if r)
+        return StoredKey(Caller(row[0], roles, key_id), row[2], row[3] is not None)
+
+    def forget(self, key_id: str) -> None:
+        self._cache.pop(key_id, None)
+
+    def flush_last_used(self) -> int:
+        used, self._used = self._used, {}
+        if not used:
+            return 0
+        statement = (
+            update(KEYS)
+            .where(KEYS.c.key_id == bindparam("kid"))
+            .values(last_used_at=bindparam("used"))
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement, [{"kid": k, "used": t} for k, t in used.items()])
+        return len(used)

@@ -1,0 +1,199 @@
+"""The gateway app: ``create_app(settings, transports)``.
+
+``transports`` replaces a backend's client with any httpx transport (tests wire fake backends in
+through ``httpx.ASGITransport``); without it each backend gets one pooled aiohttp session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from limits import parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter
+from starlette.middleware import Middleware
+
+from services.gateway import audit, keys
+from services.gateway.decisions import DecisionCache
+from services.gateway.models import Base
+from services.gateway.openapi import OpenApiMerger
+from services.gateway.proxy import Gateway, GatewayMiddleware
+from services.gateway.routes import docs_router, router
+from services.gateway.settings import Settings
+from services.gateway.upstream import AiohttpUpstream, HttpxUpstream, Upstream, call_json
+from shared.app import build_app
+from shared.db import make_engine, ping, prepare_schema
+from shared.tokens import issue_token
+
+log = logging.getLogger("csp.gateway")
+BACKENDS = ("agreements", "ingest", "depersonalise")
+
+
+def _upstreams(
+    settings: Settings, transports: dict[str, httpx.AsyncBaseTransport]
+) -> dict[str, Upstream]:
+    made: dict[str, Upstream] = {}
+    for name in BACKENDS:
+        url = getattr(settings, f"{name}_url")
+        if name in transports:
+            made[name] = HttpxUpstream(
+                url,
+                transports[name],
+                connect_timeout=settings.connect_timeout_seconds,
+                read_timeout=settings.read_timeout_seconds,
+            )
+        else:
+            made[name] = AiohttpUpstream(
+                url,
+                connect_timeout=settings.connect_timeout_seconds,
+                read_timeout=settings.read_timeout_seconds,
+                limit=settings.max_connections_per_backend,
+            )
+    return made
+
+
+def _service_token(secret: str, ttl: int) -> Callable[[], str]:
+    """The gateway's own token for peer calls, reissued at half its lifetime."""
+    current = ("", 0.0)
+
+    def token() -> str:
+        nonlocal current
+        if time.monotonic() - current[1] > ttl / 2:
+            current = (
+                issue_token(secret, {"sub": "gateway", "roles": ["service"]}, ttl),
+                time.monotonic(),
+            )
+        return current[0]
+
+    return token
+
+
+def _rate_storage(settings: Settings) -> Storage:
+    if settings.redis_url:
+        uri = settings.redis_url.replace("redis://", "async+redis://", 1)
+        return RedisStorage(uri, implementation="redispy")
+    return MemoryStorage()
+
+
+async def _flush_last_used(store: keys.KeyStore, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(store.flush_last_used)
+        except Exception as exc:  # noqa: BLE001 - last-used is advisory; retry next round
+            log.warning("last-used flush failed", extra={"error": type(exc).__name__})
+
+
+def create_app(
+    settings: Settings | None = None,
+    transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+) -> FastAPI:
+    settings = settings or Settings()  # type: ignore[call-arg]
+    peers = transports or {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
+        audit.ensure_head(engine)
+        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+        printed = keys.ensure_operator_key(engine, admin_key)
+        if printed:
+            # Printed once, on the first start only; never logged.
+            sys.stdout.write(f"Operators' admin key (agency ops, shown once): {printed}\n")
+            sys.stdout.flush()
+        seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
+        signer = audit.load_signer(engine, seed)
+        audit_log = audit.AuditLog(
+            engine,
+            signer,
+            enabled=settings.audit_enabled,
+            batch_max=settings.audit_batch_max,
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_seconds=settings.audit_checkpoint_seconds,
+        )
+        audit_log.start()
+        upstreams = _upstreams(settings, peers)
+        secret = settings.internal_secret.get_secret_value()
+        service_token = _service_token(secret, settings.internal_token_ttl_seconds)
+        storage = _rate_storage(settings)
+        key_store = keys.KeyStore(engine, settings.key_cache_seconds)
+        app.state.engine = engine
+        app.state.gateway = Gateway(
+            secret=secret,
+            token_ttl=settings.internal_token_ttl_seconds,
+            keys=key_store,
+            audit=audit_log,
+            decisions=DecisionCache(
+                upstreams["agreements"], service_token, settings.decision_cache_seconds
+            ),
+            upstreams=upstreams,
+            limiter=FixedWindowRateLimiter(storage),
+            limits=parse_many(settings.rate_limit),
+            max_body_bytes=settings.max_body_bytes,
+            service_token=service_token,
+        )
+        app.state.openapi = OpenApiMerger(app.openapi(), upstreams, settings.openapi_cache_seconds)
+        flusher = asyncio.create_task(
+            _flush_last_used(key_store, settings.last_used_flush_seconds), name="last-used"
+        )
+        try:
+            yield
+        finally:
+            app.state.gateway = None
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(key_store.flush_last_used)
+            await audit_log.close()
+            for upstream in upstreams.values():
+                await upstream.close()
+            engine.dispose()
+
+    async def peers_answer(app: FastAPI) -> None:
+        gateway = app.state.gateway
+        for name, upstream in gateway.upstreams.items():
+            status, _ = await asyncio.wait_for(
+                call_json(upstream, "GET", "/healthz", gateway.service_token()), timeout=2
+            )
+            if status != 200:
+                raise RuntimeError(f"{name} answers {status}")
+
+    app = build_app(
+        "gateway",
+        lifespan=lifespan,
+        ready_checks=[
+            ("database", lambda app: ping(app.state.engine)),
+            ("peers", peers_answer),
+        ],
+        title="CSP information-sharing hub",
+        description="Public API of the hub. Authenticate with `Authorization: Bearer <api key>`.",
+        docs=False,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    app.include_router(docs_router)
+    # Innermost user middleware: inside the request-id middleware, outside the router.
+    app.user_middleware.append(
+        Middleware(GatewayMiddleware, gateway=lambda: getattr(app.state, "gateway", None))
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "PUT", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "CSP-Purpose", "Idempotency-Key"],
+            expose_headers=["X-Request-ID", "Warning", "Retry-After"],
+        )
+    return app

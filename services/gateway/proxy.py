@@ -1,0 +1,484 @@
+"""The gateway's hot path, as pure ASGI: authenticate, rate-limit, decide, audit, proxy.
+
+Every ``/v1`` request passes here. Allowed requests to a backend are streamed both ways with a
+signed internal token; the gateway's own routes are handed to the FastAPI router with the caller
+in ``scope["state"]``. Every outcome, refusals included, is audited before the client sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from limits import RateLimitItem
+from limits.aio.strategies import RateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway import routing
+from services.gateway.audit import AuditLog, AuditUnavailableError, now_iso, outcome_of
+from services.gateway.decisions import DecisionCache
+from services.gateway.keys import Caller, KeyStore
+from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, Upstream
+from shared.errors import PROBLEM_JSON, ProblemError, problem_body
+from shared.tokens import issue_token
+
+log = logging.getLogger("csp.gateway")
+
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
+]
+API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+# Never forwarded either way (RFC 9110 7.6.1), plus what the gateway itself sets.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"expect",
+    }
+)
+DROP_UPSTREAM_REQUEST = HOP_BY_HOP | {
+    b"host",
+    b"authorization",
+    b"csp-internal-token",
+    b"x-request-id",
+    b"cookie",
+}
+DROP_DOWNSTREAM = HOP_BY_HOP | {
+    b"server",
+    b"date",
+    b"x-request-id",
+    b"csp-record-count",
+    b"set-cookie",
+    *(name for name, _ in SECURITY_HEADERS),
+    API_CSP[0],
+}
+RECORD_COUNT = b"csp-record-count"
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class BodyTooLargeError(Exception):
+    pass
+
+
+class ClientGoneError(Exception):
+    pass
+
+
+@dataclass
+class Exchange:
+    """What the audit entry of one request says, filled in as the request is handled."""
+
+    request_id: str
+    method: str
+    route: str = "unmatched"
+    caller: Caller | None = None
+    dataset: str | None = None
+    action: str | None = None
+    level: str | None = None
+    purpose: str | None = None
+    decision: dict[str, Any] = field(default_factory=dict)
+
+    def entry(self, phase: str, status: int | None, records: int | None) -> dict[str, Any]:
+        decision = self.decision
+        return {
+            "at": now_iso(),
+            "request_id": self.request_id,
+            "phase": phase,
+            "agency": self.caller.agency if self.caller else None,
+            "key_id": self.caller.key_id if self.caller else None,
+            "method": self.method,
+            "route": self.route,
+            "dataset": self.dataset,
+            "action": self.action,
+            "level": self.level,
+            "purpose": self.purpose or decision.get("purpose"),
+            "rule": decision.get("rule"),
+            "agreement": decision.get("agreement"),
+            "version": decision.get("version"),
+            "providers": decision.get("providers"),
+            "status": status,
+            "outcome": outcome_of(status, phase),
+            "records": records,
+        }
+
+
+@dataclass
+class Gateway:
+    """Everything the hot path needs, created in the lifespan."""
+
+    secret: str
+    token_ttl: int
+    keys: KeyStore
+    audit: AuditLog
+    decisions: DecisionCache
+    upstreams: dict[str, Upstream]
+    limiter: RateLimiter
+    limits: list[RateLimitItem]
+    max_body_bytes: int
+    service_token: Callable[[], str]
+
+
+class GatewayMiddleware:
+    def __init__(self, app: ASGIApp, gateway: Callable[[], Gateway | None]) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        gateway = self.gateway()
+        if gateway is None or not (path.startswith("/v1/") or path == "/v1"):
+            await self.app(scope, receive, _secured(send, path))
+            return
+        state = scope.setdefault("state", {})
+        exchange = Exchange(request_id=state.get("request_id", ""), method=scope["method"])
+        try:
+            await self._handle(gateway, exchange, scope, receive, send)
+        except ProblemError as problem:
+            await _refuse(gateway, exchange, send, problem)
+
+    async def _handle(
+        self, gw: Gateway, exchange: Exchange, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        match = routing.match(scope["method"], scope["path"])
+        if match is not None:
+            exchange.route = match.route.path
+            scope["route"] = match.route
+        key = _bearer(scope["headers"])
+        caller = await gw.keys.authenticate(key) if key else None
+        if caller is None:
+            raise ProblemError(
+                401,
+                "A valid API key is required: Authorization: Bearer csp_...",
+                slug="unauthenticated",
+                headers={"WWW-Authenticate": 'Bearer realm="csp-hub"'},
+            )
+        exchange.caller = caller
+        await _rate_limit(gw, caller.key_id)
+        if match is None:
+            allowed = routing.allowed_methods(scope["path"])
+            if allowed:
+                raise ProblemError(
+                    405, "This method is not allowed here.", headers={"Allow": ", ".join(allowed)}
+                )
+            raise ProblemError(404, "No such route.", slug="not-found")
+        route = match.route
+        if route.admin_only and not caller.is_admin:
+            raise ProblemError(403, "Operators only.", slug="forbidden", rule="admin-only")
+        backend = route.backend
+        claims: dict[str, Any] = {
+            "sub": caller.agency,
+            "roles": list(caller.roles),
+            "key_id": caller.key_id,
+            "request_id": exchange.request_id,
+        }
+        if route.action is not None:
+            backend = await self._decide(gw, exchange, match, scope, claims)
+        if backend == routing.GATEWAY:
+            scope["state"]["caller"] = caller
+            await self.app(scope, receive, _audited(gw, exchange, send))
+            return
+        if scope["method"] in MUTATING:
+            await _audit(gw, exchange.entry("intent", None, None))
+        await _proxy(gw, gw.upstreams[backend], exchange, claims, scope, receive, send)
+
+    async def _decide(
+        self,
+        gw: Gateway,
+        exchange: Exchange,
+        match: routing.Match,
+        scope: Scope,
+        claims: dict[str, Any],
+    ) -> str:
+        route = match.route
+        query: bytes = scope["query_string"]
+        level = route.level
+        fields = None
+        if route.action == "read":
+            level = level or routing.read_level(query)
+            fields = routing.requested_fields(query)
+        purpose = _header(scope["headers"], b"csp-purpose")
+        exchange.dataset = match.params.get("dataset")
+        exchange.action = route.action
+        exchange.level = level
+        exchange.purpose = purpose
+        assert exchange.caller is not None and route.action is not None
+        decision = await gw.decisions.decide(
+            exchange.caller.agency, route.action, exchange.dataset, level, purpose, fields
+        )
+        exchange.decision = decision
+        if not decision.get("allow"):
+            rule = decision.get("rule") or "denied"
+            raise ProblemError(
+                403,
+                f"Refused by rule {rule}.",
+                slug="forbidden",
+                rule=rule,
+                agreement=decision.get("agreement"),
+                version=decision.get("version"),
+            )
+        claims.update(
+            action=route.action,
+            dataset=exchange.dataset,
+            level=level,
+            purpose=purpose or decision.get("purpose"),
+            rule=decision.get("rule"),
+            agreement=decision.get("agreement"),
+            version=decision.get("version"),
+            fields=decision.get("fields"),
+            providers=decision.get("providers"),
+            retention_days=decision.get("retention_days"),
+            window=decision.get("window"),
+        )
+        if route.action == "read" and level == "personal":
+            return routing.INGEST
+        return route.backend
+
+
+def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    value = _header(headers, b"authorization")
+    if value is None or not value[:7].lower() == "bearer ":
+        return None
+    return value[7:].strip() or None
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _rate_limit(gw: Gateway, key_id: str) -> None:
+    for item in gw.limits:
+        if not await gw.limiter.hit(item, key_id):
+            stats = await gw.limiter.get_window_stats(item, key_id)
+            retry = max(1, math.ceil(stats.reset_time - time.time()))
+            raise ProblemError(
+                429,
+                f"Rate limit of {item} per key reached.",
+                slug="rate-limited",
+                headers={"Retry-After": str(retry)},
+            )
+
+
+async def _audit(gw: Gateway, entry: dict[str, Any]) -> None:
+    try:
+        await gw.audit.append(entry)
+    except AuditUnavailableError as exc:
+        raise ProblemError(
+            503,
+            "The audit log cannot be written, so the request is refused.",
+            slug="audit-unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
+
+
+async def _refuse(gw: Gateway, exchange: Exchange, send: Send, problem: ProblemError) -> None:
+    try:
+        await _audit(gw, exchange.entry("complete", problem.status, None))
+    except ProblemError as audit_problem:
+        problem = audit_problem
+    await send_problem(send, problem)
+
+
+async def send_problem(send: Send, problem: ProblemError) -> None:
+    body = json.dumps(
+        problem_body(
+            problem.status, problem.detail, slug=problem.slug, title=problem.title, **problem.extra
+        )
+    ).encode()
+    headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers.items()),
+        *SECURITY_HEADERS,
+        API_CSP,
+    ]
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _secured(send: Send, path: str) -> Send:
+    extra = SECURITY_HEADERS if path.startswith("/docs") else [*SECURITY_HEADERS, API_CSP]
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *extra]
+        await send(message)
+
+    return wrapped
+
+
+def _audited(gw: Gateway, exchange: Exchange, send: Send) -> Send:
+    """Wraps the gateway's own routes: the entry is committed before the answer starts."""
+    refused = False
+
+    async def wrapped(message: Message) -> None:
+        nonlocal refused
+        if refused:
+            return
+        if message["type"] == "http.response.start":
+            try:
+                await _audit(gw, exchange.entry("complete", message["status"], None))
+            except ProblemError as problem:
+                refused = True
+                await send_problem(send, problem)
+                return
+            message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS, API_CSP]
+        await send(message)
+
+    return wrapped
+
+
+def _upstream_headers(
+    scope: Scope, token: str, request_id: str
+) -> tuple[list[tuple[str, str]], bool, int | None]:
+    headers: list[tuple[str, str]] = []
+    has_body = False
+    declared: int | None = None
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            declared = int(value) if value.isdigit() else None
+            has_body = has_body or value != b"0"
+        elif key == b"transfer-encoding":
+            has_body = True
+        if key in DROP_UPSTREAM_REQUEST:
+            continue
+        headers.append((key.decode("latin-1"), value.decode("latin-1")))
+    headers.append(("CSP-Internal-Token", token))
+    headers.append(("X-Request-ID", request_id))
+    client = scope.get("client")
+    if client:
+        headers.append(("X-Forwarded-For", str(client[0])))
+    return headers, has_body, declared
+
+
+async def _proxy(
+    gw: Gateway,
+    upstream: Upstream,
+    exchange: Exchange,
+    claims: dict[str, Any],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    token = issue_token(gw.secret, claims, gw.token_ttl)
+    headers, has_body, declared = _upstream_headers(scope, token, exchange.request_id)
+    if declared is not None and declared > gw.max_body_bytes:
+        raise _too_large(gw)
+    body = _BodyStream(receive, gw.max_body_bytes) if has_body else None
+    path_qs = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+    if scope["query_string"]:
+        path_qs += "?" + scope["query_string"].decode("latin-1")
+    try:
+        response = await upstream.send(
+            scope["method"], path_qs, headers, body.chunks() if body else None
+        )
+    except (
+        BackendUnavailableError,
+        BackendTimeoutError,
+        BodyTooLargeError,
+        ClientGoneError,
+    ) as exc:
+        if body is not None and body.too_large:
+            raise _too_large(gw) from exc
+        if body is not None and body.gone:
+            return
+        if isinstance(exc, BodyTooLargeError | ClientGoneError):
+            raise
+        if isinstance(exc, BackendTimeoutError):
+            raise ProblemError(
+                504, "The service behind this route did not answer in time."
+            ) from exc
+        raise ProblemError(
+            503,
+            "The service behind this route is unavailable.",
+            slug="backend-unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
+    try:
+        await _relay(gw, exchange, response, send)
+    finally:
+        await response.close()
+
+
+def _too_large(gw: Gateway) -> ProblemError:
+    return ProblemError(
+        413, f"The request body exceeds {gw.max_body_bytes} bytes.", slug="body-too-large"
+    )
+
+
+async def _relay(gw: Gateway, exchange: Exchange, response: Any, send: Send) -> None:
+    records = None
+    headers: list[tuple[bytes, bytes]] = []
+    for key, value in response.headers:
+        name = key.lower()
+        if name == RECORD_COUNT:
+            records = int(value) if value.isdigit() else None
+        if name not in DROP_DOWNSTREAM:
+            headers.append((name, value))
+    warning = exchange.decision.get("warning")
+    if warning:
+        headers.append((b"warning", f'299 csp-hub "{warning}"'.encode("latin-1", "replace")))
+    headers.extend(SECURITY_HEADERS)
+    headers.append(API_CSP)
+    await _audit(gw, exchange.entry("complete", response.status, records))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    # Hold one chunk back so the last one carries more_body=False (one message fewer).
+    previous: bytes | None = None
+    try:
+        async for chunk in response.chunks():
+            if previous is not None:
+                await send({"type": "http.response.body", "body": previous, "more_body": True})
+            previous = chunk
+    except (BackendUnavailableError, BackendTimeoutError):
+        log.warning("backend stream broke", extra={"request_id": exchange.request_id})
+        return  # the client sees a truncated response, which it must treat as failed
+    await send({"type": "http.response.body", "body": previous or b"", "more_body": False})
+
+
+class _BodyStream:
+    """The client's body, passed on chunk by chunk and counted against the size limit."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.seen = 0
+        self.too_large = False
+        self.gone = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.gone = True
+                raise ClientGoneError
+            chunk = message.get("body", b"")
+            self.seen += len(chunk)
+            if self.seen > self.limit:
+                self.too_large = True
+                raise BodyTooLargeError
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return

@@ -1,0 +1,186 @@
+"""The routes the gateway answers itself: keys, /v1/me, the audit trail and the API description."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from services.gateway import audit, keys
+from services.gateway.deps import AdminDep, CallerDep, GatewayDep, SettingsDep
+from services.gateway.schemas import AuditPage, ChainCheck, KeyIssued
+from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
+from shared.app import request_id
+from shared.errors import ProblemError
+from shared.tokens import issue_token
+
+router = APIRouter(prefix="/v1", tags=["gateway"])
+docs_router = APIRouter(include_in_schema=False)
+
+CSV_COLUMNS = audit.ENTRY_COLUMNS
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+async def _peer(coro: Any) -> tuple[int, Any]:
+    try:
+        return await coro  # type: ignore[no-any-return]
+    except (BackendUnavailableError, BackendTimeoutError) as exc:
+        raise ProblemError(
+            503, "The agreements service is unavailable.", slug="backend-unavailable"
+        ) from exc
+
+
+@router.get("/me")
+async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[str, Any]:
+    """The caller's agency, roles, key id and the agreements it is party to."""
+    token = issue_token(
+        gateway.secret,
+        {
+            "sub": caller.agency,
+            "roles": list(caller.roles),
+            "key_id": caller.key_id,
+            "request_id": request_id(request),
+        },
+        gateway.token_ttl,
+    )
+    status, body = await _peer(
+        call_json(
+            gateway.upstreams["agreements"], "GET", "/v1/me", token, request_id=request_id(request)
+        )
+    )
+    if status == 404:
+        body = {"agency": {"code": caller.agency}, "agreements": []}
+    elif status != 200 or not isinstance(body, dict):
+        raise ProblemError(
+            503, "The agreements service could not answer.", slug="backend-unavailable"
+        )
+    return {**body, "roles": list(caller.roles), "key_id": caller.key_id}
+
+
+@router.post("/agencies/{code}/keys", status_code=201)
+async def issue_key(code: str, _admin: AdminDep, gateway: GatewayDep) -> KeyIssued:
+    """Issue a key for a registered agency; the key is shown only in this answer."""
+    status, _ = await _peer(
+        call_json(
+            gateway.upstreams["agreements"],
+            "GET",
+            f"/internal/agencies/{code}",
+            gateway.service_token(),
+        )
+    )
+    if status == 404:
+        raise ProblemError(
+            404, f"No agency {code!r} is registered.", slug="agency-not-found", field="code"
+        )
+    if status != 200:
+        raise ProblemError(
+            503, "The agreements service could not answer.", slug="backend-unavailable"
+        )
+    roles = ["agency", "admin"] if code == keys.OPS_AGENCY else ["agency"]
+    key_id, key = keys.new_key()
+    await asyncio.to_thread(keys.store_key, gateway.keys.engine, code, roles, key)
+    return KeyIssued(key_id=key_id, key=key)
+
+
+@router.delete("/agencies/{code}/keys/{key_id}", status_code=204)
+async def revoke_key(code: str, key_id: str, _admin: AdminDep, gateway: GatewayDep) -> Response:
+    """Revoke a key; every replica refuses it within a second."""
+    if not await asyncio.to_thread(keys.revoke_key, gateway.keys.engine, code, key_id):
+        raise ProblemError(
+            404,
+            f"No active key {key_id!r} of agency {code!r}.",
+            slug="key-not-found",
+            field="key_id",
+        )
+    gateway.keys.forget(key_id)
+    return Response(status_code=204)
+
+
+@router.get("/audit", response_model=None)
+async def audit_trail(
+    caller: CallerDep,
+    gateway: GatewayDep,
+    request: Request,
+    agency: str | None = None,
+    dataset: str | None = None,
+    outcome: Literal["allowed", "denied", "error", "pending"] | None = None,
+    since: Annotated[str | None, Query(alias="from", max_length=32)] = None,
+    until: Annotated[str | None, Query(alias="to", max_length=32)] = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    format: Literal["json", "csv"] | None = None,
+) -> AuditPage | Response:
+    """Operators see every entry; an agency sees every access to the data it provided."""
+    if until is not None and len(until) == 10:
+        until += "T24"  # a date is inclusive: sorts after every time on that day
+    entries = await asyncio.to_thread(
+        audit.search,
+        gateway.audit.engine,
+        agency=agency,
+        dataset=dataset,
+        provider=None if caller.is_admin else caller.agency,
+        outcome=outcome,
+        since=since,
+        until=until,
+        after=after,
+        limit=limit,
+    )
+    wants_csv = format == "csv" or (
+        format is None and "text/csv" in request.headers.get("accept", "")
+    )
+    if wants_csv:
+        return Response(_csv(entries), media_type="text/csv; charset=utf-8")
+    next_cursor = entries[-1]["seq"] if len(entries) == limit else None
+    return AuditPage.model_validate({"entries": entries, "next": next_cursor})
+
+
+@router.get("/audit/verify")
+async def verify_audit(_caller: CallerDep, gateway: GatewayDep) -> ChainCheck:
+    """Check the hash chain and its signed checkpoints; name the first broken entry."""
+    return ChainCheck.model_validate(
+        await asyncio.to_thread(audit.verify_store, gateway.audit.engine)
+    )
+
+
+@router.get("/audit/export", response_class=StreamingResponse)
+async def export_audit(_admin: AdminDep, gateway: GatewayDep) -> StreamingResponse:
+    """The whole chain as JSON lines, for ``scripts/verify_audit.py`` to check offline."""
+    lines = (json.dumps(line) + "\n" for line in audit.export_lines(gateway.audit.engine))
+    return StreamingResponse(iterate_in_threadpool(lines), media_type="application/x-ndjson")
+
+
+def _csv(entries: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for entry in entries:
+        writer.writerow([_cell(entry.get(column)) for column in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = ";".join(value) if isinstance(value, list) else str(value)
+    # Spreadsheets run a cell starting with these as a formula (CSV injection).
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+@docs_router.get("/openapi.json")
+async def openapi_document(request: Request, gateway: GatewayDep) -> JSONResponse:
+    merger = request.app.state.openapi
+    return JSONResponse(await merger.document(gateway.service_token()))
+
+
+@docs_router.get("/docs")
+async def swagger(settings: SettingsDep) -> HTMLResponse:
+    if not settings.expose_docs:
+        raise ProblemError(404, "Not found.", slug="not-found")
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="CSP hub API")

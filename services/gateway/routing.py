@@ -1,0 +1,149 @@
+"""Which service owns each public route, which decision it needs and who may call it.
+
+Follows docs/architecture.md ("Routes by owner" and the decision table). Matching is by path
+segments, so it costs a dict lookup and a short scan per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+GATEWAY = "gateway"
+AGREEMENTS = "agreements"
+INGEST = "ingest"
+DEPERSONALISE = "depersonalise"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    backend: str
+    action: str | None = None
+    level: str | None = None
+    admin_only: bool = False
+    segments: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", tuple(self.path.strip("/").split("/")))
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    params: dict[str, str]
+
+
+def _routes() -> list[Route]:
+    r = Route
+    return [
+        # the gateway's own
+        r("GET", "/v1/me", GATEWAY),
+        r("POST", "/v1/agencies/{code}/keys", GATEWAY, admin_only=True),
+        r("DELETE", "/v1/agencies/{code}/keys/{key_id}", GATEWAY, admin_only=True),
+        r("GET", "/v1/audit", GATEWAY),
+        r("GET", "/v1/audit/verify", GATEWAY),
+        r("GET", "/v1/audit/export", GATEWAY, admin_only=True),
+        # agreements
+        r("GET", "/v1/agencies", AGREEMENTS),
+        r("POST", "/v1/agencies", AGREEMENTS, admin_only=True),
+        r("GET", "/v1/agencies/{code}", AGREEMENTS),
+        r("PATCH", "/v1/agencies/{code}", AGREEMENTS, admin_only=True),
+        r("POST", "/v1/agencies/{code}/suspend", AGREEMENTS, admin_only=True),
+        r("POST", "/v1/agencies/{code}/reinstate", AGREEMENTS, admin_only=True),
+        r("GET", "/v1/agreements", AGREEMENTS),
+        r("POST", "/v1/agreements", AGREEMENTS, admin_only=True),
+        r("GET", "/v1/agreements/register", AGREEMENTS),
+        r("GET", "/v1/agreements/{id}", AGREEMENTS),
+        r("PUT", "/v1/agreements/{id}", AGREEMENTS, admin_only=True),
+        r("PATCH", "/v1/agreements/{id}", AGREEMENTS, admin_only=True),
+        r("GET", "/v1/agreements/{id}/history", AGREEMENTS),
+        r("GET", "/v1/agreements/{id}/versions", AGREEMENTS),
+        r("POST", "/v1/agreements/{id}/versions", AGREEMENTS, admin_only=True),
+        r("POST", "/v1/agreements/{id}/sign", AGREEMENTS),
+        r("POST", "/v1/agreements/{id}/suspend", AGREEMENTS, admin_only=True),
+        r("POST", "/v1/agreements/{id}/reinstate", AGREEMENTS, admin_only=True),
+        r("POST", "/v1/agreements/{id}/revoke", AGREEMENTS, admin_only=True),
+        r("POST", "/v1/agreements/{id}/dry-run", AGREEMENTS, admin_only=True),
+        r("POST", "/v1/decisions", AGREEMENTS),
+        r("GET", "/v1/purposes", AGREEMENTS),
+        r("GET", "/v1/legal-bases", AGREEMENTS),
+        # ingest
+        r("GET", "/v1/datasets", INGEST),
+        r("GET", "/v1/datasets/{dataset}", INGEST),
+        r("POST", "/v1/datasets/{dataset}/records", INGEST, action="push"),
+        r("DELETE", "/v1/datasets/{dataset}/records/{source_ref}", INGEST, action="retract"),
+        r("GET", "/v1/batches/{batch_id}", INGEST),
+        r("GET", "/v1/datasets/{dataset}/quality", INGEST),
+        r("POST", "/v1/postcodes", INGEST, admin_only=True),
+        # depersonalise (record reads at level personal go to ingest, see ``match``)
+        r("GET", "/v1/datasets/{dataset}/records", DEPERSONALISE, action="read"),
+        r("GET", "/v1/datasets/{dataset}/aggregates", DEPERSONALISE, "read", "aggregate"),
+        r("GET", "/v1/geographies", DEPERSONALISE),
+        r("GET", "/v1/geographies/{layer}", DEPERSONALISE),
+        r("POST", "/v1/geographies/{layer}", DEPERSONALISE, admin_only=True),
+        r("POST", "/v1/depersonalise", DEPERSONALISE),
+        r("GET", "/v1/snap-layers", DEPERSONALISE),
+        r("POST", "/v1/snap-layers/{layer}", DEPERSONALISE, admin_only=True),
+        r("GET", "/v1/releases/{release_id}", DEPERSONALISE),
+    ]
+
+
+ROUTES = _routes()
+_INDEX: dict[tuple[str, int], list[Route]] = {}
+_PATHS: dict[tuple[str, ...], list[str]] = {}
+for _route in ROUTES:
+    _INDEX.setdefault((_route.method, len(_route.segments)), []).append(_route)
+    _PATHS.setdefault(_route.segments, []).append(_route.method)
+
+
+def match(method: str, path: str) -> Match | None:
+    """The route for this method and path; literal segments win over parameters."""
+    segments = path.strip("/").split("/")
+    lookup = "GET" if method == "HEAD" else method
+    for route in _INDEX.get((lookup, len(segments)), ()):
+        params = _bind(route.segments, segments)
+        if params is not None:
+            return Match(route, params)
+    return None
+
+
+def allowed_methods(path: str) -> list[str]:
+    segments = path.strip("/").split("/")
+    return sorted(
+        {
+            method
+            for template, methods in _PATHS.items()
+            if len(template) == len(segments) and _bind(template, segments) is not None
+            for method in methods
+        }
+    )
+
+
+def _bind(template: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    for part, value in zip(template, segments, strict=True):
+        if part[0] == "{":
+            if not value:
+                return None
+            params[part[1:-1]] = value
+        elif part != value:
+            return None
+    return params
+
+
+def read_level(query_string: bytes) -> str:
+    if b"level=" not in query_string:
+        return "depersonalised"
+    values = parse_qs(query_string.decode("latin-1")).get("level")
+    return values[-1] if values else "depersonalised"
+
+
+def requested_fields(query_string: bytes) -> list[str] | None:
+    if b"fields=" not in query_string:
+        return None
+    values = parse_qs(query_string.decode("latin-1")).get("fields")
+    if not values:
+        return None
+    return [f for f in values[-1].split(",") if f]
