@@ -18,6 +18,7 @@ from typing import IO, Any, Literal
 
 FileFormat = Literal["csv", "json", "jsonl"]
 READ_BYTES = 1 << 20
+NUMBER_CHARS = frozenset("0123456789+-.eE")
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,9 @@ class _Stream:
                 if not self.fill():
                     raise ValueError(f"the JSON file is not valid: {exc.msg}") from exc
                 continue
-            if end == len(self.buffer) and not self.eof and self.fill():
-                continue  # a number may go on in the next block
+            cut = end == len(self.buffer) or self.buffer[end] in NUMBER_CHARS
+            if isinstance(value, int | float) and cut and not self.eof and self.fill():
+                continue  # a number may go on in the next block ("1" of "1e5")
             self.position = end
             return value
 

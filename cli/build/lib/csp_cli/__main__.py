@@ -1,0 +1,3 @@
+from csp_cli.main import app
+
+app(prog_name="csp")
