@@ -1,0 +1,1 @@
+"""Ingest: the dataset catalogue, validated batches, raw records and the outbox to depersonalise."""

@@ -1,0 +1,243 @@
+"""Request bodies read as streams (spooled to disk, never held whole), CSV and JSON row readers,
+and the CSV writer every download uses."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import io
+import json
+import tempfile
+from collections.abc import AsyncIterable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, NoReturn
+
+from shared.errors import ProblemError
+
+SPOOL_IN_MEMORY = 8 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass
+class SpooledBody:
+    file: IO[bytes]
+    size: int
+    sha256: str
+
+    def text(self) -> IO[str]:
+        self.file.seek(0)
+        return io.TextIOWrapper(self.file, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.file.close()
+
+
+async def spool(chunks: AsyncIterable[bytes], limit: int) -> SpooledBody:
+    """Copy the body to a temporary file, hashing it and checking size and UTF-8 as it comes."""
+    file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    size = 0
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise ProblemError(
+                    413, f"The body is larger than the limit of {limit} bytes.", slug="too-large"
+                )
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                offset = size - len(chunk) + exc.start
+                raise ProblemError(
+                    400,
+                    f"The body is not valid UTF-8 (byte {offset}).",
+                    slug="bad-encoding",
+                    field="body",
+                ) from None
+            digest.update(chunk)
+            file.write(chunk)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ProblemError(
+                400, "The body is not valid UTF-8 (it ends mid-character).", slug="bad-encoding"
+            ) from None
+    except BaseException:
+        file.close()
+        raise
+    if size == 0:
+        file.close()
+        raise ProblemError(400, "The body is empty.", slug="empty-body", field="body")
+    file.seek(0)
+    return SpooledBody(file=file, size=size, sha256=digest.hexdigest())  # type: ignore[arg-type]
+
+
+RawRow = tuple[int, dict[str, Any] | str]
+"""(1-based data row number, the row's fields — or a reason the row could not be read)."""
+
+
+def csv_header(text: IO[str]) -> tuple[list[str], Iterator[list[str]]]:
+    first = text.readline()
+    if not first.strip():
+        raise ProblemError(400, "The CSV has no header row.", slug="empty-body", field="body")
+    delimiter = ";" if first.count(";") > first.count(",") else ","
+    header = next(csv.reader([first], delimiter=delimiter))
+    header = [name.strip() for name in header]
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise ProblemError(
+            422,
+            f"The CSV header repeats: {', '.join(duplicates)}.",
+            slug="bad-header",
+            fields=duplicates,
+        )
+    if "" in header:
+        raise ProblemError(422, "The CSV header has an empty column name.", slug="bad-header")
+    return header, csv.reader(text, delimiter=delimiter, strict=False)
+
+
+def csv_rows(header: list[str], reader: Iterator[list[str]]) -> Iterator[RawRow]:
+    width = len(header)
+    number = 0
+    try:
+        for cells in reader:
+            if not cells:
+                continue
+            number += 1
+            if len(cells) != width:
+                yield number, f"has {len(cells)} cells; the header has {width}"
+                continue
+            yield number, {name: cell for name, cell in zip(header, cells, strict=True) if cell}
+    except csv.Error as exc:
+        raise ProblemError(
+            400, f"The CSV cannot be read after data row {number}: {exc}.", slug="bad-csv"
+        ) from None
+
+
+class _JsonStream:
+    """Reads one JSON object ``{"records": [...]}`` element by element from a text stream."""
+
+    def __init__(self, text: IO[str]) -> None:
+        self.text = text
+        self.buffer = ""
+        self.pos = 0
+        self.consumed = 0
+        self.eof = False
+        self.decoder = json.JSONDecoder()
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        more = self.text.read(READ_CHUNK)
+        if not more:
+            self.eof = True
+            return False
+        self.consumed += self.pos
+        self.buffer = self.buffer[self.pos :] + more
+        self.pos = 0
+        return True
+
+    def peek(self) -> str:
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos] in " \t\r\n":
+                self.pos += 1
+            if self.pos < len(self.buffer):
+                return self.buffer[self.pos]
+            if not self._fill():
+                return ""
+
+    def expect(self, char: str) -> None:
+        if self.peek() != char:
+            self.fail(f"expected {char!r}")
+        self.pos += 1
+
+    def value(self) -> Any:
+        self.peek()
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError:
+                if self._fill():
+                    continue
+                self.fail("malformed value")
+            if end == len(self.buffer) and self._fill():
+                continue  # a number may go on in the next chunk
+            self.pos = end
+            return value
+
+    def fail(self, reason: str) -> NoReturn:
+        raise ProblemError(
+            400,
+            f"The body is not valid JSON ({reason} near character {self.consumed + self.pos}).",
+            slug="bad-json",
+            field="body",
+        )
+
+
+def json_rows(text: IO[str]) -> Iterator[RawRow]:
+    stream = _JsonStream(text)
+    if stream.peek() != "{":
+        raise ProblemError(
+            422,
+            'The body must be a JSON object: {"records": [...]}.',
+            slug="bad-body",
+            field="records",
+        )
+    stream.pos += 1
+    seen_records = False
+    while stream.peek() != "}":
+        if seen_records:
+            stream.expect(",")
+        key = stream.value()
+        stream.expect(":")
+        if key != "records" or seen_records:
+            raise ProblemError(
+                422,
+                "The body must hold exactly one member, `records`.",
+                slug="bad-body",
+                field="records",
+            )
+        if stream.peek() != "[":
+            raise ProblemError(422, "`records` must be an array.", slug="bad-body", field="records")
+        stream.pos += 1
+        number = 0
+        while stream.peek() != "]":
+            if number:
+                stream.expect(",")
+            number += 1
+            element = stream.value()
+            yield number, element if isinstance(element, dict) else "is not a JSON object"
+        stream.pos += 1
+        seen_records = True
+    stream.pos += 1
+    if not seen_records:
+        raise ProblemError(
+            422, "The body has no `records` array.", slug="bad-body", field="records"
+        )
+    if stream.peek() != "":
+        stream.fail("trailing content")
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(cell: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_START):
+        return "'" + cell
+    return cell
+
+
+def csv_lines(header: list[str], rows: Iterable[Iterable[Any]]) -> Iterator[str]:
+    """CSV text, line by line, with every text cell neutralised."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow([neutralise(name) for name in header])
+    yield buffer.getvalue()
+    for row in rows:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(["" if c is None else neutralise(c) for c in row])
+        yield buffer.getvalue()

@@ -1,0 +1,112 @@
+"""The ingest app: create_app(settings); engine, clients, relay and purge in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from services.ingest.models import Base
+from services.ingest.outbox import Relay
+from services.ingest.retention import purge
+from services.ingest.routes import batches, datasets, internal, operations
+from services.ingest.service import forget_expired_keys
+from services.ingest.settings import Settings
+from services.ingest.validation import compile_dataset
+from shared.app import build_app
+from shared.catalogue import load_catalogue
+from shared.db import make_engine, ping, prepare_schema
+from shared.tokens import HEADER, issue_token
+
+log = logging.getLogger("csp.ingest")
+
+
+async def _every(seconds: float, job: Any, name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed round is retried next interval
+            log.warning(f"{name} failed", extra={"error": type(exc).__name__})
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    depersonalise_transport: httpx.AsyncBaseTransport | None = None,
+    agreements_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    settings = settings or Settings()  # type: ignore[call-arg]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
+        catalogue = load_catalogue(settings.catalogue_dir)
+        secret = settings.internal_secret.get_secret_value()
+        timeout = httpx.Timeout(settings.relay_timeout_seconds, connect=5.0)
+        depersonalise = httpx.AsyncClient(
+            base_url=settings.depersonalise_url, transport=depersonalise_transport, timeout=timeout
+        )
+        agreements = httpx.AsyncClient(
+            base_url=settings.agreements_url, transport=agreements_transport, timeout=timeout
+        )
+        relay = Relay(engine, depersonalise, secret, catalogue, settings.relay_batch_events)
+
+        async def purge_now() -> list[dict[str, Any]]:
+            token = issue_token(secret, {"sub": "ingest", "roles": ["service"]})
+            response = await agreements.get("/internal/retention", headers={HEADER: token})
+            response.raise_for_status()
+            entries = await asyncio.to_thread(purge, engine, secret, response.json())
+            await asyncio.to_thread(forget_expired_keys, engine)
+            return entries
+
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.datasets = {name: compile_dataset(d) for name, d in catalogue.items()}
+        app.state.relay = relay
+        app.state.purge_now = purge_now
+        app.state.running_keys = set()
+        tasks = []
+        if settings.relay_enabled:
+            tasks.append(
+                asyncio.create_task(
+                    relay.run_forever(
+                        settings.relay_interval_seconds, settings.relay_backoff_max_seconds
+                    )
+                )
+            )
+        if settings.purge_enabled:
+            tasks.append(
+                asyncio.create_task(_every(settings.purge_interval_seconds, purge_now, "purge"))
+            )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await depersonalise.aclose()
+            await agreements.aclose()
+            engine.dispose()
+
+    app = build_app(
+        "ingest",
+        lifespan=lifespan,
+        ready_checks=[("database", lambda a: ping(a.state.engine))],
+        description="Dataset catalogue, validated batches, raw records and the outbox.",
+    )
+    app.state.settings = settings
+    for router in (datasets, batches, operations, internal):
+        app.include_router(router)
+    return app

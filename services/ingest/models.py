@@ -1,0 +1,150 @@
+"""Ingest tables (on the service's own registry) and the public answer shapes.
+
+Times are stored as UTC ISO 8601 strings (``2024-01-05T22:10:00Z``): they sort and compare as
+text the same way on SQLite and PostgreSQL, and the bulk path writes them without conversion.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+
+class Base(SQLModel, registry=registry()):
+    pass
+
+
+class Record(Base, table=True):
+    """A validated raw record; (provider, dataset, source_ref) is its key."""
+
+    __tablename__ = "record"
+    __table_args__ = (
+        UniqueConstraint("provider", "dataset", "source_ref", name="uq_record_key"),
+        Index("ix_record_revision", "revision"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=64)
+    dataset: str = Field(max_length=64)
+    source_ref: str = Field(max_length=64)
+    # batch_seq << 24 | row: later pushes always carry a higher revision.
+    revision: int = Field(sa_column=Column(BigInteger, nullable=False))
+    batch_seq: int
+    first_batch: int
+    received_at: str = Field(max_length=20)
+    occurred_at: str = Field(max_length=20)
+    easting: float | None = None
+    northing: float | None = None
+    location_source: str = Field(max_length=12)
+    late: bool = False
+    corrections: int = 0
+    unlisted: str | None = Field(default=None, max_length=255)
+    data: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Batch(Base, table=True):
+    """One push, retraction or purge, with its counts."""
+
+    __tablename__ = "batch"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    batch_id: str = Field(max_length=32, unique=True)
+    dataset: str = Field(max_length=64)
+    provider: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=12)
+    status: str = Field(max_length=16)
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    corrections: int = 0
+    unlocated: int = 0
+    outside_gb: int = 0
+    late: int = 0
+    delivered: int = 0
+    depersonalised: int = 0
+    created_at: str = Field(max_length=20)
+
+
+class Outbox(Base, table=True):
+    """What the relay still owes depersonalise.
+
+    A ``batch`` row stands for every record whose revision falls in that batch's range (the relay
+    walks them in revision order with ``cursor``), so a million-row push writes one outbox row, not
+    a million; a ``delete`` row carries one retraction.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "delivered", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=8)
+    batch_seq: int
+    provider: str = Field(max_length=64)
+    dataset: str = Field(max_length=64)
+    cursor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    end: int = Field(sa_column=Column(BigInteger, nullable=False))
+    record_key: str | None = Field(default=None, max_length=64)
+    delivered: bool = False
+    created_at: str = Field(max_length=20)
+
+
+class IdempotencyKey(Base, table=True):
+    __tablename__ = "idempotency_key"
+
+    agency: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)
+    status_code: int
+    response: str = Field(sa_column=Column(Text, nullable=False))
+    expires_at: str = Field(max_length=20, index=True)
+
+
+class Postcode(Base, table=True):
+    """The postcode layer: unit centroids in EPSG:27700, replaceable by ops."""
+
+    __tablename__ = "postcode"
+
+    postcode: str = Field(primary_key=True, max_length=8)
+    easting: float
+    northing: float
+
+
+class PurgeLog(Base, table=True):
+    __tablename__ = "purge_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ran_at: str = Field(max_length=20)
+    provider: str = Field(max_length=64)
+    dataset: str = Field(max_length=64)
+    retention_days: int
+    cutoff: str = Field(max_length=20)
+    deleted: int
+    batch_id: str | None = Field(default=None, max_length=32)
+
+
+class PersonalRead(Base, table=True):
+    """Every personal-level read, with how many records it served."""
+
+    __tablename__ = "personal_read"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: str = Field(max_length=20)
+    agency: str = Field(max_length=64)
+    dataset: str = Field(max_length=64)
+    agreement: str | None = Field(default=None, max_length=64)
+    version: int | None = None
+    purpose: str | None = Field(default=None, max_length=64)
+    records: int
+    request_id: str | None = Field(default=None, max_length=128)
+
+
+class BatchPublic(SQLModel):
+    batch_id: str
+    dataset: str
+    status: str
+    received: int
+    accepted: int
+    rejected: int
+    delivered: int
+    depersonalised: int

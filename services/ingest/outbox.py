@@ -1,0 +1,210 @@
+"""The outbox relay to depersonalise, and the replay of current records as events.
+
+Events go out in outbox order, a batch's records in revision order, so a record's events always
+arrive in the order they happened; a record replaced before it was delivered is sent once, in its
+latest form. Progress is saved only after depersonalise answers 2xx, and depersonalise ignores a
+revision it already has, so a redelivery after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+from sqlalchemy import Engine, Row, select, update
+
+from services.ingest.service import BATCH, OUTBOX, RECORD, record_key
+from shared.catalogue import Dataset
+from shared.tokens import HEADER, issue_token
+
+log = logging.getLogger("csp.ingest.relay")
+
+_decode = msgspec.json.Decoder().decode
+DEPERSONALISED = {"stored", "deleted", "skipped"}
+
+
+def shareable_fields(dataset: Dataset) -> frozenset[str]:
+    """Fields an event may carry: never identifiers; a cohort only its attributes and dates."""
+    if dataset.kind == "cohort":
+        keep = {"attribute", "datetime"}
+        return frozenset(f.name for f in dataset.fields if f.classification in keep)
+    return frozenset(f.name for f in dataset.fields if f.classification != "identifier")
+
+
+@dataclass
+class Relay:
+    engine: Engine
+    client: httpx.AsyncClient
+    secret: str
+    catalogue: dict[str, Dataset]
+    batch_events: int = 500
+
+    def upsert_event(self, row: Row[Any], batch_id: str | None) -> dict[str, Any]:
+        dataset = self.catalogue.get(row.dataset)
+        keep = shareable_fields(dataset) if dataset is not None else frozenset()
+        located = row.location_source != "none" and dataset is not None
+        if dataset is not None and dataset.kind == "cohort":
+            located = False
+        data = _decode(row.data)
+        return {
+            "event_id": row.revision,
+            "op": "upsert",
+            "dataset": row.dataset,
+            "provider": row.provider,
+            "record_key": record_key(self.secret, row.provider, row.dataset, row.source_ref),
+            "revision": row.revision,
+            "batch_id": batch_id,
+            "received_at": row.received_at,
+            "location_source": row.location_source if located else "none",
+            "easting": row.easting if located else None,
+            "northing": row.northing if located else None,
+            "record": {k: v for k, v in data.items() if k in keep},
+        }
+
+    def collect(self) -> tuple[list[dict[str, Any]], list[tuple[int, int, bool, int]]]:
+        """Up to ``batch_events`` events, and per outbox row (id, new cursor, done, batch_seq)."""
+        events: list[dict[str, Any]] = []
+        progress: list[tuple[int, int, bool, int]] = []
+        with self.engine.connect() as connection:
+            pending = connection.execute(
+                select(OUTBOX).where(OUTBOX.c.delivered.is_(False)).order_by(OUTBOX.c.id).limit(50)
+            ).all()
+            seqs = {row.batch_seq for row in pending}
+            batch_ids = dict(
+                connection.execute(
+                    select(BATCH.c.seq, BATCH.c.batch_id).where(BATCH.c.seq.in_(seqs))
+                ).all()
+            )
+            for row in pending:
+                room = self.batch_events - len(events)
+                if room <= 0:
+                    break
+                batch_id = batch_ids.get(row.batch_seq)
+                if row.kind == "delete":
+                    events.append(
+                        {
+                            "event_id": row.cursor,
+                            "op": "delete",
+                            "dataset": row.dataset,
+                            "provider": row.provider,
+                            "record_key": row.record_key,
+                            "revision": row.cursor,
+                            "batch_id": batch_id,
+                        }
+                    )
+                    progress.append((row.id, row.cursor, True, row.batch_seq))
+                    continue
+                records = connection.execute(
+                    select(RECORD)
+                    .where(RECORD.c.revision > row.cursor, RECORD.c.revision < row.end)
+                    .order_by(RECORD.c.revision)
+                    .limit(room)
+                ).all()
+                events.extend(self.upsert_event(r, batch_id) for r in records)
+                cursor = records[-1].revision if records else row.cursor
+                progress.append((row.id, cursor, len(records) < room, row.batch_seq))
+        return events, progress
+
+    def save(
+        self,
+        events: list[dict[str, Any]],
+        progress: list[tuple[int, int, bool, int]],
+        results: list[dict[str, Any]],
+    ) -> None:
+        seq_of = {e["event_id"]: e["event_id"] >> 24 for e in events}
+        delivered = Counter(seq_of.values())
+        depersonalised = Counter(
+            seq_of[r["event_id"]]
+            for r in results
+            if r.get("event_id") in seq_of and r.get("status") in DEPERSONALISED
+        )
+        with self.engine.begin() as connection:
+            for outbox_id, cursor, done, seq in progress:
+                connection.execute(
+                    update(OUTBOX)
+                    .where(OUTBOX.c.id == outbox_id)
+                    .values(cursor=cursor, delivered=done)
+                )
+                if done:
+                    connection.execute(
+                        update(BATCH).where(BATCH.c.seq == seq).values(status="delivered")
+                    )
+            for seq, count in delivered.items():
+                connection.execute(
+                    update(BATCH)
+                    .where(BATCH.c.seq == seq)
+                    .values(
+                        delivered=BATCH.c.delivered + count,
+                        depersonalised=BATCH.c.depersonalised + depersonalised.get(seq, 0),
+                    )
+                )
+
+    async def run_once(self) -> int:
+        """Deliver one batch of events; the number delivered (0 when nothing is pending)."""
+        events, progress = await asyncio.to_thread(self.collect)
+        if not progress:
+            return 0
+        results: list[dict[str, Any]] = []
+        if events:
+            token = issue_token(self.secret, {"sub": "ingest", "roles": ["service"]})
+            response = await self.client.post(
+                "/internal/events", json={"events": events}, headers={HEADER: token}
+            )
+            response.raise_for_status()
+            results = response.json().get("results") or []
+        await asyncio.to_thread(self.save, events, progress, results)
+        return len(events) or len(progress)
+
+    async def drain(self, max_rounds: int = 10_000) -> int:
+        """Deliver until nothing is pending (tests and shutdown)."""
+        total = 0
+        for _ in range(max_rounds):
+            sent = await self.run_once()
+            if not sent:
+                break
+            total += sent
+        return total
+
+    async def run_forever(self, interval: float, backoff_max: float) -> None:
+        backoff = interval
+        while True:
+            try:
+                sent = await self.run_once()
+                backoff = interval
+                if not sent:
+                    await asyncio.sleep(interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep relaying whatever failed this round
+                log.warning(
+                    "relay failed, backing off",
+                    extra={"error": type(exc).__name__, "seconds": backoff},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, backoff_max)
+
+    def replay(
+        self, dataset: str, after: int, limit: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The current records of a dataset as upsert events, in revision order."""
+        with self.engine.connect() as connection:
+            records = connection.execute(
+                select(RECORD)
+                .where(RECORD.c.dataset == dataset, RECORD.c.revision > after)
+                .order_by(RECORD.c.revision)
+                .limit(limit)
+            ).all()
+            seqs = {r.batch_seq for r in records}
+            batch_ids = dict(
+                connection.execute(
+                    select(BATCH.c.seq, BATCH.c.batch_id).where(BATCH.c.seq.in_(seqs))
+                ).all()
+            )
+        events = [self.upsert_event(r, batch_ids.get(r.batch_seq)) for r in records]
+        following = records[-1].revision if len(records) == limit else None
+        return events, following

@@ -1,0 +1,256 @@
+"""Retractions, batch status, personal-level reads and data quality over stored records."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, Engine, delete, insert, select
+
+from services.ingest.models import PersonalRead
+from services.ingest.service import (
+    BATCH,
+    OUTBOX,
+    RECORD,
+    iso,
+    record_key,
+    revision_range,
+    utc_now,
+)
+from shared.catalogue import Dataset
+from shared.errors import ProblemError
+
+PERSONAL_READ = PersonalRead.__table__  # type: ignore[attr-defined]
+_decode = msgspec.json.Decoder().decode
+
+
+def delete_records(
+    connection: Connection,
+    secret: str,
+    provider: str,
+    dataset: str,
+    records: list[tuple[int, str]],
+    kind: str,
+    moment: datetime,
+) -> str:
+    """Delete (id, source_ref) records of one provider and dataset, with a delete event each,
+    as a batch of ``kind`` (retract or purge) in the caller's transaction; its batch id."""
+    batch_id = uuid.uuid4().hex
+    seq = int(
+        connection.execute(
+            insert(BATCH).values(
+                batch_id=batch_id,
+                dataset=dataset,
+                provider=provider,
+                kind=kind,
+                status="accepted",
+                received=len(records),
+                accepted=len(records),
+                created_at=iso(moment),
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+    )
+    base, _ = revision_range(seq)
+    ids = [record_id for record_id, _ref in records]
+    for start in range(0, len(ids), 500):
+        connection.execute(delete(RECORD).where(RECORD.c.id.in_(ids[start : start + 500])))
+    if records:
+        connection.execute(
+            insert(OUTBOX),
+            [
+                {
+                    "kind": "delete",
+                    "batch_seq": seq,
+                    "provider": provider,
+                    "dataset": dataset,
+                    "cursor": base | number,
+                    "end": base | number,
+                    "record_key": record_key(secret, provider, dataset, ref),
+                    "created_at": iso(moment),
+                }
+                for number, (_id, ref) in enumerate(records, start=1)
+            ],
+        )
+    return batch_id
+
+
+def retract(engine: Engine, secret: str, provider: str, dataset: str, source_ref: str) -> str:
+    with engine.begin() as connection:
+        found = connection.execute(
+            select(RECORD.c.id).where(
+                RECORD.c.provider == provider,
+                RECORD.c.dataset == dataset,
+                RECORD.c.source_ref == source_ref,
+            )
+        ).scalar()
+        if found is None:
+            raise ProblemError(
+                404,
+                f"No record of {dataset} with that source_ref was pushed by {provider}.",
+                slug="record-not-found",
+                dataset=dataset,
+            )
+        return delete_records(
+            connection, secret, provider, dataset, [(found, source_ref)], "retract", utc_now()
+        )
+
+
+def batch_status(engine: Engine, batch_id: str, agency: str, admin: bool) -> dict[str, Any]:
+    with engine.connect() as connection:
+        row = connection.execute(select(BATCH).where(BATCH.c.batch_id == batch_id)).first()
+    if row is None or not (admin or row.provider == agency):
+        raise ProblemError(404, "No such batch.", slug="batch-not-found", batch_id=batch_id)
+    return {
+        "batch_id": row.batch_id,
+        "dataset": row.dataset,
+        "status": row.status,
+        "received": row.received,
+        "accepted": row.accepted,
+        "rejected": row.rejected,
+        "delivered": row.delivered,
+        "depersonalised": row.depersonalised,
+        "kind": row.kind,
+        "corrections": row.corrections,
+        "unlocated": row.unlocated,
+        "late": row.late,
+        "created_at": row.created_at,
+    }
+
+
+def window_bounds(window: list[str] | None) -> tuple[str, str] | None:
+    """The agreement's ``[start, end]`` dates as an occurred_at range (end day included)."""
+    if not window:
+        return None
+    start = date.fromisoformat(window[0][:10])
+    end = date.fromisoformat(window[1][:10]) + timedelta(days=1)
+    return start.isoformat() + "T00:00:00Z", end.isoformat() + "T00:00:00Z"
+
+
+def personal_page(
+    engine: Engine,
+    dataset: Dataset,
+    providers: list[str],
+    fields: list[str] | None,
+    window: list[str] | None,
+    after: int,
+    limit: int,
+) -> tuple[list[str], list[dict[str, Any]], int | None]:
+    """(columns, rows, next cursor) of one page of records the recipient may see."""
+    columns = ["provider"] + [f for f in dataset.field_names if fields is None or f in fields]
+    query = (
+        select(RECORD.c.id, RECORD.c.provider, RECORD.c.data)
+        .where(
+            RECORD.c.dataset == dataset.name,
+            RECORD.c.provider.in_(providers),
+            RECORD.c.id > after,
+        )
+        .order_by(RECORD.c.id)
+        .limit(limit)
+    )
+    bounds = window_bounds(window)
+    if bounds is not None:
+        query = query.where(RECORD.c.occurred_at >= bounds[0], RECORD.c.occurred_at < bounds[1])
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    out = []
+    for row in rows:
+        data = _decode(row.data)
+        data["provider"] = row.provider
+        out.append({name: data.get(name) for name in columns})
+    following = rows[-1].id if len(rows) == limit else None
+    return columns, out, following
+
+
+def record_read(engine: Engine, **entry: Any) -> None:
+    with engine.begin() as connection:
+        connection.execute(insert(PERSONAL_READ).values(at=iso(utc_now()), **entry))
+
+
+def period_of(occurred_at: str, period: str) -> str:
+    if period == "year":
+        return occurred_at[:4]
+    if period == "quarter":
+        return f"{occurred_at[:4]}-Q{(int(occurred_at[5:7]) - 1) // 3 + 1}"
+    return occurred_at[:7]
+
+
+def quality(engine: Engine, dataset: Dataset, provider: str | None, period: str) -> dict[str, Any]:
+    """Per period: completeness of every field, how records were located, late, corrected and
+    outside-the-national-list counts; plus what batches refused for lying outside GB."""
+    names = dataset.field_names
+    listed = [f.name for f in dataset.fields if f.allowed]
+    periods: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {
+            "records": 0,
+            "filled": dict.fromkeys(names, 0),
+            "geocoded": {"coordinates": 0, "postcode": 0, "none": 0},
+            "late": 0,
+            "corrected": 0,
+            "corrections": 0,
+            "outside_national_list": dict.fromkeys(listed, 0),
+        }
+    )
+    query = select(
+        RECORD.c.occurred_at,
+        RECORD.c.location_source,
+        RECORD.c.late,
+        RECORD.c.corrections,
+        RECORD.c.unlisted,
+        RECORD.c.data,
+    ).where(RECORD.c.dataset == dataset.name)
+    batches = select(BATCH.c.outside_gb, BATCH.c.rejected, BATCH.c.received).where(
+        BATCH.c.dataset == dataset.name, BATCH.c.kind == "push"
+    )
+    if provider is not None:
+        query = query.where(RECORD.c.provider == provider)
+        batches = batches.where(BATCH.c.provider == provider)
+    with engine.connect() as connection:
+        for row in _stream(connection, query):
+            entry = periods[period_of(row.occurred_at, period)]
+            entry["records"] += 1
+            filled = entry["filled"]
+            for name in _decode(row.data):
+                if name in filled:
+                    filled[name] += 1
+            entry["geocoded"][row.location_source] += 1
+            entry["late"] += bool(row.late)
+            entry["corrected"] += row.corrections > 0
+            entry["corrections"] += row.corrections
+            if row.unlisted:
+                for name in row.unlisted.split(","):
+                    entry["outside_national_list"][name] += 1
+        pushed = connection.execute(batches).all()
+    result = []
+    for key in sorted(periods):
+        entry = periods[key]
+        count = entry.pop("records")
+        filled = entry.pop("filled")
+        result.append(
+            {
+                "period": key,
+                "records": count,
+                "completeness": {n: round(filled[n] / count, 4) for n in names},
+                **entry,
+            }
+        )
+    return {
+        "dataset": dataset.name,
+        "provider": provider,
+        "period": period,
+        "periods": result,
+        "batches": {
+            "count": len(pushed),
+            "received": sum(b.received for b in pushed),
+            "rejected": sum(b.rejected for b in pushed),
+            "rejected_outside_gb": sum(b.outside_gb for b in pushed),
+        },
+    }
+
+
+def _stream(connection: Connection, query: Any) -> Iterator[Any]:
+    result = connection.execution_options(yield_per=5000).execute(query)
+    yield from result

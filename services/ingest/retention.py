@@ -1,0 +1,77 @@
+"""Retention: records held longer than the agreements allow are deleted here and, through delete
+events, from depersonalise. Age counts from when the hub received the record."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, desc, insert, select
+
+from services.ingest.models import PurgeLog
+from services.ingest.records import delete_records
+from services.ingest.service import RECORD, iso, utc_now
+
+PURGE_LOG = PurgeLog.__table__  # type: ignore[attr-defined]
+log = logging.getLogger("csp.ingest.retention")
+
+
+def purge(
+    engine: Engine,
+    secret: str,
+    rules: list[dict[str, Any]],
+    now: datetime | None = None,
+    chunk: int = 5000,
+) -> list[dict[str, Any]]:
+    """Apply ``[{"provider", "dataset", "retention_days"}]``; one log entry per rule."""
+    moment = now or utc_now()
+    entries = []
+    for rule in rules:
+        provider, dataset = str(rule["provider"]), str(rule["dataset"])
+        days = int(rule["retention_days"])
+        cutoff = iso(moment - timedelta(days=days))
+        deleted = 0
+        batch_id = None
+        while True:
+            with engine.begin() as connection:
+                old = connection.execute(
+                    select(RECORD.c.id, RECORD.c.source_ref)
+                    .where(
+                        RECORD.c.provider == provider,
+                        RECORD.c.dataset == dataset,
+                        RECORD.c.received_at < cutoff,
+                    )
+                    .limit(chunk)
+                ).all()
+                if not old:
+                    break
+                batch_id = delete_records(
+                    connection, secret, provider, dataset, [tuple(r) for r in old], "purge", moment
+                )
+                deleted += len(old)
+        entry = {
+            "ran_at": iso(moment),
+            "provider": provider,
+            "dataset": dataset,
+            "retention_days": days,
+            "cutoff": cutoff,
+            "deleted": deleted,
+            "batch_id": batch_id,
+        }
+        with engine.begin() as connection:
+            connection.execute(insert(PURGE_LOG).values(**entry))
+        log.info(
+            "purge",
+            extra={"provider": provider, "dataset": dataset, "deleted": deleted, "days": days},
+        )
+        entries.append(entry)
+    return entries
+
+
+def purge_history(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(PURGE_LOG).order_by(desc(PURGE_LOG.c.id)).limit(limit)
+        ).mappings()
+        return [dict(row) for row in rows]

@@ -1,0 +1,325 @@
+"""HTTP for ingest: translate requests to the domain functions and their answers back."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlalchemy.exc import IntegrityError
+
+from services.ingest import records as record_store
+from services.ingest import schema
+from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows, json_rows, spool
+from services.ingest.deps import DatasetDep, EngineDep, SettingsDep
+from services.ingest.postcodes import load_postcodes, postcode_count
+from services.ingest.retention import purge_history
+from services.ingest.service import PushOptions, check_header, push, stored_answer
+from shared.app import request_id
+from shared.catalogue import load_catalogue
+from shared.errors import ProblemError
+from shared.tokens import AdminDep, ClaimsDep, InternalClaims
+
+datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+batches = APIRouter(prefix="/v1/batches", tags=["batches"])
+operations = APIRouter(prefix="/v1", tags=["operations"])
+internal = APIRouter(prefix="/internal", tags=["internal"])
+
+CSV_TYPES = {"text/csv", "application/csv"}
+
+
+def _push_openapi() -> dict[str, Any]:
+    bodies = [schema.push_body_schema(d) for d in load_catalogue().values()]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"oneOf": bodies}},
+                "text/csv": {
+                    "schema": {
+                        "type": "string",
+                        "description": "UTF-8 (BOM allowed), comma or semicolon separated; the "
+                        "header names the fields (see the dataset's csv_template).",
+                    }
+                },
+            },
+        }
+    }
+
+
+def _wants_csv(request: Request, format: str | None) -> bool:
+    if format is not None:
+        return format == "csv"
+    return "text/csv" in request.headers.get("accept", "")
+
+
+@datasets.get("")
+async def list_datasets(request: Request, _claims: ClaimsDep) -> dict[str, Any]:
+    return {"datasets": [schema.summary(c.dataset) for c in request.app.state.datasets.values()]}
+
+
+@datasets.get("/{dataset}", response_model=None)
+async def get_dataset(
+    compiled: DatasetDep,
+    request: Request,
+    _claims: ClaimsDep,
+    format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
+) -> dict[str, Any] | Response:
+    if _wants_csv(request, format):
+        return Response(
+            schema.csv_template(compiled.dataset),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{compiled.dataset.name}.csv"'},
+        )
+    return schema.describe(compiled.dataset)
+
+
+def _fingerprint(request: Request, body: SpooledBody) -> str:
+    parts = [request.method, request.url.path, request.url.query, body.sha256]
+    parts.append(request.headers.get("content-type", ""))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@datasets.post("/{dataset}/records", status_code=202, openapi_extra=_push_openapi())
+async def push_records(
+    compiled: DatasetDep,
+    request: Request,
+    claims: ClaimsDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    atomic: bool = False,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
+) -> JSONResponse:
+    """Push a batch: JSON ``{"records": [...]}`` or CSV; 202 with per-row errors."""
+    name = compiled.dataset.name
+    if claims.dataset is not None and claims.dataset != name:
+        raise ProblemError(
+            403, "The decision was made for another dataset.", rule="dataset-mismatch"
+        )
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    is_csv = media in CSV_TYPES
+    if not is_csv and not (media == "application/json" or media.endswith("+json")):
+        raise ProblemError(
+            415,
+            "Send application/json or text/csv.",
+            slug="unsupported-media-type",
+            field="Content-Type",
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+        raise ProblemError(
+            413,
+            f"The body is larger than the limit of {settings.max_body_bytes} bytes.",
+            slug="too-large",
+        )
+    body = await spool(request.stream(), settings.max_body_bytes)
+    running: set[tuple[str, str]] = request.app.state.running_keys
+    slot = (claims.sub, idempotency_key) if idempotency_key else None
+    try:
+        fingerprint = _fingerprint(request, body)
+        if slot is not None:
+            first = await asyncio.to_thread(stored_answer, engine, claims.sub, slot[1], fingerprint)
+            if first is not None:
+                return JSONResponse(first, status_code=202, headers={"Idempotent-Replayed": "true"})
+            if slot in running:
+                raise ProblemError(
+                    409,
+                    "A request with this Idempotency-Key is still being processed.",
+                    slug="idempotency-key-in-use",
+                    field="Idempotency-Key",
+                )
+            running.add(slot)
+        options = PushOptions(
+            provider=claims.sub,
+            atomic=atomic,
+            allowed_fields=claims.fields,
+            chunk_rows=settings.chunk_rows,
+            max_rows=settings.max_rows_per_batch,
+            max_errors=settings.max_errors_listed,
+            idempotency=(slot[1], fingerprint, settings.idempotency_ttl_hours) if slot else None,
+        )
+
+        def run() -> dict[str, Any]:
+            text = body.text()
+            if is_csv:
+                header, reader = csv_header(text)
+                check_header(compiled, header, claims.fields)
+                rows = csv_rows(header, reader)
+            else:
+                rows = json_rows(text)
+            return push(engine, compiled, rows, options).answer()
+
+        try:
+            answer = await asyncio.to_thread(run)
+        except IntegrityError:
+            # Another replica committed the same key first: answer as it did.
+            if slot is None:
+                raise
+            first = await asyncio.to_thread(stored_answer, engine, claims.sub, slot[1], fingerprint)
+            if first is None:
+                raise
+            answer = first
+    finally:
+        if slot is not None and slot in running and slot:
+            running.discard(slot)
+        body.close()
+    return JSONResponse(answer, status_code=202)
+
+
+@datasets.delete("/{dataset}/records/{source_ref}", status_code=204)
+async def retract_record(
+    compiled: DatasetDep,
+    source_ref: str,
+    claims: ClaimsDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+) -> Response:
+    """Retract a record everywhere it went (a delete event follows to depersonalise)."""
+    secret = settings.internal_secret.get_secret_value()
+    await asyncio.to_thread(
+        record_store.retract, engine, secret, claims.sub, compiled.dataset.name, source_ref
+    )
+    return Response(status_code=204)
+
+
+def _personal_reader(claims: InternalClaims, compiled: DatasetDep, level: str) -> list[str]:
+    if level != "personal":
+        raise ProblemError(
+            400,
+            "Ingest serves only level=personal; other levels are served by depersonalise.",
+            slug="level-not-served",
+            field="level",
+        )
+    if compiled.dataset.max_level != "personal":
+        raise ProblemError(
+            403,
+            f"{compiled.dataset.name} is never shared at level personal.",
+            rule="level-above-dataset-maximum",
+        )
+    if claims.level != "personal" or claims.providers is None:
+        raise ProblemError(
+            403, "No agreement allows a personal-level read.", rule="level-not-agreed"
+        )
+    return claims.providers
+
+
+@datasets.get("/{dataset}/records", response_model=None)
+async def read_personal(
+    compiled: DatasetDep,
+    request: Request,
+    claims: ClaimsDep,
+    engine: EngineDep,
+    level: str = "depersonalised",
+    cursor: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
+) -> dict[str, Any] | Response:
+    """Personal-level records of the agreed providers: agreed fields, agreement dates only."""
+    providers = _personal_reader(claims, compiled, level)
+    columns, rows, following = await asyncio.to_thread(
+        record_store.personal_page,
+        engine,
+        compiled.dataset,
+        providers,
+        claims.fields,
+        claims.window,
+        cursor,
+        limit,
+    )
+    await asyncio.to_thread(
+        record_store.record_read,
+        engine,
+        agency=claims.sub,
+        dataset=compiled.dataset.name,
+        agreement=claims.agreement,
+        version=claims.version,
+        purpose=claims.purpose,
+        records=len(rows),
+        request_id=request_id(request) or None,
+    )
+    headers = {"Cache-Control": "no-store"}
+    if following is not None:
+        headers["Link"] = f'<{request.url.include_query_params(cursor=following)}>; rel="next"'
+    if _wants_csv(request, format):
+        lines = csv_lines(columns, ([row[c] for c in columns] for row in rows))
+        return StreamingResponse(lines, media_type="text/csv; charset=utf-8", headers=headers)
+    body = {
+        "dataset": compiled.dataset.name,
+        "level": "personal",
+        "agreement": claims.agreement,
+        "count": len(rows),
+        "next_cursor": following,
+        "records": rows,
+    }
+    return JSONResponse(body, headers=headers)
+
+
+@datasets.get("/{dataset}/quality")
+async def dataset_quality(
+    compiled: DatasetDep,
+    claims: ClaimsDep,
+    engine: EngineDep,
+    period: Annotated[str, Query(pattern="^(month|quarter|year)$")] = "month",
+    provider: str | None = None,
+) -> dict[str, Any]:
+    """Data quality of the caller's own records (operators: everyone's, or one provider's)."""
+    who = (provider if claims.is_admin else claims.sub) or None
+    return await asyncio.to_thread(record_store.quality, engine, compiled.dataset, who, period)
+
+
+@batches.get("/{batch_id}")
+async def get_batch(batch_id: str, claims: ClaimsDep, engine: EngineDep) -> dict[str, Any]:
+    return await asyncio.to_thread(
+        record_store.batch_status, engine, batch_id, claims.sub, claims.is_admin
+    )
+
+
+@operations.post("/postcodes", tags=["postcodes"])
+async def load_postcode_layer(
+    request: Request,
+    _admin: AdminDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """Load Code-Point Open or ONSPD CSV as the postcode layer (``?replace=true`` swaps it)."""
+    body = await spool(request.stream(), settings.max_body_bytes)
+    try:
+        return await asyncio.to_thread(load_postcodes, engine, body.text(), replace)
+    finally:
+        body.close()
+
+
+@operations.get("/postcodes", tags=["postcodes"])
+async def postcode_layer(_claims: ClaimsDep, engine: EngineDep) -> dict[str, int]:
+    return {"postcodes": await asyncio.to_thread(postcode_count, engine)}
+
+
+@operations.get("/purges", tags=["retention"])
+async def list_purges(_admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
+    return {"purges": await asyncio.to_thread(purge_history, engine)}
+
+
+@operations.post("/purges", tags=["retention"])
+async def run_purge(request: Request, _admin: AdminDep) -> dict[str, Any]:
+    """Run the retention purge now (it also runs on its schedule)."""
+    return {"purges": await request.app.state.purge_now()}
+
+
+@internal.get("/records")
+async def replay_records(
+    request: Request,
+    claims: ClaimsDep,
+    dataset: str,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> dict[str, Any]:
+    """Current records of a dataset as upsert events, for depersonalise to rebuild from."""
+    if not (claims.is_service or claims.is_admin):
+        raise ProblemError(403, "Services only.", rule="service-only")
+    events, following = await asyncio.to_thread(
+        request.app.state.relay.replay, dataset, after, limit
+    )
+    return {"events": events, "next": following}

@@ -1,0 +1,414 @@
+"""The push pipeline: validate rows in chunks, locate them, bulk-upsert them with their outbox row
+and the batch's answer in one transaction. Plain functions over an engine; no FastAPI here."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, Engine, Table, case, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from services.ingest.bodies import RawRow
+from services.ingest.location import LocationError, locate
+from services.ingest.models import Batch, IdempotencyKey, Outbox, Postcode, Record
+from services.ingest.validation import CompiledDataset, validate_row
+from shared.errors import ProblemError
+
+RECORD: Table = Record.__table__  # type: ignore[attr-defined]
+BATCH: Table = Batch.__table__  # type: ignore[attr-defined]
+OUTBOX: Table = Outbox.__table__  # type: ignore[attr-defined]
+POSTCODE: Table = Postcode.__table__  # type: ignore[attr-defined]
+IDEMPOTENCY: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+
+ROW_BITS = 24
+_encode = msgspec.json.Encoder().encode
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+def record_key(secret: str, provider: str, dataset: str, source_ref: str) -> str:
+    """What depersonalise knows a record by: never the provider's own reference."""
+    message = f"{provider}/{dataset}/{source_ref}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def revision_range(batch_seq: int) -> tuple[int, int]:
+    return batch_seq << ROW_BITS, (batch_seq + 1) << ROW_BITS
+
+
+def dialect_insert(connection: Connection, table: Table) -> Insert:
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def record_upsert(connection: Connection) -> Any:
+    """Insert, or replace the stored record when this one carries a higher revision."""
+    statement: Any = dialect_insert(connection, RECORD)
+    excluded = statement.excluded
+    replaced = [
+        "revision",
+        "batch_seq",
+        "received_at",
+        "occurred_at",
+        "easting",
+        "northing",
+        "location_source",
+        "late",
+        "unlisted",
+        "data",
+    ]
+    values: dict[str, Any] = {name: excluded[name] for name in replaced}
+    values["corrections"] = RECORD.c.corrections + 1
+    return statement.on_conflict_do_update(
+        index_elements=["provider", "dataset", "source_ref"],
+        set_=values,
+        where=excluded.revision > RECORD.c.revision,
+    )
+
+
+@dataclass
+class PushOptions:
+    provider: str
+    atomic: bool = False
+    allowed_fields: list[str] | None = None
+    chunk_rows: int = 2000
+    max_rows: int = 5_000_000
+    max_errors: int = 1000
+    idempotency: tuple[str, str, int] | None = None
+    """(key, request fingerprint, hours to keep) when the sender gave an Idempotency-Key."""
+
+
+@dataclass
+class PushOutcome:
+    batch_id: str
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors_total: int = 0
+    corrections: int = 0
+    unlocated: int = 0
+    outside_gb: int = 0
+    late: int = 0
+
+    def answer(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "batch_id": self.batch_id,
+            "received": self.received,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "errors": self.errors,
+        }
+        if self.errors_total > len(self.errors):
+            body["errors_total"] = self.errors_total
+        return body
+
+
+def check_fields(names: Iterable[str], allowed: list[str] | None, dataset: str) -> None:
+    """Fields the agreement does not allow refuse the whole push (422 naming them)."""
+    if allowed is None:
+        return
+    outside = sorted(set(names) - set(allowed))
+    if outside:
+        raise ProblemError(
+            422,
+            f"The agreement does not allow these fields of {dataset}: {', '.join(outside)}.",
+            slug="fields-not-agreed",
+            rule="fields-not-agreed",
+            fields=outside,
+        )
+
+
+def check_header(compiled: CompiledDataset, header: list[str], allowed: list[str] | None) -> None:
+    """A CSV column that is not a field of the dataset refuses the push (422 naming it)."""
+    unknown = sorted(set(header) - compiled.names)
+    if unknown:
+        raise ProblemError(
+            422,
+            f"Columns that are not fields of {compiled.dataset.name}: {', '.join(unknown)}.",
+            slug="unknown-fields",
+            fields=unknown,
+        )
+    check_fields(header, allowed, compiled.dataset.name)
+
+
+class _AtomicRollbackError(Exception):
+    """Rolls back an atomic push that had errors."""
+
+
+def _chunks(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
+    chunk: list[RawRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def postcode_lookup(connection: Connection) -> Any:
+    def lookup(postcodes: set[str]) -> dict[str, tuple[float, float]]:
+        found: dict[str, tuple[float, float]] = {}
+        wanted = sorted(postcodes)
+        for start in range(0, len(wanted), 500):
+            rows = connection.execute(
+                select(POSTCODE.c.postcode, POSTCODE.c.easting, POSTCODE.c.northing).where(
+                    POSTCODE.c.postcode.in_(wanted[start : start + 500])
+                )
+            )
+            found.update({pc: (east, north) for pc, east, north in rows})
+        return found
+
+    return lookup
+
+
+def push(
+    engine: Engine,
+    compiled: CompiledDataset,
+    rows: Iterator[RawRow],
+    options: PushOptions,
+    now: datetime | None = None,
+) -> PushOutcome:
+    """Validate and store a batch; the records, the outbox row, the batch and the stored answer
+    commit together or not at all."""
+    moment = now or utc_now()
+    outcome = PushOutcome(batch_id=uuid.uuid4().hex)
+    try:
+        with engine.begin() as connection:
+            _push_in(connection, compiled, rows, options, moment, outcome)
+            if options.atomic and outcome.errors_total:
+                raise _AtomicRollbackError
+    except _AtomicRollbackError:
+        outcome.rejected, outcome.accepted = outcome.received, 0
+        outcome.corrections = outcome.unlocated = outcome.late = 0
+        with engine.begin() as connection:
+            _insert_batch(connection, compiled, options, moment, outcome, "rejected")
+            _remember(connection, options, moment, outcome)
+    return outcome
+
+
+def _insert_batch(
+    connection: Connection,
+    compiled: CompiledDataset,
+    options: PushOptions,
+    moment: datetime,
+    outcome: PushOutcome,
+    status: str,
+) -> int:
+    result = connection.execute(
+        insert(BATCH).values(
+            batch_id=outcome.batch_id,
+            dataset=compiled.dataset.name,
+            provider=options.provider,
+            kind="push",
+            status=status,
+            received=outcome.received,
+            accepted=outcome.accepted,
+            rejected=outcome.rejected,
+            corrections=outcome.corrections,
+            unlocated=outcome.unlocated,
+            outside_gb=outcome.outside_gb,
+            late=outcome.late,
+            created_at=iso(moment),
+        )
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def _remember(
+    connection: Connection, options: PushOptions, moment: datetime, outcome: PushOutcome
+) -> None:
+    if options.idempotency is None:
+        return
+    key, fingerprint, hours = options.idempotency
+    connection.execute(
+        insert(IDEMPOTENCY).values(
+            agency=options.provider,
+            key=key,
+            fingerprint=fingerprint,
+            status_code=202,
+            response=_encode(outcome.answer()).decode(),
+            expires_at=iso(moment + timedelta(hours=hours)),
+        )
+    )
+
+
+def _push_in(
+    connection: Connection,
+    compiled: CompiledDataset,
+    rows: Iterator[RawRow],
+    options: PushOptions,
+    moment: datetime,
+    outcome: PushOutcome,
+) -> None:
+    dataset = compiled.dataset
+    seq = _insert_batch(connection, compiled, options, moment, outcome, "accepted")
+    base, _ = revision_range(seq)
+    received_at = iso(moment)
+    late_before = iso(moment - timedelta(days=dataset.period_days))
+    upsert = record_upsert(connection)
+    lookup = postcode_lookup(connection)
+    checked_fields: set[str] = set()
+    errors = outcome.errors
+
+    def reject(row: int, name: str | None, message: str) -> None:
+        outcome.errors_total += 1
+        if len(errors) < options.max_errors:
+            errors.append({"row": row, "field": name, "message": message})
+
+    for chunk in _chunks(rows, options.chunk_rows):
+        outcome.received += len(chunk)
+        if outcome.received > options.max_rows:
+            raise ProblemError(
+                413,
+                f"A batch holds at most {options.max_rows} rows; split the file.",
+                slug="too-many-rows",
+            )
+        valid: list[tuple[int, dict[str, Any], list[str]]] = []
+        for number, raw in chunk:
+            if isinstance(raw, str):
+                outcome.rejected += 1
+                reject(number, None, raw)
+                continue
+            if options.allowed_fields is not None and not checked_fields.issuperset(raw):
+                check_fields(raw, options.allowed_fields, dataset.name)
+                checked_fields.update(raw)
+            clean, unlisted, problems = validate_row(compiled, raw)
+            if problems:
+                outcome.rejected += 1
+                for name, message in problems:
+                    reject(number, name, message)
+                continue
+            valid.append((number, clean, unlisted))
+        if compiled.located:
+            places = locate([v[1] for v in valid], dataset.location, lookup)
+        else:
+            places = []
+        batch_rows: list[dict[str, Any]] = []
+        for index, (number, clean, unlisted) in enumerate(valid):
+            place = places[index] if places else None
+            if isinstance(place, LocationError):
+                outcome.rejected += 1
+                outcome.outside_gb += place.outside_gb
+                reject(number, place.field, place.message)
+                continue
+            source = place.source if place is not None else "none"
+            outcome.unlocated += source == "none"
+            late = clean["occurred_at"] < late_before
+            outcome.late += late
+            batch_rows.append(
+                {
+                    "provider": options.provider,
+                    "dataset": dataset.name,
+                    "source_ref": clean["source_ref"],
+                    "revision": base | number,
+                    "batch_seq": seq,
+                    "first_batch": seq,
+                    "received_at": received_at,
+                    "occurred_at": clean["occurred_at"],
+                    "easting": place.easting if place is not None else None,
+                    "northing": place.northing if place is not None else None,
+                    "location_source": source,
+                    "late": late,
+                    "corrections": 0,
+                    "unlisted": ",".join(unlisted) or None,
+                    "data": _encode(clean).decode(),
+                }
+            )
+        outcome.accepted += len(batch_rows)
+        if batch_rows and not (options.atomic and outcome.errors_total):
+            connection.execute(upsert, batch_rows)
+    if options.atomic and outcome.errors_total:
+        return
+    outcome.corrections = _corrections(connection, seq, outcome.accepted)
+    connection.execute(
+        update(BATCH)
+        .where(BATCH.c.seq == seq)
+        .values(
+            received=outcome.received,
+            accepted=outcome.accepted,
+            rejected=outcome.rejected,
+            corrections=outcome.corrections,
+            unlocated=outcome.unlocated,
+            outside_gb=outcome.outside_gb,
+            late=outcome.late,
+            status="accepted" if outcome.accepted else "rejected",
+        )
+    )
+    if outcome.accepted:
+        start, end = revision_range(seq)
+        connection.execute(
+            insert(OUTBOX).values(
+                kind="batch",
+                batch_seq=seq,
+                provider=options.provider,
+                dataset=dataset.name,
+                cursor=start,
+                end=end,
+                created_at=received_at,
+            )
+        )
+    _remember(connection, options, moment, outcome)
+
+
+def _corrections(connection: Connection, seq: int, accepted: int) -> int:
+    """Rows that replaced an earlier record, or an earlier row of the same batch."""
+    start, end = revision_range(seq)
+    kept, replaced = connection.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((RECORD.c.first_batch != seq, 1), else_=0)), 0),
+        ).where(RECORD.c.revision > start, RECORD.c.revision < end)
+    ).one()
+    return int(replaced) + (accepted - int(kept))
+
+
+def stored_answer(
+    engine: Engine, agency: str, key: str, fingerprint: str, moment: datetime | None = None
+) -> dict[str, Any] | None:
+    """The first answer for this agency's key; 422 if the key came with another request."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(IDEMPOTENCY.c.fingerprint, IDEMPOTENCY.c.response).where(
+                IDEMPOTENCY.c.agency == agency,
+                IDEMPOTENCY.c.key == key,
+                IDEMPOTENCY.c.expires_at > iso(moment or utc_now()),
+            )
+        ).first()
+    if row is None:
+        return None
+    if row.fingerprint != fingerprint:
+        raise ProblemError(
+            422,
+            "This Idempotency-Key was used with a different request.",
+            slug="idempotency-key-reused",
+            field="Idempotency-Key",
+        )
+    answer: dict[str, Any] = msgspec.json.decode(row.response)
+    return answer
+
+
+def forget_expired_keys(engine: Engine, moment: datetime | None = None) -> int:
+    from sqlalchemy import delete
+
+    with engine.begin() as connection:
+        result = connection.execute(
+            delete(IDEMPOTENCY).where(IDEMPOTENCY.c.expires_at <= iso(moment or utc_now()))
+        )
+    return int(result.rowcount or 0)

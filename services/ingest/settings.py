@@ -1,0 +1,35 @@
+"""Ingest settings, read from ``CSP_INGEST_*`` (and ``CSP_INTERNAL_SECRET``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CSP_INGEST_", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = "sqlite:///var/ingest.db"
+    port: int = 8002
+    depersonalise_url: str = "http://127.0.0.1:8003"
+    agreements_url: str = "http://127.0.0.1:8001"
+    catalogue_dir: str | None = None
+
+    max_body_bytes: int = Field(default=512 * 1024 * 1024, description="larger pushes get 413")
+    max_rows_per_batch: int = Field(default=5_000_000, le=16_000_000)
+    chunk_rows: int = Field(default=2000, ge=1, le=10_000)
+    max_errors_listed: int = 1000
+    idempotency_ttl_hours: int = Field(default=24, ge=24)
+
+    relay_enabled: bool = True
+    relay_batch_events: int = Field(default=500, ge=1)
+    relay_interval_seconds: float = 0.5
+    relay_backoff_max_seconds: float = 60.0
+    relay_timeout_seconds: float = 30.0
+
+    purge_enabled: bool = True
+    purge_interval_seconds: float = 3600.0

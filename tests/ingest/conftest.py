@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.ingest.main import create_app
+from services.ingest.settings import Settings
+from shared.tokens import HEADER, issue_token
+from tests.conftest import INTERNAL_SECRET
+from tests.ingest.fake_depersonalise import build_receiver
+
+
+def token(sub: str = "gmp", roles: list[str] | None = None, **claims: Any) -> dict[str, str]:
+    body = {"sub": sub, "roles": roles or ["agency"], **claims}
+    return {HEADER: issue_token(INTERNAL_SECRET, body)}
+
+
+@pytest.fixture
+def receiver() -> FastAPI:
+    return build_receiver()
+
+
+Client = httpx.AsyncClient
+
+
+@pytest.fixture
+async def make_client(
+    database_url: Callable[[str], str], receiver: FastAPI
+) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    """An in-process ingest (lifespan run) over ASGI, its relay pointed at the fake receiver."""
+    url = database_url("ingest")
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(**overrides: Any) -> Client:
+            settings = Settings(
+                database_url=url, relay_enabled=False, purge_enabled=False, **overrides
+            )
+            app = create_app(settings, depersonalise_transport=httpx.ASGITransport(app=receiver))
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+            )
+            client.app = app  # type: ignore[attr-defined]
+            return await stack.enter_async_context(client)
+
+        yield make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Awaitable[Client]]) -> Client:
+    return await make_client()
+
+
+async def drain(client: Client) -> int:
+    return int(await client.app.state.relay.drain())  # type: ignore[attr-defined]
+
+
+def crime(ref: str, **extra: Any) -> dict[str, Any]:
+    record = {
+        "source_ref": ref,
+        "occurred_at": "2024-01-05T22:10:00Z",
+        "category": "Burglary",
+        "easting": 383000.5,
+        "northing": 398000.2,
+    }
+    record.update(extra)
+    return record
