@@ -70,3 +70,41 @@ def crime(ref: str, **extra: Any) -> dict[str, Any]:
     }
     record.update(extra)
     return record
+
+
+@pytest.fixture
+def make_client_sync(
+    database_url: Callable[[str], str], receiver: FastAPI
+) -> Callable[[list[str], str], list[Any]]:
+    """Runs a sequence of pushes under one Idempotency-Key on a fresh in-process ingest."""
+    import asyncio
+    import uuid
+
+    url = database_url("ingest")
+
+    def run(bodies: list[str], key: str) -> list[Any]:
+        async def go() -> list[Any]:
+            settings = Settings(database_url=url, relay_enabled=False, purge_enabled=False)
+            app = create_app(settings)
+            answers: list[Any] = []
+            agency = "a" + uuid.uuid4().hex[:8]
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://ingest"
+                ) as http,
+            ):
+                for body in bodies:
+                    response = await http.post(
+                        "/v1/datasets/police-crime/records",
+                        json={"records": [crime(body)]},
+                        headers={**token(agency), "Idempotency-Key": key},
+                    )
+                    answers.append(
+                        response.json() if response.status_code == 202 else response.status_code
+                    )
+            return answers
+
+        return asyncio.run(go())
+
+    return run
