@@ -1,0 +1,8 @@
+"""``python -m services.depersonalise``: the depersonalise service on 127.0.0.1:8003."""
+
+from services.depersonalise.settings import Settings
+from shared.serve import serve
+
+if __name__ == "__main__":
+    # The secret comes from CSP_INTERNAL_SECRET in the environment.
+    serve("depersonalise", Settings(), "services.depersonalise.main:create_app")  # type: ignore[call-arg]

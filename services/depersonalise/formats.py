@@ -1,0 +1,111 @@
+"""Answer formats: JSON, CSV (spreadsheet formulas neutralised) and GeoJSON (RFC 7946, WGS84)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import numpy as np
+from pyproj import Transformer
+
+from shared.errors import ProblemError
+
+FORMATS = {"json", "csv", "geojson"}
+MEDIA = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "geojson": "application/geo+json",
+}
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_TO_WGS84 = Transformer.from_crs("EPSG:27700", "EPSG:4326", always_xy=True)
+
+
+def choose_format(query_format: str | None, accept: str | None) -> str:
+    if query_format:
+        if query_format not in FORMATS:
+            raise ProblemError(
+                422,
+                f"format must be one of {', '.join(sorted(FORMATS))}.",
+                slug="unknown-format",
+                field="format",
+            )
+        return query_format
+    accept = (accept or "").lower()
+    if "geo+json" in accept:
+        return "geojson"
+    if "text/csv" in accept:
+        return "csv"
+    return "json"
+
+
+def safe_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet will not run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    if isinstance(value, dict | list):
+        return safe_cell(json.dumps(value, separators=(",", ":")))
+    return value
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([safe_cell(row.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def columns_of(rows: list[dict[str, Any]], first: list[str]) -> list[str]:
+    seen = list(first)
+    for row in rows:
+        for key in row:
+            if key not in seen:
+                seen.append(key)
+    return seen
+
+
+def points_wgs84(x: list[float | None], y: list[float | None]) -> list[tuple[float, float] | None]:
+    xs = np.array([np.nan if v is None else v for v in x], dtype=float)
+    ys = np.array([np.nan if v is None else v for v in y], dtype=float)
+    lon, lat = _TO_WGS84.transform(xs, ys)
+    return [
+        None if not np.isfinite(a) else (round(float(a), 6), round(float(b), 6))
+        for a, b in zip(np.atleast_1d(lon), np.atleast_1d(lat), strict=True)
+    ]
+
+
+def records_geojson(records: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    coords = points_wgs84([r.get("easting") for r in records], [r.get("northing") for r in records])
+    features = [
+        {
+            "type": "Feature",
+            "geometry": None if point is None else {"type": "Point", "coordinates": list(point)},
+            "properties": record,
+        }
+        for record, point in zip(records, coords, strict=True)
+    ]
+    return {"type": "FeatureCollection", "features": features, **extra}
+
+
+def aggregates_geojson(answer: dict[str, Any], shapes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One feature per area carrying its cells; the release's other members at the top level."""
+    by_area: dict[str, dict[str, Any]] = {}
+    for cell in answer["cells"]:
+        feature = by_area.setdefault(
+            cell["area"],
+            {
+                "type": "Feature",
+                "geometry": shapes.get(cell["area"]),
+                "properties": {"area": cell["area"], "area_name": cell["area_name"], "cells": []},
+            },
+        )
+        feature["properties"]["cells"].append(
+            {k: v for k, v in cell.items() if k not in {"area", "area_name"}}
+        )
+    top = {k: v for k, v in answer.items() if k != "cells"}
+    return {"type": "FeatureCollection", "features": list(by_area.values()), **top}

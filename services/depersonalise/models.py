@@ -1,0 +1,171 @@
+"""Tables and wire schemas of the depersonalise service.
+
+No table holds a precise location, an identifier, free text or an address: derived records carry
+only area codes, the generalised point, the period and the kept attributes.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy.orm import registry
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+
+class Base(SQLModel, registry=registry()):
+    pass
+
+
+class GeographyLayerRow(Base, table=True):
+    """One version of a layer: ``pending`` until the rebuild that uses it completes."""
+
+    __tablename__ = "geography_layer"
+    id: int | None = SQLField(default=None, primary_key=True)
+    name: str = SQLField(index=True, max_length=64)
+    status: str = SQLField(default="pending", max_length=16)
+    source_crs: str = SQLField(default="EPSG:27700", max_length=200)
+    code_field: str = SQLField(default="code", max_length=100)
+    name_field: str | None = SQLField(default=None, max_length=100)
+    area_count: int = 0
+    repaired: int = 0
+    derived_from: str | None = SQLField(default=None, max_length=64)
+    loaded_at: datetime
+
+
+class GeographyAreaRow(Base, table=True):
+    __tablename__ = "geography_area"
+    __table_args__ = (Index("ix_geography_area_layer", "layer_id"),)
+    id: int | None = SQLField(default=None, primary_key=True)
+    layer_id: int
+    code: str = SQLField(max_length=64)
+    name: str = SQLField(max_length=255)
+    geometry: bytes = SQLField(sa_column=Column(LargeBinary, nullable=False))
+
+
+class SnapLayerRow(Base, table=True):
+    """Anonymous map points (BNG metres) with the household count of each catchment."""
+
+    __tablename__ = "snap_layer"
+    id: int | None = SQLField(default=None, primary_key=True)
+    name: str = SQLField(index=True, max_length=64)
+    status: str = SQLField(default="pending", max_length=16)
+    points: bytes = SQLField(sa_column=Column(LargeBinary, nullable=False))
+    report: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    loaded_at: datetime
+
+
+class PopulationRow(Base, table=True):
+    __tablename__ = "population"
+    __table_args__ = (UniqueConstraint("layer", "code"),)
+    id: int | None = SQLField(default=None, primary_key=True)
+    layer: str = SQLField(index=True, max_length=64)
+    code: str = SQLField(max_length=64)
+    population: float
+
+
+class DerivedRecord(Base, table=True):
+    """A depersonalised record of one generation (a rebuild writes the next generation)."""
+
+    __tablename__ = "derived_record"
+    __table_args__ = (
+        UniqueConstraint("generation", "record_key"),
+        Index("ix_derived_dataset", "generation", "dataset", "provider", "deleted"),
+    )
+    id: int | None = SQLField(default=None, primary_key=True)
+    generation: int
+    record_key: str = SQLField(max_length=128)
+    dataset: str = SQLField(max_length=64)
+    provider: str = SQLField(max_length=64)
+    revision: int
+    deleted: bool = False
+    period_start: date | None = None
+    category: str | None = SQLField(default=None, max_length=100)
+    attributes: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    areas: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    x: float | None = None
+    y: float | None = None
+    method: str = SQLField(default="none", max_length=16)
+    k: float | None = None
+
+
+class MaskingFigures(Base, table=True):
+    """How far generalisation moved points, kept only as a histogram (never per record)."""
+
+    __tablename__ = "masking_figures"
+    __table_args__ = (UniqueConstraint("generation", "dataset", "provider"),)
+    id: int | None = SQLField(default=None, primary_key=True)
+    generation: int
+    dataset: str = SQLField(max_length=64)
+    provider: str = SQLField(max_length=64)
+    displacement: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+
+
+class ServiceState(Base, table=True):
+    """The generation answers are served from, and the rebuild in progress (one row)."""
+
+    __tablename__ = "service_state"
+    id: int = SQLField(default=1, primary_key=True)
+    generation: int = 1
+    building: int | None = None
+    layers_version: int = 0
+    rebuild: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+
+
+class ReleaseRow(Base, table=True):
+    """Every answer released: what was asked and its disclosure figures, never the data."""
+
+    __tablename__ = "release"
+    id: str = SQLField(primary_key=True, max_length=32)
+    kind: str = SQLField(max_length=32)
+    dataset: str = SQLField(max_length=64)
+    agency: str = SQLField(max_length=64)
+    agreement: str | None = SQLField(default=None, max_length=64)
+    query: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    disclosure: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime
+
+
+# --- wire schemas -------------------------------------------------------------------------
+
+
+class Event(BaseModel):
+    event_id: int
+    op: Literal["upsert", "delete"]
+    dataset: str
+    provider: str
+    record_key: str = Field(min_length=1, max_length=128)
+    revision: int
+    batch_id: str | None = None
+    received_at: str | None = None
+    location_source: str | None = None
+    easting: float | None = None
+    northing: float | None = None
+    record: dict[str, Any] = {}
+
+
+class EventBatch(BaseModel):
+    events: list[Event]
+
+
+class EventResult(BaseModel):
+    event_id: int
+    status: Literal["stored", "deleted", "stale", "skipped"]
+
+
+class EventsAnswer(BaseModel):
+    results: list[EventResult]
+    depersonalised: int
+
+
+class DeriveRequest(BaseModel):
+    from_layer: str = Field(alias="from", description="the child layer to dissolve")
+    code_from: dict[str, Any] = Field(
+        description='{"lookup": {child: parent}} or {"source": "code"|"name", "start", "end"}'
+    )
+    name_from: dict[str, Any] | None = None
+
+    model_config = {"populate_by_name": True}

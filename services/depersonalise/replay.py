@@ -1,0 +1,120 @@
+"""Rebuilding derived records by a replay from ingest after a layer or snap layer changes.
+
+Depersonalise keeps no precise points, so the only way to give old records the codes of a new layer
+is to ask ingest (which holds the raw records under retention) for them again. The rebuild writes
+the next generation while the current one keeps being served; if ingest cannot be reached the new
+generation is dropped, the old answers stay, and the state says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from sqlalchemy.engine import Engine
+
+from services.depersonalise import store
+from services.depersonalise.models import Event
+from shared.catalogue import Dataset
+from shared.tokens import issue_token
+
+log = logging.getLogger("csp.depersonalise.replay")
+
+
+class IngestUnreachableError(Exception):
+    """Ingest did not answer the replay (down, refusing, or a malformed page)."""
+
+
+async def rebuild(
+    engine: Engine,
+    client: httpx.AsyncClient,
+    ingest_url: str,
+    secret: str,
+    catalogue: dict[str, Dataset],
+    page_size: int,
+    registry_loader: Callable[[], store.Registry],
+) -> dict[str, Any]:
+    """Replay every dataset from ingest into the next generation, then serve it."""
+    building = await asyncio.to_thread(store.start_building, engine)
+    registry = await asyncio.to_thread(registry_loader)
+    progress: dict[str, Any] = {
+        "state": "running",
+        "generation": building,
+        "processed": 0,
+        "datasets_done": [],
+        "started_at": store.now().isoformat(),
+    }
+    current = registry.generation
+    if await asyncio.to_thread(store.live_records, engine, current) == 0:
+        # Nothing derived yet: no replay needed, the new layers are served at once.
+        progress.update(state="complete", finished_at=store.now().isoformat(), replayed=False)
+        await asyncio.to_thread(store.activate, engine, building, progress)
+        return progress
+    try:
+        for name in sorted(catalogue):
+            after: Any = None
+            while True:
+                events, after, more = await _page(
+                    client, ingest_url, secret, name, after, page_size
+                )
+                if events:
+                    registry = await asyncio.to_thread(registry_loader)
+                    targets = [(building, registry.building_layers(), registry.building_snap())]
+                    await asyncio.to_thread(store.apply_events, engine, events, catalogue, targets)
+                    progress["processed"] += len(events)
+                    await asyncio.to_thread(store.set_progress, engine, dict(progress))
+                if not more:
+                    break
+            progress["datasets_done"].append(name)
+    except IngestUnreachableError as exc:
+        failed = {
+            **progress,
+            "state": "failed",
+            "error": f"ingest unreachable: {exc}",
+            "finished_at": store.now().isoformat(),
+        }
+        log.warning("rebuild failed", extra={"processed": progress["processed"]})
+        await asyncio.to_thread(store.abandon, engine, failed)
+        return failed
+    progress.update(state="complete", finished_at=store.now().isoformat(), replayed=True)
+    await asyncio.to_thread(store.activate, engine, building, progress)
+    log.info("rebuild complete", extra={"processed": progress["processed"]})
+    return progress
+
+
+async def _page(
+    client: httpx.AsyncClient,
+    ingest_url: str,
+    secret: str,
+    dataset: str,
+    after: Any,
+    limit: int,
+) -> tuple[list[Event], Any, bool]:
+    """One page of ``GET /internal/records``: events, the next cursor, whether more follow."""
+    params: dict[str, Any] = {"dataset": dataset, "limit": limit}
+    if after is not None:
+        params["after"] = after
+    token = issue_token(secret, {"sub": "depersonalise", "roles": ["service"]})
+    try:
+        response = await client.get(
+            f"{ingest_url.rstrip('/')}/internal/records",
+            params=params,
+            headers={"CSP-Internal-Token": token},
+        )
+    except httpx.HTTPError as exc:
+        raise IngestUnreachableError(type(exc).__name__) from exc
+    if response.status_code != 200:
+        # A 404 too: finishing with no records would drop every derived record the old layers had.
+        raise IngestUnreachableError(f"status {response.status_code}")
+    try:
+        body = response.json()
+        events = [Event.model_validate(e) for e in body.get("events", [])]
+    except ValueError as exc:
+        raise IngestUnreachableError("malformed page") from exc
+    if "next" in body:
+        return events, body["next"], body["next"] is not None and bool(events)
+    cursor = events[-1].event_id if events else None
+    return events, cursor, len(events) >= limit

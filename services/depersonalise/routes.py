@@ -1,0 +1,614 @@
+"""HTTP routes of the depersonalise service: translate requests to and from the domain code."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from datetime import date
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from services.depersonalise import replay, store
+from services.depersonalise.aggregates import Rule, aggregate
+from services.depersonalise.deps import CatalogueDep, EngineDep, RegistryDep, SettingsDep
+from services.depersonalise.formats import (
+    MEDIA,
+    aggregates_geojson,
+    choose_format,
+    columns_of,
+    records_geojson,
+    to_csv,
+)
+from services.depersonalise.geography import derive_layer, read_layer, wire_features
+from services.depersonalise.models import DeriveRequest, EventBatch, EventsAnswer
+from services.depersonalise.service import (
+    allowed_fields,
+    coarser_or_equal,
+    dataset_or_404,
+    disclosure_report,
+    mask_records,
+    masked_public,
+    points_of,
+    public_record,
+)
+from services.depersonalise.snapping import build_snap_layer, read_candidates
+from shared.catalogue import Dataset
+from shared.errors import ProblemError
+from shared.tokens import AdminDep, ClaimsDep, InternalClaims
+
+internal = APIRouter(prefix="/internal", tags=["internal"])
+router = APIRouter(prefix="/v1", tags=["depersonalise"])
+
+Period = Query(pattern="^(week|month|quarter|year)$")
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProblemError(413, f"The body is larger than {limit} bytes.", field="body")
+    body = await request.body()
+    if len(body) > limit:
+        raise ProblemError(413, f"The body is larger than {limit} bytes.", field="body")
+    if not body:
+        raise ProblemError(422, "The body is empty.", slug="empty-body", field="body")
+    return body
+
+
+async def trigger_rebuild(request: Request) -> dict[str, Any]:
+    """Start a replay into the next generation (restarting one in progress)."""
+    state = request.app.state
+    running: asyncio.Task[Any] | None = state.rebuild_task
+    if running is not None and not running.done():
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    settings = state.settings
+    task = asyncio.create_task(
+        replay.rebuild(
+            state.engine,
+            state.http,
+            settings.ingest_url,
+            settings.internal_secret.get_secret_value(),
+            store_catalogue(),
+            settings.replay_page_size,
+            lambda: store.load_registry(state.engine),
+        )
+    )
+    state.rebuild_task = task
+    # A layer loaded before any record arrives needs no replay: answer once it is active.
+    done, _ = await asyncio.wait({task}, timeout=0.5)
+    if done:
+        return task.result()
+    return {"state": "running"}
+
+
+def store_catalogue() -> dict[str, Dataset]:
+    from shared.catalogue import load_catalogue
+
+    return load_catalogue()
+
+
+# --- ingest → depersonalise -------------------------------------------------------------------
+
+
+@internal.post("/events")
+def receive_events(
+    batch: EventBatch,
+    claims: ClaimsDep,
+    engine: EngineDep,
+    registry: RegistryDep,
+    catalogue: CatalogueDep,
+) -> EventsAnswer:
+    if not claims.is_service:
+        raise ProblemError(403, "Service calls only.", slug="forbidden", rule="service-only")
+    results, stored = store.apply_events(engine, batch.events, catalogue, registry.targets())
+    return EventsAnswer.model_validate({"results": results, "depersonalised": stored})
+
+
+# --- geography --------------------------------------------------------------------------------
+
+
+@router.get("/geographies")
+def list_geographies(
+    registry: RegistryDep, engine: EngineDep, _claims: ClaimsDep
+) -> dict[str, Any]:
+    layers = []
+    for name in sorted(set(registry.active) | set(registry.pending)):
+        meta = registry.meta.get(name, {})
+        pending = meta.get("pending")
+        entry: dict[str, Any] = {
+            "name": name,
+            "status": "active" if name in registry.active else "pending",
+        }
+        if name in registry.active:
+            entry.update(_layer_summary(meta))
+        if pending:
+            entry["pending"] = _layer_summary(pending)
+        layers.append(entry)
+    return {
+        "layers": layers,
+        "snap_layers": registry.snap_meta,
+        "rebuild": registry.rebuild,
+        "generation": registry.generation,
+        "records_outside_all_layers": store.records_without_area(engine, registry.generation),
+    }
+
+
+def _layer_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "areas": meta.get("area_count"),
+        "source_crs": meta.get("source_crs"),
+        "code_field": meta.get("code_field"),
+        "name_field": meta.get("name_field"),
+        "repaired": meta.get("repaired"),
+        "derived_from": meta.get("derived_from"),
+        "loaded_at": meta.get("loaded_at"),
+    }
+
+
+LAYER_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+@router.post("/geographies/rebuild", status_code=202)
+async def retry_rebuild(request: Request, _admin: AdminDep) -> dict[str, Any]:
+    return {"rebuild": await trigger_rebuild(request)}
+
+
+@router.post("/geographies/{layer}", status_code=201)
+async def load_geography(
+    request: Request,
+    layer: str,
+    code_field: Annotated[str, Query(min_length=1)],
+    _admin: AdminDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    name_field: str | None = None,
+) -> dict[str, Any]:
+    _check_name(layer)
+    body = await _body(request, settings.max_upload_bytes)
+    parsed = await asyncio.to_thread(
+        read_layer, body, layer, code_field, name_field, request.headers.get("content-type")
+    )
+    await asyncio.to_thread(store.save_layer, engine, parsed, code_field, name_field)
+    rebuild = await trigger_rebuild(request)
+    return {
+        "layer": layer,
+        "areas": len(parsed),
+        "repaired": parsed.repaired,
+        "source_crs": parsed.source_crs,
+        "rebuild": rebuild,
+    }
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.match(LAYER_NAME, name):
+        raise ProblemError(
+            422,
+            "A layer name is 1-64 lower-case letters, digits, '-' or '_'.",
+            slug="invalid-layer-name",
+            field="layer",
+        )
+
+
+@router.post("/geographies/{layer}/derive", status_code=201)
+async def derive_geography(
+    request: Request,
+    layer: str,
+    body: DeriveRequest,
+    _admin: AdminDep,
+    engine: EngineDep,
+    registry: RegistryDep,
+) -> dict[str, Any]:
+    _check_name(layer)
+    child = registry.building_layers().get(body.from_layer)
+    if child is None:
+        raise ProblemError(
+            404, f"No layer {body.from_layer!r} is loaded.", slug="unknown-layer", field="from"
+        )
+    parent = await asyncio.to_thread(derive_layer, child, layer, body.code_from, body.name_from)
+    await asyncio.to_thread(store.save_layer, engine, parent, "code", "name", body.from_layer)
+    return {
+        "layer": layer,
+        "areas": len(parent),
+        "derived_from": body.from_layer,
+        "rebuild": await trigger_rebuild(request),
+    }
+
+
+@router.post("/snap-layers/{name}", status_code=201)
+async def load_snap_layer(
+    request: Request,
+    name: str,
+    _admin: AdminDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    k: Annotated[int, Query(ge=1, le=1000)] = 8,
+) -> dict[str, Any]:
+    _check_name(name)
+    body = await _body(request, settings.max_upload_bytes)
+    x, y, households = read_candidates(body)
+    snap = await asyncio.to_thread(build_snap_layer, name, x, y, households, k)
+    await asyncio.to_thread(store.save_snap_layer, engine, snap)
+    return {"name": name, **snap.report, "rebuild": await trigger_rebuild(request)}
+
+
+@router.get("/snap-layers")
+def list_snap_layers(registry: RegistryDep, _claims: ClaimsDep) -> dict[str, Any]:
+    return {"snap_layers": registry.snap_meta}
+
+
+@router.post("/populations/{layer}", status_code=201)
+async def load_population(
+    request: Request,
+    layer: str,
+    _admin: AdminDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    registry: RegistryDep,
+    code_column: str = "code",
+    population_column: str = "population",
+) -> dict[str, Any]:
+    known = registry.building_layers().get(layer)
+    if known is None:
+        raise ProblemError(
+            404, f"No layer {layer!r} is loaded.", slug="unknown-layer", field="layer"
+        )
+    body = await _body(request, settings.max_upload_bytes)
+    try:
+        frame = pd.read_csv(io.BytesIO(body), dtype={code_column: str})
+    except Exception as exc:
+        raise ProblemError(
+            422, "The CSV could not be parsed.", slug="invalid-csv", field="body"
+        ) from exc
+    for column, param in ((code_column, "code_column"), (population_column, "population_column")):
+        if column not in frame.columns:
+            raise ProblemError(
+                422, f"The CSV has no column {column!r}.", slug="missing-column", field=param
+            )
+    values = pd.to_numeric(frame[population_column], errors="coerce")
+    bad = int((values.isna() | (values < 0)).sum())
+    if bad:
+        raise ProblemError(
+            422,
+            f"{bad} rows have no valid population.",
+            slug="invalid-population",
+            field=population_column,
+        )
+    table = dict(zip(frame[code_column].astype(str).str.strip(), values.astype(float), strict=True))
+    codes = set(known.codes.tolist())
+    matched = {c: v for c, v in table.items() if c in codes}
+    await asyncio.to_thread(store.save_population, engine, layer, matched)
+    return {
+        "layer": layer,
+        "areas": len(codes),
+        "matched": len(matched),
+        "areas_without_population": len(codes - set(matched)),
+        "rows_not_in_layer": len(table) - len(matched),
+    }
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+def _read_scope(claims: InternalClaims, dataset: str) -> list[str]:
+    if claims.dataset is not None and claims.dataset != dataset:
+        raise ProblemError(
+            403,
+            "The decision forwarded is for another dataset.",
+            slug="forbidden",
+            rule="dataset-mismatch",
+        )
+    return list(claims.providers or [])
+
+
+@router.get("/datasets/{dataset}/aggregates")
+def read_aggregates(
+    request: Request,
+    dataset: str,
+    claims: ClaimsDep,
+    engine: EngineDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    geography: str,
+    period: Annotated[str, Period] = "month",
+    from_: Annotated[date | None, Query(alias="from")] = None,
+    to: date | None = None,
+    by: Annotated[str | None, Query(pattern="^category$")] = None,
+    threshold: Annotated[int | None, Query(ge=1)] = None,
+    format: str | None = None,
+) -> Response:
+    spec = dataset_or_404(catalogue, dataset)
+    providers = _read_scope(claims, dataset)
+    fmt = choose_format(format, request.headers.get("accept"))
+    layer = registry.active.get(geography)
+    if layer is None:
+        pending = geography in registry.pending
+        raise ProblemError(
+            409 if pending else 404,
+            f"Layer {geography!r} is still being built." if pending else f"No layer {geography!r}.",
+            slug="layer-rebuilding" if pending else "unknown-layer",
+            field="geography",
+        )
+    if not coarser_or_equal(period, spec.time_resolution):
+        raise ProblemError(
+            422,
+            f"{dataset} is held by {spec.time_resolution}; it cannot be counted by {period}.",
+            slug="period-too-fine",
+            field="period",
+        )
+    if from_ and to and from_ > to:
+        raise ProblemError(422, "from is after to.", slug="invalid-range", field="from")
+    rule = _rule(spec, threshold)
+    rows = store.aggregate_rows(engine, registry.generation, dataset, providers, geography)
+    answer = aggregate(
+        rows,
+        list(zip(layer.codes.tolist(), layer.names.tolist(), strict=True)),
+        period,
+        rule,
+        from_,
+        to,
+        by == "category",
+        store.population(engine, geography),
+    )
+    query = {
+        "geography": geography,
+        "period": period,
+        "from": str(from_ or ""),
+        "to": str(to or ""),
+        "by": by,
+        "threshold": rule.threshold,
+        "providers": providers,
+        "format": fmt,
+    }
+    release_id = store.record_release(
+        engine, "aggregates", dataset, claims.sub, claims.agreement, query, answer["disclosure"]
+    )
+    body = {
+        "dataset": dataset,
+        "geography": geography,
+        "period": period,
+        "rule": rule.as_dict(),
+        "cells": answer["cells"],
+        "disclosure": answer["disclosure"],
+        "agreement": claims.agreement,
+        "release_id": release_id,
+    }
+    headers = {"CSP-Release-ID": release_id}
+    if fmt == "csv":
+        first = (
+            ["area", "area_name", "period"] + (["category"] if by else []) + ["count", "suppressed"]
+        )
+        headers["CSP-Disclosure"] = json.dumps(answer["disclosure"], separators=(",", ":"))
+        return Response(
+            to_csv(body["cells"], columns_of(body["cells"], first)),
+            media_type=MEDIA["csv"],
+            headers=headers,
+        )
+    if fmt == "geojson":
+        shapes = _wire_shapes(request, geography, layer, settings.wire_simplify_metres, registry)
+        return JSONResponse(
+            aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
+        )
+    return JSONResponse(body, headers=headers)
+
+
+def _rule(spec: Dataset, asked: int | None) -> Rule:
+    rule = spec.disclosure
+    if asked is not None and asked < rule.floor:
+        raise ProblemError(
+            422,
+            f"The threshold may not go below the dataset's floor of {rule.floor}.",
+            slug="threshold-below-floor",
+            field="threshold",
+            rule="disclosure-floor",
+        )
+    threshold = max(asked or rule.threshold, rule.floor)
+    return Rule(threshold, rule.round_to, rule.secondary)
+
+
+def _wire_shapes(
+    request: Request, geography: str, layer: Any, tolerance: float, registry: store.Registry
+) -> dict[str, dict[str, Any]]:
+    cache: dict[tuple[str, int], dict[str, dict[str, Any]]] = request.app.state.wire_cache
+    key = (geography, registry.version)
+    if key not in cache:
+        cache.clear()
+        cache[key] = wire_features(layer, tolerance)
+    return cache[key]
+
+
+def _cursor(after: str | None) -> int:
+    if not after:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)).decode())
+    except ValueError as exc:
+        raise ProblemError(
+            422, "The cursor is not valid.", slug="invalid-cursor", field="cursor"
+        ) from exc
+
+
+@router.get("/datasets/{dataset}/records")
+def read_records(
+    request: Request,
+    dataset: str,
+    claims: ClaimsDep,
+    engine: EngineDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1)] = 1000,
+    level: str = "depersonalised",
+    format: str | None = None,
+) -> Response:
+    spec = dataset_or_404(catalogue, dataset)
+    providers = _read_scope(claims, dataset)
+    if level != "depersonalised":
+        raise ProblemError(
+            422,
+            "This service answers the depersonalised level only.",
+            slug="wrong-level",
+            field="level",
+        )
+    if claims.level not in {"depersonalised", "personal"}:
+        raise ProblemError(
+            403,
+            "The agreement does not allow record-level data.",
+            slug="forbidden",
+            rule="level-not-agreed",
+        )
+    fmt = choose_format(format, request.headers.get("accept"))
+    allowed = allowed_fields(spec, claims.fields)
+    rows = store.record_page(
+        engine,
+        registry.generation,
+        dataset,
+        providers,
+        _cursor(cursor),
+        min(limit, settings.records_page_max),
+    )
+    records = [
+        public_record(
+            None if r["period_start"] is None else _label(r["period_start"], spec),
+            r["category"],
+            r["attributes"] or {},
+            r["areas"] or {},
+            (r["x"], r["y"]),
+            r["method"],
+            r["k"],
+            allowed,
+        )
+        for r in rows
+    ]
+    full = len(rows) == min(limit, settings.records_page_max)
+    next_cursor = (
+        base64.urlsafe_b64encode(str(rows[-1]["id"]).encode()).decode().rstrip("=")
+        if rows and full
+        else None
+    )
+    ks, histogram, total, without = store.record_figures(
+        engine, registry.generation, dataset, providers
+    )
+    report = disclosure_report(ks, histogram, total, without)
+    release_id = store.record_release(
+        engine,
+        "records",
+        dataset,
+        claims.sub,
+        claims.agreement,
+        {"providers": providers, "cursor": cursor, "limit": limit, "format": fmt},
+        {**report, "returned": len(records)},
+    )
+    headers = {"CSP-Release-ID": release_id}
+    if fmt == "csv":
+        flat = [
+            {
+                **{k: v for k, v in r.items() if k != "areas"},
+                **{f"area_{a}": c for a, c in r["areas"].items()},
+            }
+            for r in records
+        ]
+        headers["CSP-Disclosure"] = json.dumps(report, separators=(",", ":"))
+        if next_cursor:
+            headers["CSP-Next-Cursor"] = next_cursor
+        return Response(
+            to_csv(flat, columns_of(flat, [])), media_type=MEDIA["csv"], headers=headers
+        )
+    extra = {
+        "dataset": dataset,
+        "next_cursor": next_cursor,
+        "disclosure": report,
+        "agreement": claims.agreement,
+        "release_id": release_id,
+    }
+    if fmt == "geojson":
+        return JSONResponse(
+            records_geojson(records, extra), media_type=MEDIA["geojson"], headers=headers
+        )
+    return JSONResponse({"records": records, **extra}, headers=headers)
+
+
+def _label(day: date, spec: Dataset) -> str:
+    from services.depersonalise.service import period_label
+
+    return period_label(day, spec.time_resolution)
+
+
+@router.post("/depersonalise")
+async def depersonalise_now(
+    request: Request,
+    claims: ClaimsDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+    dataset: str,
+    format: str | None = None,
+) -> Response:
+    spec = dataset_or_404(catalogue, dataset)
+    body = await _body(request, settings.max_upload_bytes)
+    records = _incoming_records(body, request.headers.get("content-type"))
+    x, y = points_of(records)
+    run = await asyncio.to_thread(mask_records, spec, records, x, y, registry.active, registry.snap)
+    allowed = allowed_fields(spec, claims.fields if claims.fields is not None else None)
+    out = [masked_public(m, allowed) for m in run.records]
+    report = run.report()
+    fmt = choose_format(format, request.headers.get("accept"))
+    if fmt == "csv":
+        flat = [
+            {
+                **{k: v for k, v in r.items() if k != "areas"},
+                **{f"area_{a}": c for a, c in r["areas"].items()},
+            }
+            for r in out
+        ]
+        return Response(
+            to_csv(flat, columns_of(flat, [])),
+            media_type=MEDIA["csv"],
+            headers={"CSP-Disclosure": json.dumps(report, separators=(",", ":"))},
+        )
+    if fmt == "geojson":
+        return JSONResponse(
+            records_geojson(out, {"dataset": dataset, "disclosure": report}),
+            media_type=MEDIA["geojson"],
+        )
+    return JSONResponse({"dataset": dataset, "records": out, "disclosure": report})
+
+
+def _incoming_records(body: bytes, content_type: str | None) -> list[dict[str, Any]]:
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "text/csv" or (
+        kind != "application/json" and not body.lstrip().startswith((b"{", b"["))
+    ):
+        try:
+            frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False)
+        except Exception as exc:
+            raise ProblemError(
+                422, "The CSV could not be parsed.", slug="invalid-csv", field="body"
+            ) from exc
+        return [
+            {k: (v if v != "" else None) for k, v in row.items()}
+            for row in frame.to_dict("records")
+        ]
+    try:
+        parsed = json.loads(body)
+    except ValueError as exc:
+        raise ProblemError(
+            422, "The body is not valid JSON.", slug="invalid-json", field="body"
+        ) from exc
+    records = parsed.get("records") if isinstance(parsed, dict) else parsed
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ProblemError(
+            422,
+            'The body must be {"records": [...]} of objects.',
+            slug="invalid-records",
+            field="records",
+        )
+    return records

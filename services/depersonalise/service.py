@@ -1,0 +1,419 @@
+"""Depersonalising records: areas, generalised location, cut time, only non-identifying fields.
+
+Plain functions over plain data. The precise point enters here and never leaves: what comes out
+is area codes, a generalised point, a period, the kept attributes, and masking figures.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.depersonalise.geography import Layer
+from services.depersonalise.snapping import SnapLayer, grid_centre
+from shared.catalogue import Dataset
+from shared.errors import ProblemError
+
+REMOVED = {"identifier", "free-text", "address", "location", "special-category"}
+PERIODS = ("day", "week", "month", "quarter", "year")
+BANDING_FILE = Path(__file__).with_name("banding.toml")
+DISPLACEMENT_BIN_METRES = 5
+
+
+@dataclass
+class Masked:
+    """One depersonalised record."""
+
+    period_start: date | None
+    period: str | None
+    category: str | None
+    attributes: dict[str, Any]
+    areas: dict[str, str | None]
+    x: float | None
+    y: float | None
+    method: str
+    k: float | None
+
+
+@dataclass
+class MaskingRun:
+    records: list[Masked]
+    displacement: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def report(self) -> dict[str, Any]:
+        return disclosure_report(
+            [r.k for r in self.records if r.k is not None],
+            displacement_histogram(self.displacement),
+            len(self.records),
+            sum(1 for r in self.records if r.x is None),
+        )
+
+
+# --- time ---------------------------------------------------------------------------------
+
+
+def parse_instant(value: Any) -> datetime | None:
+    """An ISO 8601 date or date-time as UTC (no offset means UTC)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip().replace("Z", "+00:00")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def period_start(day: date, period: str) -> date:
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    if period == "quarter":
+        return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+    return date(day.year, 1, 1)
+
+
+def period_label(day: date, period: str) -> str:
+    start = period_start(day, period)
+    if period == "day":
+        return start.isoformat()
+    if period == "week":
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    if period == "month":
+        return f"{start.year}-{start.month:02d}"
+    if period == "quarter":
+        return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+    return str(start.year)
+
+
+def next_period(start: date, period: str) -> date:
+    if period == "day":
+        return start + timedelta(days=1)
+    if period == "week":
+        return start + timedelta(days=7)
+    months = {"month": 1, "quarter": 3, "year": 12}[period]
+    total = start.year * 12 + start.month - 1 + months
+    return date(total // 12, total % 12 + 1, 1)
+
+
+def periods_between(first: date, last: date, period: str) -> list[tuple[date, str]]:
+    """Every period overlapping [first, last], in order."""
+    result = []
+    current = period_start(first, period)
+    while current <= last:
+        result.append((current, period_label(current, period)))
+        current = next_period(current, period)
+    return result
+
+
+def coarser_or_equal(asked: str, resolution: str) -> bool:
+    """Can data held at ``resolution`` be counted by ``asked``? (week does not nest in month.)"""
+    if resolution == "week":
+        return asked in {"week"}
+    if resolution == "day":
+        return True
+    return PERIODS.index(asked) >= PERIODS.index(resolution) and asked != "week"
+
+
+# --- categories ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _bands() -> list[tuple[re.Pattern[str], str]]:
+    with BANDING_FILE.open("rb") as handle:
+        raw = tomllib.load(handle)
+    return [
+        (re.compile("|".join(entry["match"]), re.IGNORECASE), entry["band"])
+        for entry in raw.get("band", [])
+    ]
+
+
+def band_category(category: str | None) -> str | None:
+    """Sensitive categories (sexual offences, domestic abuse) are published only as their band."""
+    if category is None:
+        return None
+    for pattern, band in _bands():
+        if pattern.search(category):
+            return band
+    return category
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+def outward_code(postcode: Any) -> str | None:
+    if not isinstance(postcode, str):
+        return None
+    compact = re.sub(r"\s+", "", postcode.upper())
+    if not 5 <= len(compact) <= 7:
+        return None
+    return compact[:-3]
+
+
+def kept_attributes(dataset: Dataset, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields a depersonalised record may carry, with datetimes cut to the resolution."""
+    kept: dict[str, Any] = {}
+    for spec in dataset.fields:
+        if spec.name not in record or spec.name in {"occurred_at", "category"}:
+            continue
+        value = record[spec.name]
+        if spec.classification == "address" and spec.keep_outward_code:
+            code = outward_code(value)
+            if code:
+                kept[f"{spec.name}_outward"] = code
+        elif spec.classification == "datetime":
+            moment = parse_instant(value)
+            if moment is not None:
+                kept[spec.name] = period_label(moment.date(), dataset.time_resolution)
+        elif spec.classification not in REMOVED:
+            kept[spec.name] = value
+    return kept
+
+
+def public_field_names(dataset: Dataset) -> set[str]:
+    """Names a depersonalised record may show (outward postcodes under their own name)."""
+    names = {f.name for f in dataset.fields if f.classification not in REMOVED}
+    names |= {
+        f"{f.name}_outward"
+        for f in dataset.fields
+        if f.classification == "address" and f.keep_outward_code
+    }
+    return names
+
+
+def mask_records(
+    dataset: Dataset,
+    records: list[dict[str, Any]],
+    x: np.ndarray,
+    y: np.ndarray,
+    layers: dict[str, Layer],
+    snap: SnapLayer | None,
+) -> MaskingRun:
+    """Depersonalise records whose precise points (BNG, NaN when none) are ``x``, ``y``."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    areas = {name: layer.assign(x, y) for name, layer in layers.items()}
+    gx, gy, method, k, displacement = generalise(dataset, x, y, snap)
+    resolution = dataset.time_resolution
+    out = []
+    for i, record in enumerate(records):
+        moment = parse_instant(record.get("occurred_at"))
+        day = moment.date() if moment else None
+        out.append(
+            Masked(
+                period_start=period_start(day, resolution) if day else None,
+                period=period_label(day, resolution) if day else None,
+                category=band_category(record.get("category")),
+                attributes=kept_attributes(dataset, record),
+                areas={
+                    name: (str(layers[name].codes[idx[i]]) if idx[i] >= 0 else None)
+                    for name, idx in areas.items()
+                },
+                x=None if np.isnan(gx[i]) else float(gx[i]),
+                y=None if np.isnan(gy[i]) else float(gy[i]),
+                method=str(method[i]),
+                k=None if np.isnan(k[i]) else float(k[i]),
+            )
+        )
+    return MaskingRun(out, displacement[np.isfinite(displacement)])
+
+
+def generalise(
+    dataset: Dataset, x: np.ndarray, y: np.ndarray, snap: SnapLayer | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Published point, method, catchment k and displacement for each point (vectorised)."""
+    rule = dataset.generalisation
+    n = len(x)
+    gx = np.full(n, np.nan)
+    gy = np.full(n, np.nan)
+    k = np.full(n, np.nan)
+    method = np.full(n, "none", dtype=object)
+    located = np.isfinite(x) & np.isfinite(y)
+    pending = located.copy()
+    if rule.method == "snap" and snap is not None and len(snap) and pending.any():
+        where = np.flatnonzero(pending)
+        distance, index = snap.nearest(x[where], y[where])
+        near = distance <= rule.max_snap_metres
+        chosen = where[near]
+        gx[chosen] = snap.x[index[near]]
+        gy[chosen] = snap.y[index[near]]
+        k[chosen] = snap.catchment[index[near]]
+        method[chosen] = "snap"
+        pending[chosen] = False
+    if rule.method == "grid":
+        _grid(x, y, pending, rule.grid_metres, gx, gy, method)
+    elif rule.method == "area":
+        method[pending] = "area"
+    elif rule.fallback == "grid":
+        _grid(x, y, pending, rule.fallback_grid_metres, gx, gy, method)
+    else:
+        method[pending] = "area"
+    displacement = np.hypot(gx - x, gy - y)
+    return gx, gy, method, k, displacement
+
+
+def _grid(
+    x: np.ndarray,
+    y: np.ndarray,
+    pending: np.ndarray,
+    metres: int,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    method: np.ndarray,
+) -> None:
+    cx, cy = grid_centre(x[pending], y[pending], metres)
+    gx[pending], gy[pending] = cx, cy
+    method[pending] = f"grid{metres}"
+    pending[:] = False
+
+
+# --- figures -------------------------------------------------------------------------------
+
+
+def displacement_histogram(distances: np.ndarray) -> dict[str, int]:
+    """Counts by 5-metre band, keyed by the band's lower edge."""
+    if len(distances) == 0:
+        return {}
+    bins = (np.asarray(distances) // DISPLACEMENT_BIN_METRES).astype(np.int64)
+    values, counts = np.unique(bins, return_counts=True)
+    return {
+        str(int(v) * DISPLACEMENT_BIN_METRES): int(c) for v, c in zip(values, counts, strict=True)
+    }
+
+
+def merge_histograms(histograms: list[dict[str, int]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for histogram in histograms:
+        for edge, count in histogram.items():
+            merged[edge] = merged.get(edge, 0) + int(count)
+    return merged
+
+
+def histogram_quantile(histogram: dict[str, int], q: float) -> float | None:
+    """The quantile, as the middle of its 5-metre band."""
+    if not histogram:
+        return None
+    edges = sorted((int(e), c) for e, c in histogram.items())
+    total = sum(c for _, c in edges)
+    target = q * total
+    running = 0
+    for edge, count in edges:
+        running += count
+        if running >= target:
+            return edge + DISPLACEMENT_BIN_METRES / 2
+    return edges[-1][0] + DISPLACEMENT_BIN_METRES / 2
+
+
+def disclosure_report(
+    ks: list[float], displacement: dict[str, int], records: int, without_location: int
+) -> dict[str, Any]:
+    return {
+        "records": records,
+        "k_min": min(ks) if ks else None,
+        "k_median": float(np.median(ks)) if ks else None,
+        "displacement_median_m": histogram_quantile(displacement, 0.5),
+        "displacement_p95_m": histogram_quantile(displacement, 0.95),
+        "share_without_location": round(without_location / records, 4) if records else None,
+    }
+
+
+def dataset_or_404(catalogue: dict[str, Dataset], name: str) -> Dataset:
+    dataset = catalogue.get(name)
+    if dataset is None:
+        raise ProblemError(
+            404, f"No dataset {name!r} in the catalogue.", slug="unknown-dataset", field="dataset"
+        )
+    return dataset
+
+
+# --- output --------------------------------------------------------------------------------
+
+LOCATION_FIELDS = {"easting", "northing", "latitude", "longitude"}
+
+
+def allowed_fields(dataset: Dataset, agreed: list[str] | None) -> set[str]:
+    """Public fields the caller may see: the agreement's allow-list ∩ the non-identifying fields."""
+    public = public_field_names(dataset) | {"occurred_at", "category"}
+    if agreed is None:
+        return public | LOCATION_FIELDS
+    wanted = set(agreed)
+    wanted |= {f"{name}_outward" for name in agreed}
+    return (public & wanted) | (LOCATION_FIELDS & wanted)
+
+
+def public_record(
+    period: str | None,
+    category: str | None,
+    attributes: dict[str, Any],
+    areas: dict[str, Any],
+    point: tuple[float | None, float | None],
+    method: str,
+    k: float | None,
+    allowed: set[str],
+) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    if "occurred_at" in allowed:
+        record["occurred_at"] = period
+    if "category" in allowed:
+        record["category"] = category
+    record.update({k_: v for k_, v in attributes.items() if k_ in allowed})
+    if allowed & LOCATION_FIELDS:
+        record["easting"], record["northing"] = point
+        record["location_method"] = method
+        record["k"] = k
+    record["areas"] = areas
+    return record
+
+
+def masked_public(masked: Masked, allowed: set[str]) -> dict[str, Any]:
+    return public_record(
+        masked.period,
+        masked.category,
+        masked.attributes,
+        masked.areas,
+        (masked.x, masked.y),
+        masked.method,
+        masked.k,
+        allowed,
+    )
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return np.nan
+    return number if np.isfinite(number) else np.nan
+
+
+def points_of(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """BNG points of records given as easting/northing or latitude/longitude (NaN when none)."""
+    from pyproj import Transformer
+
+    x = np.array([_number(r.get("easting")) for r in records], dtype=float)
+    y = np.array([_number(r.get("northing")) for r in records], dtype=float)
+    lat = np.array([_number(r.get("latitude")) for r in records], dtype=float)
+    lon = np.array([_number(r.get("longitude")) for r in records], dtype=float)
+    need = ~(np.isfinite(x) & np.isfinite(y)) & np.isfinite(lat) & np.isfinite(lon)
+    if need.any():
+        to_bng = Transformer.from_crs("EPSG:4326", "EPSG:27700", always_xy=True)
+        x[need], y[need] = to_bng.transform(lon[need], lat[need])
+    return x, y

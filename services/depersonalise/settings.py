@@ -1,0 +1,22 @@
+"""Settings of the depersonalise service (``CSP_DEPERSONALISE_*``)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CSP_DEPERSONALISE_", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = "sqlite:///var/depersonalise.db"
+    port: int = 8003
+    ingest_url: str = "http://127.0.0.1:8002"
+    ingest_timeout_seconds: float = 30.0
+    replay_page_size: int = 2000
+    max_upload_bytes: int = 250_000_000
+    records_page_max: int = 5000
+    wire_simplify_metres: float = 10.0

@@ -1,0 +1,533 @@
+"""Persistence: layers and snap layers (reloaded into memory on start), derived records, releases.
+
+Answers are served from one *generation* of derived records. A layer or snap layer change is saved
+``pending`` and a rebuild writes the next generation beside the current one; when it completes, one
+transaction makes the pending layers active, switches the generation and drops the old records.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from services.depersonalise.geography import Layer, layer_from_wkb, layer_to_wkb
+from services.depersonalise.models import (
+    DerivedRecord,
+    Event,
+    GeographyAreaRow,
+    GeographyLayerRow,
+    MaskingFigures,
+    PopulationRow,
+    ReleaseRow,
+    ServiceState,
+    SnapLayerRow,
+)
+from services.depersonalise.service import displacement_histogram, mask_records, merge_histograms
+from services.depersonalise.snapping import SnapLayer
+from shared.catalogue import Dataset
+
+T_LAYER = GeographyLayerRow.__table__  # type: ignore[attr-defined]
+T_AREA = GeographyAreaRow.__table__  # type: ignore[attr-defined]
+T_SNAP = SnapLayerRow.__table__  # type: ignore[attr-defined]
+T_RECORD = DerivedRecord.__table__  # type: ignore[attr-defined]
+T_FIGURES = MaskingFigures.__table__  # type: ignore[attr-defined]
+T_STATE = ServiceState.__table__  # type: ignore[attr-defined]
+T_POP = PopulationRow.__table__  # type: ignore[attr-defined]
+T_RELEASE = ReleaseRow.__table__  # type: ignore[attr-defined]
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Registry:
+    """What one replica holds in memory: active and pending layers and snap layers."""
+
+    version: int = -1
+    generation: int = 1
+    building: int | None = None
+    active: dict[str, Layer] = field(default_factory=dict)
+    pending: dict[str, Layer] = field(default_factory=dict)
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    snap: SnapLayer | None = None
+    snap_pending: SnapLayer | None = None
+    snap_meta: list[dict[str, Any]] = field(default_factory=list)
+    rebuild: dict[str, Any] = field(default_factory=dict)
+
+    def building_layers(self) -> dict[str, Layer]:
+        return {**self.active, **self.pending}
+
+    def building_snap(self) -> SnapLayer | None:
+        return self.snap_pending or self.snap
+
+    def targets(self) -> list[tuple[int, dict[str, Layer], SnapLayer | None]]:
+        """Generations an incoming event is written to: the served one, and the one being built."""
+        result = [(self.generation, self.active, self.snap)]
+        if self.building is not None:
+            result.append((self.building, self.building_layers(), self.building_snap()))
+        return result
+
+
+def ensure_state(engine: Engine) -> None:
+    with engine.begin() as conn:
+        if conn.execute(select(T_STATE.c.id)).first() is None:
+            conn.execute(insert(T_STATE).values(id=1, generation=1, layers_version=0, rebuild={}))
+
+
+def read_state(conn: Connection) -> dict[str, Any]:
+    row = conn.execute(select(T_STATE).where(T_STATE.c.id == 1)).mappings().one()
+    return dict(row)
+
+
+def load_registry(engine: Engine, registry: Registry | None = None) -> Registry:
+    """(Re)load layers into memory if another replica or a rebuild changed them."""
+    with engine.connect() as conn:
+        state = read_state(conn)
+        if registry is not None and registry.version == state["layers_version"]:
+            registry.rebuild = state["rebuild"] or {}
+            registry.generation, registry.building = state["generation"], state["building"]
+            return registry
+        fresh = Registry(
+            version=state["layers_version"],
+            generation=state["generation"],
+            building=state["building"],
+            rebuild=state["rebuild"] or {},
+        )
+        old_active = registry.active if registry else {}
+        for row in conn.execute(select(T_LAYER).order_by(T_LAYER.c.id)).mappings():
+            target = fresh.active if row["status"] == "active" else fresh.pending
+            cached = old_active.get(row["name"])
+            if (
+                cached is not None
+                and registry
+                and registry.meta.get(row["name"], {}).get("id") == row["id"]
+            ):
+                target[row["name"]] = cached
+            else:
+                areas = conn.execute(
+                    select(T_AREA.c.code, T_AREA.c.name, T_AREA.c.geometry)
+                    .where(T_AREA.c.layer_id == row["id"])
+                    .order_by(T_AREA.c.id)
+                ).all()
+                target[row["name"]] = layer_from_wkb(row["name"], areas, row["source_crs"])
+            if row["status"] == "active":
+                fresh.meta[row["name"]] = dict(row)
+            else:
+                fresh.meta.setdefault(row["name"], {}).update(pending=dict(row))
+        for row in conn.execute(select(T_SNAP).order_by(T_SNAP.c.id)).mappings():
+            points = np.frombuffer(row["points"], dtype=np.float64).reshape(-1, 3)
+            snap = SnapLayer(row["name"], points[:, 0], points[:, 1], points[:, 2], row["report"])
+            if row["status"] == "active":
+                fresh.snap = snap
+            else:
+                fresh.snap_pending = snap
+            fresh.snap_meta.append(
+                {
+                    "name": row["name"],
+                    "status": row["status"],
+                    "loaded_at": row["loaded_at"],
+                    "report": row["report"],
+                }
+            )
+        return fresh
+
+
+def _bump(conn: Connection, **values: Any) -> None:
+    conn.execute(
+        update(T_STATE)
+        .where(T_STATE.c.id == 1)
+        .values(layers_version=T_STATE.c.layers_version + 1, **values)
+    )
+
+
+def save_layer(
+    engine: Engine,
+    layer: Layer,
+    code_field: str,
+    name_field: str | None,
+    derived_from: str | None = None,
+) -> int:
+    """Store a layer as pending, replacing any earlier pending version, in one transaction."""
+    with engine.begin() as conn:
+        _drop_layers(conn, (T_LAYER.c.name == layer.name) & (T_LAYER.c.status == "pending"))
+        layer_id = conn.execute(
+            insert(T_LAYER).values(
+                name=layer.name,
+                status="pending",
+                source_crs=layer.source_crs,
+                code_field=code_field,
+                name_field=name_field,
+                area_count=len(layer),
+                repaired=layer.repaired,
+                derived_from=derived_from,
+                loaded_at=now(),
+            )
+        ).inserted_primary_key
+        assert layer_id is not None
+        layer_id = layer_id[0]
+        rows = layer_to_wkb(layer)
+        for start in range(0, len(rows), 2000):
+            conn.execute(
+                insert(T_AREA),
+                [
+                    {"layer_id": layer_id, "code": c, "name": n[:255], "geometry": g}
+                    for c, n, g in rows[start : start + 2000]
+                ],
+            )
+        _bump(conn)
+    return int(layer_id)
+
+
+def _drop_layers(conn: Connection, condition: Any) -> None:
+    ids = [r[0] for r in conn.execute(select(T_LAYER.c.id).where(condition))]
+    if ids:
+        conn.execute(delete(T_AREA).where(T_AREA.c.layer_id.in_(ids)))
+        conn.execute(delete(T_LAYER).where(T_LAYER.c.id.in_(ids)))
+
+
+def save_snap_layer(engine: Engine, snap: SnapLayer) -> None:
+    points = np.column_stack([snap.x, snap.y, snap.catchment]).astype(np.float64)
+    with engine.begin() as conn:
+        conn.execute(delete(T_SNAP).where(T_SNAP.c.status == "pending"))
+        conn.execute(
+            insert(T_SNAP).values(
+                name=snap.name,
+                status="pending",
+                points=points.tobytes(),
+                report=snap.report,
+                loaded_at=now(),
+            )
+        )
+        _bump(conn)
+
+
+def start_building(engine: Engine) -> int:
+    """Open the next generation for a rebuild (dropping any half-built one)."""
+    with engine.begin() as conn:
+        state = read_state(conn)
+        building = state["generation"] + 1
+        conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != state["generation"]))
+        conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != state["generation"]))
+        _bump(
+            conn,
+            building=building,
+            rebuild={"state": "running", "processed": 0, "started_at": now().isoformat()},
+        )
+    return building
+
+
+def set_progress(engine: Engine, rebuild: dict[str, Any]) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(T_STATE).where(T_STATE.c.id == 1).values(rebuild=rebuild))
+
+
+def live_records(engine: Engine, generation: int) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(T_RECORD)
+                .where((T_RECORD.c.generation == generation) & (T_RECORD.c.deleted.is_(False)))
+            ).scalar_one()
+        )
+
+
+def activate(engine: Engine, building: int, rebuild: dict[str, Any]) -> None:
+    """Serve the rebuilt generation with the pending layers, in one transaction."""
+    with engine.begin() as conn:
+        pending = [
+            r[0] for r in conn.execute(select(T_LAYER.c.name).where(T_LAYER.c.status == "pending"))
+        ]
+        if pending:
+            _drop_layers(conn, (T_LAYER.c.status == "active") & T_LAYER.c.name.in_(pending))
+            conn.execute(
+                update(T_LAYER).where(T_LAYER.c.status == "pending").values(status="active")
+            )
+        if conn.execute(select(T_SNAP.c.id).where(T_SNAP.c.status == "pending")).first():
+            conn.execute(delete(T_SNAP).where(T_SNAP.c.status == "active"))
+            conn.execute(update(T_SNAP).where(T_SNAP.c.status == "pending").values(status="active"))
+        conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != building))
+        conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != building))
+        _bump(conn, generation=building, building=None, rebuild=rebuild)
+
+
+def abandon(engine: Engine, rebuild: dict[str, Any]) -> None:
+    """Keep serving the old generation; the pending layers wait for a retried rebuild."""
+    with engine.begin() as conn:
+        state = read_state(conn)
+        conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != state["generation"]))
+        conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != state["generation"]))
+        _bump(conn, building=None, rebuild=rebuild)
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+def apply_events(
+    engine: Engine,
+    events: list[Event],
+    catalogue: dict[str, Dataset],
+    targets: list[tuple[int, dict[str, Layer], SnapLayer | None]],
+) -> tuple[list[dict[str, Any]], int]:
+    """Apply each event to every target generation if its revision is newer than what is held."""
+    statuses: dict[int, str] = {}
+    stored = 0
+    with engine.begin() as conn:
+        for position, (generation, layers, snap) in enumerate(targets):
+            outcome = _apply_to_generation(conn, events, catalogue, generation, layers, snap)
+            if position == 0:
+                statuses = outcome
+                stored = sum(1 for s in outcome.values() if s == "stored")
+    return [{"event_id": e.event_id, "status": statuses[e.event_id]} for e in events], stored
+
+
+def _apply_to_generation(
+    conn: Connection,
+    events: list[Event],
+    catalogue: dict[str, Dataset],
+    generation: int,
+    layers: dict[str, Layer],
+    snap: SnapLayer | None,
+) -> dict[int, str]:
+    keys = list({e.record_key for e in events})
+    held: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for key, revision in conn.execute(
+            select(T_RECORD.c.record_key, T_RECORD.c.revision).where(
+                (T_RECORD.c.generation == generation) & T_RECORD.c.record_key.in_(chunk)
+            )
+        ):
+            held[key] = revision
+    statuses: dict[int, str] = {}
+    winners: dict[str, Event] = {}
+    for event in events:
+        if event.dataset not in catalogue:
+            statuses[event.event_id] = "skipped"
+            continue
+        best = winners.get(event.record_key)
+        floor = max(held.get(event.record_key, -1), best.revision if best else -1)
+        if event.revision <= floor:
+            statuses[event.event_id] = "stale"
+            continue
+        if best is not None:
+            statuses[best.event_id] = "stale"
+        winners[event.record_key] = event
+        statuses[event.event_id] = "stored" if event.op == "upsert" else "deleted"
+    if not winners:
+        return statuses
+    replaced = [k for k in winners if k in held]
+    for start in range(0, len(replaced), 500):
+        conn.execute(
+            delete(T_RECORD).where(
+                (T_RECORD.c.generation == generation)
+                & T_RECORD.c.record_key.in_(replaced[start : start + 500])
+            )
+        )
+    rows: list[dict[str, Any]] = []
+    by_dataset: dict[str, list[Event]] = defaultdict(list)
+    for event in winners.values():
+        if event.op == "delete":
+            rows.append(_row(generation, event, deleted=True))
+        else:
+            by_dataset[event.dataset].append(event)
+    figures: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for name, batch in by_dataset.items():
+        x = np.array([e.easting if e.easting is not None else np.nan for e in batch], dtype=float)
+        y = np.array([e.northing if e.northing is not None else np.nan for e in batch], dtype=float)
+        run = mask_records(catalogue[name], [e.record for e in batch], x, y, layers, snap)
+        moved = np.hypot(
+            np.array([r.x if r.x is not None else np.nan for r in run.records]) - x,
+            np.array([r.y if r.y is not None else np.nan for r in run.records]) - y,
+        )
+        for event, masked, distance in zip(batch, run.records, moved, strict=True):
+            row = _row(generation, event, deleted=False)
+            row.update(
+                period_start=masked.period_start,
+                category=masked.category,
+                attributes=masked.attributes,
+                areas=masked.areas,
+                x=masked.x,
+                y=masked.y,
+                method=masked.method,
+                k=masked.k,
+            )
+            rows.append(row)
+            if np.isfinite(distance):
+                figures[(name, event.provider)].append(float(distance))
+    for start in range(0, len(rows), 1000):
+        conn.execute(insert(T_RECORD), rows[start : start + 1000])
+    for (dataset, provider), distances in figures.items():
+        _add_figures(
+            conn, generation, dataset, provider, displacement_histogram(np.array(distances))
+        )
+    return statuses
+
+
+def _row(generation: int, event: Event, deleted: bool) -> dict[str, Any]:
+    return {
+        "generation": generation,
+        "record_key": event.record_key,
+        "dataset": event.dataset,
+        "provider": event.provider,
+        "revision": event.revision,
+        "deleted": deleted,
+        "period_start": None,
+        "category": None,
+        "attributes": {},
+        "areas": {},
+        "x": None,
+        "y": None,
+        "method": "none",
+        "k": None,
+    }
+
+
+def _add_figures(
+    conn: Connection, generation: int, dataset: str, provider: str, histogram: dict[str, int]
+) -> None:
+    where = (
+        (T_FIGURES.c.generation == generation)
+        & (T_FIGURES.c.dataset == dataset)
+        & (T_FIGURES.c.provider == provider)
+    )
+    current = conn.execute(select(T_FIGURES.c.displacement).where(where)).first()
+    if current is None:
+        conn.execute(
+            insert(T_FIGURES).values(
+                generation=generation, dataset=dataset, provider=provider, displacement=histogram
+            )
+        )
+    else:
+        merged = merge_histograms([current[0] or {}, histogram])
+        conn.execute(update(T_FIGURES).where(where).values(displacement=merged))
+
+
+# --- reads ----------------------------------------------------------------------------------
+
+
+def _live(generation: int, dataset: str, providers: list[str]) -> Any:
+    return (
+        (T_RECORD.c.generation == generation)
+        & (T_RECORD.c.dataset == dataset)
+        & T_RECORD.c.provider.in_(providers)
+        & (T_RECORD.c.deleted.is_(False))
+    )
+
+
+def aggregate_rows(
+    engine: Engine, generation: int, dataset: str, providers: list[str], layer: str
+) -> list[tuple[str | None, Any, str | None]]:
+    with engine.connect() as conn:
+        result = conn.execute(
+            select(T_RECORD.c.areas, T_RECORD.c.period_start, T_RECORD.c.category).where(
+                _live(generation, dataset, providers)
+            )
+        )
+        return [((areas or {}).get(layer), day, category) for areas, day, category in result]
+
+
+def record_page(
+    engine: Engine,
+    generation: int,
+    dataset: str,
+    providers: list[str],
+    after: int,
+    limit: int,
+) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        result = conn.execute(
+            select(T_RECORD)
+            .where(_live(generation, dataset, providers) & (T_RECORD.c.id > after))
+            .order_by(T_RECORD.c.id)
+            .limit(limit)
+        )
+        return [dict(r) for r in result.mappings()]
+
+
+def record_figures(
+    engine: Engine, generation: int, dataset: str, providers: list[str]
+) -> tuple[list[float], dict[str, int], int, int]:
+    """k of every published point, the displacement histogram, records, records without point."""
+    with engine.connect() as conn:
+        live = _live(generation, dataset, providers)
+        ks = [
+            float(r[0])
+            for r in conn.execute(select(T_RECORD.c.k).where(live & T_RECORD.c.k.is_not(None)))
+        ]
+        total = conn.execute(select(func.count()).select_from(T_RECORD).where(live)).scalar_one()
+        without = conn.execute(
+            select(func.count()).select_from(T_RECORD).where(live & T_RECORD.c.x.is_(None))
+        ).scalar_one()
+        histograms = [
+            r[0] or {}
+            for r in conn.execute(
+                select(T_FIGURES.c.displacement).where(
+                    (T_FIGURES.c.generation == generation)
+                    & (T_FIGURES.c.dataset == dataset)
+                    & T_FIGURES.c.provider.in_(providers)
+                )
+            )
+        ]
+    return ks, merge_histograms(histograms), int(total), int(without)
+
+
+def records_without_area(engine: Engine, generation: int) -> int:
+    """Live records that fall in no loaded layer (their area map holds no code)."""
+    with engine.connect() as conn:
+        result = conn.execute(
+            select(T_RECORD.c.areas).where(
+                (T_RECORD.c.generation == generation) & (T_RECORD.c.deleted.is_(False))
+            )
+        )
+        return sum(1 for (areas,) in result if not any((areas or {}).values()))
+
+
+def save_population(engine: Engine, layer: str, values: dict[str, float]) -> None:
+    with engine.begin() as conn:
+        conn.execute(delete(T_POP).where(T_POP.c.layer == layer))
+        items = [{"layer": layer, "code": c, "population": p} for c, p in values.items()]
+        for start in range(0, len(items), 2000):
+            conn.execute(insert(T_POP), items[start : start + 2000])
+
+
+def population(engine: Engine, layer: str) -> dict[str, float] | None:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(T_POP.c.code, T_POP.c.population).where(T_POP.c.layer == layer)
+        ).all()
+    return {code: value for code, value in rows} if rows else None
+
+
+def record_release(
+    engine: Engine,
+    kind: str,
+    dataset: str,
+    agency: str,
+    agreement: str | None,
+    query: dict[str, Any],
+    disclosure: dict[str, Any],
+) -> str:
+    release_id = secrets.token_hex(12)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(T_RELEASE).values(
+                id=release_id,
+                kind=kind,
+                dataset=dataset,
+                agency=agency,
+                agreement=agreement,
+                query=query,
+                disclosure=disclosure,
+                created_at=now(),
+            )
+        )
+    return release_id

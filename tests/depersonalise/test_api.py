@@ -1,0 +1,314 @@
+"""The depersonalise service over HTTP, in-process, with the demo layer and a fake ingest."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from services.depersonalise.demo import demo_layer
+from tests.depersonalise.conftest import (
+    admin,
+    event,
+    reader,
+    service,
+    token,
+)
+
+SECRET_TEXT = "John Smith of 12 Acacia Avenue"
+
+
+def load_demo(client, name: str = "demo") -> dict:
+    answer = client.post(
+        f"/v1/geographies/{name}?code_field=code&name_field=name",
+        content=json.dumps(demo_layer()),
+        headers={**admin(), "Content-Type": "application/geo+json"},
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def push(client, fake, events: list[dict]) -> dict:
+    fake.keep(events)
+    answer = client.post("/internal/events", json={"events": events}, headers=service())
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_without_internal_token_every_route_answers_401(make_client) -> None:
+    client, _ = make_client()
+    for method, path in [
+        ("get", "/v1/geographies"),
+        ("get", "/v1/datasets/police-crime/aggregates?geography=demo"),
+        ("get", "/v1/datasets/police-crime/records"),
+        ("post", "/internal/events"),
+    ]:
+        answer = getattr(client, method)(path)
+        assert answer.status_code == 401
+        assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_layer_loads_are_admin_only_and_events_service_only(make_client) -> None:
+    client, _ = make_client()
+    answer = client.post(
+        "/v1/geographies/demo?code_field=code", content=json.dumps(demo_layer()), headers=token()
+    )
+    assert answer.status_code == 403
+    answer = client.post("/internal/events", json={"events": []}, headers=token())
+    assert answer.status_code == 403
+
+
+def test_demo_layer_loads_and_is_listed_with_its_area_count(make_client) -> None:
+    client, _ = make_client()
+    loaded = load_demo(client)
+    assert loaded["areas"] == 36
+    assert loaded["rebuild"]["state"] == "complete"
+    listing = client.get("/v1/geographies", headers=token()).json()
+    assert [(layer["name"], layer["areas"], layer["status"]) for layer in listing["layers"]] == [
+        ("demo", 36, "active")
+    ]
+
+
+def test_events_apply_only_newer_revisions_and_answer_the_contract(make_client) -> None:
+    client, fake = make_client()
+    load_demo(client)
+    first = push(client, fake, [event(1, "k1", 383100, 397100, revision=2)])
+    assert first == {"results": [{"event_id": 1, "status": "stored"}], "depersonalised": 1}
+    again = push(client, fake, [event(2, "k1", 383100, 397100, revision=1)])
+    assert again["results"] == [{"event_id": 2, "status": "stale"}]
+    deleted = client.post(
+        "/internal/events",
+        json={
+            "events": [
+                {
+                    "event_id": 3,
+                    "op": "delete",
+                    "dataset": "police-crime",
+                    "provider": "gmp",
+                    "record_key": "k1",
+                    "revision": 3,
+                },
+                {
+                    "event_id": 4,
+                    "op": "upsert",
+                    "dataset": "no-such-dataset",
+                    "provider": "gmp",
+                    "record_key": "k9",
+                    "revision": 1,
+                    "record": {},
+                },
+            ]
+        },
+        headers=service(),
+    ).json()
+    assert deleted["results"] == [
+        {"event_id": 3, "status": "deleted"},
+        {"event_id": 4, "status": "skipped"},
+    ]
+    # A late upsert of the deleted record's older revision must not bring it back.
+    late = push(client, fake, [event(5, "k1", 383100, 397100, revision=2)])
+    assert late["results"] == [{"event_id": 5, "status": "stale"}]
+    records = client.get(
+        "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
+    ).json()
+    assert records["records"] == []
+
+
+def test_aggregates_are_complete_suppressed_and_released(make_client) -> None:
+    client, fake = make_client()
+    load_demo(client)
+    events = [event(i, f"a{i}", 380100 + (i % 3), 394100, provider="gmp") for i in range(12)]
+    events += [event(100 + i, f"b{i}", 381100, 394100) for i in range(2)]
+    events += [event(400 + i, f"f{i}", 382100, 394100) for i in range(7)]
+    events += [event(200, "c0", 383100, 397100, provider="other-force")]
+    events += [event(300, "d0", 500000, 500000)]
+    push(client, fake, events)
+    answer = client.get(
+        "/v1/datasets/police-crime/aggregates?geography=demo&period=month"
+        "&from=2024-01-01&to=2024-03-31",
+        headers=reader(),
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert list(body) == [
+        "dataset",
+        "geography",
+        "period",
+        "rule",
+        "cells",
+        "disclosure",
+        "agreement",
+        "release_id",
+    ]
+    assert body["rule"] == {"threshold": 5, "round_to": None, "secondary": True}
+    assert len(body["cells"]) == 36 * 3
+    assert body["disclosure"]["cells"] == 108
+    assert body["disclosure"]["records"] == 22
+    assert body["disclosure"]["records_outside_layer"] == 1
+    cell = {(c["area"], c["period"]): c for c in body["cells"]}
+    assert cell[("DEMO0001", "2024-01")]["count"] == 12
+    assert cell[("DEMO0002", "2024-01")] == {
+        "area": "DEMO0002",
+        "area_name": "Demo area 2 (not a real boundary)",
+        "period": "2024-01",
+        "count": None,
+        "suppressed": "primary",
+    }
+    published = [c["count"] for c in body["cells"] if c["count"] is not None]
+    assert not any(1 <= n < 5 for n in published)
+    # The column of the suppressed 2 gives up its smallest other cell (7), not the 12.
+    assert cell[("DEMO0003", "2024-01")]["suppressed"] == "secondary"
+    assert body["disclosure"]["suppressed_primary"] == 1
+    assert body["agreement"] == "agr-1" and body["release_id"]
+    assert answer.headers["CSP-Release-ID"] == body["release_id"]
+
+
+def test_threshold_may_rise_but_not_fall_below_the_floor(make_client) -> None:
+    client, _ = make_client()
+    load_demo(client)
+    base = "/v1/datasets/police-crime/aggregates?geography=demo&from=2024-01-01&to=2024-01-31"
+    low = client.get(base + "&threshold=3", headers=reader())
+    assert low.status_code == 422 and low.json()["field"] == "threshold"
+    high = client.get(base + "&threshold=10", headers=reader())
+    assert high.json()["rule"]["threshold"] == 10
+    week = client.get(base + "&period=week", headers=reader())
+    assert week.status_code == 422 and week.json()["field"] == "period"
+    missing = client.get(base.replace("demo", "nowhere"), headers=reader())
+    assert missing.status_code == 404 and missing.json()["field"] == "geography"
+
+
+def test_csv_aggregates_neutralise_formulas_and_geojson_carries_polygons(make_client) -> None:
+    client, fake = make_client()
+    load_demo(client)
+    push(
+        client,
+        fake,
+        [event(i, f"e{i}", 380100, 394100, category="=HYPERLINK(1)") for i in range(6)],
+    )
+    base = (
+        "/v1/datasets/police-crime/aggregates?geography=demo&by=category"
+        "&from=2024-01-01&to=2024-01-31"
+    )
+    text = client.get(base + "&format=csv", headers=reader()).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[0]["category"] == "'=HYPERLINK(1)"
+    assert {r["count"] for r in rows} == {"6", "0"}
+    geo = client.get(base, headers={**reader(), "Accept": "application/geo+json"}).json()
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 36
+    ring = geo["features"][0]["geometry"]["coordinates"][0]
+    assert all(-3 < lon < -2 and 53 < lat < 54 for lon, lat in ring)
+    assert geo["disclosure"]["records"] == 6
+
+
+def test_records_are_generalised_paginated_and_free_of_personal_fields(make_client) -> None:
+    client, fake = make_client()
+    load_demo(client)
+    events = [
+        event(
+            i,
+            f"r{i}",
+            383123.4 + i,
+            397456.7,
+            occurred_at="2024-01-15T22:10:00Z",
+            postcode="M14 5AB",
+            location_description=SECRET_TEXT,
+            offence_code="28E",
+        )
+        for i in range(5)
+    ]
+    events.append(event(9, "r9", 383000, 397000, category="Sexual assault on a female"))
+    push(client, fake, events)
+    headers = reader(level="depersonalised")
+    page = client.get("/v1/datasets/police-crime/records?limit=4", headers=headers).json()
+    assert len(page["records"]) == 4 and page["next_cursor"]
+    rest = client.get(
+        f"/v1/datasets/police-crime/records?limit=4&cursor={page['next_cursor']}", headers=headers
+    ).json()
+    records = page["records"] + rest["records"]
+    assert len(records) == 6 and rest["next_cursor"] is None
+    first = records[0]
+    # No snap layer is loaded, so the dataset's fallback (250 m grid centre) applies.
+    assert first["location_method"] == "grid250"
+    assert (first["easting"], first["northing"]) == (383125.0, 397375.0)
+    assert first["occurred_at"] == "2024-01"
+    assert first["postcode_outward"] == "M14"
+    assert first["offence_code"] == "28E"
+    assert first["areas"] == {"demo": "DEMO0022"}
+    assert records[-1]["category"] == "Violence and sexual offences"
+    text = json.dumps(page) + json.dumps(rest)
+    for forbidden in (SECRET_TEXT, "location_description", "M14 5AB", "r0", "383123"):
+        assert forbidden not in text
+    assert page["disclosure"]["records"] == 6
+    assert page["disclosure"]["share_without_location"] == 0
+    assert page["disclosure"]["displacement_median_m"] is not None
+    narrowed = client.get(
+        "/v1/datasets/police-crime/records",
+        headers=reader(level="depersonalised", fields=["occurred_at", "category"]),
+    ).json()
+    assert set(narrowed["records"][0]) == {"occurred_at", "category", "areas"}
+    aggregate_only = client.get("/v1/datasets/police-crime/records", headers=reader())
+    assert aggregate_only.status_code == 403
+    other_dataset = client.get(
+        "/v1/datasets/police-crime/records",
+        headers=reader(dataset="fire-incident", level="depersonalised"),
+    )
+    assert other_dataset.status_code == 403
+
+
+def test_stateless_depersonalise_takes_json_and_csv_and_stores_nothing(make_client) -> None:
+    client, _ = make_client()
+    load_demo(client)
+    records = [
+        {
+            "occurred_at": "2024-03-02",
+            "category": "Robbery",
+            "latitude": 53.4794,
+            "longitude": -2.2453,
+            "location_description": SECRET_TEXT,
+            "source_ref": "X1",
+        },
+        {"occurred_at": "2024-03-09", "category": "Robbery"},
+    ]
+    answer = client.post(
+        "/v1/depersonalise?dataset=police-crime", json={"records": records}, headers=token()
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["records"][0]["occurred_at"] == "2024-03"
+    assert body["records"][0]["areas"]["demo"].startswith("DEMO")
+    assert body["records"][1]["easting"] is None
+    assert body["disclosure"]["share_without_location"] == 0.5
+    assert SECRET_TEXT not in answer.text and "X1" not in answer.text
+    csv_body = (
+        "occurred_at,category,easting,northing,location_description\n"
+        "2024-03-02,Robbery,383100,397100,secret\n"
+    )
+    as_csv = client.post(
+        "/v1/depersonalise?dataset=police-crime&format=csv",
+        content=csv_body,
+        headers={**token(), "Content-Type": "text/csv"},
+    )
+    assert as_csv.status_code == 200
+    assert "secret" not in as_csv.text and "location_description" not in as_csv.text
+    stored = client.get(
+        "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
+    ).json()
+    assert stored["records"] == []
+
+
+def test_population_table_gives_rates_per_thousand(make_client) -> None:
+    client, fake = make_client()
+    load_demo(client)
+    push(client, fake, [event(i, f"p{i}", 380100, 394100) for i in range(10)])
+    table = "code,population\nDEMO0001,2000\nNOTINLAYER,5\n"
+    loaded = client.post(
+        "/v1/populations/demo", content=table, headers={**admin(), "Content-Type": "text/csv"}
+    )
+    assert loaded.status_code == 201, loaded.text
+    assert loaded.json()["matched"] == 1 and loaded.json()["rows_not_in_layer"] == 1
+    body = client.get(
+        "/v1/datasets/police-crime/aggregates?geography=demo&from=2024-01-01&to=2024-01-31",
+        headers=reader(),
+    ).json()
+    cell = next(c for c in body["cells"] if c["area"] == "DEMO0001")
+    assert cell["rate"] == 5.0
