@@ -128,7 +128,7 @@ def depersonalise_app() -> FastAPI:
     @app.get("/v1/datasets/{dataset}/aggregates")
     async def aggregates(dataset: str, claims: ClaimsDep, request: Request) -> Response:
         app.state.seen.append((request.url.path, claims, dict(request.headers)))
-        body = {"dataset": dataset, "cells": [], "agreement": claims.agreement}
+        body: dict[str, Any] = {"dataset": dataset, "cells": [], "agreement": claims.agreement}
         return JSONResponse(body, headers={"CSP-Record-Count": "812", "Server": "fake"})
 
     @app.get("/v1/datasets/{dataset}/records")

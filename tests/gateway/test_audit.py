@@ -1,0 +1,259 @@
+"""The audit trail: every request, fail-closed, hash-chained, signed, tamper-evident."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, text
+
+from services.gateway import chain
+from tests.gateway.conftest import Hub, MakeHub
+
+AGGREGATES = "/v1/datasets/police-crime/aggregates?geography=lsoa21"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sql(hub: Hub, statement: str, **params: object) -> list[dict[str, object]]:
+    engine = create_engine(hub.settings.database_url)
+    with engine.begin() as connection:
+        result = connection.execute(text(statement), params)
+        rows = [dict(r._mapping) for r in result] if result.returns_rows else []
+    engine.dispose()
+    return rows
+
+
+async def entries(hub: Hub, **query: str) -> list[dict[str, object]]:
+    answer = await hub.client.get(
+        "/v1/audit", params={"limit": "1000", **query}, headers=hub.admin()
+    )
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["entries"])
+
+
+async def test_allowed_denied_and_unauthenticated_requests_are_all_recorded(hub: Hub) -> None:
+    council = await hub.issue("manchester-cc")
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate")
+    await hub.client.get(AGGREGATES, headers={**council, "X-Request-ID": "r-allowed"})
+    await hub.client.get(
+        "/v1/datasets/police-crime/records?level=personal",
+        headers={**council, "X-Request-ID": "r-denied", "CSP-Purpose": "licensing"},
+    )
+    await hub.client.get("/v1/me", headers={"X-Request-ID": "r-nokey"})
+    by_id = {e["request_id"]: e for e in await entries(hub)}
+    allowed = by_id["r-allowed"]
+    assert allowed["agency"] == "manchester-cc" and allowed["key_id"]
+    assert allowed["route"] == "/v1/datasets/{dataset}/aggregates"
+    assert (allowed["dataset"], allowed["action"], allowed["level"]) == (
+        "police-crime",
+        "read",
+        "aggregate",
+    )
+    assert allowed["purpose"] == "strategic-assessment"
+    assert (allowed["agreement"], allowed["version"], allowed["rule"]) == (
+        "agr-1",
+        3,
+        "agreement-allows",
+    )
+    assert allowed["providers"] == ["gmp"]
+    assert (allowed["status"], allowed["outcome"], allowed["records"]) == (200, "allowed", 812)
+    denied = by_id["r-denied"]
+    assert (denied["status"], denied["outcome"], denied["level"]) == (403, "denied", "personal")
+    assert denied["rule"] == "no-active-agreement" and denied["purpose"] == "licensing"
+    nokey = by_id["r-nokey"]
+    assert (nokey["status"], nokey["outcome"], nokey["agency"]) == (401, "denied", None)
+
+
+async def test_a_push_is_logged_before_it_is_forwarded_and_contents_never(hub: Hub) -> None:
+    provider = await hub.issue("gmp")
+    hub.allow("gmp", "push", "police-crime", None)
+    secret = "Jane Doe 12 Acacia Avenue"
+    answer = await hub.client.post(
+        "/v1/datasets/police-crime/records?note=Acacia",
+        json={"records": [{"source_ref": secret}]},
+        headers={**provider, "X-Request-ID": "r-push"},
+    )
+    assert answer.status_code == 202
+    phases = [(e["phase"], e["outcome"]) for e in await entries(hub) if e["request_id"] == "r-push"]
+    assert phases == [("intent", "pending"), ("complete", "allowed")]
+    dump = json.dumps(sql(hub, "SELECT * FROM audit_entry"))
+    assert "Acacia" not in dump and "Jane" not in dump
+
+
+async def test_the_request_is_refused_when_the_audit_cannot_be_written(hub: Hub) -> None:
+    provider = await hub.issue("gmp")
+    hub.allow("gmp", "push", "police-crime", None)
+    hub.allow("gmp", "read", "police-crime", "aggregate")
+    sql(hub, "DROP TABLE audit_entry")
+    push = await hub.client.post(
+        "/v1/datasets/police-crime/records", json={"records": []}, headers=provider
+    )
+    assert push.status_code == 503
+    assert push.json()["type"].endswith("audit-unavailable")
+    assert hub.ingest.state.seen == []  # never forwarded unlogged
+    read = await hub.client.get(AGGREGATES, headers=provider)
+    assert read.status_code == 503
+    assert "cells" not in read.text
+    assert (await hub.client.get("/v1/me")).status_code == 503  # even a refusal is not unlogged
+
+
+async def test_chain_verifies_and_a_direct_edit_is_detected(hub: Hub) -> None:
+    council = await hub.issue("manchester-cc")
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate")
+    for _ in range(5):
+        await hub.client.get(AGGREGATES, headers=council)
+    check = (await hub.client.get("/v1/audit/verify", headers=council)).json()
+    assert check["ok"] is True and check["entries"] >= 6
+    counted = sql(hub, "SELECT hash FROM audit_entry WHERE seq = :s", s=check["entries"])
+    assert check["head"] == counted[0]["hash"]
+    sql(hub, "UPDATE audit_entry SET agency = 'someone-else' WHERE seq = 3")
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check == {
+        "ok": False,
+        "first_bad_entry": 3,
+        "reason": "content does not match its digest",
+        "entries": None,
+        "head": None,
+    }
+
+
+async def test_rewriting_an_entry_with_a_fresh_digest_breaks_the_chain(hub: Hub) -> None:
+    for _ in range(4):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    row = sql(hub, "SELECT * FROM audit_entry WHERE seq = 2")[0]
+    row["status"] = 200 if row["status"] != 200 else 204
+    row["providers"] = None
+    forged = chain.digest(row)
+    sql(
+        hub,
+        "UPDATE audit_entry SET status = :s, digest = :d WHERE seq = 2",
+        s=row["status"],
+        d=forged,
+    )
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is False and check["first_bad_entry"] == 2
+
+
+async def test_deleting_the_latest_entries_is_detected(hub: Hub) -> None:
+    for _ in range(3):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    last = sql(hub, "SELECT max(seq) AS m FROM audit_entry")[0]["m"]
+    sql(hub, "DELETE FROM audit_entry WHERE seq = :s", s=last)
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is False
+
+
+async def test_signed_checkpoints_catch_a_rewritten_chain(make_hub: MakeHub) -> None:
+    hub = await make_hub(audit_checkpoint_every=2)
+    for _ in range(6):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    checkpoints = sql(hub, "SELECT * FROM audit_checkpoint ORDER BY seq")
+    assert checkpoints
+    target = checkpoints[0]
+    sql(
+        hub,
+        "UPDATE audit_checkpoint SET signature = :sig WHERE seq = :s",
+        sig="A" * 88,
+        s=target["seq"],
+    )
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is False and check["first_bad_entry"] == target["seq"]
+    assert "signature" in check["reason"]
+
+
+async def test_a_provider_sees_who_used_its_data_and_nothing_else(hub: Hub) -> None:
+    council = await hub.issue("manchester-cc")
+    provider = await hub.issue("gmp")
+    other = await hub.issue("tvp")
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate", providers=["gmp", "tvp"])
+    hub.allow("tvp", "read", "police-crime", "depersonalised", providers=["cleveland"])
+    await hub.client.get(AGGREGATES, headers={**council, "X-Request-ID": "r-use"})
+    await hub.client.get(
+        "/v1/datasets/police-crime/records", headers={**other, "X-Request-ID": "r-other"}
+    )
+    mine = (await hub.client.get("/v1/audit", headers=provider)).json()["entries"]
+    assert [e["request_id"] for e in mine] == ["r-use"]
+    assert mine[0]["agency"] == "manchester-cc" and mine[0]["agreement"] == "agr-1"
+    filtered = (await hub.client.get("/v1/audit?agency=tvp", headers=provider)).json()["entries"]
+    assert filtered == []
+
+
+async def test_operator_filters_and_csv_export_neutralise_formulas(hub: Hub) -> None:
+    council = await hub.issue("manchester-cc")
+    await hub.client.get("/v1/me", headers={**council, "X-Request-ID": "=cmd|' /C calc'!A0"})
+    await hub.client.get("/v1/me", headers={"X-Request-ID": "r-anon"})
+    assert {e["agency"] for e in await entries(hub, agency="manchester-cc")} == {"manchester-cc"}
+    denied = await entries(hub, outcome="denied")
+    assert denied and {e["status"] for e in denied} == {401}
+    assert await entries(hub, to="2000-01-01") == []
+    assert len(await entries(hub, **{"from": "2000-01-01"})) >= 2
+    answer = await hub.client.get("/v1/audit?format=csv", headers=hub.admin())
+    assert answer.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    assert any(r["request_id"] == "'=cmd|' /C calc'!A0" for r in rows)
+    assert not any(r["request_id"].startswith("=") for r in rows)
+
+
+async def test_exported_chain_verifies_offline_and_tampering_fails(
+    hub: Hub, tmp_path: Path
+) -> None:
+    for _ in range(4):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    export = await hub.client.get("/v1/audit/export", headers=hub.admin())
+    assert export.status_code == 200
+    good = tmp_path / "audit.jsonl"
+    good.write_text(export.text)
+    script = str(REPO / "scripts" / "verify_audit.py")
+    ok = subprocess.run([sys.executable, script, str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    lines = [json.loads(line) for line in export.text.splitlines()]
+    entry = next(line for line in lines if line["type"] == "entry" and line["seq"] == 2)
+    entry["route"] = "/v1/elsewhere"
+    bad = tmp_path / "tampered.jsonl"
+    bad.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    failed = subprocess.run([sys.executable, script, str(bad)], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["first_bad_entry"] == 2
+
+
+def _chained(contents: list[dict[str, object]]) -> list[dict[str, object]]:
+    prev = chain.GENESIS
+    out = []
+    for seq, content in enumerate(contents, start=1):
+        entry = {**content, "seq": seq, "prev_hash": prev}
+        entry["digest"] = chain.digest(entry)
+        prev = entry["hash"] = chain.link(prev, str(entry["digest"]))
+        out.append(entry)
+    return out
+
+
+CONTENT = st.fixed_dictionaries(
+    {
+        "agency": st.one_of(st.none(), st.text(max_size=8)),
+        "route": st.text(max_size=12),
+        "status": st.one_of(st.none(), st.integers(100, 599)),
+        "providers": st.one_of(st.none(), st.lists(st.text(min_size=1, max_size=5), max_size=3)),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(CONTENT, min_size=1, max_size=12), st.data())
+def test_any_chain_verifies_and_any_single_edit_is_found(
+    contents: list[dict[str, object]], data: st.DataObject
+) -> None:
+    entries = _chained(contents)
+    assert chain.verify(entries)["ok"] is True
+    victim = data.draw(st.integers(0, len(entries) - 1))
+    field = data.draw(st.sampled_from(["agency", "route", "status", "providers"]))
+    edited = [dict(e) for e in entries]
+    edited[victim][field] = "tampered" if edited[victim][field] != "tampered" else "x"
+    result = chain.verify(edited)
+    assert result == {**result, "ok": False, "first_bad_entry": victim + 1}
