@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,7 @@ from services.agreements.views import (
 from shared.errors import ProblemError
 from shared.tokens import AdminDep, ClaimsDep, InternalClaims
 
+_CURSOR = re.compile(r"^[A-Za-z0-9_-]+$")
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
@@ -52,6 +54,8 @@ def _decode(cursor: str | None) -> str:
     if not cursor:
         return ""
     try:
+        if not _CURSOR.match(cursor):
+            raise ValueError("not base64url")
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ProblemError(
@@ -288,8 +292,11 @@ def sign_agreement(
     claims: ClaimsDep,
     body: Annotated[SignBody | None, Body()] = None,
 ) -> dict[str, Any]:
-    stored = _load(session, agreement_id, claims)
+    stored = service.read_agreement(session, agreement_id)
+    if stored is None:
+        raise ProblemError(404, f"No agreement {agreement_id!r}.", slug="agreement-not-found")
     signatory = (body.signatory if body else None) or f"{claims.sub} (key {claims.key_id or '-'})"
+    # A caller not party to the version being signed is refused (403), as the contract asks.
     service.sign_agreement(session, stored, claims.sub, signatory)
     stored = _load(session, agreement_id, claims)
     return agreement_view(stored, utcnow(), settings.review_grace_days, stored.agreement.latest)

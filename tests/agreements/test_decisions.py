@@ -1,0 +1,390 @@
+"""The decision function alone: each rule by example, then properties that hold for all inputs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.agreements.decisions import (
+    RULES,
+    AgencyFacts,
+    Decision,
+    DecisionRequest,
+    decide,
+)
+from services.agreements.lifecycle import LEVEL_RANK, Agreement, DatasetGrant, Version
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+TODAY = NOW.date()
+GRACE = 30
+
+
+def day(offset: int) -> date:
+    return TODAY + timedelta(days=offset)
+
+
+def version(
+    number: int = 1,
+    *,
+    providers: tuple[str, ...] = ("gmp",),
+    recipients: tuple[str, ...] = ("mcc",),
+    grants: tuple[DatasetGrant, ...] = (DatasetGrant("police-crime", "depersonalised"),),
+    purpose: str = "strategic-assessment",
+    start: int = -30,
+    end: int = 300,
+    review: int | None = 100,
+    signed: bool = True,
+    agreement_id: str = "isa-1",
+) -> Version:
+    parties = tuple(dict.fromkeys(providers + recipients))
+    signatures = {p: NOW - timedelta(days=40) for p in parties} if signed else {}
+    return Version(
+        agreement_id=agreement_id,
+        version=number,
+        title="t",
+        purpose=purpose,
+        providers=providers,
+        recipients=recipients,
+        datasets=grants,
+        start=day(start),
+        end=day(end),
+        review_by=None if review is None else day(review),
+        retention_days=90 + number,
+        signatures=signatures,
+    )
+
+
+def agreement(*versions: Version, state: str = "none", agreement_id: str = "isa-1") -> Agreement:
+    return Agreement(agreement_id, state, versions or (version(),))  # type: ignore[arg-type]
+
+
+def ask(
+    agency: str = "mcc",
+    action: str = "read",
+    level: str | None = "aggregate",
+    purpose: str | None = None,
+    fields: tuple[str, ...] | None = None,
+    agreements: tuple[Agreement, ...] = (),
+    status: str = "active",
+    suspended: frozenset[str] = frozenset(),
+    now: datetime = NOW,
+) -> Decision:
+    request = DecisionRequest(agency, action, "police-crime", level, purpose, fields)  # type: ignore[arg-type]
+    facts = AgencyFacts(agency, status)  # type: ignore[arg-type]
+    return decide(request, facts, agreements, now, suspended=suspended, grace_days=GRACE)
+
+
+def test_nothing_agreed_is_denied() -> None:
+    decision = ask()
+    assert decision.as_dict() == {
+        "allow": False,
+        "rule": "no-active-agreement",
+        "agreement": None,
+        "version": None,
+        "fields": [],
+        "providers": [],
+        "purpose": None,
+        "retention_days": None,
+        "window": None,
+        "warning": None,
+    }
+
+
+def test_an_active_agreement_allows_its_recipient_to_read() -> None:
+    decision = ask(agreements=(agreement(),))
+    assert decision.allow and decision.rule == "allowed"
+    assert (decision.agreement, decision.version) == ("isa-1", 1)
+    assert decision.providers == ["gmp"]
+    assert decision.fields is None
+    assert decision.purpose == "strategic-assessment"
+    assert decision.retention_days == 91
+    assert decision.window == [day(-30).isoformat(), day(300).isoformat()]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "rule"),
+    [
+        ({"agency": "mcc", "action": "push"}, "not-a-provider"),
+        ({"agency": "mcc", "action": "retract"}, "not-a-provider"),
+        ({"agency": "gmp", "action": "read"}, "not-a-recipient"),
+        ({"level": "personal"}, "level-exceeds-agreement"),
+        ({"level": None}, "allowed"),
+        ({"purpose": "licensing"}, "purpose-not-agreed"),
+        ({"purpose": "strategic-assessment"}, "allowed"),
+        ({"agency": "salford"}, "no-active-agreement"),
+        ({"status": "suspended"}, "agency-suspended"),
+        ({"suspended": frozenset({"gmp"})}, "agency-suspended"),
+    ],
+)
+def test_each_request_rule(kwargs: dict, rule: str) -> None:
+    decision = ask(agreements=(agreement(),), **kwargs)
+    assert decision.rule == rule
+    assert decision.allow is (rule == "allowed")
+
+
+@pytest.mark.parametrize(
+    ("made", "rule"),
+    [
+        (agreement(version(signed=False)), "no-active-agreement"),
+        (agreement(version(start=5)), "agreement-not-started"),
+        (agreement(version(start=-400, end=-1, review=None)), "agreement-expired"),
+        (agreement(state="suspended"), "agreement-suspended"),
+        (agreement(state="revoked"), "agreement-revoked"),
+        (agreement(version(start=-100, review=-31)), "review-overdue"),
+        (agreement(version(start=-100, review=-30)), "allowed"),
+    ],
+)
+def test_each_state_rule(made: Agreement, rule: str) -> None:
+    decision = ask(agreements=(made,))
+    assert decision.rule == rule
+    if rule != "allowed":
+        assert (decision.agreement, decision.version) == ("isa-1", 1)
+
+
+def test_review_grace_allows_with_a_warning() -> None:
+    decision = ask(agreements=(agreement(version(start=-100, review=-3)),))
+    assert decision.allow
+    assert decision.warning is not None and "isa-1" in decision.warning
+
+
+def test_signatures_after_now_do_not_count() -> None:
+    late = replace(version(), signatures={"gmp": NOW, "mcc": NOW + timedelta(seconds=1)})
+    assert ask(agreements=(agreement(late),)).rule == "no-active-agreement"
+
+
+def test_fields_allow_list() -> None:
+    narrow = version(grants=(DatasetGrant("police-crime", "aggregate", ("category",)),))
+    made = agreement(narrow)
+    assert ask(agreements=(made,)).fields == ["category"]
+    assert ask(agreements=(made,), fields=("category",)).allow
+    assert ask(agreements=(made,), fields=("category", "postcode")).rule == "field-not-agreed"
+
+
+def test_read_unites_providers_and_fields() -> None:
+    first = agreement(
+        version(grants=(DatasetGrant("police-crime", "aggregate", ("category",)),)),
+        agreement_id="isa-1",
+    )
+    second = agreement(
+        version(
+            providers=("btp",),
+            grants=(DatasetGrant("police-crime", "aggregate", ("outcome",)),),
+            agreement_id="isa-2",
+        ),
+        agreement_id="isa-2",
+    )
+    everything = agreement(
+        version(providers=("fire",), agreement_id="isa-3", purpose="licensing"),
+        agreement_id="isa-3",
+    )
+    decision = ask(agreements=(first, second))
+    assert decision.providers == ["btp", "gmp"]
+    assert decision.fields == ["category", "outcome"]
+    decision = ask(agreements=(first, second, everything))
+    assert decision.providers == ["btp", "fire", "gmp"] and decision.fields is None
+    only = ask(agreements=(first, second, everything), purpose="licensing")
+    assert only.providers == ["fire"] and only.agreement == "isa-3"
+
+
+def test_a_new_version_governs_only_once_in_force() -> None:
+    old = version(1, grants=(DatasetGrant("police-crime", "aggregate"),))
+    new = version(2, grants=(DatasetGrant("police-crime", "personal"),), signed=False)
+    pending = agreement(old, new)
+    assert ask(agreements=(pending,), level="personal").rule == "level-exceeds-agreement"
+    assert ask(agreements=(pending,)).version == 1
+    in_force = agreement(old, replace(new, signatures=old.signatures))
+    decision = ask(agreements=(in_force,), level="personal")
+    assert decision.allow and decision.version == 2
+
+
+def test_push_answers_the_pusher_as_provider() -> None:
+    decision = ask(agency="gmp", action="push", level=None, agreements=(agreement(),))
+    assert decision.allow and decision.providers == ["gmp"]
+
+
+# ---------------------------------------------------------------- properties
+
+AGENCIES = ("a", "b", "c")
+DATASETS = ("d1", "d2")
+PURPOSES = ("p1", "p2")
+FIELDS = ("f1", "f2", "f3")
+LEVELS = ("aggregate", "depersonalised", "personal")
+
+agency_sets = st.sets(st.sampled_from(AGENCIES), min_size=1).map(lambda s: tuple(sorted(s)))
+grants = st.builds(
+    DatasetGrant,
+    st.sampled_from(DATASETS),
+    st.sampled_from(LEVELS),
+    st.none() | st.sets(st.sampled_from(FIELDS)).map(lambda s: tuple(sorted(s))),
+)
+
+
+@st.composite
+def versions(draw: st.DrawFn, agreement_id: str, number: int) -> Version:
+    providers, recipients = draw(agency_sets), draw(agency_sets)
+    parties = tuple(dict.fromkeys(providers + recipients))
+    start = draw(st.integers(-400, 30))
+    signers = draw(st.sets(st.sampled_from(parties)))
+    signatures = {
+        p: NOW + timedelta(days=draw(st.integers(-500, 5)), seconds=draw(st.integers(-5, 5)))
+        for p in signers
+    }
+    chosen = draw(st.lists(grants, min_size=1, max_size=2, unique_by=lambda g: g.dataset))
+    return Version(
+        agreement_id=agreement_id,
+        version=number,
+        title="t",
+        purpose=draw(st.sampled_from(PURPOSES)),
+        providers=providers,
+        recipients=recipients,
+        datasets=tuple(chosen),
+        start=day(start),
+        end=day(start + draw(st.integers(0, 500))),
+        review_by=draw(st.none() | st.integers(start, start + 500).map(day)),
+        retention_days=draw(st.integers(1, 1000)),
+        signatures=signatures,
+    )
+
+
+@st.composite
+def agreements(draw: st.DrawFn) -> tuple[Agreement, ...]:
+    made = []
+    for index in range(draw(st.integers(0, 3))):
+        agreement_id = f"isa-{index}"
+        count = draw(st.integers(1, 2))
+        made.append(
+            Agreement(
+                agreement_id,
+                draw(st.sampled_from(("none", "none", "suspended", "revoked"))),
+                tuple(draw(versions(agreement_id, n)) for n in range(1, count + 1)),
+            )
+        )
+    return tuple(made)
+
+
+requests = st.builds(
+    DecisionRequest,
+    agency=st.sampled_from(AGENCIES),
+    action=st.sampled_from(("push", "read", "retract")),
+    dataset=st.sampled_from(DATASETS),
+    level=st.none() | st.sampled_from(LEVELS),
+    purpose=st.none() | st.sampled_from(PURPOSES),
+    fields=st.none() | st.sets(st.sampled_from(FIELDS), min_size=1).map(tuple),
+)
+suspensions = st.sets(st.sampled_from(AGENCIES)).map(frozenset)
+
+
+def oracle_version(made: Agreement) -> Version | None:
+    """Written independently of the service: the version in force, if any."""
+    forced = [
+        v
+        for v in made.versions
+        if v.start <= TODAY and all(p in v.signatures and v.signatures[p] <= NOW for p in v.parties)
+    ]
+    return max(forced, key=lambda v: v.version) if forced else None
+
+
+def oracle_allows(made: Agreement, request: DecisionRequest, suspended: frozenset[str]) -> bool:
+    v = oracle_version(made)
+    if v is None or made.operator_state != "none" or TODAY > v.end:
+        return False
+    if v.review_by is not None and TODAY > v.review_by + timedelta(days=GRACE):
+        return False
+    if set(v.parties) & suspended:
+        return False
+    grant = next((g for g in v.datasets if g.dataset == request.dataset), None)
+    if grant is None:
+        return False
+    if request.agency not in (v.recipients if request.action == "read" else v.providers):
+        return False
+    if request.purpose is not None and request.purpose != v.purpose:
+        return False
+    wanted = LEVEL_RANK[request.level or "depersonalised"]
+    if request.action == "read" and wanted > LEVEL_RANK[grant.level]:
+        return False
+    return not (
+        request.fields and grant.fields is not None and set(request.fields) - set(grant.fields)
+    )
+
+
+def run(
+    request: DecisionRequest, made: tuple[Agreement, ...], suspended: frozenset[str]
+) -> Decision:
+    status = "suspended" if request.agency in suspended else "active"
+    facts = AgencyFacts(request.agency, status)  # type: ignore[arg-type]
+    return decide(request, facts, made, NOW, suspended=suspended, grace_days=GRACE)
+
+
+@settings(max_examples=400, deadline=None)
+@given(requests, agreements(), suspensions)
+def test_allows_exactly_when_an_in_force_agreement_permits(
+    request: DecisionRequest, made: tuple[Agreement, ...], suspended: frozenset[str]
+) -> None:
+    decision = run(request, made, suspended)
+    permitted = [a for a in made if oracle_allows(a, request, suspended)]
+    assert decision.allow == (bool(permitted) and request.agency not in suspended)
+    assert decision.rule in RULES
+    if not decision.allow:
+        assert decision.rule != "allowed" and decision.fields == [] and decision.providers == []
+        return
+    assert decision.rule == "allowed"
+    chosen = next(a for a in made if a.id == decision.agreement)
+    assert chosen in permitted
+    cited = oracle_version(chosen)
+    assert cited is not None and cited.version == decision.version
+    assert request.agency in (cited.recipients if request.action == "read" else cited.providers)
+    grant = cited.grant(request.dataset)
+    assert grant is not None
+    if request.action == "read":
+        assert LEVEL_RANK[request.level or "depersonalised"] <= LEVEL_RANK[grant.level]
+        sharing = {p for a in permitted for p in oracle_version(a).providers}  # type: ignore[union-attr]
+        assert set(decision.providers or []) == sharing - suspended
+    if request.purpose is not None:
+        assert decision.purpose == request.purpose == cited.purpose
+
+
+@settings(max_examples=200, deadline=None)
+@given(requests, agreements())
+def test_a_suspended_agency_is_refused_whatever_it_is_granted(
+    request: DecisionRequest, made: tuple[Agreement, ...]
+) -> None:
+    decision = run(request, made, frozenset({request.agency}))
+    assert not decision.allow and decision.rule == "agency-suspended"
+
+
+@settings(max_examples=200, deadline=None)
+@given(requests)
+def test_default_deny(request: DecisionRequest) -> None:
+    assert run(request, (), frozenset()).rule == "no-active-agreement"
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests, agreements(), suspensions)
+def test_a_lower_level_is_allowed_whenever_a_higher_one_is(
+    request: DecisionRequest, made: tuple[Agreement, ...], suspended: frozenset[str]
+) -> None:
+    read = replace(request, action="read")
+    decision = run(read, made, suspended)
+    if decision.allow:
+        for level in LEVELS[: LEVEL_RANK[read.level or "depersonalised"] + 1]:
+            assert run(replace(read, level=level), made, suspended).allow
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests, agreements(), suspensions)
+def test_read_fields_never_widen_beyond_the_allow_lists(
+    request: DecisionRequest, made: tuple[Agreement, ...], suspended: frozenset[str]
+) -> None:
+    decision = run(replace(request, action="read"), made, suspended)
+    if decision.allow and decision.fields is not None:
+        granted: set[str] = set()
+        for a in made:
+            v = oracle_version(a)
+            g = None if v is None else v.grant(request.dataset)
+            if g is not None and g.fields is not None:
+                granted.update(g.fields)
+        assert set(decision.fields) <= granted
