@@ -12,6 +12,7 @@ import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from services.depersonalise.main import create_app
 from services.depersonalise.settings import Settings
@@ -131,7 +132,7 @@ def make_client(
         fake = ingest or FakeIngest()
         settings = Settings(
             database_url=url or database_url("depersonalise"),
-            internal_secret=INTERNAL_SECRET,
+            internal_secret=SecretStr(INTERNAL_SECRET),
             replay_page_size=500,
         )
         app = create_app(settings)
