@@ -11,11 +11,12 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import redis.asyncio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from limits import parse_many
@@ -78,11 +79,14 @@ def _service_token(secret: str, ttl: int) -> Callable[[], str]:
     return token
 
 
-def _rate_storage(settings: Settings) -> Storage:
-    if settings.redis_url:
-        uri = settings.redis_url.replace("redis://", "async+redis://", 1)
-        return RedisStorage(uri, implementation="redispy")
-    return MemoryStorage()
+def _rate_storage(settings: Settings) -> tuple[Storage, Callable[[], Awaitable[None]] | None]:
+    """Memory by default; Redis (shared by replicas) when ``CSP_REDIS_URL`` is set."""
+    if not settings.redis_url:
+        return MemoryStorage(), None
+    pool = redis.asyncio.ConnectionPool.from_url(settings.redis_url)
+    uri = settings.redis_url.replace("redis://", "async+redis://", 1)
+    storage = RedisStorage(uri, implementation="redispy", connection_pool=pool)
+    return storage, pool.disconnect
 
 
 async def _flush_last_used(store: keys.KeyStore, every: float) -> None:
@@ -126,7 +130,7 @@ def create_app(
         upstreams = _upstreams(settings, peers)
         secret = settings.internal_secret.get_secret_value()
         service_token = _service_token(secret, settings.internal_token_ttl_seconds)
-        storage = _rate_storage(settings)
+        storage, close_storage = _rate_storage(settings)
         key_store = keys.KeyStore(engine, settings.key_cache_seconds)
         app.state.engine = engine
         app.state.gateway = Gateway(
@@ -159,6 +163,8 @@ def create_app(
             await audit_log.close()
             for upstream in upstreams.values():
                 await upstream.close()
+            if close_storage is not None:
+                await close_storage()
             engine.dispose()
 
     async def peers_answer(app: FastAPI) -> None:

@@ -430,11 +430,14 @@ def _too_large(gw: Gateway) -> ProblemError:
 
 async def _relay(gw: Gateway, exchange: Exchange, response: Any, send: Send) -> None:
     records = None
+    length = None
     headers: list[tuple[bytes, bytes]] = []
     for key, value in response.headers:
         name = key.lower()
         if name == RECORD_COUNT:
             records = int(value) if value.isdigit() else None
+        elif name == b"content-length" and value.isdigit():
+            length = int(value)
         if name not in DROP_DOWNSTREAM:
             headers.append((name, value))
     warning = exchange.decision.get("warning")
@@ -444,17 +447,18 @@ async def _relay(gw: Gateway, exchange: Exchange, response: Any, send: Send) -> 
     headers.append(API_CSP)
     await _audit(gw, exchange.entry("complete", response.status, records))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    # Hold one chunk back so the last one carries more_body=False (one message fewer).
-    previous: bytes | None = None
+    # With a known length the last chunk carries more_body=False (one ASGI message fewer).
+    remaining = length if length is not None else -1
     try:
         async for chunk in response.chunks():
-            if previous is not None:
-                await send({"type": "http.response.body", "body": previous, "more_body": True})
-            previous = chunk
+            remaining -= len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": remaining != 0})
+            if remaining == 0:
+                return
     except (BackendUnavailableError, BackendTimeoutError):
         log.warning("backend stream broke", extra={"request_id": exchange.request_id})
         return  # the client sees a truncated response, which it must treat as failed
-    await send({"type": "http.response.body", "body": previous or b"", "more_body": False})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class _BodyStream:
