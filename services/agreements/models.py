@@ -229,11 +229,21 @@ class DecisionQuery(BaseModel):
     fields: list[str] | None = None
 
 
-class InternalDecisionQuery(DecisionQuery):
-    # The gateway may add members of its own; only these are read.
+class InternalDecisionQuery(BaseModel):
+    """``POST /internal/decisions``: the gateway passes what the client asked, unchecked.
+
+    An unknown level or a missing dataset is denied by the decision rather than refused with 422,
+    so the gateway can answer the client with the rule.
+    """
+
     model_config = ConfigDict(extra="ignore")
 
     agency: str = Field(min_length=1, max_length=64)
+    action: ActionName
+    dataset: str | None = Field(default=None, max_length=100)
+    level: str | None = Field(default=None, max_length=32)
+    purpose: str | None = Field(default=None, max_length=100)
+    fields: list[str] | None = None
 
 
 class DecisionPublic(BaseModel):

@@ -386,11 +386,11 @@ def dry_run(
 decisions = APIRouter(prefix="/v1", tags=["decisions"])
 
 
-def _decision_request(agency: str, body: DecisionQuery) -> DecisionRequest:
+def _decision_request(agency: str, body: DecisionQuery | InternalDecisionQuery) -> DecisionRequest:
     return DecisionRequest(
         agency=agency,
         action=body.action,
-        dataset=body.dataset,
+        dataset=body.dataset or "",
         level=body.level,
         purpose=body.purpose,
         fields=tuple(body.fields) if body.fields is not None else None,

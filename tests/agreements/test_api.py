@@ -467,3 +467,14 @@ async def test_dry_run_reports_changed_outcomes(hub: Hub) -> None:
     assert (await hub.client.get(f"/v1/agreements/{made['id']}", headers=ADMIN)).json()[
         "latest_version"
     ] == 1
+
+
+async def test_internal_decisions_deny_odd_requests_instead_of_failing(hub: Hub) -> None:
+    await hub.active()
+    assert (await hub.decide(RECIPIENT, level="everything"))["rule"] == "level-exceeds-agreement"
+    assert (await hub.decide(RECIPIENT, dataset=None))["rule"] == "no-active-agreement"
+    assert (await hub.decide("ghost"))["rule"] == "no-active-agreement"
+    bad = await hub.client.post(
+        "/internal/decisions", json={"agency": RECIPIENT, "action": "steal"}, headers=SERVICE
+    )
+    assert bad.status_code == 422
