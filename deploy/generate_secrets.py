@@ -8,6 +8,7 @@ python deploy/generate_secrets.py value internal-secret       # one new value, f
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import secrets
 import sys
@@ -19,7 +20,10 @@ SERVICES = ("gateway", "agreements", "ingest", "depersonalise")
 def new_value(kind: str) -> str:
     """A fresh random value; operators' and agency keys share the ``csp_`` prefix of issued keys."""
     if kind == "admin-key":
-        return "csp_" + secrets.token_urlsafe(32)
+        # The gateway's own key format: csp_<public key id>_<secret>.
+        return f"csp_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+    if kind == "audit-signing-key":
+        return base64.b64encode(secrets.token_bytes(32)).decode("ascii")  # an Ed25519 seed
     if kind == "internal-secret":
         return secrets.token_urlsafe(48)
     if kind == "password":
@@ -82,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     k8s.add_argument("--pg-port", type=int, default=5432)
     k8s.add_argument("--db-prefix", default="csp_")
     value = commands.add_parser("value", help="print one new value")
-    value.add_argument("kind", choices=("admin-key", "internal-secret", "password"))
+    value.add_argument(
+        "kind", choices=("admin-key", "internal-secret", "password", "audit-signing-key")
+    )
     args = parser.parse_args(argv)
 
     if args.command == "compose":

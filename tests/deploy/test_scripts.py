@@ -68,16 +68,21 @@ def init_prefix() -> Iterator[str]:
     admin.dispose()
 
 
-def test_init_script_creates_one_private_database_per_service(init_prefix: str) -> None:
+def pg_env(prefix: str) -> dict[str, str]:
     admin = make_url(PG_ADMIN_URL)
-    env = {
+    return {
         **os.environ,
         "PGHOST": admin.host or "127.0.0.1",
         "PGPORT": str(admin.port or 5432),
         "PGUSER": admin.username or "postgres",
-        "CSP_DB_NAME_PREFIX": init_prefix,
+        "CSP_DB_NAME_PREFIX": prefix,
         **{f"CSP_{s.upper()}_DB_PASSWORD": f"pw-{s}'quote" for s in SERVICES},
     }
+
+
+def test_init_script_creates_one_private_database_per_service(init_prefix: str) -> None:
+    admin = make_url(PG_ADMIN_URL)
+    env = pg_env(init_prefix)
     for _ in range(2):  # a second run (a restarted volume init, a re-run by hand) is harmless
         result = run("bash", "deploy/postgres/init-databases.sh", env=env)
         assert result.returncode == 0, result.stderr
@@ -148,3 +153,38 @@ def test_check_script_passes_and_catches_a_broken_manifest(tmp_path: Path) -> No
     )
     assert broken.returncode != 0
     assert "backoffLimit" in broken.stdout + broken.stderr
+
+
+def test_backup_then_restore_brings_every_database_back(init_prefix: str, tmp_path: Path) -> None:
+    env = pg_env(init_prefix)
+    assert run("bash", "deploy/postgres/init-databases.sh", env=env).returncode == 0
+    admin = make_url(PG_ADMIN_URL)
+
+    def execute(service: str, statement: str) -> list[tuple[object, ...]]:
+        url = admin.set(database=f"{init_prefix}{service}", username=f"{init_prefix}{service}")
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            result = connection.execute(text(statement))
+            rows = [tuple(row) for row in result] if result.returns_rows else []
+        engine.dispose()
+        return rows
+
+    for service in SERVICES:
+        execute(service, "CREATE TABLE kept (id integer primary key, note text)")
+        execute(service, f"INSERT INTO kept VALUES (1, 'before {service}')")
+    backup = run("bash", "deploy/backup.sh", str(tmp_path / "dumps"), env=env)
+    assert backup.returncode == 0, backup.stderr
+    assert (tmp_path / "dumps").stat().st_mode & 0o077 == 0
+    for service in SERVICES:
+        execute(service, "UPDATE kept SET note = 'damaged'")
+        execute(service, "CREATE TABLE after_backup (id integer)")
+    restore = run("bash", "deploy/restore.sh", str(tmp_path / "dumps"), env=env)
+    assert restore.returncode == 0, restore.stderr
+    for service in SERVICES:
+        assert execute(service, "SELECT note FROM kept") == [(f"before {service}",)]
+        # Restored objects belong to the service's role, so the service can migrate them later.
+        owner = execute(service, "SELECT tableowner FROM pg_tables WHERE tablename = 'kept'")
+        assert owner == [(f"{init_prefix}{service}",)]
+        assert execute(service, "SELECT to_regclass('after_backup') IS NULL") == [(True,)]
+    missing = run("bash", "deploy/restore.sh", str(tmp_path / "nothing"), "gateway", env=env)
+    assert missing.returncode != 0
