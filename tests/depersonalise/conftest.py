@@ -59,6 +59,7 @@ class SyncClient:
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self.closed = False
         self._portal_cm = start_blocking_portal()
         self.portal = self._portal_cm.__enter__()
         self._lifespan = app.router.lifespan_context(app)
@@ -77,6 +78,9 @@ class SyncClient:
         return self.request("POST", url, **kwargs)
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.portal.call(self.client.aclose)
         self.portal.call(self._lifespan.__aexit__, None, None, None)
         self._portal_cm.__exit__(None, None, None)
