@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable
@@ -54,6 +55,7 @@ class DecisionRecorder:
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._full = asyncio.Event()
 
     def record(self, request: DecisionRequest, decision: Decision, at: datetime) -> None:
         row = {
@@ -70,9 +72,8 @@ class DecisionRecorder:
         }
         with self._lock:
             self._rows.append(row)
-            full = len(self._rows) >= self._flush_rows
-        if full:
-            self.flush()
+            if len(self._rows) >= self._flush_rows:
+                self._full.set()
 
     def flush(self) -> int:
         with self._write_lock:
@@ -94,8 +95,11 @@ class DecisionRecorder:
             return len(rows)
 
     async def run(self, interval: float) -> None:
+        """Flush every ``interval`` seconds, or sooner when the buffer fills."""
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), interval)
+            self._full.clear()
             await anyio.to_thread.run_sync(self.flush)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -16,7 +17,7 @@ from services.agreements.snapshot import SnapshotCache
 from shared.catalogue import Dataset
 from shared.db import get_session
 from shared.errors import ProblemError
-from shared.tokens import ClaimsDep, InternalClaims
+from shared.tokens import InternalClaims, internal_claims
 
 
 @dataclass
@@ -30,17 +31,28 @@ class Runtime:
     catalogue: dict[str, Dataset]
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies below are async only to run on the event loop: FastAPI would send a plain
+# function to a worker thread, which costs more than they do on the decision path.
+
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
 
-def require_service(claims: ClaimsDep) -> InternalClaims:
+def session_then_refresh(request: Request) -> Iterator[Session]:
+    """The shared request session; once it has committed, this replica re-reads its snapshot."""
+    yield from get_session(request)
+    request.app.state.runtime.snapshots.invalidate()
+
+
+async def require_service(request: Request) -> InternalClaims:
+    claims = internal_claims(request)
     if not claims.is_service:
         raise ProblemError(
             403,
@@ -52,7 +64,7 @@ def require_service(claims: ClaimsDep) -> InternalClaims:
 
 
 # Commit before the response leaves, so a caller's next request sees the change.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SessionDep = Annotated[Session, Depends(session_then_refresh, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ServiceDep = Annotated[InternalClaims, Depends(require_service)]

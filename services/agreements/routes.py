@@ -432,12 +432,13 @@ internal = APIRouter(prefix="/internal", tags=["internal"])
 
 
 @internal.post("/decisions")
-def internal_decision(
+async def internal_decision(
     body: InternalDecisionQuery, settings: SettingsDep, runtime: RuntimeDep, _caller: ServiceDep
 ) -> DecisionPublic:
     request = _decision_request(body.agency, body)
     now = utcnow()
-    decision = runtime.snapshots.current().decide(request, now, settings.review_grace_days)
+    snapshot = await runtime.snapshots.current_async()
+    decision = snapshot.decide(request, now, settings.review_grace_days)
     runtime.recorder.record(request, decision, now)
     return _public(decision)
 
@@ -469,4 +470,5 @@ def internal_retention(runtime: RuntimeDep, _caller: ServiceDep) -> list[dict[st
     ]
 
 
-routers = (agencies, reference, agreements, decisions, internal)
+# The gateway's decision call is matched first: it comes on every proxied request.
+routers = (internal, decisions, agencies, reference, agreements)

@@ -35,5 +35,10 @@ class Settings(ServiceSettings):
     decision_flush_rows: int = Field(
         default=500, ge=1, description="write at once when this many decisions are buffered"
     )
+    snapshot_recheck_seconds: float = Field(
+        default=0.1,
+        ge=0,
+        description="how stale a replica's copy may be after a change made through another one",
+    )
     ops_agency: str = "ops"
     ops_agency_name: str = "Hub operators"

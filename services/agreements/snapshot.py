@@ -7,9 +7,12 @@ suspension made through any replica is seen by every replica on its next decisio
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 
+import anyio
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -29,14 +32,14 @@ class AgencyInfo:
         return {"code": self.code, "name": self.name, "kind": self.kind, "status": self.status}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Snapshot:
     generation: int
     agencies: dict[str, AgencyInfo]
     agreements: dict[str, StoredAgreement]  # by id, in id order
     by_agency: dict[str, list[StoredAgreement]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def suspended(self) -> frozenset[str]:
         return frozenset(a.code for a in self.agencies.values() if a.status == "suspended")
 
@@ -66,20 +69,40 @@ def build_snapshot(session: Session) -> Snapshot:
 
 
 class SnapshotCache:
-    def __init__(self, engine: Engine) -> None:
+    """The current snapshot; the generation is read again at most every ``recheck`` seconds.
+
+    Changes made through this replica clear the wait at once (``invalidate`` after commit);
+    changes made through another replica are seen within ``recheck`` seconds.
+    """
+
+    def __init__(self, engine: Engine, recheck: float) -> None:
         self._engine = engine
+        self._recheck = recheck
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
+        self._checked = 0.0
+
+    def invalidate(self) -> None:
+        self._checked = 0.0
 
     def current(self) -> Snapshot:
-        generation = read_generation(self._engine)
         snapshot = self._snapshot
-        if snapshot is not None and snapshot.generation == generation:
+        if snapshot is not None and time.monotonic() - self._checked < self._recheck:
             return snapshot
+        checked = time.monotonic()
+        generation = read_generation(self._engine)
         with self._lock:
             snapshot = self._snapshot
             if snapshot is None or snapshot.generation != generation:
                 with Session(self._engine) as session:
                     snapshot = build_snapshot(session)
                 self._snapshot = snapshot
+            self._checked = checked
             return snapshot
+
+    async def current_async(self) -> Snapshot:
+        """As ``current``, without a thread hop when no database read is due."""
+        snapshot = self._snapshot
+        if snapshot is not None and time.monotonic() - self._checked < self._recheck:
+            return snapshot
+        return await anyio.to_thread.run_sync(self.current)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from shared.catalogue import load_catalogue
 from tests.agreements.conftest import (
     ADMIN,
     SERVICE,
@@ -478,3 +479,18 @@ async def test_internal_decisions_deny_odd_requests_instead_of_failing(hub: Hub)
         "/internal/decisions", json={"agency": RECIPIENT, "action": "steal"}, headers=SERVICE
     )
     assert bad.status_code == 422
+
+
+async def test_special_category_datasets_need_an_art9_condition(hub: Hub) -> None:
+    special = [d for d in load_catalogue().values() if d.special_category]
+    if not special:
+        pytest.skip("the catalogue holds no special category dataset")
+    dataset = special[0]
+    entry = {"dataset": dataset.name, "level": "aggregate"}
+    refused = await hub.client.post(
+        "/v1/agreements", json=agreement_body(datasets=[entry]), headers=ADMIN
+    )
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "datasets[0].dataset"
+    lawful = agreement_body(datasets=[entry], legal_basis=["cda-1998-s17a", "uk-gdpr-9-2-g"])
+    assert (await hub.client.post("/v1/agreements", json=lawful, headers=ADMIN)).status_code == 201
