@@ -1,7 +1,8 @@
-"""Decisions from the agreements service, cached for under half a second.
+"""Decisions from the agreements service, permissions cached for under half a second.
 
 A suspension or revocation therefore takes effect within one second on every replica, while a
-burst of identical requests costs one call to agreements (concurrent misses share it).
+burst of identical requests costs one call to agreements (concurrent misses share it). Refusals
+are not cached, so an agreement that has just become active allows at once.
 """
 
 from __future__ import annotations
@@ -61,9 +62,14 @@ class DecisionCache:
             self._inflight.pop(key, None)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        self._cache[key] = (time.monotonic(), decision)
+        if decision.get("allow"):
+            self._cache[key] = (time.monotonic(), decision)
         future.set_result(decision)
         return decision
+
+    def clear(self) -> None:
+        """Forget every permission (this replica changed an agency or agreement)."""
+        self._cache.clear()
 
     async def _ask(
         self,

@@ -416,6 +416,12 @@ async def _proxy(
             slug="backend-unavailable",
             headers={"Retry-After": "5"},
         ) from exc
+    if (
+        response.status < 400
+        and scope["method"] in MUTATING
+        and upstream is gw.upstreams.get(routing.AGREEMENTS)
+    ):
+        gw.decisions.clear()  # a suspension made here bites here at once
     try:
         await _relay(gw, exchange, response, send)
     finally:

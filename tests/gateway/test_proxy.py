@@ -117,6 +117,22 @@ async def test_decisions_are_cached_briefly_and_a_suspension_bites_within_a_seco
     assert time.monotonic() - suspended_at < 1.0
 
 
+async def test_a_refusal_is_not_cached_so_a_new_agreement_allows_at_once(hub: Hub) -> None:
+    headers = await hub.issue("manchester-cc")
+    assert (await hub.client.get(AGGREGATES, headers=headers)).status_code == 403
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate")
+    assert (await hub.client.get(AGGREGATES, headers=headers)).status_code == 200
+
+
+async def test_a_change_made_through_this_replica_clears_its_permissions(hub: Hub) -> None:
+    headers = await hub.issue("manchester-cc")
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate")
+    assert (await hub.client.get(AGGREGATES, headers=headers)).status_code == 200
+    hub.deny("manchester-cc", "read", "police-crime", "aggregate", "agency-suspended")
+    assert (await hub.client.post("/v1/agencies", headers=hub.admin())).status_code == 200
+    assert (await hub.client.get(AGGREGATES, headers=headers)).status_code == 403
+
+
 ADMIN_ROUTES = [
     ("POST", "/v1/agencies"),
     ("POST", "/v1/agencies/gmp/keys"),
