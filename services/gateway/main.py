@@ -85,7 +85,7 @@ def _rate_storage(settings: Settings) -> tuple[Storage, Callable[[], Awaitable[N
         return MemoryStorage(), None
     pool = redis.asyncio.ConnectionPool.from_url(settings.redis_url)
     uri = settings.redis_url.replace("redis://", "async+redis://", 1)
-    storage = RedisStorage(uri, implementation="redispy", connection_pool=pool)
+    storage = RedisStorage(uri, implementation="redispy", connection_pool=pool)  # type: ignore[arg-type]
     return storage, pool.disconnect
 
 

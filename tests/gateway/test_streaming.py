@@ -6,7 +6,8 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from typing import Any
 
 import pytest
 import uvicorn
@@ -107,15 +108,15 @@ async def test_a_response_reaches_the_client_while_the_backend_is_still_writing(
     body: list[bytes] = []
     status: list[int] = []
 
-    async def receive() -> dict[str, object]:
+    async def receive() -> MutableMapping[str, Any]:
         await asyncio.sleep(STEP_TIMEOUT * 2)
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            status.append(int(message["status"]))  # type: ignore[call-overload]
+            status.append(int(message["status"]))
         elif message.get("body"):
-            body.append(message["body"])  # type: ignore[arg-type]
+            body.append(message["body"])
             fake.client_got_first.set()
 
     await hub.app(scope, receive, send)
