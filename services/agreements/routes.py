@@ -458,7 +458,8 @@ def internal_retention(runtime: RuntimeDep, _caller: ServiceDep) -> list[dict[st
     for stored in runtime.snapshots.current().agreements.values():
         agreement = stored.agreement
         current = in_force(agreement, now)
-        if current is None or agreement.operator_state != "none" or now.date() > current.end:
+        # A suspension is reversible, so it does not shorten how long data may be kept.
+        if current is None or agreement.operator_state == "revoked" or now.date() > current.end:
             continue
         for provider in current.providers:
             for grant in current.datasets:

@@ -378,9 +378,14 @@ async def test_internal_routes(hub: Hub) -> None:
     await hub.active(retention_days=100)
     await hub.active(retention_days=400, recipients=[STRANGER])
     await hub.agreement(retention_days=900)  # a draft does not count
+    revoked = await hub.active(retention_days=800)
+    await hub.client.post(f"/v1/agreements/{revoked['id']}/revoke", headers=ADMIN)
+    suspended = await hub.active(retention_days=500, providers=[STRANGER])
+    await hub.client.post(f"/v1/agreements/{suspended['id']}/suspend", headers=ADMIN)
     retention = await hub.client.get("/internal/retention", headers=SERVICE)
     assert retention.json() == [
-        {"provider": PROVIDER, "dataset": "police-crime", "retention_days": 400}
+        {"provider": PROVIDER, "dataset": "police-crime", "retention_days": 400},
+        {"provider": STRANGER, "dataset": "police-crime", "retention_days": 500},
     ]
     agency = await hub.client.get(f"/internal/agencies/{PROVIDER}", headers=SERVICE)
     assert agency.json() == {"code": PROVIDER, "name": "GMP", "kind": "police", "status": "active"}
@@ -494,3 +499,15 @@ async def test_special_category_datasets_need_an_art9_condition(hub: Hub) -> Non
     assert refused.json()["field"] == "datasets[0].dataset"
     lawful = agreement_body(datasets=[entry], legal_basis=["cda-1998-s17a", "uk-gdpr-9-2-g"])
     assert (await hub.client.post("/v1/agreements", json=lawful, headers=ADMIN)).status_code == 201
+
+
+async def test_openapi_describes_every_route(hub: Hub) -> None:
+    schema = (await hub.client.get("/openapi.json")).json()
+    for path in (
+        "/v1/agreements/register",
+        "/v1/agreements/{agreement_id}/revoke",
+        "/v1/agreements/{agreement_id}/dry-run",
+        "/internal/decisions",
+        "/v1/me",
+    ):
+        assert path in schema["paths"]
