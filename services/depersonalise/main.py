@@ -10,12 +10,19 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from services.depersonalise import store
+from services.depersonalise import replay, store
 from services.depersonalise.models import Base
 from services.depersonalise.routes import internal, router
 from services.depersonalise.settings import Settings
 from shared.app import build_app
 from shared.db import make_engine, ping, prepare_schema
+
+
+async def _ingest_answers(app: FastAPI) -> None:
+    response = await app.state.http.get(
+        f"{app.state.settings.ingest_url.rstrip('/')}/healthz", timeout=2.0
+    )
+    response.raise_for_status()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = store.load_registry(engine)
         app.state.rebuild_task = None
         app.state.wire_cache = {}
+        if app.state.registry.building is not None:
+            # A rebuild was interrupted (restart or crash): run it again from the start.
+            await replay.restart(app.state)
         try:
             yield
         finally:
@@ -48,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = build_app(
         "depersonalise",
         lifespan=lifespan,
-        ready_checks=[("database", lambda a: ping(a.state.engine))],
+        ready_checks=[("database", lambda a: ping(a.state.engine)), ("ingest", _ingest_answers)],
         description="Geography layers, depersonalised records, aggregates with disclosure control.",
     )
     app.state.settings = settings

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from services.depersonalise import store
 from services.depersonalise.models import Event
-from shared.catalogue import Dataset
+from shared.catalogue import Dataset, load_catalogue
 from shared.tokens import issue_token
 
 log = logging.getLogger("csp.depersonalise.replay")
@@ -26,6 +26,31 @@ log = logging.getLogger("csp.depersonalise.replay")
 
 class IngestUnreachableError(Exception):
     """Ingest did not answer the replay (down, refusing, or a malformed page)."""
+
+
+async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
+    """Start a rebuild on this replica, cancelling one already running here.
+
+    ``state`` is the app's state: engine, settings, the peer client and the running task.
+    """
+    running: asyncio.Task[Any] | None = state.rebuild_task
+    if running is not None and not running.done():
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    settings = state.settings
+    task = asyncio.create_task(
+        rebuild(
+            state.engine,
+            state.http,
+            settings.ingest_url,
+            settings.internal_secret.get_secret_value(),
+            load_catalogue(),
+            settings.replay_page_size,
+            lambda: store.load_registry(state.engine),
+        )
+    )
+    state.rebuild_task = task
+    return task
 
 
 async def rebuild(
@@ -77,6 +102,11 @@ async def rebuild(
             "finished_at": store.now().isoformat(),
         }
         log.warning("rebuild failed", extra={"processed": progress["processed"]})
+        await asyncio.to_thread(store.abandon, engine, failed)
+        return failed
+    except Exception as exc:  # noqa: BLE001 - old answers stay served; the state says why
+        log.error("rebuild failed", extra={"error": type(exc).__name__})
+        failed = {**progress, "state": "failed", "error": type(exc).__name__}
         await asyncio.to_thread(store.abandon, engine, failed)
         return failed
     progress.update(state="complete", finished_at=store.now().isoformat(), replayed=True)

@@ -61,35 +61,12 @@ async def _body(request: Request, limit: int) -> bytes:
 
 async def trigger_rebuild(request: Request) -> dict[str, Any]:
     """Start a replay into the next generation (restarting one in progress)."""
-    state = request.app.state
-    running: asyncio.Task[Any] | None = state.rebuild_task
-    if running is not None and not running.done():
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-    settings = state.settings
-    task = asyncio.create_task(
-        replay.rebuild(
-            state.engine,
-            state.http,
-            settings.ingest_url,
-            settings.internal_secret.get_secret_value(),
-            store_catalogue(),
-            settings.replay_page_size,
-            lambda: store.load_registry(state.engine),
-        )
-    )
-    state.rebuild_task = task
+    task = await replay.restart(request.app.state)
     # A layer loaded before any record arrives needs no replay: answer once it is active.
     done, _ = await asyncio.wait({task}, timeout=0.5)
     if done:
         return task.result()
     return {"state": "running"}
-
-
-def store_catalogue() -> dict[str, Dataset]:
-    from shared.catalogue import load_catalogue
-
-    return load_catalogue()
 
 
 # --- ingest → depersonalise -------------------------------------------------------------------
@@ -457,6 +434,13 @@ def read_records(
             "This service answers the depersonalised level only.",
             slug="wrong-level",
             field="level",
+        )
+    if spec.max_level == "aggregate":
+        raise ProblemError(
+            403,
+            f"{dataset} is shared only as aggregates.",
+            slug="forbidden",
+            rule="dataset-aggregate-only",
         )
     if claims.level not in {"depersonalised", "personal"}:
         raise ProblemError(

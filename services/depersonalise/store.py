@@ -213,7 +213,9 @@ def start_building(engine: Engine) -> int:
     """Open the next generation for a rebuild (dropping any half-built one)."""
     with engine.begin() as conn:
         state = read_state(conn)
-        building = state["generation"] + 1
+        # Strictly above any earlier building generation, so a cancelled rebuild's late writes
+        # land in a generation that activation drops.
+        building = state["generation"] + state["layers_version"] + 1
         conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != state["generation"]))
         conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != state["generation"]))
         _bump(

@@ -312,3 +312,34 @@ def test_population_table_gives_rates_per_thousand(make_client) -> None:
     ).json()
     cell = next(c for c in body["cells"] if c["area"] == "DEMO0001")
     assert cell["rate"] == 5.0
+
+
+def test_every_catalogue_dataset_drops_its_identifying_fields(make_client) -> None:
+    from shared.catalogue import load_catalogue
+
+    client, _ = make_client()
+    load_demo(client)
+    for name, dataset in load_catalogue().items():
+        record = {f.name: f"SECRET-{f.name}" for f in dataset.fields}
+        record.update(occurred_at="2024-05-06T07:08:09Z", category="Other", postcode="M14 5AB")
+        record.update(home_postcode="M14 5AB", easting=383100, northing=397100)
+        answer = client.post(
+            f"/v1/depersonalise?dataset={name}", json={"records": [record]}, headers=token()
+        )
+        assert answer.status_code == 200, (name, answer.text)
+        out = answer.json()["records"][0]
+        banned = {
+            f.name
+            for f in dataset.fields
+            if f.classification in {"identifier", "free-text", "address", "special-category"}
+        }
+        assert not banned & set(out), name
+        assert not any(f"SECRET-{b}" in answer.text for b in banned), name
+        assert out["areas"] == {"demo": "DEMO0022"}
+        if dataset.generalisation.method == "area":
+            assert out.get("easting") is None, name
+    health = client.get(
+        "/v1/datasets/drug-treatment/records",
+        headers=reader(dataset="drug-treatment", level="depersonalised"),
+    )
+    assert health.status_code == 403 and health.json()["rule"] == "dataset-aggregate-only"

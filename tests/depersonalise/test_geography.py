@@ -289,3 +289,26 @@ def test_load_layer_file_checks_then_uploads_with_progress(tmp_path, make_client
     assert seen[-1] == ("done", 1.0)
     assert [f for _, f in seen] == sorted(f for _, f in seen)
     assert service()
+
+
+def test_an_interrupted_rebuild_runs_again_on_start(make_client, database_url) -> None:
+    url = database_url("depersonalise")
+    client, fake = make_client(url)
+    load_demo(client)
+    push(client, fake, [event(i + 1, f"k{i}", 380100, 394100) for i in range(5)])
+    fake.gate.clear()
+    client.post(
+        "/v1/geographies/demo?code_field=code",
+        content=json.dumps(demo_layer(columns=1, rows=1, size_metres=9000)),
+        headers={**admin(), "Content-Type": "application/geo+json"},
+    )
+    assert client.get("/v1/geographies", headers=admin()).json()["rebuild"]["state"] == "running"
+    client.close()  # the process stops mid-rebuild
+    fake.gate.set()
+    again, _ = make_client(url, fake)
+    assert wait_rebuild(again)["state"] == "complete"
+    body = again.get(
+        "/v1/datasets/police-crime/aggregates?geography=demo&from=2024-01-01&to=2024-01-31",
+        headers=reader(),
+    ).json()
+    assert [c["count"] for c in body["cells"]] == [5]
