@@ -87,7 +87,7 @@ def main() -> None:
     def bare_sjoin() -> object:
         return gpd.sjoin(points, polygons, how="left", predicate="intersects")
 
-    def service_core() -> object:
+    def service_core() -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         areas = layer.assign(x, y)
         published = generalise(dataset, x, y, snap)
         return areas, published

@@ -320,7 +320,7 @@ def test_every_catalogue_dataset_drops_its_identifying_fields(make_client) -> No
     client, _ = make_client()
     load_demo(client)
     for name, dataset in load_catalogue().items():
-        record = {f.name: f"SECRET-{f.name}" for f in dataset.fields}
+        record: dict[str, object] = {f.name: f"SECRET-{f.name}" for f in dataset.fields}
         record.update(occurred_at="2024-05-06T07:08:09Z", category="Other", postcode="M14 5AB")
         record.update(home_postcode="M14 5AB", easting=383100, northing=397100)
         answer = client.post(
