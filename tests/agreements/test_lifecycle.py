@@ -14,7 +14,7 @@ from services.agreements.reference import load_code_lists
 from services.agreements.settings import REFERENCE_DIR
 from services.agreements.validation import check_terms
 from shared.catalogue import load_catalogue
-from tests.agreements.test_decisions import NOW, TODAY, agreement, day, version
+from tests.agreements.builders import NOW, TODAY, agreement, day, version
 
 CODES = load_code_lists(REFERENCE_DIR)
 
