@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Query, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from services.depersonalise import replay, store
@@ -61,12 +62,16 @@ async def _body(request: Request, limit: int) -> bytes:
 
 async def trigger_rebuild(request: Request) -> dict[str, Any]:
     """Start a replay into the next generation (restarting one in progress)."""
-    task = await replay.restart(request.app.state)
-    # A layer loaded before any record arrives needs no replay: answer once it is active.
+    state = request.app.state
+    nothing_derived = (
+        await asyncio.to_thread(store.live_records, state.engine, state.registry.generation) == 0
+    )
+    task = await replay.restart(state)
+    if nothing_derived:
+        # No record to replay: the new layers are active when this answer leaves.
+        return await task
     done, _ = await asyncio.wait({task}, timeout=0.5)
-    if done:
-        return task.result()
-    return {"state": "running"}
+    return task.result() if done else {"state": "running"}
 
 
 # --- ingest → depersonalise -------------------------------------------------------------------
@@ -128,6 +133,41 @@ def _layer_summary(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 LAYER_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+@router.get("/geographies/{layer}")
+def show_geography(
+    request: Request,
+    layer: str,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    _claims: ClaimsDep,
+    format: str | None = None,
+) -> Response:
+    """One active layer: its summary and areas; as GeoJSON, the simplified polygons too."""
+    found = registry.active.get(layer)
+    if found is None:
+        raise ProblemError(404, f"No active layer {layer!r}.", slug="unknown-layer", field="layer")
+    summary = {"name": layer, **_layer_summary(registry.meta.get(layer, {}))}
+    if choose_format(format, request.headers.get("accept")) == "geojson":
+        shapes = _wire_shapes(request, layer, found, settings.wire_simplify_metres, registry)
+        features = [
+            {
+                "type": "Feature",
+                "geometry": shapes[code],
+                "properties": {"code": code, "name": name},
+            }
+            for code, name in zip(found.codes.tolist(), found.names.tolist(), strict=True)
+        ]
+        return JSONResponse(
+            jsonable_encoder({"type": "FeatureCollection", "features": features, **summary}),
+            media_type=MEDIA["geojson"],
+        )
+    areas = [
+        {"code": code, "name": name}
+        for code, name in zip(found.codes.tolist(), found.names.tolist(), strict=True)
+    ]
+    return JSONResponse(jsonable_encoder({**summary, "areas": len(areas), "area_list": areas}))
 
 
 @router.post("/geographies/rebuild", status_code=202)

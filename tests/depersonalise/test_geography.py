@@ -312,3 +312,13 @@ def test_an_interrupted_rebuild_runs_again_on_start(make_client, database_url) -
         headers=reader(),
     ).json()
     assert [c["count"] for c in body["cells"]] == [5]
+
+
+def test_one_layer_is_shown_with_its_areas_and_as_geojson(make_client) -> None:
+    client, _ = make_client()
+    load_demo(client)
+    shown = client.get("/v1/geographies/demo", headers=token()).json()
+    assert shown["areas"] == 36 and shown["area_list"][0]["code"] == "DEMO0001"
+    geo = client.get("/v1/geographies/demo?format=geojson", headers=token()).json()
+    assert len(geo["features"]) == 36 and geo["features"][0]["geometry"]["type"] == "Polygon"
+    assert client.get("/v1/geographies/nope", headers=token()).status_code == 404
