@@ -18,7 +18,7 @@ import httpx
 import msgspec
 from sqlalchemy import Engine, Row, select, update
 
-from services.ingest.service import BATCH, OUTBOX, RECORD, record_key
+from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key
 from shared.catalogue import Dataset
 from shared.tokens import HEADER, issue_token
 

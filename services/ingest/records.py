@@ -12,7 +12,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, delete, insert, select
 
 from services.ingest.models import PersonalRead
-from services.ingest.service import (
+from services.ingest.service_sql import (
     BATCH,
     OUTBOX,
     RECORD,

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, desc, insert, select
 
 from services.ingest.models import PurgeLog
 from services.ingest.records import delete_records
-from services.ingest.service import RECORD, iso, utc_now
+from services.ingest.service_sql import RECORD, iso, utc_now
 
 PURGE_LOG = PurgeLog.__table__  # type: ignore[attr-defined]
 log = logging.getLogger("csp.ingest.retention")

@@ -3,82 +3,32 @@ and the batch's answer in one transaction. Plain functions over an engine; no Fa
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, Table, case, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
 
 from services.ingest.bodies import RawRow
 from services.ingest.location import LocationError, locate
-from services.ingest.models import Batch, IdempotencyKey, Outbox, Postcode, Record
+from services.ingest.service_sql import (
+    BATCH,
+    IDEMPOTENCY,
+    OUTBOX,
+    POSTCODE,
+    RECORD,
+    iso,
+    revision_range,
+    utc_now,
+)
+from services.ingest.storage import record_writer
 from services.ingest.validation import CompiledDataset, validate_row
 from shared.errors import ProblemError
 
-RECORD: Table = Record.__table__  # type: ignore[attr-defined]
-BATCH: Table = Batch.__table__  # type: ignore[attr-defined]
-OUTBOX: Table = Outbox.__table__  # type: ignore[attr-defined]
-POSTCODE: Table = Postcode.__table__  # type: ignore[attr-defined]
-IDEMPOTENCY: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
-
-ROW_BITS = 24
 _encode = msgspec.json.Encoder().encode
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
-
-
-def record_key(secret: str, provider: str, dataset: str, source_ref: str) -> str:
-    """What depersonalise knows a record by: never the provider's own reference."""
-    message = f"{provider}/{dataset}/{source_ref}".encode()
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-
-
-def revision_range(batch_seq: int) -> tuple[int, int]:
-    return batch_seq << ROW_BITS, (batch_seq + 1) << ROW_BITS
-
-
-def dialect_insert(connection: Connection, table: Table) -> Insert:
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
-def record_upsert(connection: Connection) -> Any:
-    """Insert, or replace the stored record when this one carries a higher revision."""
-    statement: Any = dialect_insert(connection, RECORD)
-    excluded = statement.excluded
-    replaced = [
-        "revision",
-        "batch_seq",
-        "received_at",
-        "occurred_at",
-        "easting",
-        "northing",
-        "location_source",
-        "late",
-        "unlisted",
-        "data",
-    ]
-    values: dict[str, Any] = {name: excluded[name] for name in replaced}
-    values["corrections"] = RECORD.c.corrections + 1
-    return statement.on_conflict_do_update(
-        index_elements=["provider", "dataset", "source_ref"],
-        set_=values,
-        where=excluded.revision > RECORD.c.revision,
-    )
 
 
 @dataclass
@@ -262,7 +212,7 @@ def _push_in(
     base, _ = revision_range(seq)
     received_at = iso(moment)
     late_before = iso(moment - timedelta(days=dataset.period_days))
-    upsert = record_upsert(connection)
+    writer = record_writer(connection)
     lookup = postcode_lookup(connection)
     checked_fields: set[str] = set()
     errors = outcome.errors
@@ -333,9 +283,10 @@ def _push_in(
             )
         outcome.accepted += len(batch_rows)
         if batch_rows and not (options.atomic and outcome.errors_total):
-            connection.execute(upsert, batch_rows)
+            writer.write(batch_rows)
     if options.atomic and outcome.errors_total:
         return
+    writer.finish()
     outcome.corrections = _corrections(connection, seq, outcome.accepted)
     connection.execute(
         update(BATCH)

@@ -1,0 +1,71 @@
+"""Tables as Core objects and the small SQL helpers the ingest modules share."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from services.ingest.models import Batch, IdempotencyKey, Outbox, Postcode, Record
+
+RECORD: Table = Record.__table__  # type: ignore[attr-defined]
+BATCH: Table = Batch.__table__  # type: ignore[attr-defined]
+OUTBOX: Table = Outbox.__table__  # type: ignore[attr-defined]
+POSTCODE: Table = Postcode.__table__  # type: ignore[attr-defined]
+IDEMPOTENCY: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+
+ROW_BITS = 24
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+
+
+def record_key(secret: str, provider: str, dataset: str, source_ref: str) -> str:
+    """What depersonalise knows a record by: never the provider's own reference."""
+    message = f"{provider}/{dataset}/{source_ref}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def revision_range(batch_seq: int) -> tuple[int, int]:
+    return batch_seq << ROW_BITS, (batch_seq + 1) << ROW_BITS
+
+
+def dialect_insert(connection: Connection, table: Table) -> Insert:
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def record_upsert(connection: Connection) -> Any:
+    """Insert, or replace the stored record when this one carries a higher revision."""
+    statement: Any = dialect_insert(connection, RECORD)
+    excluded = statement.excluded
+    replaced = [
+        "revision",
+        "batch_seq",
+        "received_at",
+        "occurred_at",
+        "easting",
+        "northing",
+        "location_source",
+        "late",
+        "unlisted",
+        "data",
+    ]
+    values: dict[str, Any] = {name: excluded[name] for name in replaced}
+    values["corrections"] = RECORD.c.corrections + 1
+    return statement.on_conflict_do_update(
+        index_elements=["provider", "dataset", "source_ref"],
+        set_=values,
+        where=excluded.revision > RECORD.c.revision,
+    )

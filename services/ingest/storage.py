@@ -1,0 +1,77 @@
+"""Bulk writers for validated records: one SQLAlchemy Core executemany upsert per chunk, or on
+PostgreSQL ``COPY`` into a transaction-scoped staging table and one set-based upsert at the end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Table, text
+
+from services.ingest.models import Record
+from services.ingest.service_sql import record_upsert
+
+RECORD: Table = Record.__table__  # type: ignore[attr-defined]
+COLUMNS = [c.name for c in RECORD.columns if c.name != "id"]
+REPLACED = [
+    c
+    for c in COLUMNS
+    if c not in ("provider", "dataset", "source_ref", "first_batch", "corrections")
+]
+
+
+class ExecutemanyWriter:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.statement = record_upsert(connection)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self.connection.execute(self.statement, rows)
+
+    def finish(self) -> None:
+        return None
+
+
+class CopyWriter:
+    """PostgreSQL: rows stream in with COPY; the latest row per key is upserted at the end."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        connection.execute(
+            text(
+                "CREATE TEMP TABLE ingest_staging ON COMMIT DROP AS "
+                f"SELECT {', '.join(COLUMNS)} FROM record WITH NO DATA"
+            )
+        )
+        self.wrote = False
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        raw: Any = self.connection.connection.driver_connection
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY ingest_staging ({', '.join(COLUMNS)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row([row[name] for name in COLUMNS])
+        self.wrote = True
+
+    def finish(self) -> None:
+        if not self.wrote:
+            return
+        columns = ", ".join(COLUMNS)
+        updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in REPLACED)
+        self.connection.execute(
+            text(
+                f"INSERT INTO record ({columns}) "
+                f"SELECT DISTINCT ON (provider, dataset, source_ref) {columns} FROM ingest_staging "
+                "ORDER BY provider, dataset, source_ref, revision DESC "
+                "ON CONFLICT (provider, dataset, source_ref) DO UPDATE SET "
+                f"{updates}, corrections = record.corrections + 1 "
+                "WHERE EXCLUDED.revision > record.revision"
+            )
+        )
+
+
+def record_writer(connection: Connection) -> ExecutemanyWriter | CopyWriter:
+    if connection.dialect.name == "postgresql":
+        return CopyWriter(connection)
+    return ExecutemanyWriter(connection)
