@@ -51,6 +51,11 @@ def session_then_refresh(request: Request) -> Iterator[Session]:
     request.app.state.runtime.snapshots.invalidate()
 
 
+async def caller_claims(request: Request) -> InternalClaims:
+    """``shared.tokens.internal_claims`` on the event loop, for the routes on the hot path."""
+    return internal_claims(request)
+
+
 async def require_service(request: Request) -> InternalClaims:
     claims = internal_claims(request)
     if not claims.is_service:
@@ -67,4 +72,5 @@ async def require_service(request: Request) -> InternalClaims:
 SessionDep = Annotated[Session, Depends(session_then_refresh, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+CallerDep = Annotated[InternalClaims, Depends(caller_claims)]
 ServiceDep = Annotated[InternalClaims, Depends(require_service)]

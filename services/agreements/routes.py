@@ -15,7 +15,7 @@ from sqlmodel import col, select
 from services.agreements import service
 from services.agreements.decision_log import recent, usage, window_start
 from services.agreements.decisions import AgencyFacts, Decision, DecisionRequest
-from services.agreements.deps import RuntimeDep, ServiceDep, SessionDep, SettingsDep
+from services.agreements.deps import CallerDep, RuntimeDep, ServiceDep, SessionDep, SettingsDep
 from services.agreements.dry_run import replay
 from services.agreements.lifecycle import Agreement, in_force, iso_utc
 from services.agreements.models import (
@@ -413,8 +413,8 @@ def explain_decision(
 
 
 @decisions.get("/me")
-def me(settings: SettingsDep, runtime: RuntimeDep, claims: ClaimsDep) -> dict[str, Any]:
-    snapshot = runtime.snapshots.current()
+async def me(settings: SettingsDep, runtime: RuntimeDep, claims: CallerDep) -> dict[str, Any]:
+    snapshot = await runtime.snapshots.current_async()
     agency = snapshot.agencies.get(claims.sub)
     if agency is None:
         raise ProblemError(404, f"No agency {claims.sub!r}.", slug="agency-not-found")
