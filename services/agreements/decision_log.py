@@ -57,8 +57,12 @@ class DecisionRecorder:
         self._write_lock = threading.Lock()
         self._full = asyncio.Event()
 
-    def record(self, request: DecisionRequest, decision: Decision, at: datetime) -> None:
+    def record(
+        self, request: DecisionRequest, decision: Decision, at: datetime, *, explain: bool = False
+    ) -> None:
+        """Buffer one decision; call from the event loop (it may wake the flusher)."""
         row = {
+            "explain": explain,
             "at": at,
             "agency": request.agency,
             "action": request.action,
@@ -106,7 +110,11 @@ class DecisionRecorder:
 def recent(session: Session, since: datetime, agencies: Iterable[str]) -> list[LoggedDecision]:
     rows = session.exec(
         select(DecisionRow)
-        .where(col(DecisionRow.at) >= since, col(DecisionRow.agency).in_(list(agencies)))
+        .where(
+            col(DecisionRow.at) >= since,
+            col(DecisionRow.agency).in_(list(agencies)),
+            col(DecisionRow.explain).is_(False),
+        )
         .order_by(col(DecisionRow.id))
     )
     return [
@@ -136,7 +144,7 @@ def usage(session: Session) -> dict[str, Usage]:
             func.count(),
             func.max(DecisionRow.at),
         )
-        .where(col(DecisionRow.agreement_id).is_not(None))
+        .where(col(DecisionRow.agreement_id).is_not(None), col(DecisionRow.explain).is_(False))
         .group_by(col(DecisionRow.agreement_id), col(DecisionRow.allow))
     )
     for agreement_id, allow, count, last_at in session.exec(statement):

@@ -131,6 +131,7 @@ class DecisionRow(Base, table=True):
     rule: str = SQLField(max_length=40)
     agreement_id: str | None = SQLField(default=None, max_length=40)
     version: int | None = None
+    explain: bool = SQLField(default=False, description="asked through /v1/decisions, no access")
 
 
 class GenerationRow(Base, table=True):

@@ -402,14 +402,16 @@ def _public(decision: Decision) -> DecisionPublic:
 
 
 @decisions.post("/decisions")
-def explain_decision(
-    body: DecisionQuery, settings: SettingsDep, runtime: RuntimeDep, claims: ClaimsDep
+async def explain_decision(
+    body: DecisionQuery, settings: SettingsDep, runtime: RuntimeDep, claims: CallerDep
 ) -> DecisionPublic:
-    # An explanation, not an access: it is answered but not counted as use of an agreement.
     request = _decision_request(claims.sub, body)
-    return _public(
-        runtime.snapshots.current().decide(request, utcnow(), settings.review_grace_days)
-    )
+    now = utcnow()
+    snapshot = await runtime.snapshots.current_async()
+    decision = snapshot.decide(request, now, settings.review_grace_days)
+    # Logged as an explanation: not counted as use of an agreement, not replayed by dry runs.
+    runtime.recorder.record(request, decision, now, explain=True)
+    return _public(decision)
 
 
 @decisions.get("/me")

@@ -419,6 +419,12 @@ async def test_register_and_usage(hub: Hub) -> None:
     for _ in range(3):
         await hub.decide(RECIPIENT, level="aggregate")
     await hub.decide(RECIPIENT, level="personal")
+    explained = await hub.client.post(
+        "/v1/decisions",
+        json={"action": "read", "dataset": "police-crime", "level": "aggregate"},
+        headers=as_agency(RECIPIENT),
+    )
+    assert explained.json()["allow"]  # logged, but an explanation is not a use
     answer = await hub.client.get("/v1/agreements/register?format=csv", headers=ADMIN)
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
     rows = {r["id"]: r for r in csv.DictReader(io.StringIO(answer.text))}
