@@ -151,10 +151,26 @@ class GatewayMiddleware:
             return
         state = scope.setdefault("state", {})
         exchange = Exchange(request_id=state.get("request_id", ""), method=scope["method"])
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self._handle(gateway, exchange, scope, receive, send)
+            await self._handle(gateway, exchange, scope, receive, tracked)
         except ProblemError as problem:
-            await _refuse(gateway, exchange, send, problem)
+            if not started:
+                await _refuse(gateway, exchange, send, problem)
+        except Exception as exc:  # noqa: BLE001 - answered as a problem, logged without details
+            log.error(
+                "gateway failure",
+                extra={"error": type(exc).__name__, "request_id": exchange.request_id},
+            )
+            if not started:
+                failure = ProblemError(500, "The gateway failed to handle the request.")
+                await _refuse(gateway, exchange, send, failure)
 
     async def _handle(
         self, gw: Gateway, exchange: Exchange, scope: Scope, receive: Receive, send: Send
@@ -356,13 +372,18 @@ def _upstream_headers(
     headers: list[tuple[str, str]] = []
     has_body = False
     declared: int | None = None
+    drop = DROP_UPSTREAM_REQUEST
+    for key, value in scope["headers"]:
+        if key == b"connection":
+            # Headers the client names in Connection are hop-by-hop too (RFC 9110 7.6.1).
+            drop = drop | {t.strip().lower() for t in value.split(b",")}
     for key, value in scope["headers"]:
         if key == b"content-length":
             declared = int(value) if value.isdigit() else None
             has_body = has_body or value != b"0"
         elif key == b"transfer-encoding":
             has_body = True
-        if key in DROP_UPSTREAM_REQUEST:
+        if key in drop:
             continue
         headers.append((key.decode("latin-1"), value.decode("latin-1")))
     headers.append(("CSP-Internal-Token", token))

@@ -48,6 +48,7 @@ async def test_allowed_read_carries_the_decision_in_the_token_and_nothing_of_the
             **headers,
             "CSP-Internal-Token": forged,
             "Connection": "keep-alive, x-secret",
+            "X-Secret": "hop",
             "X-Request-ID": "req-42",
         },
     )
@@ -65,6 +66,7 @@ async def test_allowed_read_carries_the_decision_in_the_token_and_nothing_of_the
     assert claims.request_id == "req-42" and claims.key_id
     assert claims.purpose == "strategic-assessment"
     assert "authorization" not in seen_headers
+    assert "x-secret" not in seen_headers
     assert seen_headers["csp-internal-token"] != forged
     assert seen_headers["x-request-id"] == "req-42"
 
