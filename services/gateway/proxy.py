@@ -182,6 +182,9 @@ class GatewayMiddleware:
         key = _bearer(scope["headers"])
         caller = await gw.keys.authenticate(key) if key else None
         if caller is None:
+            client = scope.get("client")
+            # Failed attempts count against the client's address, which slows key guessing.
+            await _rate_limit(gw, "unauthenticated:" + (str(client[0]) if client else "-"))
             raise ProblemError(
                 401,
                 "A valid API key is required: Authorization: Bearer csp_...",

@@ -36,3 +36,12 @@ async def test_replicas_share_limits_through_redis(make_hub: MakeHub) -> None:
         assert (await hub.client.get("/v1/me", headers=first.admin())).status_code == 200
     await assert_limited(second, first.admin())
     await assert_limited(first, first.admin())
+
+
+async def test_failed_authentication_is_limited_per_client_address(make_hub: MakeHub) -> None:
+    hub = await make_hub(rate_limit="3/minute")
+    for _ in range(3):
+        assert (await hub.client.get("/v1/me")).status_code == 401
+    await assert_limited(
+        hub, {"Authorization": "Bearer csp_000000000000_guessguessguessguessguess"}
+    )
