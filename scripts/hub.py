@@ -75,6 +75,7 @@ class ServiceProcess:
     sink: Callable[[str], None] = print
     process: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
+    _pump_thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -90,7 +91,8 @@ class ServiceProcess:
             text=True,
             bufsize=1,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -130,15 +132,19 @@ class ServiceProcess:
         raise TimeoutError(f"{self.name} was not ready within {timeout} s (last status {status})")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if not self.alive():
+        if self.process is None:
             return
-        assert self.process is not None
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        if self.alive():
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self._pump_thread is not None:
+            self._pump_thread.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 class Hub:
