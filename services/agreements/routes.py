@@ -113,17 +113,18 @@ def get_agency(code: str, session: SessionDep, claims: ClaimsDep) -> AgencyPubli
 
 @agencies.post("/{code}/suspend")
 def suspend_agency(
-    code: str, session: SessionDep, settings: SettingsDep, _admin: AdminDep
+    code: str, session: SessionDep, settings: SettingsDep, admin: AdminDep
 ) -> AgencyPublic:
-    row = service.set_agency_status(session, code, "suspended", settings.ops_agency)
+    row = service.set_agency_status(session, code, "suspended", settings.ops_agency, admin.sub)
     return _agency_public(row)
 
 
 @agencies.post("/{code}/reinstate")
 def reinstate_agency(
-    code: str, session: SessionDep, settings: SettingsDep, _admin: AdminDep
+    code: str, session: SessionDep, settings: SettingsDep, admin: AdminDep
 ) -> AgencyPublic:
-    return _agency_public(service.set_agency_status(session, code, "active", settings.ops_agency))
+    row = service.set_agency_status(session, code, "active", settings.ops_agency, admin.sub)
+    return _agency_public(row)
 
 
 # ---------------------------------------------------------------- code lists

@@ -182,7 +182,9 @@ def get_agency(session: Session, code: str) -> AgencyRow:
     return row
 
 
-def set_agency_status(session: Session, code: str, status: str, protected: str) -> AgencyRow:
+def set_agency_status(
+    session: Session, code: str, status: str, protected: str, actor: str
+) -> AgencyRow:
     row = get_agency(session, code)
     if status == "suspended" and code == protected:
         raise ProblemError(
@@ -191,8 +193,20 @@ def set_agency_status(session: Session, code: str, status: str, protected: str) 
     if row.status != status:
         row.status = status
         session.add(row)
+        event = "party-suspended" if status == "suspended" else "party-reinstated"
+        for agreement_id, version in _agreements_naming(session, code):
+            _history(session, agreement_id, version, actor, event, agency=code)
         bump_generation(session)
     return row
+
+
+def _agreements_naming(session: Session, code: str) -> list[tuple[str, int]]:
+    """Each agreement with a version naming ``code``, with its newest version number."""
+    named: dict[str, int] = {}
+    for v in session.exec(select(AgreementVersionRow)):
+        if code in v.terms["providers"] or code in v.terms["recipients"]:
+            named[v.agreement_id] = max(named.get(v.agreement_id, 0), v.version)
+    return sorted(named.items())
 
 
 def _history(

@@ -254,6 +254,13 @@ async def test_suspend_and_reinstate_take_effect_at_once(hub: Hub) -> None:
     assert (await hub.decide(RECIPIENT, level="aggregate"))["rule"] == "agency-suspended"
     await hub.client.post(f"/v1/agencies/{RECIPIENT}/reinstate", headers=ADMIN)
     assert (await hub.decide(RECIPIENT, level="aggregate"))["allow"]
+    history = await hub.client.get(f"/v1/agreements/{made['id']}/history", headers=ADMIN)
+    assert [(e["event"], e["detail"]) for e in history.json()["items"][-4:]] == [
+        ("suspended", {}),
+        ("reinstated", {}),
+        ("party-suspended", {"agency": RECIPIENT}),
+        ("party-reinstated", {"agency": RECIPIENT}),
+    ]
 
 
 async def test_agencies(hub: Hub) -> None:
