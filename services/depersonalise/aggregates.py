@@ -88,7 +88,7 @@ def aggregate(
         "suppressed_primary": outcome.primary,
         "suppressed_secondary": outcome.secondary,
         "min_published": outcome.min_published,
-        "records": len(kept),
+        "records": len(kept) - outside,
         "records_outside_layer": outside,
     }
     return {"cells": cells, "disclosure": disclosure, "table": table, "status": outcome.status}
