@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from services.agreements.lifecycle import Agreement, DatasetGrant, Version
@@ -328,15 +329,20 @@ def sign_agreement(session: Session, stored: StoredAgreement, agency: str, signa
         )
     if agency in stored.signatures.get(latest.version, {}):
         return False
-    session.add(
-        SignatureRow(
-            agreement_id=agreement.id,
-            version=latest.version,
-            agency=agency,
-            signatory=signatory,
-            signed_at=utcnow(),
-        )
-    )
+    try:
+        # A savepoint: a concurrent second signature by the same party is a no-op, not a 500.
+        with session.begin_nested():
+            session.add(
+                SignatureRow(
+                    agreement_id=agreement.id,
+                    version=latest.version,
+                    agency=agency,
+                    signatory=signatory,
+                    signed_at=utcnow(),
+                )
+            )
+    except IntegrityError:
+        return False
     _history(session, agreement.id, latest.version, agency, "signed", signatory=signatory)
     bump_generation(session)
     return True

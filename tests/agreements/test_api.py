@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from typing import Any
@@ -524,3 +525,16 @@ async def test_openapi_describes_every_route(hub: Hub) -> None:
         "/v1/me",
     ):
         assert path in schema["paths"]
+
+
+async def test_concurrent_signatures_by_one_party_count_once(hub: Hub) -> None:
+    made = await hub.agreement()
+    path = f"/v1/agreements/{made['id']}/sign"
+    answers = await asyncio.gather(
+        *[hub.client.post(path, headers=as_agency(PROVIDER)) for _ in range(6)]
+    )
+    assert {a.status_code for a in answers} == {200}
+    final = (await hub.client.get(f"/v1/agreements/{made['id']}", headers=ADMIN)).json()
+    assert [s["agency"] for s in final["signatures"]] == [PROVIDER]
+    events = (await hub.client.get(f"{path[: -len('/sign')]}/history", headers=ADMIN)).json()
+    assert [e["event"] for e in events["items"]].count("signed") == 1
