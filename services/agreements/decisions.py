@@ -9,7 +9,7 @@ names the most specific reason.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -80,7 +80,11 @@ class Decision:
     warning: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: asdict() deep-copies, which shows on the per-request path.
+        return {name: getattr(self, name) for name in _DECISION_FIELDS}
+
+
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
 
 
 @dataclass(frozen=True)
