@@ -109,7 +109,7 @@ def csv_rows(header: list[str], reader: Iterator[list[str]]) -> Iterator[RawRow]
             if len(cells) != width:
                 yield number, f"has {len(cells)} cells; the header has {width}"
                 continue
-            yield number, {name: cell for name, cell in zip(header, cells, strict=True) if cell}
+            yield number, dict(zip(header, cells, strict=True))
     except csv.Error as exc:
         raise ProblemError(
             400, f"The CSV cannot be read after data row {number}: {exc}.", slug="bad-csv"

@@ -97,9 +97,24 @@ def locate(
         eastings, northings = to_bng(
             [records[i]["latitude"] for i in wgs84], [records[i]["longitude"] for i in wgs84]
         )
-        for i, east, north in zip(wgs84, eastings.tolist(), northings.tolist(), strict=True):
-            if np.isfinite(east) and np.isfinite(north) and in_gb(east, north):
-                results[i] = Located(round(east, 1), round(north, 1), COORDINATES)
+        inside = (
+            np.isfinite(eastings)
+            & np.isfinite(northings)
+            & (eastings >= GB_EASTING[0])
+            & (eastings <= GB_EASTING[1])
+            & (northings >= GB_NORTHING[0])
+            & (northings <= GB_NORTHING[1])
+        )
+        points = zip(
+            wgs84,
+            np.round(eastings, 1).tolist(),
+            np.round(northings, 1).tolist(),
+            inside.tolist(),
+            strict=True,
+        )
+        for i, east, north, ok in points:
+            if ok:
+                results[i] = Located(east, north, COORDINATES)
             else:
                 results[i] = LocationError("latitude", _OUTSIDE, outside_gb=True)
     if postcodes:

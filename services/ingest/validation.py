@@ -60,8 +60,14 @@ def _number(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a number")
     try:
-        number = float(value.strip().replace(",", ".") if isinstance(value, str) else value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except ValueError:
+        # a decimal comma, as semicolon-separated exports write it
+        try:
+            number = float(value.replace(",", ".")) if isinstance(value, str) else math.nan
+        except ValueError:
+            raise ValueError("must be a number") from None
+    except TypeError:
         raise ValueError("must be a number") from None
     if not math.isfinite(number):
         raise ValueError("must be a finite number")
@@ -133,7 +139,7 @@ def _string_checks(spec: FieldSpec) -> Converter:
     low, high = spec.min_length, spec.max_length
 
     def convert(value: Any) -> str:
-        text = _text(value)
+        text = value.strip() if type(value) is str else _text(value)
         if high is not None and len(text) > high:
             raise ValueError(f"is longer than {high} characters")
         if low is not None and len(text) < low:
@@ -153,6 +159,13 @@ class CompiledDataset:
     names: frozenset[str]
     # field → {casefolded value: canonical value}, and whether other values are refused
     allowed: dict[str, tuple[dict[str, str], bool]] = field(default_factory=dict)
+
+    @property
+    def by_name(self) -> dict[str, Converter]:
+        return self._by_name
+
+    def __post_init__(self) -> None:
+        self._by_name = dict(self.converters)
 
     @property
     def located(self) -> bool:
@@ -185,8 +198,12 @@ def validate_row(
     """The clean record, the fields whose value is outside a non-strict national list, errors."""
     clean: dict[str, Any] = {}
     errors: RowErrors = []
-    for name, convert in compiled.converters:
-        value = raw.get(name)
+    converters = compiled.by_name
+    for name, value in raw.items():
+        convert = converters.get(name)
+        if convert is None:
+            errors.append((name, f"is not a field of dataset {compiled.dataset.name}"))
+            continue
         if value is None or value == "":
             continue
         try:
@@ -211,11 +228,7 @@ def validate_row(
             errors.append((name, "is not one of the allowed values"))
         else:
             unlisted.append(name)
-    start, end = clean.get("occurred_at"), clean.get("occurred_to")
-    if start is not None and end is not None and end < start:
+    end = clean.get("occurred_to")
+    if end is not None and "occurred_at" in clean and end < clean["occurred_at"]:
         errors.append(("occurred_to", "is before occurred_at"))
-    if len(raw) > len(clean) + len(errors):
-        for name in raw:
-            if name not in compiled.names:
-                errors.append((name, f"is not a field of dataset {compiled.dataset.name}"))
     return clean, unlisted, errors

@@ -71,15 +71,22 @@ class Processes:
             "CSP_INGEST_LOG_LEVEL": "WARNING",
         }
         self.ingest = subprocess.Popen(
-            [sys.executable, "-m", "services.ingest"], cwd=REPO, env=env,
+            [sys.executable, "-m", "services.ingest"],
+            cwd=REPO,
+            env=env,
             stdout=subprocess.DEVNULL,
         )
         wait_up(self.url + "/healthz", self.ingest)
 
     def start_receiver(self) -> None:
         self.receiver = subprocess.Popen(
-            [sys.executable, "-m", "tests.ingest.fake_depersonalise", str(self.receiver_port),
-             str(self.log)],
+            [
+                sys.executable,
+                "-m",
+                "tests.ingest.fake_depersonalise",
+                str(self.receiver_port),
+                str(self.log),
+            ],
             cwd=REPO,
         )
         wait_up(f"http://127.0.0.1:{self.receiver_port}/docs", self.receiver)
