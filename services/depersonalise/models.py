@@ -86,6 +86,7 @@ class DerivedRecord(Base, table=True):
     category: str | None = SQLField(default=None, max_length=100)
     attributes: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
     areas: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    outside_all: bool = False
     x: float | None = None
     y: float | None = None
     method: str = SQLField(default="none", max_length=16)

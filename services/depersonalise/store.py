@@ -357,6 +357,7 @@ def _apply_to_generation(
                 category=masked.category,
                 attributes=masked.attributes,
                 areas=masked.areas,
+                outside_all=bool(masked.areas) and not any(masked.areas.values()),
                 x=masked.x,
                 y=masked.y,
                 method=masked.method,
@@ -386,6 +387,7 @@ def _row(generation: int, event: Event, deleted: bool) -> dict[str, Any]:
         "category": None,
         "attributes": {},
         "areas": {},
+        "outside_all": False,
         "x": None,
         "y": None,
         "method": "none",
@@ -483,14 +485,19 @@ def record_figures(
 
 
 def records_without_area(engine: Engine, generation: int) -> int:
-    """Live records that fall in no loaded layer (their area map holds no code)."""
+    """Live records that fall in none of the loaded layers."""
     with engine.connect() as conn:
-        result = conn.execute(
-            select(T_RECORD.c.areas).where(
-                (T_RECORD.c.generation == generation) & (T_RECORD.c.deleted.is_(False))
-            )
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(T_RECORD)
+                .where(
+                    (T_RECORD.c.generation == generation)
+                    & (T_RECORD.c.deleted.is_(False))
+                    & T_RECORD.c.outside_all.is_(True)
+                )
+            ).scalar_one()
         )
-        return sum(1 for (areas,) in result if not any((areas or {}).values()))
 
 
 def save_population(engine: Engine, layer: str, values: dict[str, float]) -> None:

@@ -9,8 +9,8 @@ so a suppressed cell must not be the unique solution of those totals. Two steps,
 2. no suppressed cell is determined by the line totals: for a 2-D table the suppressed cells are
    edges of the bipartite row–column graph and a cell is determined exactly when its edge is a
    bridge (on no cycle); for more dimensions, when its unit vector lies in the row space of the
-   line–cell incidence matrix (checked per connected component). A determined cell gets a
-   complementary cell that closes a cycle through it.
+   line–cell incidence matrix (found with one sparse least-squares projection). A determined cell
+   gets a complementary cell that closes a cycle through it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import lsqr
 
 PUBLISHED, PRIMARY, SECONDARY = 0, 1, 2
 
@@ -172,50 +174,34 @@ def _bridges(status: np.ndarray) -> list[tuple[int, ...]]:
 
 
 def _determined_by_rank(status: np.ndarray) -> list[tuple[int, ...]]:
-    """Suppressed cells whose value follows from the line totals (any number of dimensions)."""
-    cells = [tuple(int(v) for v in c) for c in zip(*np.nonzero(status != PUBLISHED), strict=True)]
-    if not cells:
+    """Suppressed cells whose value follows from the line totals (any number of dimensions).
+
+    A cell is free exactly when some vector of the null space of the line–cell incidence matrix
+    moves it. The projection of a random vector onto that null space moves every free cell (with
+    probability one), so one sparse least-squares solve (LSQR) classifies all cells at once. A
+    numerically tiny component counts as determined, which can only add suppression.
+    """
+    cells = np.argwhere(status != PUBLISHED)
+    if len(cells) == 0:
         return []
-    line_members: dict[tuple[int, tuple[int, ...]], list[int]] = {}
-    for i, cell in enumerate(cells):
-        for axis, size in enumerate(status.shape):
-            if size < 2:
-                continue
-            key = (axis, cell[:axis] + cell[axis + 1 :])
-            line_members.setdefault(key, []).append(i)
-    parent = list(range(len(cells)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for members in line_members.values():
-        for other in members[1:]:
-            parent[find(other)] = find(members[0])
-    components: dict[int, list[int]] = {}
-    for i in range(len(cells)):
-        components.setdefault(find(i), []).append(i)
-    lines_of: dict[int, list[list[int]]] = {}
-    for members in line_members.values():
-        lines_of.setdefault(find(members[0]), []).append(members)
-    found = []
-    for root, members in components.items():
-        local = {cell_index: j for j, cell_index in enumerate(members)}
-        lines = lines_of.get(root, [])
-        if not lines:
+    rows: list[int] = []
+    cols: list[int] = []
+    n_lines = 0
+    for axis, size in enumerate(status.shape):
+        if size < 2:
             continue
-        matrix = np.zeros((len(lines), len(members)))
-        for row, line in enumerate(lines):
-            matrix[row, [local[m] for m in line]] = 1.0
-        _, singular, vt = np.linalg.svd(matrix, full_matrices=False)
-        rank = int((singular > 1e-9 * max(1.0, singular[0])).sum())
-        basis = vt[:rank]
-        leverage = (basis**2).sum(axis=0)
-        for j in np.flatnonzero(leverage > 1 - 1e-9):
-            found.append(cells[members[j]])
-    return found
+        keys = np.delete(cells, axis, axis=1)
+        _, line_of = np.unique(keys, axis=0, return_inverse=True)
+        rows.extend((line_of.ravel() + n_lines).tolist())
+        cols.extend(range(len(cells)))
+        n_lines += int(line_of.max()) + 1
+    if n_lines == 0:
+        return []
+    incidence = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_lines, len(cells)))
+    probe = np.random.default_rng(len(cells)).standard_normal(len(cells))
+    dual = lsqr(incidence.T, probe, atol=1e-10, btol=1e-10, iter_lim=20 * n_lines)[0]
+    free = np.abs(probe - incidence.T @ dual) > 1e-6
+    return [tuple(int(v) for v in cells[j]) for j in np.flatnonzero(~free)]
 
 
 def _complement(

@@ -161,6 +161,8 @@ def test_aggregates_are_complete_suppressed_and_released(make_client) -> None:
     assert body["disclosure"]["suppressed_primary"] == 1
     assert body["agreement"] == "agr-1" and body["release_id"]
     assert answer.headers["CSP-Release-ID"] == body["release_id"]
+    listing = client.get("/v1/geographies", headers=token()).json()
+    assert listing["records_outside_all_layers"] == 1
 
 
 def test_threshold_may_rise_but_not_fall_below_the_floor(make_client) -> None:
