@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from services.ingest.main import create_app
 from services.ingest.settings import Settings
@@ -38,7 +39,11 @@ async def make_client(
 
         async def make(**overrides: Any) -> Client:
             settings = Settings(
-                database_url=url, relay_enabled=False, purge_enabled=False, **overrides
+                database_url=url,
+                relay_enabled=False,
+                purge_enabled=False,
+                internal_secret=SecretStr(INTERNAL_SECRET),
+                **overrides,
             )
             app = create_app(settings, depersonalise_transport=httpx.ASGITransport(app=receiver))
             await stack.enter_async_context(app.router.lifespan_context(app))
@@ -84,7 +89,12 @@ def make_client_sync(
 
     def run(bodies: list[str], key: str) -> list[Any]:
         async def go() -> list[Any]:
-            settings = Settings(database_url=url, relay_enabled=False, purge_enabled=False)
+            settings = Settings(
+                database_url=url,
+                relay_enabled=False,
+                purge_enabled=False,
+                internal_secret=SecretStr(INTERNAL_SECRET),
+            )
             app = create_app(settings)
             answers: list[Any] = []
             agency = "a" + uuid.uuid4().hex[:8]

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from services.ingest.retention import purge
 from tests.conftest import INTERNAL_SECRET
@@ -51,7 +52,7 @@ async def test_postcode_layer_geocodes_records(client: Client, receiver: Any) ->
 
 
 def reader(**claims: Any) -> dict[str, str]:
-    base = {
+    base: dict[str, Any] = {
         "action": "read",
         "dataset": "police-crime",
         "level": "personal",
@@ -147,7 +148,10 @@ async def test_purge_asks_agreements_for_retention(database_url: Any) -> None:
         return [{"provider": "gmp", "dataset": "police-crime", "retention_days": 0}]
 
     settings = Settings(
-        database_url=database_url("ingest"), relay_enabled=False, purge_interval_seconds=0.5
+        database_url=database_url("ingest"),
+        relay_enabled=False,
+        purge_interval_seconds=0.5,
+        internal_secret=SecretStr(INTERNAL_SECRET),
     )
     app = create_app(settings, agreements_transport=httpx.ASGITransport(app=agreements))
     async with (
