@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from services.depersonalise.geography import Layer, layer_from_wkb, layer_to_wkb
 from services.depersonalise.models import (
@@ -282,12 +283,21 @@ def apply_events(
     """Apply each event to every target generation if its revision is newer than what is held."""
     statuses: dict[int, str] = {}
     stored = 0
-    with engine.begin() as conn:
-        for position, (generation, layers, snap) in enumerate(targets):
-            outcome = _apply_to_generation(conn, events, catalogue, generation, layers, snap)
-            if position == 0:
-                statuses = outcome
-                stored = sum(1 for s in outcome.values() if s == "stored")
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                for position, (generation, layers, snap) in enumerate(targets):
+                    outcome = _apply_to_generation(
+                        conn, events, catalogue, generation, layers, snap
+                    )
+                    if position == 0:
+                        statuses = outcome
+                        stored = sum(1 for s in outcome.values() if s == "stored")
+            break
+        except IntegrityError:
+            # A concurrent delivery stored the same key first: re-read revisions and retry.
+            if attempt == 2:
+                raise
     return [{"event_id": e.event_id, "status": statuses[e.event_id]} for e in events], stored
 
 
