@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.ingest import records as record_store
 from services.ingest import schema
@@ -161,8 +161,16 @@ async def push_records(
             if first is None:
                 raise
             answer = first
+        except OperationalError as exc:
+            # SQLite admits one writer: a push that waited out the lock may simply retry.
+            raise ProblemError(
+                503,
+                "The store is busy with another batch; retry shortly.",
+                slug="store-busy",
+                headers={"Retry-After": "5"},
+            ) from exc
     finally:
-        if slot is not None and slot in running and slot:
+        if slot is not None:
             running.discard(slot)
         body.close()
     return JSONResponse(answer, status_code=202)
