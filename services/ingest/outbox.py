@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import msgspec
-from sqlalchemy import Engine, Row, select, update
+from sqlalchemy import Connection, Engine, Row, select, update
 
 from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key
 from shared.catalogue import Dataset
@@ -34,6 +34,11 @@ def shareable_fields(dataset: Dataset) -> frozenset[str]:
         keep = {"attribute", "datetime"}
         return frozenset(f.name for f in dataset.fields if f.classification in keep)
     return frozenset(f.name for f in dataset.fields if f.classification != "identifier")
+
+
+def _batch_ids(connection: Connection, seqs: set[int]) -> dict[int, str]:
+    query = select(BATCH.c.seq, BATCH.c.batch_id).where(BATCH.c.seq.in_(seqs))
+    return {seq: batch_id for seq, batch_id in connection.execute(query)}
 
 
 @dataclass
@@ -74,12 +79,7 @@ class Relay:
             pending = connection.execute(
                 select(OUTBOX).where(OUTBOX.c.delivered.is_(False)).order_by(OUTBOX.c.id).limit(50)
             ).all()
-            seqs = {row.batch_seq for row in pending}
-            batch_ids = dict(
-                connection.execute(
-                    select(BATCH.c.seq, BATCH.c.batch_id).where(BATCH.c.seq.in_(seqs))
-                ).all()
-            )
+            batch_ids = _batch_ids(connection, {row.batch_seq for row in pending})
             for row in pending:
                 room = self.batch_events - len(events)
                 if room <= 0:
@@ -199,12 +199,7 @@ class Relay:
                 .order_by(RECORD.c.revision)
                 .limit(limit)
             ).all()
-            seqs = {r.batch_seq for r in records}
-            batch_ids = dict(
-                connection.execute(
-                    select(BATCH.c.seq, BATCH.c.batch_id).where(BATCH.c.seq.in_(seqs))
-                ).all()
-            )
+            batch_ids = _batch_ids(connection, {r.batch_seq for r in records})
         events = [self.upsert_event(r, batch_ids.get(r.batch_seq)) for r in records]
         following = records[-1].revision if len(records) == limit else None
         return events, following

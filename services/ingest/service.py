@@ -56,6 +56,10 @@ class PushOutcome:
     outside_gb: int = 0
     late: int = 0
 
+    def counts(self) -> dict[str, int]:
+        names = ("received", "accepted", "rejected", "corrections", "unlocated", "outside_gb")
+        return {name: getattr(self, name) for name in (*names, "late")}
+
     def answer(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "batch_id": self.batch_id,
@@ -168,13 +172,7 @@ def _insert_batch(
             provider=options.provider,
             kind="push",
             status=status,
-            received=outcome.received,
-            accepted=outcome.accepted,
-            rejected=outcome.rejected,
-            corrections=outcome.corrections,
-            unlocated=outcome.unlocated,
-            outside_gb=outcome.outside_gb,
-            late=outcome.late,
+            **outcome.counts(),
             created_at=iso(moment),
         )
     )
@@ -291,16 +289,7 @@ def _push_in(
     connection.execute(
         update(BATCH)
         .where(BATCH.c.seq == seq)
-        .values(
-            received=outcome.received,
-            accepted=outcome.accepted,
-            rejected=outcome.rejected,
-            corrections=outcome.corrections,
-            unlocated=outcome.unlocated,
-            outside_gb=outcome.outside_gb,
-            late=outcome.late,
-            status="accepted" if outcome.accepted else "rejected",
-        )
+        .values(status="accepted" if outcome.accepted else "rejected", **outcome.counts())
     )
     if outcome.accepted:
         start, end = revision_range(seq)
