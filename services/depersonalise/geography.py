@@ -64,13 +64,19 @@ class Layer:
         positions = np.flatnonzero(valid)
         points = shapely.points(x[valid], y[valid])
         point_idx, area_idx = self.tree.query(points, predicate="intersects")
-        if len(point_idx):
+        if len(point_idx) == 0:
+            return result
+        hits = np.bincount(point_idx, minlength=len(positions))
+        single = hits[point_idx] == 1
+        result[positions[point_idx[single]]] = area_idx[single]
+        if not single.all():
             # Several hits only on shared boundaries: keep the lowest area index, deterministically.
-            order = np.lexsort((area_idx, point_idx))
-            point_idx, area_idx = point_idx[order], area_idx[order]
-            first = np.ones(len(point_idx), dtype=bool)
-            first[1:] = point_idx[1:] != point_idx[:-1]
-            result[positions[point_idx[first]]] = area_idx[first]
+            shared_points, shared_areas = point_idx[~single], area_idx[~single]
+            order = np.lexsort((shared_areas, shared_points))
+            shared_points, shared_areas = shared_points[order], shared_areas[order]
+            first = np.ones(len(shared_points), dtype=bool)
+            first[1:] = shared_points[1:] != shared_points[:-1]
+            result[positions[shared_points[first]]] = shared_areas[first]
         return result
 
     def codes_for(self, x: np.ndarray, y: np.ndarray) -> list[str | None]:

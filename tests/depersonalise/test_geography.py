@@ -322,3 +322,13 @@ def test_one_layer_is_shown_with_its_areas_and_as_geojson(make_client) -> None:
     geo = client.get("/v1/geographies/demo?format=geojson", headers=token()).json()
     assert len(geo["features"]) == 36 and geo["features"][0]["geometry"]["type"] == "Polygon"
     assert client.get("/v1/geographies/nope", headers=token()).status_code == 404
+
+
+def test_a_point_on_a_shared_edge_goes_to_the_first_area_like_a_first_match_sjoin() -> None:
+    import numpy as np
+
+    layer = read_layer(json.dumps(demo_layer()).encode(), "demo", "code", "name")
+    x = np.array([381000.0, 381000.0, 380500.0, np.nan, 0.0])
+    y = np.array([394500.0, 395000.0, 394500.0, 1.0, 0.0])
+    # The second point is a corner shared by four squares: the lowest index still wins.
+    assert layer.codes_for(x, y) == ["DEMO0001", "DEMO0001", "DEMO0001", None, None]
