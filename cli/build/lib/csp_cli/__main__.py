@@ -1,3 +1,0 @@
-from csp_cli.main import app
-
-app(prog_name="csp")
