@@ -5,17 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.conftest import INTERNAL_SECRET, REPO, using_postgres
 from tests.ingest.conftest import token
@@ -149,34 +149,59 @@ def test_depersonalise_down_during_100k_push_every_record_arrives_once(procs: Pr
     assert len(events) == 100_000 and len(set(events)) == 100_000
 
 
-@pytest.mark.skipif(using_postgres(), reason="watches the SQLite write-ahead log")
+def writing_started(database_url: str) -> Callable[[], bool]:
+    """Whether a batch transaction has begun writing (WAL growth; a PostgreSQL xid assigned)."""
+    if not using_postgres():
+        wal = Path(database_url.removeprefix("sqlite:///") + "-wal")
+        before = wal.stat().st_size if wal.exists() else 0
+        return lambda: wal.exists() and wal.stat().st_size > before + 8_000_000
+    engine = create_engine(database_url)
+
+    def started() -> bool:
+        with engine.connect() as connection:
+            writers = connection.execute(
+                text(
+                    "select count(*) from pg_stat_activity where datname = current_database() "
+                    "and backend_xid is not null and pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        if writers:
+            engine.dispose()
+        return bool(writers)
+
+    return started
+
+
+def count(database_url: str, table: str) -> int:
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        found = connection.execute(text(f"select count(*) from {table}")).scalar_one()
+    engine.dispose()
+    return int(found)
+
+
 def test_sigkill_mid_batch_is_all_or_nothing_and_retry_completes(procs: Processes) -> None:
     procs.start_receiver()
     procs.start_ingest()
     body = crime_csv(400_000, "k")
-    database = procs.database_url.removeprefix("sqlite:///")
-    wal = Path(database + "-wal")
-    size_before = wal.stat().st_size if wal.exists() else 0
+    started = writing_started(procs.database_url)
     thread = threading.Thread(target=lambda: _swallow(push_csv, procs.url, body, "kill-me"))
     thread.start()
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if wal.exists() and wal.stat().st_size > size_before + 8_000_000:
-            break
+    while time.monotonic() < deadline and not started():
         time.sleep(0.02)
+    time.sleep(0.3)
     procs.stop(procs.ingest, signal.SIGKILL)
     thread.join()
-    with sqlite3.connect(database) as connection:
-        assert connection.execute("select count(*) from record").fetchone() == (0,)
-        assert connection.execute("select count(*) from batch").fetchone() == (0,)
+    assert count(procs.database_url, "record") == 0
+    assert count(procs.database_url, "batch") == 0
     procs.start_ingest()
     answers = [push_csv(procs.url, body, "kill-me") for _ in range(3)]
     assert all(a.status_code == 202 for a in answers)
     assert answers[0].json()["accepted"] == 400_000
     assert answers[1].json() == answers[0].json() == answers[2].json()
-    with sqlite3.connect(database) as connection:
-        assert connection.execute("select count(*) from record").fetchone() == (400_000,)
-        assert connection.execute("select count(*) from batch").fetchone() == (1,)
+    assert count(procs.database_url, "record") == 400_000
+    assert count(procs.database_url, "batch") == 1
 
 
 def _swallow(function: Any, *args: Any) -> None:
