@@ -42,7 +42,7 @@ class SnapLayer:
         """Distance to and index of the nearest snap point for each point (inf, -1 if none)."""
         if len(self) == 0:
             return np.full(len(x), np.inf), np.full(len(x), -1)
-        distance, index = self.tree.query(np.column_stack([x, y]), k=1)
+        distance, index = self.tree.query(np.column_stack([x, y]), k=1, workers=-1)
         return distance, index
 
 
