@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from services.gateway import chain
 from services.gateway.models import AuditCheckpoint, AuditEntry, AuditHead, AuditSigningKey
@@ -113,13 +114,16 @@ def _register(connection: Connection, signer: Signer, seed: str | None) -> Signe
 
 
 def ensure_head(engine: Engine) -> None:
-    with engine.begin() as connection:
-        if connection.execute(select(HEAD.c.id).where(HEAD.c.id == 1)).first() is None:
-            connection.execute(
-                insert(HEAD).values(
-                    id=1, seq=0, hash=chain.GENESIS, checkpoint_seq=0, checkpoint_at=time.time()
+    try:
+        with engine.begin() as connection:
+            if connection.execute(select(HEAD.c.id).where(HEAD.c.id == 1)).first() is None:
+                connection.execute(
+                    insert(HEAD).values(
+                        id=1, seq=0, hash=chain.GENESIS, checkpoint_seq=0, checkpoint_at=time.time()
+                    )
                 )
-            )
+    except IntegrityError:
+        pass  # another replica starting at the same moment created it
 
 
 class AuditLog:
