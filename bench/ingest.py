@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from bench.results import peak_rss_mb, record
 from services.ingest.bodies import csv_header, csv_rows
@@ -131,15 +132,19 @@ def run_copy(url: str) -> float:
     return elapsed
 
 
-def postgres_answers() -> bool:
+def bench_database(create: bool) -> str | None:
+    """A database of its own on the PostgreSQL server (None when it does not answer)."""
+    name = "csp_bench_ingest"
     try:
-        engine = make_engine(PG_URL)
-        with engine.connect() as connection:
-            connection.execute(text("select 1"))
-        engine.dispose()
-        return True
+        admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            if create:
+                connection.execute(text(f"CREATE DATABASE {name}"))
+        admin.dispose()
     except Exception:
-        return False
+        return None
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
 def child(url: str, csv_path: str) -> None:
@@ -185,9 +190,10 @@ def main() -> None:
             higher_is_better=False,
             baseline_name="the 500 MB limit",
         )
-        if postgres_answers():
-            pushed_pg = measured_push(PG_URL, csv_path)
-            copied = run_copy(PG_URL)
+        pg_url = bench_database(create=True)
+        if pg_url is not None:
+            pushed_pg = measured_push(pg_url, csv_path)
+            copied = run_copy(pg_url)
             record(
                 "ingest_push_postgresql_rows_per_s",
                 ROWS / pushed_pg["seconds"],
@@ -195,7 +201,7 @@ def main() -> None:
                 baseline=ROWS / copied,
                 baseline_name="COPY of the same rows into the same table",
             )
-            fresh_engine(PG_URL).dispose()
+            bench_database(create=False)
         else:
             print("PostgreSQL does not answer: skipped the COPY comparison", flush=True)
 
