@@ -250,7 +250,7 @@ def generalise(
     pending = located.copy()
     if rule.method == "snap" and snap is not None and len(snap) and pending.any():
         where = np.flatnonzero(pending)
-        distance, index = snap.nearest(x[where], y[where])
+        distance, index = snap.nearest(x[where], y[where], rule.max_snap_metres)
         near = distance <= rule.max_snap_metres
         chosen = where[near]
         gx[chosen] = snap.x[index[near]]

@@ -38,11 +38,17 @@ class SnapLayer:
     def __len__(self) -> int:
         return len(self.x)
 
-    def nearest(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Distance to and index of the nearest snap point for each point (inf, -1 if none)."""
+    def nearest(
+        self, x: np.ndarray, y: np.ndarray, within: float = np.inf
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Distance to and index of the nearest snap point within ``within`` (inf, -1 if none)."""
         if len(self) == 0:
             return np.full(len(x), np.inf), np.full(len(x), -1)
-        distance, index = self.tree.query(np.column_stack([x, y]), k=1, workers=-1)
+        # The bound prunes the search: points beyond it fall back anyway.
+        distance, index = self.tree.query(
+            np.column_stack([x, y]), k=1, distance_upper_bound=within, workers=-1
+        )
+        index = np.where(np.isfinite(distance), index, -1)
         return distance, index
 
 

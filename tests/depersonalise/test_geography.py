@@ -238,7 +238,7 @@ def test_snap_layer_build_merges_small_catchments() -> None:
 def test_snap_layer_route_answers_the_build_report(make_client) -> None:
     client, fake = make_client()
     load_demo(client)
-    push(client, fake, [event(1, "k1", 383010, 397010)])
+    push(client, fake, [event(1, "k1", 383010, 397010), event(2, "far", 420000, 397010)])
     rows = "easting,northing,households\n" + "\n".join(
         f"{383000 + 50 * i},{397000 + 50 * j},{(i + j) % 4}" for i in range(20) for j in range(20)
     )
@@ -251,10 +251,12 @@ def test_snap_layer_route_answers_the_build_report(make_client) -> None:
     report = answer.json()
     assert report["candidates"] == 400 and report["catchment"]["min"] >= 8
     assert wait_rebuild(client)["state"] == "complete"
-    record = client.get(
+    record, far = client.get(
         "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
-    ).json()["records"][0]
+    ).json()["records"]
     assert record["location_method"] == "snap" and record["k"] >= 8
+    # Over 20 km from every snap point: the dataset's fallback, the 250 m grid.
+    assert far["location_method"] == "grid250" and far["k"] is None
     bad = client.post(
         "/v1/snap-layers/x", content="a,b\n1,2\n", headers={**admin(), "Content-Type": "text/csv"}
     )
