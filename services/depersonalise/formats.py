@@ -69,6 +69,18 @@ def columns_of(rows: list[dict[str, Any]], first: list[str]) -> list[str]:
     return seen
 
 
+def records_csv(records: list[dict[str, Any]]) -> str:
+    """Records as CSV, each layer's area code in its own ``area_<layer>`` column."""
+    flat = [
+        {
+            **{k: v for k, v in r.items() if k != "areas"},
+            **{f"area_{a}": c for a, c in r["areas"].items()},
+        }
+        for r in records
+    ]
+    return to_csv(flat, columns_of(flat, []))
+
+
 def points_wgs84(x: list[float | None], y: list[float | None]) -> list[tuple[float, float] | None]:
     xs = np.array([np.nan if v is None else v for v in x], dtype=float)
     ys = np.array([np.nan if v is None else v for v in y], dtype=float)

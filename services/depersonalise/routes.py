@@ -22,6 +22,7 @@ from services.depersonalise.formats import (
     aggregates_geojson,
     choose_format,
     columns_of,
+    records_csv,
     records_geojson,
     to_csv,
 )
@@ -533,19 +534,10 @@ def read_records(
     )
     headers = {"CSP-Release-ID": release_id}
     if fmt == "csv":
-        flat = [
-            {
-                **{k: v for k, v in r.items() if k != "areas"},
-                **{f"area_{a}": c for a, c in r["areas"].items()},
-            }
-            for r in records
-        ]
         headers["CSP-Disclosure"] = json.dumps(report, separators=(",", ":"))
         if next_cursor:
             headers["CSP-Next-Cursor"] = next_cursor
-        return Response(
-            to_csv(flat, columns_of(flat, [])), media_type=MEDIA["csv"], headers=headers
-        )
+        return Response(records_csv(records), media_type=MEDIA["csv"], headers=headers)
     extra = {
         "dataset": dataset,
         "next_cursor": next_cursor,
@@ -586,15 +578,8 @@ async def depersonalise_now(
     report = run.report()
     fmt = choose_format(format, request.headers.get("accept"))
     if fmt == "csv":
-        flat = [
-            {
-                **{k: v for k, v in r.items() if k != "areas"},
-                **{f"area_{a}": c for a, c in r["areas"].items()},
-            }
-            for r in out
-        ]
         return Response(
-            to_csv(flat, columns_of(flat, [])),
+            records_csv(out),
             media_type=MEDIA["csv"],
             headers={"CSP-Disclosure": json.dumps(report, separators=(",", ":"))},
         )
