@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from services.depersonalise.demo import demo_layer
+
 DEMO_PROVIDER = {"code": "demo-police", "name": "Demo Police (demo data)", "kind": "police"}
 DEMO_RECIPIENT = {
     "code": "demo-council",
@@ -19,9 +21,8 @@ DEMO_RECIPIENT = {
     "kind": "local-authority",
 }
 DEMO_LAYER = "demo-grid"
-# A 6 km x 6 km square around central Manchester, in British National Grid metres.
-DEMO_EXTENT = (381000.0, 395000.0, 387000.0, 401000.0)
-DEMO_CELL_METRES = 1000.0
+# The 6 km x 6 km square of demo_layer() around central Manchester, British National Grid metres.
+DEMO_EXTENT = (380000.0, 394000.0, 386000.0, 400000.0)
 DEMO_CATEGORIES = (
     "Burglary",
     "Robbery",
@@ -30,35 +31,6 @@ DEMO_CATEGORIES = (
     "Criminal damage and arson",
     "Shoplifting",
 )
-
-
-def demo_grid_layer(
-    extent: tuple[float, float, float, float] = DEMO_EXTENT, cell: float = DEMO_CELL_METRES
-) -> dict[str, Any]:
-    """A GeoJSON FeatureCollection of square demo areas (EPSG:27700), codes DEMO0001…"""
-    min_x, min_y, max_x, max_y = extent
-    features = []
-    number = 0
-    y = min_y
-    while y < max_y:
-        x = min_x
-        while x < max_x:
-            number += 1
-            ring = [[x, y], [x + cell, y], [x + cell, y + cell], [x, y + cell], [x, y]]
-            features.append(
-                {
-                    "type": "Feature",
-                    "properties": {"code": f"DEMO{number:04d}", "name": f"Demo area {number}"},
-                    "geometry": {"type": "Polygon", "coordinates": [ring]},
-                }
-            )
-            x += cell
-        y += cell
-    return {
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::27700"}},
-        "features": features,
-    }
 
 
 def demo_records(count: int = 300, seed: int = 2024) -> list[dict[str, Any]]:
@@ -130,7 +102,7 @@ def seed(gateway_url: str, admin_key: str) -> dict[str, str]:
             client.post(
                 f"/v1/geographies/{DEMO_LAYER}",
                 params={"code_field": "code", "name_field": "name"},
-                json=demo_grid_layer(),
+                json=demo_layer(),
                 headers=admin,
             ),
             "geography",

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scripts.demo import demo_grid_layer
 from scripts.hub import Hub
+from services.depersonalise.demo import demo_layer
 from tests.e2e.conftest import ADMIN_KEY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -85,7 +85,7 @@ def test_one_flow_end_to_end(hub: Hub) -> None:
         layer = client.post(
             "/v1/geographies/e2e-grid",
             params={"code_field": "code", "name_field": "name"},
-            json=demo_grid_layer(),
+            json=demo_layer(),
             headers=admin,
         )
         assert layer.status_code in (200, 201), layer.text
