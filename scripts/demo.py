@@ -33,22 +33,26 @@ DEMO_CATEGORIES = (
 )
 
 
-def demo_records(count: int = 300, seed: int = 2024) -> list[dict[str, Any]]:
-    """Synthetic crime records inside the demo extent, January to June 2024."""
+def demo_records(count: int = 400, seed: int = 2024) -> list[dict[str, Any]]:
+    """Synthetic crime records clustered on the demo extent's centre, January to June 2024."""
     rng = random.Random(seed)
     min_x, min_y, max_x, max_y = DEMO_EXTENT
+    centre_x, centre_y = (min_x + max_x) / 2, (min_y + max_y) / 2
     start = date(2024, 1, 1)
     records = []
     for number in range(1, count + 1):
         day = start + timedelta(days=rng.randrange(182))
         clock = f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z"
+        # A town-centre hotspot: most events near the middle, a few anywhere in the square.
+        x = min(max(rng.gauss(centre_x, 900), min_x + 10), max_x - 10)
+        y = min(max(rng.gauss(centre_y, 900), min_y + 10), max_y - 10)
         records.append(
             {
                 "source_ref": f"DEMO-{number:05d}",
                 "occurred_at": f"{day.isoformat()}T{clock}",
                 "category": rng.choice(DEMO_CATEGORIES),
-                "easting": round(rng.uniform(min_x + 50, max_x - 50), 1),
-                "northing": round(rng.uniform(min_y + 50, max_y - 50), 1),
+                "easting": round(x, 1),
+                "northing": round(y, 1),
             }
         )
     return records
