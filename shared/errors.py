@@ -14,6 +14,7 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "urn:csp-hub:problem:"
 
 log = logging.getLogger("csp.errors")
+BODY_PARSE_FAILURE = "There was an error parsing the body"
 
 _TITLES = {
     400: "Bad request",
@@ -112,6 +113,14 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "")
+        if exc.status_code == 400 and detail == BODY_PARSE_FAILURE:
+            # FastAPI's wording for bodies that are not JSON, not UTF-8 or nested too deeply.
+            return problem_response(
+                400,
+                "The body is not valid JSON (or not UTF-8, or nested too deeply).",
+                slug="bad-json",
+                field="body",
+            )
         return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)

@@ -35,6 +35,7 @@ from services.depersonalise.service import (
     disclosure_report,
     mask_records,
     masked_public,
+    period_count,
     points_of,
     public_record,
 )
@@ -45,6 +46,7 @@ from shared.tokens import AdminDep, ClaimsDep, InternalClaims
 
 internal = APIRouter(prefix="/internal", tags=["internal"])
 router = APIRouter(prefix="/v1", tags=["depersonalise"])
+EARLIEST, LATEST = date(1900, 1, 1), date(2199, 12, 31)
 
 Period = Query(pattern="^(week|month|quarter|year)$")
 
@@ -363,6 +365,7 @@ def read_aggregates(
         )
     if from_ and to and from_ > to:
         raise ProblemError(422, "from is after to.", slug="invalid-range", field="from")
+    _check_table_size(from_, to, period, len(layer.codes), settings.max_cells)
     rule = _rule(spec, threshold)
     rows = store.aggregate_rows(engine, registry.generation, dataset, providers, geography)
     answer = aggregate(
@@ -415,6 +418,30 @@ def read_aggregates(
             aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
         )
     return JSONResponse(body, headers=headers)
+
+
+def _check_table_size(
+    first: date | None, last: date | None, period: str, areas: int, max_cells: int
+) -> None:
+    """Refuse a range outside the supported years, or one whose table would be unreasonably big."""
+    for name, day in (("from", first), ("to", last)):
+        if day is not None and not EARLIEST <= day <= LATEST:
+            raise ProblemError(
+                422,
+                f"{name} must lie between {EARLIEST} and {LATEST}.",
+                slug="invalid-range",
+                field=name,
+            )
+    if first is not None and last is not None:
+        cells = period_count(first, last, period) * areas
+        if cells > max_cells:
+            raise ProblemError(
+                422,
+                f"The table would have {cells:,} cells (limit {max_cells:,}): narrow the range "
+                "or choose a coarser period.",
+                slug="table-too-large",
+                field="from",
+            )
 
 
 def _rule(spec: Dataset, asked: int | None) -> Rule:
@@ -608,7 +635,7 @@ def _incoming_records(body: bytes, content_type: str | None) -> list[dict[str, A
         ]
     try:
         parsed = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ProblemError(
             422, "The body is not valid JSON.", slug="invalid-json", field="body"
         ) from exc

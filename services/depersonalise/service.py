@@ -124,6 +124,15 @@ def periods_between(first: date, last: date, period: str) -> list[tuple[date, st
     return result
 
 
+def period_count(first: date, last: date, period: str) -> int:
+    """How many periods overlap [first, last], without listing them."""
+    start, end = period_start(first, period), period_start(last, period)
+    if period in ("day", "week"):
+        return (end - start).days // (1 if period == "day" else 7) + 1
+    months = (end.year - start.year) * 12 + end.month - start.month
+    return months // {"month": 1, "quarter": 3, "year": 12}[period] + 1
+
+
 def coarser_or_equal(asked: str, resolution: str) -> bool:
     """Can data held at ``resolution`` be counted by ``asked``? (week does not nest in month.)"""
     if resolution == "week":

@@ -19,4 +19,5 @@ class Settings(ServiceSettings):
     replay_page_size: int = 2000
     max_upload_bytes: int = 250_000_000
     records_page_max: int = 5000
+    max_cells: int = 2_000_000  # largest aggregate table one query may ask for
     wire_simplify_metres: float = 10.0

@@ -162,6 +162,9 @@ class _JsonStream:
                 if self._fill():
                     continue
                 self.fail("malformed value")
+            except RecursionError:
+                # A record is a flat object; thousands of nested levels are an attack, not data.
+                self.fail("a value nested too deeply")
             if end == len(self.buffer) and self._fill():
                 continue  # a number may go on in the next chunk
             self.pos = end

@@ -132,13 +132,14 @@ def make_client(
     opened: list[SyncClient] = []
 
     def make(
-        url: str | None = None, ingest: FakeIngest | None = None
+        url: str | None = None, ingest: FakeIngest | None = None, **overrides: Any
     ) -> tuple[SyncClient, FakeIngest]:
         fake = ingest or FakeIngest()
         settings = Settings(
             database_url=url or database_url("depersonalise"),
             internal_secret=SecretStr(INTERNAL_SECRET),
             replay_page_size=500,
+            **overrides,
         )
         app = create_app(settings)
         app.state.ingest_transport = httpx.MockTransport(fake.handle)

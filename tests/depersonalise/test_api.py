@@ -345,3 +345,22 @@ def test_every_catalogue_dataset_drops_its_identifying_fields(make_client) -> No
         headers=reader(dataset="drug-treatment", level="depersonalised"),
     )
     assert health.status_code == 403 and health.json()["rule"] == "dataset-aggregate-only"
+
+
+def test_resource_hungry_queries_are_refused_not_crashed(make_client) -> None:
+    client, _ = make_client(max_cells=10_000)
+    load_demo(client)
+    base = "/v1/datasets/police-crime/aggregates?geography=demo&period=month"
+    endless = client.get(base + "&from=0001-01-01&to=9999-12-31", headers=reader())
+    assert endless.status_code == 422 and endless.json()["field"] == "from"
+    huge = client.get(base + "&from=1900-01-01&to=2199-12-31", headers=reader())
+    assert huge.status_code == 422
+    assert huge.json()["type"].endswith("table-too-large")
+    deep = b'{"records": [' + b"[" * 10_000 + b"]" * 10_000 + b"]}"
+    nested = client.post(
+        "/v1/depersonalise?dataset=police-crime",
+        content=deep,
+        headers={**token(), "Content-Type": "application/json"},
+    )
+    assert nested.status_code == 422 and nested.json()["field"] == "body"
+    assert client.get("/healthz").status_code == 200

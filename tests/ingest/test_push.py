@@ -155,6 +155,12 @@ async def test_bad_bodies_are_clear_4xx(client: Client) -> None:
         (b"", "text/csv", 400),
         (b"x", "text/plain", 415),
         (b"source_ref,colour\n1,2\n", "text/csv", 422),
+        (b'{"records": [' + b"[" * 10_000 + b"]" * 10_000 + b"]}", "application/json", 400),
+        (
+            b'{"records": [{"category": ' + b'{"a":' * 10_000 + b"1" + b"}" * 10_001 + b"]}",
+            "application/json",
+            400,
+        ),
     ]
     for body, media, status in cases:
         response = await client.post(PUSH, content=body, headers={**headers, "Content-Type": media})
