@@ -21,6 +21,7 @@ DEMO_RECIPIENT = {
     "kind": "local-authority",
 }
 DEMO_LAYER = "demo-grid"
+DEMO_SNAP_LAYER = "demo-points"
 # The 6 km x 6 km square of demo_layer() around central Manchester, British National Grid metres.
 DEMO_EXTENT = (380000.0, 394000.0, 386000.0, 400000.0)
 DEMO_CATEGORIES = (
@@ -56,6 +57,26 @@ def demo_records(count: int = 400, seed: int = 2024) -> list[dict[str, Any]]:
             }
         )
     return records
+
+
+def demo_address_points(spacing: float = 80.0, seed: int = 7) -> str:
+    """Synthetic candidate map points with household counts (CSV), for the demo snap layer.
+
+    Street-like points every ``spacing`` metres with a little jitter and 0–14 households each, so
+    the snap layer build has to merge sparse points until each catchment holds k = 8.
+    """
+    rng = random.Random(seed)
+    min_x, min_y, max_x, max_y = DEMO_EXTENT
+    lines = ["easting,northing,households"]
+    y = min_y + spacing / 2
+    while y < max_y:
+        x = min_x + spacing / 2
+        while x < max_x:
+            jitter_x, jitter_y = rng.uniform(-15, 15), rng.uniform(-15, 15)
+            lines.append(f"{x + jitter_x:.1f},{y + jitter_y:.1f},{rng.randrange(15)}")
+            x += spacing
+        y += spacing
+    return "\n".join(lines) + "\n"
 
 
 def demo_agreement() -> dict[str, Any]:
@@ -110,6 +131,15 @@ def seed(gateway_url: str, admin_key: str) -> dict[str, str]:
                 headers=admin,
             ),
             "geography",
+        )
+        _check(
+            client.post(
+                f"/v1/snap-layers/{DEMO_SNAP_LAYER}",
+                params={"k": 8},
+                content=demo_address_points(),
+                headers={**admin, "Content-Type": "text/csv"},
+            ),
+            "snap layer",
         )
         _check(
             client.post(
