@@ -165,6 +165,11 @@ def test_kubernetes_deployments_match_compose_and_are_locked_down(overlay: str) 
         compose_names = set(compose()["services"][name]["environment"])
         assert k8s_environment(deployment, manifests) == compose_names
         assert container["image"].split(":")[0].endswith(name)
+    job = by_kind(manifests, "Job")["csp-migrate"]
+    commands = {c["name"]: c["command"] for c in job["spec"]["template"]["spec"]["containers"]}
+    assert commands == {n: ["python", "-m", f"services.{n}.migrations"] for n in SERVICES}
+    for name in SERVICES:
+        assert (REPO / "services" / name / "migrations" / "__main__.py").exists()
     scaled = {
         h["spec"]["scaleTargetRef"]["name"]
         for h in by_kind(manifests, "HorizontalPodAutoscaler").values()

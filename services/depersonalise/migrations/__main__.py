@@ -1,0 +1,17 @@
+"""Upgrades the depersonalise database to the current schema, then exits.
+
+``python -m services.depersonalise.migrations`` is the command of the Kubernetes migration Job; the
+service also upgrades its database when it starts.
+"""
+
+from pathlib import Path
+
+from services.depersonalise.models import Base
+from services.depersonalise.settings import Settings
+from shared.db import make_engine, prepare_schema
+
+engine = make_engine(Settings().database_url)  # type: ignore[call-arg]
+try:
+    prepare_schema(engine, Base.metadata, Path(__file__).parent)
+finally:
+    engine.dispose()
