@@ -81,6 +81,8 @@ STATES: tuple[State, ...] = (
     State("revoked", "personal", "agreement-revoked", data=True, revoked=True, status="revoked"),
     # Version 1 (personal) is superseded by version 2, which narrows the level to aggregate.
     State("superseded", "aggregate", "allowed", data=True),
+    # Version 2 (aggregate) awaits signatures, so version 1 (personal) still decides.
+    State("amended-unsigned", "personal", "allowed", data=True),
     # A party agency (the recipient) is suspended: everything it is party to stops at once.
     State("agency-suspended", "personal", "agency-suspended", data=True),
 )
@@ -340,6 +342,18 @@ def check_agreement_list(world: World, case: Case, response: httpx.Response) -> 
     return None
 
 
+def check_register(world: World, case: Case, response: httpx.Response) -> str | None:
+    rows = response.json()["items"]
+    if case.caller == OPERATOR:
+        return None
+    foreign = [
+        r["id"]
+        for r in rows
+        if case.agency not in r["providers"].split("; ") + r["recipients"].split("; ")
+    ]
+    return f"registers agreements it is not party to: {foreign}" if foreign else None
+
+
 def check_key(world: World, case: Case, response: httpx.Response) -> str | None:
     return None if response.json().get("key", "").startswith("csp_") else "no key in the answer"
 
@@ -378,6 +392,13 @@ def record(ref: str, month: str, n: int) -> dict[str, Any]:
 def agreement_call(act: str) -> Callable[[World, Case], Call]:
     def call(world: World, case: Case) -> Call:
         return Call("POST", f"/v1/agreements/{world.agreements[case.state.name]}/{act}")
+
+    return call
+
+
+def agency_call(act: str) -> Callable[[World, Case], Call]:
+    def call(world: World, case: Case) -> Call:
+        return Call("POST", f"/v1/agencies/{case.state.provider}/{act}")
 
     return call
 
@@ -479,6 +500,24 @@ ROUTES: tuple[Route, ...] = (
         "list agreements", lambda w, c: Call("GET", "/v1/agreements"), any_key, check_agreement_list
     ),
     Route(
+        "agreement register",
+        lambda w, c: Call("GET", "/v1/agreements/register", params={"format": "json"}),
+        any_key,
+        check_register,
+    ),
+    Route(
+        "dry-run a change",
+        lambda w, c: Call(
+            "POST",
+            f"/v1/agreements/{w.agreements[c.state.name]}/dry-run",
+            json={**w.bodies[c.state.name], "days": 7},
+        ),
+        operators_only(200),
+    ),
+    Route(
+        "export the audit trail", lambda w, c: Call("GET", "/v1/audit/export"), operators_only(200)
+    ),
+    Route(
         "read the provider agency",
         lambda w, c: Call("GET", f"/v1/agencies/{c.state.provider}"),
         own_agency,
@@ -512,6 +551,17 @@ ROUTES: tuple[Route, ...] = (
     *(
         Route(f"{act} agreement", agreement_call(act), agreement_act(act))
         for act in ("suspend", "reinstate", "revoke")
+    ),
+    Route(
+        "create an agreement between the state's parties",
+        lambda w, c: Call(
+            "POST", "/v1/agreements", json={**w.bodies[c.state.name], "title": f"By {c.caller}"}
+        ),
+        operators_only(201),
+    ),
+    *(
+        Route(f"{act} the provider agency", agency_call(act), operators_only(200))
+        for act in ("suspend", "reinstate")
     ),
     Route(
         "create agency",
@@ -689,15 +739,14 @@ def build_world(client: httpx.Client) -> World:
     for name in ("suspended", "revoked"):
         act = "suspend" if name == "suspended" else "revoke"
         ok(client.post(f"/v1/agreements/{world.agreements[name]}/{act}", headers=admin), 200)
-    superseded = BY_NAME["superseded"]
-    narrowed = {
-        **world.bodies["superseded"],
-        "datasets": [{"dataset": DATASET, "level": "aggregate"}],
-    }
-    world.bodies["superseded"] = narrowed
-    agreement_id = world.agreements["superseded"]
-    ok(client.put(f"/v1/agreements/{agreement_id}", json=narrowed, headers=admin), 200)
-    sign_all(world, agreement_id, [superseded.provider, superseded.recipient])
+    for name in ("superseded", "amended-unsigned"):
+        state = BY_NAME[name]
+        narrowed = {**world.bodies[name], "datasets": [{"dataset": DATASET, "level": "aggregate"}]}
+        world.bodies[name] = narrowed
+        agreement_id = world.agreements[name]
+        ok(client.put(f"/v1/agreements/{agreement_id}", json=narrowed, headers=admin), 200)
+        if name == "superseded":
+            sign_all(world, agreement_id, [state.provider, state.recipient])
     suspended_agency = BY_NAME["agency-suspended"].recipient
     ok(client.post(f"/v1/agencies/{suspended_agency}/suspend", headers=admin), 200)
     return world
@@ -710,9 +759,9 @@ def assert_states(world: World) -> None:
         view = ok(world.client.get(path, headers=bearer(ADMIN_KEY)), 200)
         assert view["status"] == state.status, (state.name, view["status"])
         assert view["review"]["state"] == state.review, (state.name, view["review"])
-        if state.name == "superseded":
-            statuses = [v["status"] for v in view["versions"]]
-            assert statuses == ["superseded", "active"], statuses
+        versions = [v["status"] for v in view["versions"]]
+        changed = {"superseded": ["superseded", "active"], "amended-unsigned": ["active", "draft"]}
+        assert versions == changed.get(state.name, [state.status]), (state.name, versions)
         if state.name == "partly-signed":
             assert view["pending_signatures"] == [state.recipient], view["pending_signatures"]
 
