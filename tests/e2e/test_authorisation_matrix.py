@@ -201,6 +201,12 @@ def flow(action: str, level: str | None, ok: int, purpose_ok: bool = True) -> Ca
     return expect
 
 
+def aggregate_level_records(case: Case) -> Expect:
+    """Record-level data is never an aggregate: an aggregate-level decision does not unlock it."""
+    rule = flow_rule(case, "read", "aggregate")
+    return deny(403, 422) if rule == "allowed" else deny(403, rule=rule)
+
+
 def operators_only(ok: int) -> Callable[[Case], Expect]:
     def expect(case: Case) -> Expect:
         return allow(ok) if case.caller == OPERATOR else deny(403, rule="admin-only")
@@ -420,6 +426,12 @@ ROUTES: tuple[Route, ...] = (
         lambda w, c: Call("GET", records_path(), params={"level": "personal"}),
         flow("read", "personal", 200),
         check_personal,
+    ),
+    Route(
+        "read records asking for level aggregate",
+        lambda w, c: Call("GET", records_path(), params={"level": "aggregate"}),
+        aggregate_level_records,
+        always_refused=True,
     ),
     Route(
         "read aggregates",
