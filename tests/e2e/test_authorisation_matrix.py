@@ -64,10 +64,6 @@ class State:
     def month(self) -> str:
         return f"2025-{self.index + 1:02d}"
 
-    @property
-    def flows(self) -> bool:
-        return self.rule == "allowed"
-
 
 STATES: tuple[State, ...] = (
     State("draft", "personal", "no-active-agreement", status="draft"),
@@ -342,8 +338,8 @@ def check_agreement_list(world: World, case: Case, response: httpx.Response) -> 
     ]
     if foreign:
         return f"lists agreements it is not party to: {foreign}"
-    ids = {i["id"] for i in items}
-    if case.party and world.agreements[case.state.name] not in ids:
+    own = world.outsider_agreement if case.caller == OUTSIDER else world.agreements[case.state.name]
+    if (case.party or case.caller == OUTSIDER) and own not in {i["id"] for i in items}:
         return "its own agreement is missing"
     return None
 
