@@ -26,6 +26,8 @@ docs_router = APIRouter(include_in_schema=False)
 
 CSV_COLUMNS = audit.ENTRY_COLUMNS
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# The audit's seq column is an INTEGER: 32-bit in PostgreSQL, so a larger cursor cannot exist.
+MAX_SEQ = 2**31 - 1
 
 
 async def _peer(coro: Any) -> tuple[int, Any]:
@@ -113,7 +115,7 @@ async def audit_trail(
     outcome: Literal["allowed", "denied", "error", "pending"] | None = None,
     since: Annotated[str | None, Query(alias="from", max_length=32)] = None,
     until: Annotated[str | None, Query(alias="to", max_length=32)] = None,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Literal["json", "csv"] | None = None,
 ) -> AuditPage | Response:

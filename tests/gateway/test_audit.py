@@ -167,6 +167,18 @@ async def test_signed_checkpoints_catch_a_rewritten_chain(make_hub: MakeHub) -> 
     assert "signature" in check["reason"]
 
 
+async def test_a_cursor_beyond_the_seq_column_is_a_problem_naming_it(hub: Hub) -> None:
+    answer = await hub.client.get("/v1/audit", params={"after": str(2**63)}, headers=hub.admin())
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in answer.json()["errors"]] == ["after"]
+    for after in (2**31, 2**40):
+        answer = await hub.client.get("/v1/audit", params={"after": after}, headers=hub.admin())
+        assert answer.status_code == 422, answer.text
+    answer = await hub.client.get("/v1/audit", params={"after": 2**31 - 1}, headers=hub.admin())
+    assert answer.status_code == 200 and answer.json()["entries"] == []
+
+
 async def test_a_provider_sees_who_used_its_data_and_nothing_else(hub: Hub) -> None:
     council = await hub.issue("manchester-cc")
     provider = await hub.issue("gmp")
