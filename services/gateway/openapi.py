@@ -13,6 +13,29 @@ from typing import Any
 from services.gateway.upstream import Upstream, call_json
 
 BEARER = {"ApiKey": {"type": "http", "scheme": "bearer", "description": "csp_<key_id>_<secret>"}}
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+# What every service's error handler (shared.errors) answers: RFC 9457 with optional members.
+PROBLEM = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "rule": {"type": "string"},
+        "field": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+    "additionalProperties": True,
+}
+PROBLEM_RESPONSE = {
+    "description": "An RFC 9457 problem naming the field or rule and the reason",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+# FastAPI documents its own 422 body, which the hub's handler replaces with a problem.
+FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
 
 class OpenApiMerger:
@@ -41,6 +64,7 @@ class OpenApiMerger:
                     paths[path] = operations
             for name, schema in result.get("components", {}).get("schemas", {}).items():
                 schemas.setdefault(name, schema)
+        declare_problems(merged)
         merged["components"]["securitySchemes"] = BEARER
         merged["security"] = [{"ApiKey": []}]
         merged["paths"] = dict(sorted(paths.items()))
@@ -55,3 +79,20 @@ class OpenApiMerger:
         if status != 200 or not isinstance(body, dict):
             raise ValueError("no openapi document")
         return body
+
+
+def declare_problems(document: dict[str, Any]) -> None:
+    """Every error of every operation is a problem: FastAPI's 422 body is replaced by one, and
+    ``default`` covers the other statuses (401, 403, 404, 409, 413, 429, 503...)."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in FASTAPI_VALIDATION:
+        schemas.pop(name, None)
+    schemas["Problem"] = PROBLEM
+    for operations in document.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method not in METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            if "422" in responses and "HTTPValidationError" in str(responses["422"]):
+                responses["422"] = {**PROBLEM_RESPONSE, "description": "Validation failed"}
+            responses.setdefault("default", PROBLEM_RESPONSE)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -285,6 +286,24 @@ async def test_docs_are_not_exposed_by_default_but_openapi_merges_backends(hub: 
     assert "/v1/agencies" in paths  # from agreements
     assert not any(p.startswith("/internal") for p in paths)
     assert document["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+
+
+async def test_openapi_declares_every_error_as_a_problem(hub: Hub) -> None:
+    document = (await hub.client.get("/openapi.json")).json()
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert responses["default"]["content"]["application/problem+json"]["schema"] == problem
+            if "422" in responses:
+                assert responses["422"]["content"] == {
+                    "application/problem+json": {"schema": problem}
+                }, (method, path)
+    assert "HTTPValidationError" not in json.dumps(document)
+    answer = await hub.client.get("/v1/audit", params={"limit": "0"}, headers=hub.admin())
+    required = document["components"]["schemas"]["Problem"]["required"]
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert set(required) <= set(answer.json())
 
 
 async def test_openapi_fails_soft_when_a_backend_is_down(make_hub: MakeHub) -> None:
