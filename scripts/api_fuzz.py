@@ -1,8 +1,29 @@
 """Property-based API fuzzing of the gateway's public OpenAPI with schemathesis.
 
 Starts the four services on free ports with fresh SQLite files, seeds the demo, then runs
-``st run`` authenticated as operators and as an agency: no 5xx and no response that breaks its
-declared schema. Bounded in examples and time; traffic only to 127.0.0.1.
+``st run`` against the gateway's merged ``/openapi.json`` with the checks
+``not_a_server_error,response_schema_conformance``: no 5xx and no response that breaks its
+declared schema (errors are declared as ``application/problem+json``, so they are checked too).
+
+Order, so that no run can make another meaningless:
+
+1. as the demo council (an agency): every operation. An agency cannot revoke keys or suspend
+   anything, so this run cannot lock itself out;
+2. as operators: every operation except the destructive ones (``DESTRUCTIVE``: key revocation,
+   agency and agreement suspension or revocation), which could otherwise stop the operators' own
+   agency or the demo agreement mid-run and turn the rest into 403s;
+3. as operators, the destructive operations only, last, when nothing else depends on the state.
+
+After each run the identity must still answer ``GET /v1/me`` with 200, or the run counts as a
+failure. The gateway's rate limit is lifted for the run (429s test nothing here).
+
+Budget (CI, 2 cores, about 3.5 minutes in all): ``CSP_FUZZ_SECONDS`` (default 80) is the time of
+each of the two main runs and a quarter of it the destructive run; schemathesis repeats fuzzing
+until that time is spent, with at most ``CSP_FUZZ_EXAMPLES`` (default 20) cases per operation and
+phase. The seed is fixed (``CSP_FUZZ_SEED``) and no example database is kept, so a run replays
+the same first cases; time-bounded fuzzing may add more on a faster machine. Exit status is
+non-zero on any failure; service logs and schemathesis's NDJSON reports are kept in
+``CSP_FUZZ_OUT`` (default ``var/fuzz``). Traffic goes only to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -13,64 +34,116 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
+
 from scripts.demo import seed
 from scripts.hub import DEFAULT_PORTS, Hub, free_port
 
 ADMIN_KEY = "csp_ops_schemathesis-operators-key"
+CHECKS = "not_a_server_error,response_schema_conformance"
+DESTRUCTIVE = (
+    "DELETE /v1/agencies/{code}/keys/{key_id}",
+    "POST /v1/agencies/{code}/suspend",
+    "POST /v1/agreements/{agreement_id}/suspend",
+    "POST /v1/agreements/{agreement_id}/revoke",
+)
+DESTRUCTIVE_REGEX = (
+    "^(" + "|".join(d.replace("{", r"\{").replace("}", r"\}") for d in DESTRUCTIVE) + ")$"
+)
+
+
+def schemathesis(
+    gateway_url: str, key: str, report: Path, seconds: int, selection: list[str]
+) -> int:
+    return subprocess.call(
+        [
+            str(Path(sys.executable).parent / "st"),
+            "run",
+            f"{gateway_url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {key}",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            os.environ.get("CSP_FUZZ_EXAMPLES", "20"),
+            "--max-time",
+            str(seconds),
+            "--seed",
+            os.environ.get("CSP_FUZZ_SEED", "20240101"),
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "30",
+            "--workers",
+            "1",
+            "--suppress-health-check",
+            "all",
+            "--warnings",
+            "off",
+            "--no-color",
+            "--report",
+            "ndjson",
+            "--report-ndjson-path",
+            str(report),
+            *selection,
+        ]
+    )
+
+
+def still_authenticated(gateway_url: str, key: str) -> bool:
+    answer = httpx.get(
+        f"{gateway_url}/v1/me", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    return answer.status_code == 200
 
 
 def main() -> int:
-    examples = os.environ.get("CSP_FUZZ_EXAMPLES", "15")
-    max_time = os.environ.get("CSP_FUZZ_SECONDS", "150")
-    with tempfile.TemporaryDirectory() as folder:
+    seconds = int(os.environ.get("CSP_FUZZ_SECONDS", "80"))
+    out = Path(os.environ.get("CSP_FUZZ_OUT", "var/fuzz"))
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "services.log"
+    failures = 0
+    with tempfile.TemporaryDirectory() as folder, log.open("w") as sink:
         databases = {name: f"sqlite:///{Path(folder) / name}.db" for name in DEFAULT_PORTS}
         ports = {name: free_port() for name in DEFAULT_PORTS}
-        log = Path(folder) / "services.log"
-        with log.open("w") as sink:
-            hub = Hub(
-                ports,
-                databases,
-                "schemathesis-internal-secret",
-                {"CSP_ADMIN_KEY": ADMIN_KEY},
-                sink=lambda line: print(line, file=sink, flush=True),
+        hub = Hub(
+            ports,
+            databases,
+            "schemathesis-internal-secret",
+            {"CSP_ADMIN_KEY": ADMIN_KEY, "CSP_GATEWAY_RATE_LIMIT": "100000/second"},
+            sink=lambda line: print(line, file=sink, flush=True),
+        )
+        hub.start()
+        try:
+            keys = seed(hub.gateway_url, ADMIN_KEY)
+            runs: tuple[tuple[str, str, int, list[str]], ...] = (
+                ("agency", keys["demo-council"], seconds, []),
+                ("operators", ADMIN_KEY, seconds, ["--exclude-name-regex", DESTRUCTIVE_REGEX]),
+                (
+                    "operators-destructive",
+                    ADMIN_KEY,
+                    max(seconds // 4, 5),
+                    ["--include-name-regex", DESTRUCTIVE_REGEX],
+                ),
             )
-            hub.start()
-            try:
-                keys = seed(hub.gateway_url, ADMIN_KEY)
-                failures = 0
-                for who, key in (("operators", ADMIN_KEY), ("agency", keys["demo-council"])):
-                    print(f"--- schemathesis as {who} ---", flush=True)
-                    failures += subprocess.call(
-                        [
-                            str(Path(sys.executable).parent / "st"),
-                            "run",
-                            f"{hub.gateway_url}/openapi.json",
-                            "--header",
-                            f"Authorization: Bearer {key}",
-                            "--checks",
-                            "not_a_server_error,response_schema_conformance",
-                            "--max-examples",
-                            examples,
-                            "--max-time",
-                            max_time,
-                            "--request-timeout",
-                            "30",
-                            "--workers",
-                            "1",
-                            "--suppress-health-check",
-                            "all",
-                            "--warnings",
-                            "off",
-                        ]
-                    )
-                crashed = [s.name for s in hub.services.values() if not s.alive()]
-                if crashed:
-                    print(f"services that died: {crashed}", file=sys.stderr)
-                    failures += 1
-            finally:
-                hub.stop()
-        if failures:
-            print(log.read_text()[-5000:], file=sys.stderr)
+            for who, key, budget, selection in runs:
+                print(f"--- schemathesis as {who} ({budget} s) ---", flush=True)
+                report = out / f"{who}.ndjson"
+                failed = schemathesis(hub.gateway_url, key, report, budget, selection) != 0
+                if not still_authenticated(hub.gateway_url, key):
+                    print(f"the {who} key stopped working during its run", file=sys.stderr)
+                    failed = True
+                failures += failed
+            crashed = [s.name for s in hub.services.values() if not s.alive()]
+            if crashed:
+                print(f"services that died: {crashed}", file=sys.stderr)
+                failures += 1
+        finally:
+            hub.stop()
+    if failures:
+        print(f"{failures} failing run(s); service logs in {log}", file=sys.stderr)
+        problems = [line for line in log.read_text().splitlines() if '"level": "error"' in line]
+        print("\n".join(problems[-40:]), file=sys.stderr)
     return 1 if failures else 0
 
 
