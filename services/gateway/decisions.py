@@ -17,6 +17,13 @@ from shared.errors import ProblemError
 
 DecisionKey = tuple[str, str, str | None, str | None, str | None, tuple[str, ...] | None]
 MAX_CACHED = 50_000
+# Where the client gave each member of the decision query agreements validates.
+CLIENT_PLACE = {
+    "level": ("query", "level"),
+    "fields": ("query", "fields"),
+    "purpose": ("header", "CSP-Purpose"),
+    "dataset": ("path", "dataset"),
+}
 
 
 class DecisionCache:
@@ -91,6 +98,8 @@ class DecisionCache:
         status, body = await call_json(
             self.agreements, "POST", "/internal/decisions", self.token(), payload
         )
+        if status == 422 and isinstance(body, dict):
+            raise _invalid_query(body)
         if status != 200 or not isinstance(body, dict) or "allow" not in body:
             raise ProblemError(
                 503,
@@ -99,3 +108,20 @@ class DecisionCache:
                 upstream_status=status,
             )
         return body
+
+
+def _invalid_query(answer: dict[str, Any]) -> ProblemError:
+    """Agreements refused what the client sent (a level or purpose too long): name it to them."""
+    errors = []
+    for error in answer.get("errors") or []:
+        member = str(error.get("field", "")).split(".")[0] if isinstance(error, dict) else ""
+        where, field = CLIENT_PLACE.get(member, ("query", member or "query"))
+        errors.append({"field": field, "in": where, "message": str(error.get("message", ""))})
+    named = ", ".join(sorted({e["field"] for e in errors})) or "query"
+    return ProblemError(
+        422,
+        f"The request is not valid: {named}.",
+        slug="validation-failed",
+        title="Validation failed",
+        errors=errors,
+    )

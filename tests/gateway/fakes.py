@@ -6,9 +6,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
+from services.agreements.models import InternalDecisionQuery
 from shared.errors import ProblemError, install_problem_handlers
 from shared.tokens import ClaimsDep
 from tests.conftest import INTERNAL_SECRET
@@ -61,6 +63,10 @@ def agreements_app() -> FastAPI:
     async def decide(claims: ClaimsDep, request: Request) -> dict[str, Any]:
         assert claims.is_service
         body = await request.json()
+        try:  # the real service's validation of the query, so its 422 reaches the gateway
+            InternalDecisionQuery.model_validate(body)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from exc
         app.state.decision_calls += 1
         app.state.seen.append(("/internal/decisions", claims, body))
         key = (body["agency"], body["action"], body["dataset"], body["level"])

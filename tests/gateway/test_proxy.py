@@ -89,6 +89,26 @@ async def test_purpose_header_is_passed_to_the_decision(hub: Hub) -> None:
     }
 
 
+async def test_a_level_or_purpose_agreements_refuses_is_a_422_naming_it(hub: Hub) -> None:
+    headers = await hub.issue("manchester-cc")
+    answer = await hub.client.get(
+        "/v1/datasets/police-crime/records", params={"level": "x" * 40}, headers=headers
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["errors"][0]["field"] == "level"
+    answer = await hub.client.get(
+        "/v1/datasets/police-crime/aggregates",
+        headers={**headers, "CSP-Purpose": "p" * 101},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["errors"][0] | {"message": ""} == {
+        "field": "CSP-Purpose",
+        "in": "header",
+        "message": "",
+    }
+
+
 async def test_record_reads_route_by_level(hub: Hub) -> None:
     headers = await hub.issue("manchester-cc")
     hub.allow("manchester-cc", "read", "police-crime", "depersonalised")
