@@ -30,6 +30,13 @@ CHECKPOINT: Table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
 SIGNING_KEY: Table = AuditSigningKey.__table__  # type: ignore[attr-defined]
 
 ENTRY_COLUMNS = [*chain.CONTENT_FIELDS, "digest", "prev_hash", "hash"]
+# Clients choose some values (level, purpose, method...); PostgreSQL refuses one over its column.
+COLUMN_LENGTHS: dict[str, int] = {
+    column.name: length
+    for column in ENTRY.columns
+    if isinstance(length := getattr(column.type, "length", None), int)
+    and column.name in chain.CONTENT_FIELDS
+}
 PROVIDERS_AT = chain.CONTENT_FIELDS.index("providers")
 
 
@@ -49,6 +56,15 @@ def outcome_of(status: int | None, phase: str) -> str:
     if status is not None and status < 400:
         return "allowed"
     return "error"
+
+
+def fit_columns(entry: dict[str, Any]) -> dict[str, Any]:
+    """The entry as stored: a client-given value longer than its column is cut to fit."""
+    for name, length in COLUMN_LENGTHS.items():
+        value = entry.get(name)
+        if isinstance(value, str) and len(value) > length:
+            entry[name] = value[:length]
+    return entry
 
 
 def providers_column(providers: list[str] | None) -> str | None:
@@ -202,7 +218,7 @@ class AuditLog:
         with self.engine.begin() as connection:
             seq, prev, checkpoint_seq, checkpoint_at = _lock_head(connection)
             rows = []
-            for entry in entries:
+            for entry in map(fit_columns, entries):
                 seq += 1
                 entry["seq"] = seq
                 entry_digest = chain.digest(entry)

@@ -179,6 +179,22 @@ async def test_a_cursor_beyond_the_seq_column_is_a_problem_naming_it(hub: Hub) -
     assert answer.status_code == 200 and answer.json()["entries"] == []
 
 
+async def test_values_longer_than_their_column_are_cut_to_fit_not_refused(hub: Hub) -> None:
+    council = await hub.issue("manchester-cc")
+    answer = await hub.client.get(
+        "/v1/datasets/police-crime/records",
+        params={"level": "l" * 30},
+        headers={**council, "CSP-Purpose": "p" * 100, "X-Request-ID": "r-long"},
+    )
+    assert answer.status_code == 403, answer.text
+    answer = await hub.client.request("PROPPATCHING", "/v1/me", headers={"X-Request-ID": "r-verb"})
+    assert answer.status_code in (401, 404, 405), answer.text
+    by_id = {e["request_id"]: e for e in await entries(hub)}
+    assert by_id["r-long"]["level"] == "l" * 20 and by_id["r-long"]["purpose"] == "p" * 100
+    assert by_id["r-verb"]["method"] == "PROPPATCHI"
+    assert (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()["ok"] is True
+
+
 async def test_a_provider_sees_who_used_its_data_and_nothing_else(hub: Hub) -> None:
     council = await hub.issue("manchester-cc")
     provider = await hub.issue("gmp")
