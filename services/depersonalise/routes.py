@@ -444,6 +444,15 @@ def _check_table_size(
             )
 
 
+@router.get("/releases/{release_id}")
+def show_release(release_id: str, claims: ClaimsDep, engine: EngineDep) -> dict[str, Any]:
+    """A past answer's query and disclosure figures, for its recipient or operators."""
+    found = store.release(engine, release_id) if len(release_id) <= 32 else None
+    if found is None or not (claims.is_admin or found["agency"] == claims.sub):
+        raise ProblemError(404, f"No release {release_id!r}.", slug="unknown-release")
+    return found
+
+
 def _rule(spec: Dataset, asked: int | None) -> Rule:
     rule = spec.disclosure
     if asked is not None and asked < rule.floor:

@@ -526,6 +526,17 @@ def population(engine: Engine, layer: str) -> dict[str, float] | None:
     return {code: value for code, value in rows} if rows else None
 
 
+def release(engine: Engine, release_id: str) -> dict[str, Any] | None:
+    """One recorded release: what was asked, by whom, under which agreement, and its figures."""
+    with engine.connect() as conn:
+        row = conn.execute(select(T_RELEASE).where(T_RELEASE.c.id == release_id)).first()
+    if row is None:
+        return None
+    found = dict(row._mapping)
+    found["created_at"] = found["created_at"].isoformat()
+    return found
+
+
 def record_release(
     engine: Engine,
     kind: str,

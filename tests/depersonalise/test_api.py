@@ -161,6 +161,12 @@ def test_aggregates_are_complete_suppressed_and_released(make_client) -> None:
     assert body["disclosure"]["suppressed_primary"] == 1
     assert body["agreement"] == "agr-1" and body["release_id"]
     assert answer.headers["CSP-Release-ID"] == body["release_id"]
+    kept = client.get(f"/v1/releases/{body['release_id']}", headers=reader())
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["disclosure"] == body["disclosure"] and "cells" not in kept.json()
+    assert client.get(f"/v1/releases/{body['release_id']}", headers=admin()).status_code == 200
+    other = client.get(f"/v1/releases/{body['release_id']}", headers=token(sub="someone-else"))
+    assert other.status_code == 404
     listing = client.get("/v1/geographies", headers=token()).json()
     assert listing["records_outside_all_layers"] == 1
 
