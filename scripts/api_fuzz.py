@@ -21,13 +21,16 @@ Budget (CI, 2 cores, about 3.5 minutes in all): ``CSP_FUZZ_SECONDS`` (default 80
 each of the two main runs and a quarter of it the destructive run; schemathesis repeats fuzzing
 until that time is spent, with at most ``CSP_FUZZ_EXAMPLES`` (default 20) cases per operation and
 phase. The seed is fixed (``CSP_FUZZ_SEED``) and no example database is kept, so a run replays
-the same first cases; time-bounded fuzzing may add more on a faster machine. Exit status is
+the same first cases; time-bounded fuzzing may add more on a faster machine. With
+``CSP_FUZZ_PG_URL`` (a PostgreSQL server URL) the services use fresh PostgreSQL databases instead,
+which finds what only PostgreSQL refuses (column lengths, 32-bit integers). Exit status is
 non-zero on any failure; service logs and schemathesis's NDJSON reports are kept in
 ``CSP_FUZZ_OUT`` (default ``var/fuzz``). Traffic goes only to 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,9 +38,11 @@ import tempfile
 from pathlib import Path
 
 import httpx
+from sqlalchemy import make_url, text
 
-from scripts.demo import seed
+from scripts.demo import DEMO_LAYER, DEMO_PROVIDER, DEMO_RECIPIENT, demo_records, seed
 from scripts.hub import DEFAULT_PORTS, Hub, free_port
+from shared.db import make_engine
 
 ADMIN_KEY = "csp_ops_schemathesis-operators-key"
 CHECKS = "not_a_server_error,response_schema_conformance"
@@ -52,12 +57,75 @@ DESTRUCTIVE_REGEX = (
 )
 
 
+# Path and query parameters drawn mostly from what the demo holds, so cases reach real resources.
+BINDINGS = {
+    "path.dataset": "datasets",
+    "query.dataset": "datasets",
+    "path.agreement_id": "agreements",
+    "path.batch_id": "batches",
+    "path.code": "agencies",
+    "query.agency": "agencies",
+    "query.provider": "agencies",
+    "path.layer": "layers",
+    "query.geography": "layers",
+    "path.source_ref": "source_refs",
+}
+
+
+def postgres_databases(server: str, create: bool) -> dict[str, str]:
+    """Fresh databases ``csp_fuzz_<service>`` on the PostgreSQL server (dropped when not create)."""
+    admin = make_engine(server, isolation_level="AUTOCOMMIT")
+    urls = {}
+    with admin.connect() as connection:
+        for service in DEFAULT_PORTS:
+            name = f"csp_fuzz_{service}"
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            if create:
+                connection.execute(text(f"CREATE DATABASE {name}"))
+            urls[service] = make_url(server).set(database=name).render_as_string(False)
+    admin.dispose()
+    return urls
+
+
+def demo_values(gateway_url: str, keys: dict[str, str]) -> dict[str, list[str]]:
+    """Names of what the seeded demo holds; one more push of a demo record gives a batch id."""
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    provider = {"Authorization": f"Bearer {keys[DEMO_PROVIDER['code']]}"}
+    with httpx.Client(base_url=gateway_url, timeout=60) as client:
+        agreements = client.get("/v1/agreements", headers=admin).json()["items"]
+        records = demo_records(3)
+        pushed = client.post(
+            "/v1/datasets/police-crime/records", json={"records": records}, headers=provider
+        ).json()
+    return {
+        # The demo agreement's only dataset: any other catalogue dataset answers 403 to the demo.
+        "datasets": ["police-crime"],
+        "agreements": [a["id"] for a in agreements],
+        "batches": [pushed["batch_id"]],
+        "agencies": [DEMO_PROVIDER["code"], DEMO_RECIPIENT["code"], "ops"],
+        "layers": [DEMO_LAYER],
+        "source_refs": [r["source_ref"] for r in records],
+    }
+
+
+def write_config(path: Path, values: dict[str, list[str]]) -> None:
+    lines = []
+    for name, entries in values.items():
+        lines += [f"[dictionaries.{name}]", f"values = {json.dumps(entries)}", ""]
+    lines.append("[parameters]")
+    for parameter, dictionary in BINDINGS.items():
+        lines.append(f'"{parameter}" = {{ dictionary = "{dictionary}", probability = 0.8 }}')
+    path.write_text("\n".join(lines) + "\n")
+
+
 def schemathesis(
-    gateway_url: str, key: str, report: Path, seconds: int, selection: list[str]
+    gateway_url: str, key: str, config: Path, report: Path, seconds: int, selection: list[str]
 ) -> int:
     return subprocess.call(
         [
             str(Path(sys.executable).parent / "st"),
+            "--config-file",
+            str(config),
             "run",
             f"{gateway_url}/openapi.json",
             "--header",
@@ -98,13 +166,16 @@ def still_authenticated(gateway_url: str, key: str) -> bool:
 
 
 def main() -> int:
-    seconds = int(os.environ.get("CSP_FUZZ_SECONDS", "80"))
+    seconds = int(os.environ.get("CSP_FUZZ_SECONDS", "55"))
     out = Path(os.environ.get("CSP_FUZZ_OUT", "var/fuzz"))
     out.mkdir(parents=True, exist_ok=True)
     log = out / "services.log"
     failures = 0
+    server = os.environ.get("CSP_FUZZ_PG_URL")
     with tempfile.TemporaryDirectory() as folder, log.open("w") as sink:
         databases = {name: f"sqlite:///{Path(folder) / name}.db" for name in DEFAULT_PORTS}
+        if server:
+            databases = postgres_databases(server, create=True)
         ports = {name: free_port() for name in DEFAULT_PORTS}
         hub = Hub(
             ports,
@@ -116,9 +187,12 @@ def main() -> int:
         hub.start()
         try:
             keys = seed(hub.gateway_url, ADMIN_KEY)
+            config = out / "schemathesis.toml"
+            write_config(config, demo_values(hub.gateway_url, keys))
             runs: tuple[tuple[str, str, int, list[str]], ...] = (
-                ("agency", keys["demo-council"], seconds, []),
+                ("recipient", keys[DEMO_RECIPIENT["code"]], seconds, []),
                 ("operators", ADMIN_KEY, seconds, ["--exclude-name-regex", DESTRUCTIVE_REGEX]),
+                ("provider", keys[DEMO_PROVIDER["code"]], seconds, []),
                 (
                     "operators-destructive",
                     ADMIN_KEY,
@@ -129,7 +203,7 @@ def main() -> int:
             for who, key, budget, selection in runs:
                 print(f"--- schemathesis as {who} ({budget} s) ---", flush=True)
                 report = out / f"{who}.ndjson"
-                failed = schemathesis(hub.gateway_url, key, report, budget, selection) != 0
+                failed = schemathesis(hub.gateway_url, key, config, report, budget, selection) != 0
                 if not still_authenticated(hub.gateway_url, key):
                     print(f"the {who} key stopped working during its run", file=sys.stderr)
                     failed = True
@@ -140,6 +214,8 @@ def main() -> int:
                 failures += 1
         finally:
             hub.stop()
+            if server:
+                postgres_databases(server, create=False)
     if failures:
         print(f"{failures} failing run(s); service logs in {log}", file=sys.stderr)
         problems = [line for line in log.read_text().splitlines() if '"level": "error"' in line]
