@@ -148,3 +148,25 @@ class BatchPublic(SQLModel):
     rejected: int
     delivered: int
     depersonalised: int
+    kind: str
+    corrections: int
+    unlocated: int
+    late: int
+    created_at: str
+
+
+class RecordError(SQLModel):
+    row: int
+    field: str | None = None
+    message: str
+
+
+class PushAnswer(SQLModel):
+    """The 202 answer to a push (and to its repetition under the same Idempotency-Key)."""
+
+    batch_id: str
+    received: int
+    accepted: int
+    rejected: int
+    errors: list[RecordError]
+    errors_total: int | None = None

@@ -14,6 +14,7 @@ from services.ingest import records as record_store
 from services.ingest import schema
 from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows, json_rows, spool
 from services.ingest.deps import DatasetDep, EngineDep, SettingsDep
+from services.ingest.models import BatchPublic, PushAnswer
 from services.ingest.postcodes import load_postcodes, postcode_count
 from services.ingest.retention import purge_history
 from services.ingest.service import PushOptions, check_header, push, stored_answer
@@ -82,7 +83,12 @@ def _fingerprint(request: Request, body: SpooledBody) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-@datasets.post("/{dataset}/records", status_code=202, openapi_extra=_push_openapi())
+@datasets.post(
+    "/{dataset}/records",
+    status_code=202,
+    openapi_extra=_push_openapi(),
+    responses={202: {"model": PushAnswer, "description": "Accepted, with per-row errors"}},
+)
 async def push_records(
     compiled: DatasetDep,
     request: Request,
@@ -278,10 +284,11 @@ async def dataset_quality(
 
 
 @batches.get("/{batch_id}")
-async def get_batch(batch_id: str, claims: ClaimsDep, engine: EngineDep) -> dict[str, Any]:
-    return await asyncio.to_thread(
+async def get_batch(batch_id: str, claims: ClaimsDep, engine: EngineDep) -> BatchPublic:
+    status = await asyncio.to_thread(
         record_store.batch_status, engine, batch_id, claims.sub, claims.is_admin
     )
+    return BatchPublic.model_validate(status)
 
 
 @operations.post("/postcodes", tags=["postcodes"])

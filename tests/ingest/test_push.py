@@ -4,6 +4,7 @@ from typing import Any
 
 import httpx
 
+from services.ingest.models import BatchPublic, PushAnswer
 from tests.ingest.conftest import Client, crime, drain, token
 
 PUSH = "/v1/datasets/police-crime/records"
@@ -185,3 +186,16 @@ async def test_unknown_dataset_is_404_naming_it(client: Client) -> None:
 
 async def test_no_token_is_401(client: Client) -> None:
     assert (await client.post(PUSH, json={"records": []})).status_code == 401
+
+
+async def test_push_and_batch_answers_match_their_declared_schemas(client: Client) -> None:
+    answer = await push(client, [crime("s1"), {"source_ref": "s2"}])
+    pushed = PushAnswer.model_validate(answer.json())
+    assert (pushed.accepted, pushed.rejected) == (1, 1) and pushed.errors[0].row == 2
+    status = BatchPublic.model_validate(await batch(client, pushed.batch_id))
+    assert status.received == 2
+    document = (await client.get("/openapi.json")).json()
+    post = document["paths"][PUSH.replace("police-crime", "{dataset}")]["post"]
+    assert post["responses"]["202"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PushAnswer"
+    }
