@@ -170,3 +170,41 @@ class DeriveRequest(BaseModel):
     name_from: dict[str, Any] | None = None
 
     model_config = {"populate_by_name": True}
+
+
+class SuppressionRule(BaseModel):
+    threshold: int
+    round_to: int | None
+    secondary: bool
+
+
+class AggregateCell(BaseModel):
+    area: str
+    area_name: str | None
+    period: str
+    category: str | None = Field(default=None, description="with by=category")
+    count: int | None = Field(description="null when suppressed")
+    suppressed: Literal["primary", "secondary"] | None = None
+    rate: float | None = Field(default=None, description="per 1,000 people, with a population")
+
+
+class Disclosure(BaseModel):
+    cells: int
+    suppressed_primary: int
+    suppressed_secondary: int
+    min_published: int | None
+    records: int
+    records_outside_layer: int
+
+
+class AggregateTable(BaseModel):
+    """``GET /v1/datasets/{dataset}/aggregates`` as JSON (CSV and GeoJSON carry the same cells)."""
+
+    dataset: str
+    geography: str
+    period: str
+    rule: SuppressionRule
+    cells: list[AggregateCell]
+    disclosure: Disclosure
+    agreement: str | None
+    release_id: str

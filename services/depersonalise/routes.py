@@ -27,7 +27,12 @@ from services.depersonalise.formats import (
     to_csv,
 )
 from services.depersonalise.geography import derive_layer, read_layer, wire_features
-from services.depersonalise.models import DeriveRequest, EventBatch, EventsAnswer
+from services.depersonalise.models import (
+    AggregateTable,
+    DeriveRequest,
+    EventBatch,
+    EventsAnswer,
+)
 from services.depersonalise.service import (
     allowed_fields,
     coarser_or_equal,
@@ -327,7 +332,19 @@ def _read_scope(claims: InternalClaims, dataset: str) -> list[str]:
     return list(claims.providers or [])
 
 
-@router.get("/datasets/{dataset}/aggregates")
+AGGREGATE_FORMATS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": AggregateTable,
+        "description": "The complete table, small counts suppressed",
+        "content": {
+            MEDIA["csv"].split(";")[0]: {"schema": {"type": "string"}},
+            MEDIA["geojson"]: {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+@router.get("/datasets/{dataset}/aggregates", responses=AGGREGATE_FORMATS)
 def read_aggregates(
     request: Request,
     dataset: str,

@@ -7,6 +7,7 @@ import io
 import json
 
 from services.depersonalise.demo import demo_layer
+from services.depersonalise.models import AggregateTable
 from tests.depersonalise.conftest import (
     admin,
     event,
@@ -141,6 +142,7 @@ def test_aggregates_are_complete_suppressed_and_released(make_client) -> None:
         "release_id",
     ]
     assert body["rule"] == {"threshold": 5, "round_to": None, "secondary": True}
+    assert AggregateTable.model_validate(body).model_dump(exclude_unset=True) == body
     assert len(body["cells"]) == 36 * 3
     assert body["disclosure"]["cells"] == 108
     assert body["disclosure"]["records"] == 21  # inside the layer, in range, of gmp
