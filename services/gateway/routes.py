@@ -105,7 +105,17 @@ async def revoke_key(code: str, key_id: str, _admin: AdminDep, gateway: GatewayD
     return Response(status_code=204)
 
 
-@router.get("/audit", response_model=None)
+@router.get(
+    "/audit",
+    response_model=None,
+    responses={
+        200: {
+            "model": AuditPage,
+            "description": "A page of entries; ?format=csv or Accept: text/csv for CSV",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def audit_trail(
     caller: CallerDep,
     gateway: GatewayDep,

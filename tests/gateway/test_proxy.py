@@ -320,6 +320,8 @@ async def test_openapi_declares_every_error_as_a_problem(hub: Hub) -> None:
                     "application/problem+json": {"schema": problem}
                 }, (method, path)
     assert "HTTPValidationError" not in json.dumps(document)
+    audit_page = document["paths"]["/v1/audit"]["get"]["responses"]["200"]["content"]
+    assert audit_page["application/json"]["schema"] == {"$ref": "#/components/schemas/AuditPage"}
     answer = await hub.client.get("/v1/audit", params={"limit": "0"}, headers=hub.admin())
     required = document["components"]["schemas"]["Problem"]["required"]
     assert answer.headers["content-type"] == "application/problem+json"
