@@ -22,6 +22,21 @@ from services.agreements.models import DecisionRow
 log = logging.getLogger("csp.agreements.decisions")
 
 MAX_BUFFERED = 200_000
+# A client-given level or purpose may be longer than its column or hold NUL, which PostgreSQL
+# refuses: one such row would fail every later flush of the buffer it sits in.
+COLUMN_LENGTHS: dict[str, int] = {
+    column.name: length
+    for column in DecisionRow.__table__.columns  # type: ignore[attr-defined]
+    if isinstance(length := getattr(column.type, "length", None), int)
+}
+
+
+def fit_column(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.replace("\x00", "")
+    length = COLUMN_LENGTHS.get(name)
+    return value[:length] if length else value
 
 
 @dataclass(frozen=True)
@@ -64,11 +79,11 @@ class DecisionRecorder:
         row = {
             "explain": explain,
             "at": at,
-            "agency": request.agency,
-            "action": request.action,
-            "dataset": request.dataset,
-            "level": request.level,
-            "purpose": request.purpose,
+            "agency": fit_column("agency", request.agency),
+            "action": fit_column("action", request.action),
+            "dataset": fit_column("dataset", request.dataset),
+            "level": fit_column("level", request.level),
+            "purpose": fit_column("purpose", request.purpose),
             "allow": decision.allow,
             "rule": decision.rule,
             "agreement_id": decision.agreement,

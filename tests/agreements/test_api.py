@@ -500,6 +500,16 @@ async def test_internal_decisions_deny_odd_requests_instead_of_failing(hub: Hub)
     assert bad.status_code == 422
 
 
+async def test_odd_levels_and_purposes_do_not_stop_the_decision_log(hub: Hub) -> None:
+    made = await hub.active()
+    odd = await hub.decide(RECIPIENT, level="l\x00" + "x" * 29, purpose="p\x00" + "q" * 98)
+    assert odd["allow"] is False and odd["agreement"] == made["id"]
+    await hub.decide(RECIPIENT, level="aggregate")
+    answer = await hub.client.get("/v1/agreements/register?format=csv", headers=ADMIN)
+    row = {r["id"]: r for r in csv.DictReader(io.StringIO(answer.text))}[made["id"]]
+    assert (row["decisions_allowed"], row["decisions_denied"]) == ("1", "1")
+
+
 async def test_special_category_datasets_need_an_art9_condition(hub: Hub) -> None:
     special = [d for d in load_catalogue().values() if d.special_category]
     if not special:
