@@ -59,11 +59,12 @@ def outcome_of(status: int | None, phase: str) -> str:
 
 
 def fit_columns(entry: dict[str, Any]) -> dict[str, Any]:
-    """The entry as stored: a client-given value longer than its column is cut to fit."""
+    """The entry as stored: a client-given value loses NUL (PostgreSQL text cannot hold it) and is
+    cut to its column's length."""
     for name, length in COLUMN_LENGTHS.items():
         value = entry.get(name)
-        if isinstance(value, str) and len(value) > length:
-            entry[name] = value[:length]
+        if isinstance(value, str) and (len(value) > length or "\x00" in value):
+            entry[name] = value.replace("\x00", "")[:length]
     return entry
 
 

@@ -28,6 +28,8 @@ CSV_COLUMNS = audit.ENTRY_COLUMNS
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # The audit's seq column is an INTEGER: 32-bit in PostgreSQL, so a larger cursor cannot exist.
 MAX_SEQ = 2**31 - 1
+# PostgreSQL text cannot hold NUL, so a filter with one is refused rather than failing the query.
+NO_NUL = r"^[^\x00]*$"
 
 
 async def _peer(coro: Any) -> tuple[int, Any]:
@@ -120,11 +122,11 @@ async def audit_trail(
     caller: CallerDep,
     gateway: GatewayDep,
     request: Request,
-    agency: str | None = None,
-    dataset: str | None = None,
+    agency: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    dataset: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     outcome: Literal["allowed", "denied", "error", "pending"] | None = None,
-    since: Annotated[str | None, Query(alias="from", max_length=32)] = None,
-    until: Annotated[str | None, Query(alias="to", max_length=32)] = None,
+    since: Annotated[str | None, Query(alias="from", max_length=32, pattern=NO_NUL)] = None,
+    until: Annotated[str | None, Query(alias="to", max_length=32, pattern=NO_NUL)] = None,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     format: Literal["json", "csv"] | None = None,

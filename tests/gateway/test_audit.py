@@ -192,6 +192,13 @@ async def test_values_longer_than_their_column_are_cut_to_fit_not_refused(hub: H
     by_id = {e["request_id"]: e for e in await entries(hub)}
     assert by_id["r-long"]["level"] == "l" * 20 and by_id["r-long"]["purpose"] == "p" * 100
     assert by_id["r-verb"]["method"] == "PROPPATCHI"
+    council_nul = {**council, "X-Request-ID": "r-nul"}
+    await hub.client.get("/v1/datasets/police-crime/records?level=a%00b", headers=council_nul)
+    assert {e["request_id"]: e for e in await entries(hub)}["r-nul"]["level"] == "ab"
+    for name in ("agency", "dataset", "from", "to"):
+        refused = await hub.client.get(f"/v1/audit?{name}=x%00", headers=hub.admin())
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == name
     assert (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()["ok"] is True
 
 
