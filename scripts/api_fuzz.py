@@ -5,26 +5,34 @@ Starts the four services on free ports with fresh SQLite files, seeds the demo, 
 ``not_a_server_error,response_schema_conformance``: no 5xx and no response that breaks its
 declared schema (errors are declared as ``application/problem+json``, so they are checked too).
 
+Path and query parameters (dataset, agreement id, batch id, agency code, layer, source_ref) are
+drawn with probability 0.8 from what the seeded demo holds (schemathesis dictionaries written to
+``schemathesis.toml``), so most cases reach real resources instead of answering 404.
+
 Order, so that no run can make another meaningless:
 
-1. as the demo council (an agency): every operation. An agency cannot revoke keys or suspend
-   anything, so this run cannot lock itself out;
+1. as the demo council (a recipient agency): every operation. An agency cannot revoke keys or
+   suspend anything, so it cannot lock itself or anyone else out;
 2. as operators: every operation except the destructive ones (``DESTRUCTIVE``: key revocation,
-   agency and agreement suspension or revocation), which could otherwise stop the operators' own
-   agency or the demo agreement mid-run and turn the rest into 403s;
-3. as operators, the destructive operations only, last, when nothing else depends on the state.
+   agency suspension, agreement suspension and revocation), which could otherwise stop the
+   operators' own agency, the demo agencies or the demo agreement mid-run and turn the rest of
+   the run into 403s;
+3. as the demo police (the provider agency): every operation, pushes and retractions included;
+4. as operators, the destructive operations only, last, when nothing else depends on the state.
 
-After each run the identity must still answer ``GET /v1/me`` with 200, or the run counts as a
-failure. The gateway's rate limit is lifted for the run (429s test nothing here).
+After each run its key must still answer ``GET /v1/me`` with 200, or the run counts as a failure.
+The gateway's rate limit is lifted for the run (429s test nothing here).
 
-Budget (CI, 2 cores, about 3.5 minutes in all): ``CSP_FUZZ_SECONDS`` (default 80) is the time of
-each of the two main runs and a quarter of it the destructive run; schemathesis repeats fuzzing
-until that time is spent, with at most ``CSP_FUZZ_EXAMPLES`` (default 20) cases per operation and
-phase. The seed is fixed (``CSP_FUZZ_SEED``) and no example database is kept, so a run replays
-the same first cases; time-bounded fuzzing may add more on a faster machine. With
-``CSP_FUZZ_PG_URL`` (a PostgreSQL server URL) the services use fresh PostgreSQL databases instead,
-which finds what only PostgreSQL refuses (column lengths, 32-bit integers). Exit status is
-non-zero on any failure; service logs and schemathesis's NDJSON reports are kept in
+Budget (CI on 2 cores: about 3 min 10 s in all, of which about 15 s start-up and seeding):
+``CSP_FUZZ_SECONDS`` (default 55) is the time of each of the three main runs and a quarter of it
+the destructive run; schemathesis repeats fuzzing until that time is spent, with at most
+``CSP_FUZZ_EXAMPLES`` (default 20) cases per operation and phase. The seed is fixed
+(``CSP_FUZZ_SEED``) and no example database is kept, so a run replays the same first cases;
+the time bound means a faster machine adds more. With ``CSP_FUZZ_PG_URL`` (a PostgreSQL server
+URL, e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) the services use fresh
+PostgreSQL databases instead, which finds what only PostgreSQL refuses (NUL in text, column
+lengths, 32-bit integers). Exit status is non-zero on any failure; service logs and
+schemathesis's NDJSON reports are kept in
 ``CSP_FUZZ_OUT`` (default ``var/fuzz``). Traffic goes only to 127.0.0.1.
 """
 
