@@ -1,0 +1,62 @@
+"""The Alembic environment every service shares: its own tables, its own database, one at a time.
+
+Each service's ``migrations/env.py`` calls ``run_environment`` with its metadata. When
+``shared.db.prepare_schema`` runs it, the service's engine arrives in
+``config.attributes["engine"]``; run alone (``python -m services.<name>.migrations``), the service's
+settings give the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from alembic import context
+from alembic.autogenerate import compare_metadata
+from sqlalchemy import MetaData, inspect, text
+from sqlalchemy.engine import Connection, Engine
+
+from shared.db import make_engine
+
+
+def adopt_unversioned(connection: Connection, service: str, metadata: MetaData) -> bool:
+    """A database made by ``create_all`` before migrations existed is stamped at head when it
+    matches the models exactly; one that differs is refused rather than guessed at."""
+    migration = context.get_context()
+    if migration.get_current_revision() is not None:
+        return False
+    if not set(metadata.tables) & set(inspect(connection).get_table_names()):
+        return False
+    differences = compare_metadata(migration, metadata)
+    if differences:
+        raise RuntimeError(
+            f"the {service} database has tables but no migration version, and differs from the "
+            f"models ({len(differences)} differences): migrate it by hand or restore a backup"
+        )
+    migration.stamp(context.script, "heads")
+    return True
+
+
+def run_environment(
+    service: str, metadata: MetaData, database_url: Callable[[], str], lock_key: int
+) -> None:
+    if context.is_offline_mode():
+        raise SystemExit("offline (--sql) migrations are not supported: run against a database")
+    given: Engine | None = context.config.attributes.get("engine")
+    engine = given or make_engine(database_url())
+    try:
+        # One transaction for the lock, the version check and every step: all or nothing.
+        with engine.connect() as connection, connection.begin():
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together migrate one after another.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key})
+            context.configure(
+                connection=connection,
+                target_metadata=metadata,
+                render_as_batch=True,  # SQLite alters tables by copying them
+                compare_type=True,
+            )
+            if not adopt_unversioned(connection, service, metadata):
+                context.run_migrations()
+    finally:
+        if given is None:
+            engine.dispose()
