@@ -9,13 +9,14 @@ settings give the database.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from alembic import context
 from alembic.autogenerate import compare_metadata
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection, Engine
 
-from shared.db import make_engine
+from shared.db import make_engine, prepare_schema
 
 
 def adopt_unversioned(connection: Connection, service: str, metadata: MetaData) -> bool:
@@ -60,3 +61,12 @@ def run_environment(
     finally:
         if given is None:
             engine.dispose()
+
+
+def upgrade_to_head(metadata: MetaData, database_url: str, migrations_dir: Path) -> None:
+    """The migration Job's work (``python -m services.<name>.migrations``): upgrade, then exit."""
+    engine = make_engine(database_url)
+    try:
+        prepare_schema(engine, metadata, migrations_dir)
+    finally:
+        engine.dispose()

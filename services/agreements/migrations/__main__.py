@@ -8,10 +8,6 @@ from pathlib import Path
 
 from services.agreements.models import Base
 from services.agreements.settings import Settings
-from shared.db import make_engine, prepare_schema
+from shared.migrations import upgrade_to_head
 
-engine = make_engine(Settings().database_url)  # type: ignore[call-arg]
-try:
-    prepare_schema(engine, Base.metadata, Path(__file__).parent)
-finally:
-    engine.dispose()
+upgrade_to_head(Base.metadata, Settings().database_url, Path(__file__).parent)  # type: ignore[call-arg]
