@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import time
 import uuid
@@ -133,9 +135,11 @@ def build_app(
         ok = True
         for name, check in checks:
             try:
-                outcome = check(request.app)
-                if hasattr(outcome, "__await__"):
-                    await outcome
+                if inspect.iscoroutinefunction(check):
+                    await check(request.app)
+                else:
+                    # Database pings block: keep them off the event loop.
+                    await asyncio.to_thread(check, request.app)
                 results[name] = "ok"
             except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
                 ok = False
