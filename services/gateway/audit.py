@@ -10,7 +10,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.gateway import chain
 from services.gateway.models import AuditCheckpoint, AuditEntry, AuditHead, AuditSigningKey
+from shared.db import is_sqlite
 
 log = logging.getLogger("csp.gateway.audit")
 ENTRY: Table = AuditEntry.__table__  # type: ignore[attr-defined]
@@ -31,12 +32,12 @@ SIGNING_KEY: Table = AuditSigningKey.__table__  # type: ignore[attr-defined]
 
 ENTRY_COLUMNS = [*chain.CONTENT_FIELDS, "digest", "prev_hash", "hash"]
 # Clients choose some values (level, purpose, method...); PostgreSQL refuses one over its column.
-COLUMN_LENGTHS: dict[str, int] = {
-    column.name: length
+COLUMN_LENGTHS: list[tuple[int, int]] = [
+    (chain.CONTENT_FIELDS.index(column.name), length)
     for column in ENTRY.columns
     if isinstance(length := getattr(column.type, "length", None), int)
     and column.name in chain.CONTENT_FIELDS
-}
+]
 PROVIDERS_AT = chain.CONTENT_FIELDS.index("providers")
 
 
@@ -58,14 +59,14 @@ def outcome_of(status: int | None, phase: str) -> str:
     return "error"
 
 
-def fit_columns(entry: dict[str, Any]) -> dict[str, Any]:
-    """The entry as stored: a client-given value loses NUL (PostgreSQL text cannot hold it) and is
-    cut to its column's length."""
-    for name, length in COLUMN_LENGTHS.items():
-        value = entry.get(name)
-        if isinstance(value, str) and (len(value) > length or "\x00" in value):
-            entry[name] = value.replace("\x00", "")[:length]
-    return entry
+def fit_values(values: list[Any]) -> list[Any]:
+    """An entry's values (in ``chain.CONTENT_FIELDS`` order) as stored: a client-given value loses
+    NUL (PostgreSQL text cannot hold it) and is cut to its column's length."""
+    for at, length in COLUMN_LENGTHS:
+        value = values[at]
+        if value.__class__ is str and (len(value) > length or "\x00" in value):
+            values[at] = value.replace("\x00", "")[:length]
+    return values
 
 
 def providers_column(providers: list[str] | None) -> str | None:
@@ -144,7 +145,13 @@ def ensure_head(engine: Engine) -> None:
 
 
 class AuditLog:
-    """Appends entries in batches; ``append`` returns once its entry is committed."""
+    """Appends entries in batches; ``append`` returns once its entry is committed.
+
+    On SQLite the batch is written on the event loop: it is an in-process library call of about
+    a millisecond, and a worker thread would cost more than it saves, because the writer thread
+    and the loop take turns on the GIL at every statement. A networked database is written from
+    a worker thread, where the round trips do not hold up the loop.
+    """
 
     def __init__(
         self,
@@ -162,6 +169,8 @@ class AuditLog:
         self.batch_max = batch_max
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
+        self.writer = ChainWriter(engine)
+        self._inline = is_sqlite(engine)
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -180,6 +189,7 @@ class AuditLog:
                 await asyncio.to_thread(self._checkpoint_now)
             except Exception as exc:  # noqa: BLE001 - shutting down; the next start checkpoints
                 log.warning("final checkpoint failed", extra={"error": type(exc).__name__})
+        self.writer.close()
 
     async def append(self, entry: dict[str, Any]) -> None:
         if not self.enabled:
@@ -201,8 +211,12 @@ class AuditLog:
                 continue
             batch = self._pending[: self.batch_max]
             del self._pending[: self.batch_max]
+            entries = [entry for entry, _ in batch]
             try:
-                await asyncio.to_thread(self._write, [entry for entry, _ in batch])
+                if self._inline:
+                    self._write(entries)
+                else:
+                    await asyncio.to_thread(self._write, entries)
             except Exception as exc:  # noqa: BLE001 - any store failure refuses the batch's requests
                 log.error(
                     "audit write failed", extra={"error": type(exc).__name__, "n": len(batch)}
@@ -214,54 +228,25 @@ class AuditLog:
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
+            if self._inline:
+                await asyncio.sleep(0)  # let the answered requests go before the next batch
 
     def _write(self, entries: list[dict[str, Any]]) -> None:
-        with self.engine.begin() as connection:
-            seq, prev, checkpoint_seq, checkpoint_at = _lock_head(connection)
-            rows = []
-            for entry in map(fit_columns, entries):
-                seq += 1
-                entry["seq"] = seq
-                entry_digest = chain.digest(entry)
-                link = chain.link(prev, entry_digest)
-                values = [entry.get(name) for name in chain.CONTENT_FIELDS]
-                values[PROVIDERS_AT] = providers_column(values[PROVIDERS_AT])
-                rows.append((*values, entry_digest, prev, link))
-                prev = link
-            # Plain SQL on the hot path: statement compilation was most of the audit's cost.
-            marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-            connection.exec_driver_sql(_insert_sql(marker), rows)
-            due = seq - checkpoint_seq >= self.checkpoint_every or (
-                time.time() - checkpoint_at >= self.checkpoint_seconds
-            )
-            if due:
-                self._sign(connection, seq, prev)
-                connection.execute(
-                    update(HEAD)
-                    .where(HEAD.c.id == 1)
-                    .values(checkpoint_seq=seq, checkpoint_at=time.time())
-                )
-            connection.exec_driver_sql(
-                f"UPDATE audit_head SET seq = {marker}, hash = {marker} WHERE id = 1", (seq, prev)
-            )
+        self.writer.append(entries, self._checkpoint_due, self.signer)
 
-    def _sign(self, connection: Connection, seq: int, head: str) -> None:
-        at = now_iso()
-        connection.execute(
-            insert(CHECKPOINT).values(
-                seq=seq,
-                hash=head,
-                at=at,
-                signing_key_id=self.signer.key_id,
-                signature=self.signer.sign(seq, head, at),
-            )
+    def _checkpoint_due(self, seq: int, checkpoint_seq: int, checkpoint_at: float) -> bool:
+        return seq - checkpoint_seq >= self.checkpoint_every or (
+            time.time() - checkpoint_at >= self.checkpoint_seconds
         )
 
     def _checkpoint_now(self) -> None:
         with self.engine.begin() as connection:
             seq, head, checkpoint_seq, _ = _lock_head(connection)
             if seq > checkpoint_seq:
-                self._sign(connection, seq, head)
+                row = _checkpoint_row(self.signer, seq, head, now_iso())
+                connection.execute(
+                    insert(CHECKPOINT).values(dict(zip(CHECKPOINT_COLUMNS, row, strict=True)))
+                )
                 connection.execute(
                     update(HEAD)
                     .where(HEAD.c.id == 1)
@@ -269,11 +254,131 @@ class AuditLog:
                 )
 
 
-def _insert_sql(marker: str) -> str:
-    columns = ", ".join(ENTRY_COLUMNS)
-    return (
-        f"INSERT INTO audit_entry ({columns}) VALUES ({', '.join([marker] * len(ENTRY_COLUMNS))})"
-    )
+Head = tuple[int, str, int, float]  # seq, hash, checkpoint seq, checkpoint time
+
+
+class ChainWriter:
+    """Extends the chain over its own database connection, remembering the head it last wrote.
+
+    A batch first moves the head from the remembered value to the new one with a conditional
+    UPDATE, which also takes the head's lock (the row lock on PostgreSQL, the write lock on
+    SQLite). When another replica has extended the chain meanwhile, the UPDATE matches nothing;
+    the writer then reads the head under the lock and links the batch onto it, so replicas
+    sharing a database extend one chain in turn. Plain DB-API calls on the hot path: statement
+    compilation and connection checkout were most of the audit's cost.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Any = None
+        self._head: Head | None = None
+        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        columns = ", ".join(ENTRY_COLUMNS)
+        self._insert = (
+            f"INSERT INTO audit_entry ({columns})"
+            f" VALUES ({', '.join([marker] * len(ENTRY_COLUMNS))})"
+        )
+        self._insert_checkpoint = (
+            f"INSERT INTO audit_checkpoint ({', '.join(CHECKPOINT_COLUMNS)})"
+            f" VALUES ({', '.join([marker] * 5)})"
+        )
+        self._move_head = (
+            f"UPDATE audit_head SET seq = {marker}, hash = {marker}, checkpoint_seq = {marker},"
+            f" checkpoint_at = {marker} WHERE id = 1 AND seq = {marker} AND hash = {marker}"
+        )
+        self._set_head = (
+            f"UPDATE audit_head SET seq = {marker}, hash = {marker}, checkpoint_seq = {marker},"
+            f" checkpoint_at = {marker} WHERE id = 1"
+        )
+
+    def append(
+        self,
+        entries: list[dict[str, Any]],
+        due: Callable[[int, int, float], bool],
+        signer: Signer,
+    ) -> None:
+        connection = self._connection or self._connect()
+        try:
+            cursor = connection.cursor()
+            head = self._head
+            moved = False
+            if head is not None:
+                rows, checkpoint, new_head = _link_batch(entries, head, due, signer)
+                cursor.execute(self._move_head, (*new_head, head[0], head[1]))
+                moved = cursor.rowcount == 1
+            if not moved:
+                cursor.execute(_LOCK_HEAD)
+                found = cursor.fetchone()
+                head = (int(found[0]), str(found[1]), int(found[2]), float(found[3]))
+                rows, checkpoint, new_head = _link_batch(entries, head, due, signer)
+                cursor.execute(self._set_head, new_head)
+            cursor.executemany(self._insert, rows)
+            if checkpoint is not None:
+                cursor.execute(self._insert_checkpoint, checkpoint)
+            connection.commit()
+        except BaseException:
+            self._discard()
+            raise
+        self._head = new_head
+
+    def _connect(self) -> Any:
+        self._connection = self.engine.raw_connection()
+        return self._connection
+
+    def _discard(self) -> None:
+        """After a failure nothing is trusted: not the connection, not the remembered head."""
+        self._head = None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.rollback()
+            except Exception as exc:  # noqa: BLE001 - the connection is being thrown away anyway
+                log.warning("audit rollback failed", extra={"error": type(exc).__name__})
+            connection.invalidate()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+
+_LOCK_HEAD = (
+    "UPDATE audit_head SET seq = seq WHERE id = 1"
+    " RETURNING seq, hash, checkpoint_seq, checkpoint_at"
+)
+
+
+def _link_batch(
+    entries: list[dict[str, Any]],
+    head: Head,
+    due: Callable[[int, int, float], bool],
+    signer: Signer,
+) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None, Head]:
+    """The rows of a batch chained onto ``head``, a checkpoint row if one is due, the new head."""
+    seq, prev, checkpoint_seq, checkpoint_at = head
+    rows = []
+    for entry in entries:
+        seq += 1
+        entry["seq"] = seq
+        values = fit_values([entry.get(name) for name in chain.CONTENT_FIELDS])
+        entry_digest = chain.digest_values(values)
+        link = chain.link(prev, entry_digest)
+        values[PROVIDERS_AT] = providers_column(values[PROVIDERS_AT])
+        rows.append((*values, entry_digest, prev, link))
+        prev = link
+    checkpoint = None
+    if due(seq, checkpoint_seq, checkpoint_at):
+        at = now_iso()
+        checkpoint = _checkpoint_row(signer, seq, prev, at)
+        checkpoint_seq, checkpoint_at = seq, time.time()
+    return rows, checkpoint, (seq, prev, checkpoint_seq, checkpoint_at)
+
+
+CHECKPOINT_COLUMNS = ("seq", "hash", "at", "signing_key_id", "signature")
+
+
+def _checkpoint_row(signer: Signer, seq: int, head: str, at: str) -> tuple[Any, ...]:
+    return (seq, head, at, signer.key_id, signer.sign(seq, head, at))
 
 
 def _lock_head(connection: Connection) -> tuple[int, str, int, float]:

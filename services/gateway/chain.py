@@ -41,9 +41,16 @@ CONTENT_FIELDS = (
 )
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def digest(entry: Mapping[str, Any]) -> str:
-    content = {name: entry.get(name) for name in CONTENT_FIELDS}
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return digest_values([entry.get(name) for name in CONTENT_FIELDS])
+
+
+def digest_values(values: Iterable[Any]) -> str:
+    """The digest of an entry given as its values in ``CONTENT_FIELDS`` order."""
+    canonical = _CANONICAL.encode(dict(zip(CONTENT_FIELDS, values, strict=True)))
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -101,6 +102,33 @@ async def test_the_request_is_refused_when_the_audit_cannot_be_written(hub: Hub)
     assert read.status_code == 503
     assert "cells" not in read.text
     assert (await hub.client.get("/v1/me")).status_code == 503  # even a refusal is not unlogged
+
+
+async def test_the_audit_carries_on_once_its_store_is_back(hub: Hub) -> None:
+    for _ in range(3):
+        assert (await hub.client.get("/v1/me", headers=hub.admin())).status_code == 200
+    sql(hub, "ALTER TABLE audit_entry RENAME TO audit_entry_away")
+    assert (await hub.client.get("/v1/me", headers=hub.admin())).status_code == 503
+    sql(hub, "ALTER TABLE audit_entry_away RENAME TO audit_entry")
+    for _ in range(3):
+        assert (await hub.client.get("/v1/me", headers=hub.admin())).status_code == 200
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is True and check["entries"] == 6  # the refused request left no entry
+
+
+async def test_replicas_sharing_a_database_extend_one_chain(make_hub: MakeHub) -> None:
+    first = await make_hub()
+    second = await make_hub(admin_key=first.admin_key)
+    replicas = [first, second] * 30
+    answers = await asyncio.gather(*(r.client.get("/v1/me", headers=r.admin()) for r in replicas))
+    assert [a.status_code for a in answers] == [200] * len(replicas)
+    for _ in range(3):  # each writer now remembers a head the other has moved on from
+        for replica in (first, second):
+            assert (await replica.client.get("/v1/me", headers=replica.admin())).status_code == 200
+    check = (await second.client.get("/v1/audit/verify", headers=second.admin())).json()
+    assert check["ok"] is True and check["entries"] == len(replicas) + 6
+    seqs = [row["seq"] for row in sql(first, "SELECT seq FROM audit_entry ORDER BY seq")]
+    assert seqs == list(range(1, len(replicas) + 8))  # and the verification itself
 
 
 async def test_chain_verifies_and_a_direct_edit_is_detected(hub: Hub) -> None:
