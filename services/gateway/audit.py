@@ -11,6 +11,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +44,22 @@ PROVIDERS_AT = chain.CONTENT_FIELDS.index("providers")
 
 class AuditUnavailableError(Exception):
     """The audit entry could not be written, so the request must not be served."""
+
+
+class GuardRefusedError(Exception):
+    """A guarded batch's guard said no (another replica wrote those entries first)."""
+
+
+# Run inside a guarded batch's transaction once the head is locked: (DB-API cursor, parameter
+# marker) → whether to go ahead.
+Guard = Callable[[Any, str], bool]
+
+
+@dataclass
+class _Pending:
+    entries: list[dict[str, Any]]
+    future: asyncio.Future[None]
+    guard: Guard | None = None
 
 
 def now_iso() -> str:
@@ -171,7 +188,7 @@ class AuditLog:
         self.checkpoint_seconds = checkpoint_seconds
         self.writer = ChainWriter(engine)
         self._inline = is_sqlite(engine)
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -192,14 +209,37 @@ class AuditLog:
         self.writer.close()
 
     async def append(self, entry: dict[str, Any]) -> None:
+        await self._enqueue([entry], None)
+
+    async def append_guarded(self, entries: list[dict[str, Any]], guard: Guard) -> bool:
+        """Writes ``entries`` in a transaction of their own if ``guard`` agrees in it; False if
+        it did not. For entries taken in from elsewhere, so two replicas never both take them."""
+        try:
+            await self._enqueue(entries, guard)
+        except GuardRefusedError:
+            return False
+        return True
+
+    async def _enqueue(self, entries: list[dict[str, Any]], guard: Guard | None) -> None:
         if not self.enabled:
             return
         if self._closing or self._task is None or self._task.done():
             raise AuditUnavailableError("the audit writer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, future))
+        self._pending.append(_Pending(entries, future, guard))
         self._wake.set()
         await future
+
+    def _take(self) -> list[_Pending]:
+        """The next batch: one guarded item alone, or requests' entries up to ``batch_max``."""
+        if self._pending[0].guard is not None:
+            return [self._pending.pop(0)]
+        count, limit = 0, min(len(self._pending), self.batch_max)
+        while count < limit and self._pending[count].guard is None:
+            count += 1
+        batch = self._pending[:count]
+        del self._pending[:count]
+        return batch
 
     async def _run(self) -> None:
         while True:
@@ -209,30 +249,34 @@ class AuditLog:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = self._pending[: self.batch_max]
-            del self._pending[: self.batch_max]
-            entries = [entry for entry, _ in batch]
+            batch = self._take()
+            entries = [entry for item in batch for entry in item.entries]
+            guard = batch[0].guard
+            failure: Exception | None = None
             try:
                 if self._inline:
-                    self._write(entries)
+                    self._write(entries, guard)
                 else:
-                    await asyncio.to_thread(self._write, entries)
+                    await asyncio.to_thread(self._write, entries, guard)
+            except GuardRefusedError as exc:
+                failure = exc
             except Exception as exc:  # noqa: BLE001 - any store failure refuses the batch's requests
                 log.error(
-                    "audit write failed", extra={"error": type(exc).__name__, "n": len(batch)}
+                    "audit write failed", extra={"error": type(exc).__name__, "n": len(entries)}
                 )
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(AuditUnavailableError(type(exc).__name__))
-            else:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                failure = AuditUnavailableError(type(exc).__name__)
+            for item in batch:
+                if item.future.done():
+                    continue
+                if failure is None:
+                    item.future.set_result(None)
+                else:
+                    item.future.set_exception(failure)
             if self._inline:
                 await asyncio.sleep(0)  # let the answered requests go before the next batch
 
-    def _write(self, entries: list[dict[str, Any]]) -> None:
-        self.writer.append(entries, self._checkpoint_due, self.signer)
+    def _write(self, entries: list[dict[str, Any]], guard: Guard | None = None) -> None:
+        self.writer.append(entries, self._checkpoint_due, self.signer, guard)
 
     def _checkpoint_due(self, seq: int, checkpoint_seq: int, checkpoint_at: float) -> bool:
         return seq - checkpoint_seq >= self.checkpoint_every or (
@@ -272,7 +316,7 @@ class ChainWriter:
         self.engine = engine
         self._connection: Any = None
         self._head: Head | None = None
-        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self.marker = marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         columns = ", ".join(ENTRY_COLUMNS)
         self._insert = (
             f"INSERT INTO audit_entry ({columns})"
@@ -296,6 +340,7 @@ class ChainWriter:
         entries: list[dict[str, Any]],
         due: Callable[[int, int, float], bool],
         signer: Signer,
+        guard: Guard | None = None,
     ) -> None:
         connection = self._connection or self._connect()
         try:
@@ -312,10 +357,15 @@ class ChainWriter:
                 head = (int(found[0]), str(found[1]), int(found[2]), float(found[3]))
                 rows, checkpoint, new_head = _link_batch(entries, head, due, signer)
                 cursor.execute(self._set_head, new_head)
+            if guard is not None and not guard(cursor, self.marker):
+                raise GuardRefusedError
             cursor.executemany(self._insert, rows)
             if checkpoint is not None:
                 cursor.execute(self._insert_checkpoint, checkpoint)
             connection.commit()
+        except GuardRefusedError:
+            connection.rollback()  # the head stays where this writer remembers it
+            raise
         except BaseException:
             self._discard()
             raise

@@ -24,7 +24,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.middleware import Middleware
 
-from services.gateway import audit, keys
+from services.gateway import audit, keys, retention_audit
 from services.gateway.decisions import DecisionCache
 from services.gateway.models import Base
 from services.gateway.openapi import OpenApiMerger
@@ -148,16 +148,25 @@ def create_app(
             service_token=service_token,
         )
         app.state.openapi = OpenApiMerger(app.openapi(), upstreams, settings.openapi_cache_seconds)
-        flusher = asyncio.create_task(
-            _flush_last_used(key_store, settings.last_used_flush_seconds), name="last-used"
-        )
+        tasks = [
+            asyncio.create_task(
+                _flush_last_used(key_store, settings.last_used_flush_seconds), name="last-used"
+            )
+        ]
+        if settings.retention_audit_seconds > 0:
+            purges = retention_audit.keep_taking_in(
+                audit_log, upstreams["ingest"], service_token, engine,
+                settings.retention_audit_seconds,
+            )  # fmt: skip
+            tasks.append(asyncio.create_task(purges, name="retention-audit"))
         try:
             yield
         finally:
             app.state.gateway = None
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(key_store.flush_last_used)
             await audit_log.close()

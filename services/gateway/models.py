@@ -82,3 +82,12 @@ class AuditSigningKey(Base, table=True):
     public_key: str = Field(max_length=100)
     private_seed: str | None = Field(default=None, max_length=100)
     created_at: float
+
+
+class AuditImport(Base, table=True):
+    """How far the audit has taken in a backend's own log (the ingest purge log), by its ids."""
+
+    __tablename__ = "audit_import"
+
+    source: str = Field(primary_key=True, max_length=32)
+    last_id: int = 0

@@ -16,7 +16,7 @@ class AuditRecord(BaseModel):
     seq: int
     at: str
     request_id: str
-    phase: Literal["intent", "complete"]
+    phase: Literal["intent", "complete", "retention"]
     agency: str | None
     key_id: str | None
     method: str

@@ -45,6 +45,9 @@ class Settings(ServiceSettings):
     audit_batch_max: int = 256
     audit_checkpoint_every: int = 1000
     audit_checkpoint_seconds: float = 60.0
+    retention_audit_seconds: float = Field(
+        default=60.0, description="how often ingest's purge log is taken into the audit; 0: never"
+    )
     audit_signing_key: SecretStr | None = Field(
         default=None, description="base64 of a 32-byte Ed25519 seed; generated into the DB if unset"
     )

@@ -75,3 +75,12 @@ def purge_history(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
             select(PURGE_LOG).order_by(desc(PURGE_LOG.c.id)).limit(limit)
         ).mappings()
         return [dict(row) for row in rows]
+
+
+def purges_after(engine: Engine, after: int, limit: int) -> list[dict[str, Any]]:
+    """Purge log entries in the order they were written, for the gateway's audit to take in."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(PURGE_LOG).where(PURGE_LOG.c.id > after).order_by(PURGE_LOG.c.id).limit(limit)
+        ).mappings()
+        return [dict(row) for row in rows]

@@ -16,7 +16,7 @@ from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows,
 from services.ingest.deps import DatasetDep, EngineDep, SettingsDep
 from services.ingest.models import BatchPublic, PushAnswer
 from services.ingest.postcodes import load_postcodes, postcode_count
-from services.ingest.retention import purge_history
+from services.ingest.retention import purge_history, purges_after
 from services.ingest.service import PushOptions, check_header, push, stored_answer
 from shared.app import request_id
 from shared.catalogue import load_catalogue
@@ -338,3 +338,16 @@ async def replay_records(
         request.app.state.relay.replay, dataset, after, limit
     )
     return {"events": events, "next": following}
+
+
+@internal.get("/purges")
+async def purges_since(
+    engine: EngineDep,
+    claims: ClaimsDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> dict[str, Any]:
+    """Purge log entries after a cursor, oldest first: the gateway records each in its audit."""
+    if not (claims.is_service or claims.is_admin):
+        raise ProblemError(403, "Services only.", rule="service-only")
+    return {"purges": await asyncio.to_thread(purges_after, engine, after, limit)}

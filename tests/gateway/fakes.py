@@ -100,6 +100,12 @@ def agreements_app() -> FastAPI:
 def ingest_app() -> FastAPI:
     app = _base()
     app.state.batches = {"b-1": "gmp"}
+    app.state.purges = []
+
+    @app.get("/internal/purges")
+    async def purges(claims: ClaimsDep, after: int = 0, limit: int = 500) -> dict[str, Any]:
+        assert claims.is_service
+        return {"purges": [p for p in app.state.purges if p["id"] > after][:limit]}
 
     @app.post("/v1/datasets/{dataset}/records", status_code=202)
     async def push(dataset: str, claims: ClaimsDep, request: Request) -> dict[str, Any]:

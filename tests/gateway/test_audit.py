@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from services.gateway import chain
+from services.gateway import chain, retention_audit
 from tests.gateway.conftest import Hub, MakeHub
 
 AGGREGATES = "/v1/datasets/police-crime/aggregates?geography=lsoa21"
@@ -129,6 +129,63 @@ async def test_replicas_sharing_a_database_extend_one_chain(make_hub: MakeHub) -
     assert check["ok"] is True and check["entries"] == len(replicas) + 6
     seqs = [row["seq"] for row in sql(first, "SELECT seq FROM audit_entry ORDER BY seq")]
     assert seqs == list(range(1, len(replicas) + 8))  # and the verification itself
+
+
+def purge(purge_id: int, provider: str, deleted: int) -> dict[str, object]:
+    return {
+        "id": purge_id,
+        "ran_at": "2026-11-26T03:00:00Z",
+        "provider": provider,
+        "dataset": "police-crime",
+        "retention_days": 30,
+        "cutoff": "2026-10-27T03:00:00Z",
+        "deleted": deleted,
+        "batch_id": None,
+    }
+
+
+async def take_in(hub: Hub, page: int = 500) -> int:
+    gateway = hub.app.state.gateway
+    return await retention_audit.take_in_purges(
+        gateway.audit, gateway.upstreams["ingest"], gateway.service_token(), hub.app.state.engine,
+        page,
+    )  # fmt: skip
+
+
+async def test_retention_purges_are_recorded_once_and_shown_to_the_provider(
+    make_hub: MakeHub,
+) -> None:
+    hub = await make_hub(retention_audit_seconds=0)
+    hub.ingest.state.purges = [purge(1, "gmp", 3), purge(2, "gmp", 0), purge(3, "other", 5)]
+    assert await take_in(hub, page=2) == 2  # a purge that erased nothing is not an entry
+    assert await take_in(hub) == 0  # already taken in
+    hub.ingest.state.purges.append(purge(4, "gmp", 7))
+    assert await take_in(hub) == 1
+    recorded = [e for e in await entries(hub) if e["phase"] == "retention"]
+    assert [(e["request_id"], e["providers"], e["records"]) for e in recorded] == [
+        ("purge-1", ["gmp"], 3),
+        ("purge-3", ["other"], 5),
+        ("purge-4", ["gmp"], 7),
+    ]
+    assert {(e["action"], e["method"], e["dataset"]) for e in recorded} == {
+        ("erase", "JOB", "police-crime")
+    }
+    provider = await hub.issue("gmp")
+    seen = (await hub.client.get("/v1/audit", headers=provider)).json()["entries"]
+    assert [e["request_id"] for e in seen if e["phase"] == "retention"] == ["purge-1", "purge-4"]
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is True
+
+
+async def test_two_replicas_record_each_purge_once(make_hub: MakeHub) -> None:
+    first = await make_hub(retention_audit_seconds=0)
+    second = await make_hub(admin_key=first.admin_key, retention_audit_seconds=0)
+    for replica in (first, second):
+        replica.ingest.state.purges = [purge(i, "gmp", i) for i in range(1, 7)]
+    written = await asyncio.gather(take_in(first, page=2), take_in(second, page=2))
+    assert sum(written) == 6
+    rows = sql(first, "SELECT request_id FROM audit_entry WHERE phase = 'retention'")
+    assert sorted(r["request_id"] for r in rows) == [f"purge-{i}" for i in range(1, 7)]
 
 
 async def test_chain_verifies_and_a_direct_edit_is_detected(hub: Hub) -> None:

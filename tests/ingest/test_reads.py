@@ -131,6 +131,18 @@ async def test_retention_purge_deletes_and_emits(client: Client, receiver: Any) 
     history = await client.get("/v1/purges", headers=token("ops", ["admin"]))
     assert [e["deleted"] for e in history.json()["purges"]] == [0, 2]
     assert (await client.get("/v1/purges", headers=token("gmp"))).status_code == 403
+    # The gateway takes the log in for its audit, oldest first, from a cursor.
+    first_id = history.json()["purges"][-1]["id"]
+    taken = await client.get("/internal/purges", headers=token("gateway", ["service"]))
+    assert [(e["id"], e["deleted"]) for e in taken.json()["purges"]] == [
+        (first_id, 2),
+        (first_id + 1, 0),
+    ]
+    later_ones = await client.get(
+        "/internal/purges", params={"after": first_id}, headers=token("gateway", ["service"])
+    )
+    assert [e["id"] for e in later_ones.json()["purges"]] == [first_id + 1]
+    assert (await client.get("/internal/purges", headers=token("gmp"))).status_code == 403
 
 
 async def test_purge_asks_agreements_for_retention(database_url: Any) -> None:
