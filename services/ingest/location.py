@@ -1,9 +1,17 @@
 """Where a record happened, in British National Grid metres (EPSG:27700).
 
-Points are checked against the National Grid's extent (0–700 km east, 0–1,300 km north): a point
-outside it is not in Great Britain. A point in the sea inside that box is not detected here (no
-coastline is loaded); depersonalise counts it as outside every layer. pyproj without the OSTN15
-grid file is about 2 m off, which is acceptable for area assignment.
+Points are checked against the National Grid's extent (0–700 km east, 0–1,300 km north), then
+against a land mask: a point outside the box, or in the sea inside it, is not in Great Britain and
+is a per-row error. pyproj without the OSTN15 grid file is about 2 m off, which is acceptable for
+area assignment.
+
+The mask (``reference/gb_land_500m.npz``, ~19 KB) holds one bit per 500 m cell of the box, built
+once by ``scripts/build_land_mask.py`` from GLOBE 30-arc-second land/sea data (NOAA, public domain,
+via the MIT ``global-land-mask`` package). Land is grown by 1.5 km before saving, because the source
+is ~1 km and a crime on a pier, beach or harbour wall must never be refused; only points clearly
+offshore are. It is land, not Great Britain: the parts of Ireland, the Isle of Man and northern
+France inside the box count as land. Postcode centroids are not checked: they come from the loaded
+postcode layer, not from the sender.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +29,9 @@ GB_EASTING = (0.0, 700_000.0)
 GB_NORTHING = (0.0, 1_300_000.0)
 
 COORDINATES, POSTCODE, NONE = "coordinates", "postcode", "none"
+
+LAND_MASK = Path(__file__).resolve().parent / "reference" / "gb_land_500m.npz"
+LAND_CELL_METRES = 500
 
 
 @lru_cache(maxsize=1)
@@ -31,6 +43,36 @@ def in_gb(easting: float, northing: float) -> bool:
     return (
         GB_EASTING[0] <= easting <= GB_EASTING[1] and GB_NORTHING[0] <= northing <= GB_NORTHING[1]
     )
+
+
+@lru_cache(maxsize=1)
+def _land() -> np.ndarray:
+    """The mask as a (north, east) bool array, ~3.6 MB, read once per process on first use.
+
+    The file's grid is checked against the box so a mask built for another extent or cell size
+    fails loudly instead of misplacing every point.
+    """
+    with np.load(LAND_MASK, allow_pickle=False) as saved:
+        rows, cols = (int(n) for n in saved["shape"])
+        cell = int(saved["cell_metres"])
+        packed = saved["packed"]
+    expected = (int(GB_NORTHING[1]) // LAND_CELL_METRES, int(GB_EASTING[1]) // LAND_CELL_METRES)
+    if cell != LAND_CELL_METRES or (rows, cols) != expected:
+        raise RuntimeError(f"{LAND_MASK.name} is not a {LAND_CELL_METRES} m grid of the GB box")
+    return np.unpackbits(packed, count=rows * cols).reshape(rows, cols).view(bool)
+
+
+def on_land(eastings: np.ndarray, northings: np.ndarray) -> np.ndarray:
+    """True for each point whose 500 m cell is land; the points must lie inside the box.
+
+    One fancy-indexing lookup per chunk. The far edges (700 km E, 1,300 km N) belong to the last
+    cell, hence the clip.
+    """
+    land = _land()
+    rows, cols = land.shape
+    col = np.clip((np.asarray(eastings) // LAND_CELL_METRES).astype(np.intp), 0, cols - 1)
+    row = np.clip((np.asarray(northings) // LAND_CELL_METRES).astype(np.intp), 0, rows - 1)
+    return land[row, col]
 
 
 def to_bng(latitudes: list[float], longitudes: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,8 +98,10 @@ class LocationError:
 
 
 PostcodeLookup = Callable[[set[str]], dict[str, tuple[float, float]]]
+Results = list[Located | LocationError | None]
 
 _OUTSIDE = "lies outside Great Britain (British National Grid extent)"
+_AT_SEA = "lies in the sea, not on land in Great Britain"
 
 
 def locate(
@@ -65,9 +109,12 @@ def locate(
 ) -> list[Located | LocationError]:
     """A location (or the reason there is none usable) for each clean record of a chunk.
 
-    Precedence: easting/northing, then latitude/longitude, then the postcode's centroid.
+    Precedence: easting/northing, then latitude/longitude, then the postcode's centroid. Rows
+    with coordinates are gathered first and checked against the box and the land mask together,
+    so the per-row cost stays a few array operations per chunk.
     """
-    results: list[Located | LocationError | None] = [None] * len(records)
+    results: Results = [None] * len(records)
+    grid: list[int] = []
     wgs84: list[int] = []
     postcodes: list[int] = []
     for i, record in enumerate(records):
@@ -80,7 +127,7 @@ def locate(
             elif not in_gb(east, north):
                 results[i] = LocationError("easting", _OUTSIDE, outside_gb=True)
             else:
-                results[i] = Located(east, north, COORDINATES)
+                grid.append(i)
         elif lat is not None or lon is not None:
             if lat is None or lon is None:
                 missing = "longitude" if lon is None else "latitude"
@@ -93,30 +140,10 @@ def locate(
             postcodes.append(i)
         else:
             results[i] = _unlocated(requirement, "location")
+    if grid:
+        _locate_grid(records, grid, results)
     if wgs84:
-        eastings, northings = to_bng(
-            [records[i]["latitude"] for i in wgs84], [records[i]["longitude"] for i in wgs84]
-        )
-        inside = (
-            np.isfinite(eastings)
-            & np.isfinite(northings)
-            & (eastings >= GB_EASTING[0])
-            & (eastings <= GB_EASTING[1])
-            & (northings >= GB_NORTHING[0])
-            & (northings <= GB_NORTHING[1])
-        )
-        points = zip(
-            wgs84,
-            np.round(eastings, 1).tolist(),
-            np.round(northings, 1).tolist(),
-            inside.tolist(),
-            strict=True,
-        )
-        for i, east, north, ok in points:
-            if ok:
-                results[i] = Located(east, north, COORDINATES)
-            else:
-                results[i] = LocationError("latitude", _OUTSIDE, outside_gb=True)
+        _locate_wgs84(records, wgs84, results)
     if postcodes:
         found = lookup({records[i]["postcode"] for i in postcodes})
         for i in postcodes:
@@ -127,6 +154,51 @@ def locate(
                 else _unlocated(requirement, "postcode")
             )
     return [r if r is not None else Located(None, None, NONE) for r in results]
+
+
+def _locate_grid(records: list[dict[str, Any]], indices: list[int], results: Results) -> None:
+    """Fill ``results`` at ``indices`` (easting/northing already inside the box): one mask lookup
+    for the whole chunk."""
+    eastings = [records[i]["easting"] for i in indices]
+    northings = [records[i]["northing"] for i in indices]
+    land = on_land(np.asarray(eastings, dtype=float), np.asarray(northings, dtype=float))
+    for i, east, north, ok in zip(indices, eastings, northings, land.tolist(), strict=True):
+        results[i] = (
+            Located(east, north, COORDINATES)
+            if ok
+            else LocationError("easting", _AT_SEA, outside_gb=True)
+        )
+
+
+def _locate_wgs84(records: list[dict[str, Any]], indices: list[int], results: Results) -> None:
+    """Fill ``results`` at ``indices`` from latitude/longitude: one transform, one box test and
+    one mask lookup for the whole chunk."""
+    eastings, northings = to_bng(
+        [records[i]["latitude"] for i in indices], [records[i]["longitude"] for i in indices]
+    )
+    inside = (
+        np.isfinite(eastings)
+        & np.isfinite(northings)
+        & (eastings >= GB_EASTING[0])
+        & (eastings <= GB_EASTING[1])
+        & (northings >= GB_NORTHING[0])
+        & (northings <= GB_NORTHING[1])
+    )
+    land = np.zeros_like(inside)
+    land[inside] = on_land(eastings[inside], northings[inside])
+    points = zip(
+        indices,
+        np.round(eastings, 1).tolist(),
+        np.round(northings, 1).tolist(),
+        inside.tolist(),
+        land.tolist(),
+        strict=True,
+    )
+    for i, east, north, in_box, ok in points:
+        if ok:
+            results[i] = Located(east, north, COORDINATES)
+        else:
+            results[i] = LocationError("latitude", _AT_SEA if in_box else _OUTSIDE, outside_gb=True)
 
 
 def _unlocated(requirement: str, field: str) -> Located | LocationError:
