@@ -51,7 +51,10 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    extra = {"CSP_ADMIN_KEY": admin_key} if admin_key else {}
+    # Any CSP_* setting in the caller's environment reaches the services (README "Settings").
+    extra = {key: value for key, value in os.environ.items() if key.startswith("CSP_")}
+    if admin_key:
+        extra["CSP_ADMIN_KEY"] = admin_key
     databases = {
         name: os.environ.get(f"CSP_{name.upper()}_DATABASE_URL", f"sqlite:///{VAR / name}.db")
         for name in DEFAULT_PORTS

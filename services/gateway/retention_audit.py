@@ -111,6 +111,7 @@ async def keep_taking_in(
 ) -> None:
     """Every ``seconds``; a failure (ingest down, audit store down) waits for the next round."""
     while True:
+        await asyncio.sleep(seconds)  # first after a round: the peers start alongside
         try:
             written = await take_in_purges(audit, ingest, token(), engine)
         except Exception as exc:  # noqa: BLE001 - retried next round; never takes the gateway down
@@ -118,4 +119,3 @@ async def keep_taking_in(
         else:
             if written:
                 log.info("retention purges recorded", extra={"n": written})
-        await asyncio.sleep(seconds)
