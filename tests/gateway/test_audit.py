@@ -116,6 +116,15 @@ async def test_the_audit_carries_on_once_its_store_is_back(hub: Hub) -> None:
     assert check["ok"] is True and check["entries"] == 6  # the refused request left no entry
 
 
+async def test_a_stale_audit_connection_is_replaced_without_refusing_anyone(hub: Hub) -> None:
+    assert (await hub.client.get("/v1/me", headers=hub.admin())).status_code == 200
+    writer = hub.app.state.gateway.audit.writer
+    writer._connection.dbapi_connection.close()  # as if the database had dropped it
+    assert (await hub.client.get("/v1/me", headers=hub.admin())).status_code == 200
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is True and check["entries"] == 2
+
+
 async def test_replicas_sharing_a_database_extend_one_chain(make_hub: MakeHub) -> None:
     first = await make_hub()
     second = await make_hub(admin_key=first.admin_key)
