@@ -169,6 +169,9 @@ def ensure_head(engine: Engine) -> None:
         pass  # another replica starting at the same moment created it
 
 
+LINGER_PASSES = 3
+
+
 class AuditLog:
     """Appends entries in batches; ``append`` returns once its entry is committed.
 
@@ -238,6 +241,18 @@ class AuditLog:
         self._wake.set()
         await future
 
+    async def _gather(self, passes: int = LINGER_PASSES) -> None:
+        """Lets the loop run while entries keep arriving (a few passes at most, each well under a
+        millisecond): requests whose answers are on their way join this batch instead of the
+        next, so under load there are fewer, larger writes."""
+        for _ in range(passes):
+            waiting = len(self._pending)
+            if waiting >= self.batch_max:
+                return
+            await asyncio.sleep(0)
+            if len(self._pending) == waiting:
+                return
+
     def _take(self) -> list[_Pending]:
         """The next batch: one guarded item alone, or requests' entries up to ``batch_max``."""
         if self._pending[0].guard is not None:
@@ -257,10 +272,8 @@ class AuditLog:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self._inline and len(self._pending) < self.batch_max:
-                # One pass of the loop first: requests whose answers are on their way join this
-                # batch instead of the next, which halves the writes under load.
-                await asyncio.sleep(0)
+            if self._inline:
+                await self._gather()
             batch = self._take()
             entries = [entry for item in batch for entry in item.entries]
             guard = batch[0].guard
