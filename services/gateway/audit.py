@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, insert, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -309,18 +309,8 @@ class AuditLog:
         )
 
     def _checkpoint_now(self) -> None:
-        with self.engine.begin() as connection:
-            seq, head, checkpoint_seq, _ = _lock_head(connection)
-            if seq > checkpoint_seq:
-                row = _checkpoint_row(self.signer, seq, head, now_iso())
-                connection.execute(
-                    insert(CHECKPOINT).values(dict(zip(CHECKPOINT_COLUMNS, row, strict=True)))
-                )
-                connection.execute(
-                    update(HEAD)
-                    .where(HEAD.c.id == 1)
-                    .values(checkpoint_seq=seq, checkpoint_at=time.time())
-                )
+        """Signs the head if anything was written since the last checkpoint: an empty batch."""
+        self.writer.append([], lambda seq, checkpoint_seq, _at: seq > checkpoint_seq, self.signer)
 
 
 Head = tuple[int, str, int, float]  # seq, hash, checkpoint seq, checkpoint time
@@ -475,16 +465,6 @@ CHECKPOINT_COLUMNS = ("seq", "hash", "at", "signing_key_id", "signature")
 
 def _checkpoint_row(signer: Signer, seq: int, head: str, at: str) -> tuple[Any, ...]:
     return (seq, head, at, signer.key_id, signer.sign(seq, head, at))
-
-
-def _lock_head(connection: Connection) -> tuple[int, str, int, float]:
-    # Writing the head row first takes its lock (row lock on PostgreSQL, the write lock on
-    # SQLite), so writers in several replicas extend one chain in turn.
-    row = connection.exec_driver_sql(
-        "UPDATE audit_head SET seq = seq WHERE id = 1"
-        " RETURNING seq, hash, checkpoint_seq, checkpoint_at"
-    ).one()
-    return int(row[0]), str(row[1]), int(row[2]), float(row[3])
 
 
 def entry_dict(row: Any) -> dict[str, Any]:

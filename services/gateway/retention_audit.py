@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from services.gateway.audit import AuditLog, now_iso
+from services.gateway.audit import AuditLog, Guard, now_iso
 from services.gateway.models import AuditImport
 from services.gateway.upstream import Upstream, call_json
 
@@ -35,7 +36,7 @@ def read_cursor(engine: Engine, source: str = SOURCE) -> int:
     return int(found or 0)
 
 
-def cursor_guard(old: int, new: int, source: str = SOURCE) -> Any:
+def cursor_guard(old: int, new: int, source: str = SOURCE) -> Guard:
     """Moves the cursor from ``old`` to ``new`` in the entries' transaction; False when another
     replica already moved it (it then recorded these purges itself)."""
 
@@ -107,7 +108,11 @@ async def take_in_purges(
 
 
 async def keep_taking_in(
-    audit: AuditLog, ingest: Upstream, token: Any, engine: Engine, seconds: float
+    audit: AuditLog,
+    ingest: Upstream,
+    token: Callable[[], str],
+    engine: Engine,
+    seconds: float,
 ) -> None:
     """Every ``seconds``; a failure (ingest down, audit store down) waits for the next round."""
     while True:

@@ -8,13 +8,16 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from services.gateway import chain, retention_audit
+from services.gateway import audit, chain, retention_audit
+from services.gateway.models import Base
+from shared.db import make_engine, prepare_schema
 from tests.gateway.conftest import Hub, MakeHub
 
 AGGREGATES = "/v1/datasets/police-crime/aggregates?geography=lsoa21"
@@ -386,3 +389,21 @@ def test_any_chain_verifies_and_any_single_edit_is_found(
     edited[victim][field] = "tampered" if edited[victim][field] != "tampered" else "x"
     result = chain.verify(edited)
     assert result == {**result, "ok": False, "first_bad_entry": victim + 1}
+
+
+async def test_closing_the_log_signs_its_head_once(database_url: Callable[[str], str]) -> None:
+    engine = make_engine(database_url("gateway"))
+    prepare_schema(engine, Base.metadata, REPO / "services" / "gateway" / "migrations")
+    audit.ensure_head(engine)
+    signer = audit.load_signer(engine, None)
+    log = audit.AuditLog(engine, signer, checkpoint_every=1000, checkpoint_seconds=3600)
+    log.start()
+    for n in range(3):
+        entry = {"at": audit.now_iso(), "request_id": f"r-{n}", "phase": "complete"}
+        await log.append({**entry, "method": "GET", "route": "/v1/me", "outcome": "allowed"})
+    await log.close()
+    with engine.connect() as connection:
+        signed = [row[0] for row in connection.execute(text("SELECT seq FROM audit_checkpoint"))]
+    assert signed == [3]
+    assert audit.verify_store(engine)["ok"] is True
+    engine.dispose()
