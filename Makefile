@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: venv run test test-postgres lint format bench clean
+.PHONY: venv run test test-fast test-postgres lint format bench clean
 
 $(STAMP): requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ run: venv
 ## make test: the whole suite (SQLite; CSP_TEST_DATABASE=postgresql for PostgreSQL)
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-fast: the inner loop — everything but end-to-end, slow and real-data tests
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not e2e and not slow and not realdata" $(PYTEST_ARGS)
 
 test-postgres: venv
 	CSP_TEST_DATABASE=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS)
