@@ -13,20 +13,6 @@ from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
 AGENCY_CODE = r"^[a-z0-9][a-z0-9-]{1,63}$"
-AGENCY_KINDS = (
-    "police",
-    "fire",
-    "health",
-    "ambulance",
-    "probation",
-    "youth-justice",
-    "local-authority",
-    "housing",
-    "education",
-    "drug-alcohol",
-    "transport-police",
-    "other",
-)
 AgencyKind = Literal[
     "police",
     "fire",

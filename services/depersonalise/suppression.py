@@ -75,16 +75,6 @@ def secondary_suppression(counts: np.ndarray, status: np.ndarray) -> np.ndarray:
     return status
 
 
-def _lines(shape: tuple[int, ...], axis: int) -> list[tuple[int | slice, ...]]:
-    others = [range(n) for i, n in enumerate(shape) if i != axis]
-    result = []
-    for fixed in np.ndindex(*[len(r) for r in others]) if others else [()]:
-        index: list[int | slice] = list(fixed)
-        index.insert(axis, slice(None))
-        result.append(tuple(index))
-    return result
-
-
 def _smallest(values: np.ndarray, candidates: np.ndarray) -> int | None:
     """Position of the smallest candidate value, a non-zero one first."""
     positions = np.flatnonzero(candidates)
