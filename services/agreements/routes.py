@@ -37,6 +37,7 @@ from services.agreements.views import (
     register_csv,
     register_html,
     register_rows,
+    report_entry,
 )
 from shared.errors import ProblemError
 from shared.tokens import AdminDep, ClaimsDep, InternalClaims
@@ -472,6 +473,20 @@ def internal_retention(runtime: RuntimeDep, _caller: ServiceDep) -> list[dict[st
         {"provider": p, "dataset": d, "retention_days": days}
         for (p, d), days in sorted(longest.items())
     ]
+
+
+@internal.get("/agreements")
+def internal_agreements(
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    _caller: ServiceDep,
+    agency: Annotated[str | None, Query(max_length=64)] = None,
+) -> list[dict[str, Any]]:
+    """Every agreement (or those ``agency`` is party to) for the partnership report."""
+    snapshot = runtime.snapshots.current()
+    pool = snapshot.agreements.values() if agency is None else snapshot.by_agency.get(agency, [])
+    now = utcnow()
+    return [report_entry(s, now, settings.review_grace_days) for s in pool]
 
 
 # The gateway's decision call is matched first: it comes on every proxied request.

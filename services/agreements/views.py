@@ -201,3 +201,20 @@ def register_html(rows: list[dict[str, Any]], generated: datetime) -> str:
         f"<p>{len(rows)} agreements; generated {html.escape(_iso(generated) or '')}.</p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>"
     )
+
+
+def report_entry(stored: StoredAgreement, now: datetime, grace_days: int) -> dict[str, Any]:
+    """An agreement as the partnership report needs it: status, review and who shares what."""
+    agreement = stored.agreement
+    shown = governing(agreement, now)
+    return {
+        "id": agreement.id,
+        "title": shown.title,
+        "type": stored.terms[shown.version].get("type"),
+        "status": version_status(agreement, shown, now),
+        "review_by": shown.review_by.isoformat() if shown.review_by else None,
+        "review_state": review_state(shown, now.date(), grace_days),
+        "providers": list(shown.providers),
+        "recipients": list(shown.recipients),
+        "datasets": [{"dataset": g.dataset, "level": g.level} for g in shown.datasets],
+    }

@@ -80,6 +80,7 @@ def _routes() -> list[Route]:
         r("GET", "/v1/postcodes", INGEST),
         r("GET", "/v1/purges", INGEST, admin_only=True),
         r("POST", "/v1/purges", INGEST, admin_only=True),
+        r("GET", "/v1/reports/partnership", INGEST),
         # depersonalise (record reads at level personal go to ingest, see ``match``)
         r("GET", "/v1/datasets/{dataset}/records", DEPERSONALISE, action="read"),
         r("GET", "/v1/datasets/{dataset}/aggregates", DEPERSONALISE, "read", "aggregate"),

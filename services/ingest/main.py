@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from services.ingest.models import Base
 from services.ingest.outbox import Relay
 from services.ingest.retention import purge
-from services.ingest.routes import batches, datasets, internal, operations
+from services.ingest.routes import batches, datasets, internal, operations, reports
 from services.ingest.service import forget_expired_keys
 from services.ingest.settings import Settings
 from services.ingest.validation import compile_dataset
@@ -69,8 +69,20 @@ def create_app(
             await asyncio.to_thread(forget_expired_keys, engine)
             return entries
 
+        async def agreement_entries(agency: str | None) -> list[dict[str, Any]]:
+            token = issue_token(secret, {"sub": "ingest", "roles": ["service"]})
+            params = {"agency": agency} if agency else {}
+            response = await agreements.get(
+                "/internal/agreements", params=params, headers={HEADER: token}
+            )
+            response.raise_for_status()
+            entries: list[dict[str, Any]] = response.json()
+            return entries
+
         app.state.settings = settings
         app.state.engine = engine
+        app.state.catalogue = catalogue
+        app.state.agreement_entries = agreement_entries
         app.state.datasets = {name: compile_dataset(d) for name, d in catalogue.items()}
         app.state.relay = relay
         app.state.purge_now = purge_now
@@ -107,6 +119,6 @@ def create_app(
         description="Dataset catalogue, validated batches, raw records and the outbox.",
     )
     app.state.settings = settings
-    for router in (datasets, batches, operations, internal):
+    for router in (datasets, batches, operations, reports, internal):
         app.include_router(router)
     return app

@@ -66,6 +66,22 @@ class Batch(Base, table=True):
     created_at: str = Field(max_length=20)
 
 
+class Rejection(Base, table=True):
+    """How many rows of one push a reason refused (the field and a generic message, no values)."""
+
+    __tablename__ = "rejection"
+    __table_args__ = (Index("ix_rejection_received", "provider", "dataset", "received_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_seq: int
+    provider: str = Field(max_length=64)
+    dataset: str = Field(max_length=64)
+    received_at: str = Field(max_length=20)
+    field: str | None = Field(default=None, max_length=64)
+    reason: str = Field(max_length=200)
+    rows: int
+
+
 class Outbox(Base, table=True):
     """What the relay still owes depersonalise.
 

@@ -6,8 +6,9 @@ import asyncio
 import hashlib
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.ingest import records as record_store
@@ -16,6 +17,8 @@ from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows,
 from services.ingest.deps import DatasetDep, EngineDep, SettingsDep
 from services.ingest.models import BatchPublic, PushAnswer
 from services.ingest.postcodes import load_postcodes, postcode_count
+from services.ingest.report import QUARTER_PATTERN, parse_quarter, provider_rows, report
+from services.ingest.report_render import report_csv, report_html
 from services.ingest.retention import purge_history, purges_after
 from services.ingest.service import PushOptions, check_header, push, stored_answer
 from shared.app import request_id
@@ -26,6 +29,7 @@ from shared.tokens import AdminDep, ClaimsDep, InternalClaims
 datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 batches = APIRouter(prefix="/v1/batches", tags=["batches"])
 operations = APIRouter(prefix="/v1", tags=["operations"])
+reports = APIRouter(prefix="/v1/reports", tags=["reports"])
 internal = APIRouter(prefix="/internal", tags=["internal"])
 
 CSV_TYPES = {"text/csv", "application/csv"}
@@ -289,6 +293,47 @@ async def get_batch(batch_id: str, claims: ClaimsDep, engine: EngineDep) -> Batc
         record_store.batch_status, engine, batch_id, claims.sub, claims.is_admin
     )
     return BatchPublic.model_validate(status)
+
+
+def _report_format(request: Request, format: str | None) -> str:
+    if format is not None:
+        return format
+    accept = request.headers.get("accept", "")
+    return "html" if "text/html" in accept else "csv" if "text/csv" in accept else "json"
+
+
+@reports.get("/partnership", response_model=None)
+async def partnership_report(
+    request: Request,
+    claims: ClaimsDep,
+    engine: EngineDep,
+    quarter: Annotated[str, Query(pattern=QUARTER_PATTERN, max_length=7)],
+    format: Annotated[str | None, Query(pattern="^(json|csv|html)$")] = None,
+) -> dict[str, Any] | Response:
+    """The quarter's information sharing: operators see every provider, an agency its own rows,
+    the agreements it is party to and the maturity of its partnerships."""
+    period = parse_quarter(quarter)
+    agency = None if claims.is_admin else claims.sub
+    try:
+        agreements = await request.app.state.agreement_entries(agency)
+    except httpx.HTTPError as exc:
+        raise ProblemError(
+            503, "The agreements service could not answer.", slug="backend-unavailable"
+        ) from exc
+    rows = await asyncio.to_thread(provider_rows, engine, request.app.state.catalogue, period, None)
+    body = report(period, rows, agreements)
+    if agency is not None:
+        body["rows"] = [r for r in rows if r["provider"] == agency]
+    chosen = _report_format(request, format)
+    if chosen == "csv":
+        return Response(
+            report_csv(body),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="partnership-{quarter}.csv"'},
+        )
+    if chosen == "html":
+        return HTMLResponse(report_html(body))
+    return body
 
 
 @operations.post("/postcodes", tags=["postcodes"])

@@ -4,6 +4,7 @@ and the batch's answer in one transaction. Plain functions over an engine; no Fa
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,6 +21,7 @@ from services.ingest.service_sql import (
     OUTBOX,
     POSTCODE,
     RECORD,
+    REJECTION,
     iso,
     revision_range,
     utc_now,
@@ -55,6 +57,8 @@ class PushOutcome:
     unlocated: int = 0
     outside_gb: int = 0
     late: int = 0
+    reasons: Counter[tuple[str | None, str]] = field(default_factory=Counter)
+    """(field, message) -> rows refused for it; every row, however many errors are listed."""
 
     def counts(self) -> dict[str, int]:
         names = ("received", "accepted", "rejected", "corrections", "unlocated", "outside_gb")
@@ -152,7 +156,8 @@ def push(
         outcome.rejected, outcome.accepted = outcome.received, 0
         outcome.corrections = outcome.unlocated = outcome.late = 0
         with engine.begin() as connection:
-            _insert_batch(connection, compiled, options, moment, outcome, "rejected")
+            seq = _insert_batch(connection, compiled, options, moment, outcome, "rejected")
+            _record_rejections(connection, seq, compiled, options, moment, outcome)
             _remember(connection, options, moment, outcome)
     return outcome
 
@@ -177,6 +182,34 @@ def _insert_batch(
         )
     )
     return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+def _record_rejections(
+    connection: Connection,
+    seq: int,
+    compiled: CompiledDataset,
+    options: PushOptions,
+    moment: datetime,
+    outcome: PushOutcome,
+) -> None:
+    """The batch's refusal reasons, counted, for the partnership report."""
+    if not outcome.reasons:
+        return
+    connection.execute(
+        insert(REJECTION),
+        [
+            {
+                "batch_seq": seq,
+                "provider": options.provider,
+                "dataset": compiled.dataset.name,
+                "received_at": iso(moment),
+                "field": name,
+                "reason": message[:200],
+                "rows": rows,
+            }
+            for (name, message), rows in sorted(outcome.reasons.items(), key=str)
+        ],
+    )
 
 
 def _remember(
@@ -217,6 +250,9 @@ def _push_in(
 
     def reject(row: int, name: str | None, message: str) -> None:
         outcome.errors_total += 1
+        # A name the dataset lacks came from the sender and could be anything: keep none.
+        known = name if name is None or name in compiled.names else None
+        outcome.reasons[(known, message if known == name else "is not a field of the dataset")] += 1
         if len(errors) < options.max_errors:
             errors.append({"row": row, "field": name, "message": message})
 
@@ -284,6 +320,7 @@ def _push_in(
             writer.write(batch_rows)
     if options.atomic and outcome.errors_total:
         return
+    _record_rejections(connection, seq, compiled, options, moment, outcome)
     writer.finish()
     outcome.corrections = _corrections(connection, seq, outcome.accepted)
     connection.execute(

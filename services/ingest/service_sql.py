@@ -11,13 +11,14 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from services.ingest.models import Batch, IdempotencyKey, Outbox, Postcode, Record
+from services.ingest.models import Batch, IdempotencyKey, Outbox, Postcode, Record, Rejection
 
 RECORD: Table = Record.__table__  # type: ignore[attr-defined]
 BATCH: Table = Batch.__table__  # type: ignore[attr-defined]
 OUTBOX: Table = Outbox.__table__  # type: ignore[attr-defined]
 POSTCODE: Table = Postcode.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
+REJECTION: Table = Rejection.__table__  # type: ignore[attr-defined]
 
 ROW_BITS = 24
 
