@@ -244,6 +244,42 @@ def _write_stream(blocks: Iterator[bytes], output: Path | None) -> None:
 
 
 @app.command()
+def report(
+    ctx: typer.Context,
+    quarter: Annotated[str, typer.Argument(help="information period, e.g. 2024-Q3")],
+    output_format: Annotated[
+        Literal["table", "json", "csv", "html"], typer.Option("--format")
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="file (else stdout)")
+    ] = None,
+) -> None:
+    """The partnership's quarterly information-sharing report (operators: every provider)."""
+    path = "/v1/reports/partnership"
+    if output_format != "table":
+        try:
+            with _gateway(ctx).stream(
+                path, {"quarter": quarter, "format": output_format}
+            ) as answer:
+                _write_stream(answer.iter_bytes(), output)
+        except GatewayError as exc:
+            _fail(str(exc))
+        if output is not None:
+            err.print(f"wrote {output}")
+        return
+    body = _call(ctx, "get_json", path, quarter=quarter)
+    rows = [
+        {**r, "on_time": {True: "yes", False: "late", None: "-"}[r["on_time"]],
+         "required": r["completeness"]["required"], "optional": r["completeness"]["optional"]}
+        for r in body["rows"]
+    ]  # fmt: skip
+    columns = ["provider", "dataset", "records", "received_last", "due", "on_time", "required"]
+    _table(rows, [*columns, "optional", "geocoded", "rejected"], f"Quarter {body['quarter']}")
+    _table(body["agreements"], ["id", "title", "status", "review_by", "review_state"], "Agreements")
+    _table(body["maturity"], ["provider", "recipient", "level", "label"], "Maturity")
+
+
+@app.command()
 def quality(ctx: typer.Context, dataset: str) -> None:
     """Data quality of what your agency pushed to a dataset."""
     _print_json(_call(ctx, "get_json", f"/v1/datasets/{dataset}/quality"))
