@@ -4,7 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: venv run test test-fast test-postgres lint format bench clean
+WEB    := build/web
+
+.PHONY: venv web run test test-fast test-postgres lint format bench clean
 
 $(STAMP): requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,8 +16,17 @@ $(STAMP): requirements/dev.txt
 
 venv: $(STAMP)
 
+## make web: the analysts' page's npm packages (Leaflet; axe-core for its browser tests), exact pins
+$(WEB)/.installed: services/gateway/web/package.json
+	mkdir -p $(WEB)
+	cp services/gateway/web/package.json $(WEB)/package.json
+	cd $(WEB) && npm install --no-package-lock --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
+
+web: $(WEB)/.installed
+
 ## make run: the whole hub on this machine (four processes, SQLite under var/, a demo data set)
-run: venv
+run: venv web
 	$(BIN)/python -m scripts.run
 
 ## make test: the whole suite (SQLite; CSP_TEST_DATABASE=postgresql for PostgreSQL)

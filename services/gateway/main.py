@@ -32,6 +32,7 @@ from services.gateway.proxy import Gateway, GatewayMiddleware
 from services.gateway.routes import docs_router, router
 from services.gateway.settings import Settings
 from services.gateway.upstream import AiohttpUpstream, HttpxUpstream, Upstream, call_json
+from services.gateway.web import router as web_router
 from shared.app import build_app
 from shared.db import make_engine, ping, prepare_schema
 from shared.tokens import issue_token
@@ -199,6 +200,7 @@ def create_app(
     app.state.settings = settings
     app.include_router(router)
     app.include_router(docs_router)
+    app.include_router(web_router)
     # Innermost user middleware: inside the request-id middleware, outside the router.
     app.user_middleware.append(
         Middleware(GatewayMiddleware, gateway=lambda: getattr(app.state, "gateway", None))

@@ -38,6 +38,12 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"strict-transport-security", b"max-age=31536000; includeSubDomains"),
 ]
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+# The analysts' page (/app/): its own scripts, styles and API only, nothing from another host.
+PAGE_CSP = (
+    b"content-security-policy",
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    b"connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+)
 # Never forwarded either way (RFC 9110 7.6.1), plus what the gateway itself sets.
 HOP_BY_HOP = frozenset(
     {
@@ -338,7 +344,12 @@ async def send_problem(send: Send, problem: ProblemError) -> None:
 
 
 def _secured(send: Send, path: str) -> Send:
-    extra = SECURITY_HEADERS if path.startswith("/docs") else [*SECURITY_HEADERS, API_CSP]
+    if path.startswith("/docs"):
+        extra = SECURITY_HEADERS
+    elif path == "/app" or path.startswith("/app/"):
+        extra = [*SECURITY_HEADERS, PAGE_CSP]
+    else:
+        extra = [*SECURITY_HEADERS, API_CSP]
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Settings(ServiceSettings):
@@ -52,6 +56,11 @@ class Settings(ServiceSettings):
         default=None, description="base64 of a 32-byte Ed25519 seed; generated into the DB if unset"
     )
     openapi_cache_seconds: float = 60.0
+
+    # Where ``make web`` (or the image build) installed the analysts' page's npm packages.
+    web_vendor_dir: str = str(
+        Path(__file__).resolve().parents[2] / "build" / "web" / "node_modules"
+    )
 
     expose_docs: bool = False
     cors_origins: list[str] = Field(default_factory=list)

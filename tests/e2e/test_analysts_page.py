@@ -1,0 +1,302 @@
+"""The analysts' page at /app/ in a real browser (Debian's chromium driven by Playwright) against
+the four services as real processes, seeded with the demo: what it draws is what the API says.
+
+Skips when chromium or the page's npm packages (``make web``) are missing; fails under CI=true.
+Screenshots go to var/screenshots/.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from scripts.demo import DEMO_LAYER, seed
+from scripts.hub import Hub
+from services.depersonalise.demo import demo_layer
+from services.gateway.settings import REPO, Settings
+from tests.e2e.conftest import ADMIN_KEY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
+
+SCREENSHOTS = REPO / "var" / "screenshots"
+AXE = REPO / "build" / "web" / "node_modules" / "axe-core" / "axe.min.js"
+LEAFLET = Path(Settings.model_fields["web_vendor_dir"].default) / "leaflet" / "dist" / "leaflet.js"
+BIG_LAYER = "grid-300"
+QUERY = {"geography": DEMO_LAYER, "period": "quarter", "from": "2024-01-01", "to": "2024-06-30"}
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI must have it: .ci/run installs it)")
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    found = os.environ.get("CSP_CHROMIUM") or shutil.which("chromium")
+    if not found:
+        _missing("chromium is not installed (apt-get install chromium)")
+    if not LEAFLET.is_file() or not AXE.is_file():
+        _missing("the page's npm packages are not installed (make web)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("playwright is not installed (make venv)")
+    return str(found)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def demo(hub: Hub) -> dict[str, str]:
+    """The demo seed, a 300-area layer, and an agency with a key but no agreement."""
+    keys = seed(hub.gateway_url, ADMIN_KEY)
+    admin = bearer(ADMIN_KEY)
+    with httpx.Client(base_url=hub.gateway_url, timeout=60) as client:
+        big = demo_layer(columns=20, rows=15, size_metres=300.0)
+        loaded = client.post(
+            f"/v1/geographies/{BIG_LAYER}",
+            params={"code_field": "code", "name_field": "name"},
+            json=big,
+            headers=admin,
+        )
+        assert loaded.status_code < 300, loaded.text
+        outsider = {"code": "demo-housing", "name": "Demo Housing (demo data)", "kind": "housing"}
+        assert client.post("/v1/agencies", json=outsider, headers=admin).status_code == 201
+        issued = client.post("/v1/agencies/demo-housing/keys", headers=admin).json()
+        keys["demo-housing"] = issued["key"]
+        council = bearer(keys["demo-council"])
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            layers = client.get("/v1/geographies", headers=council).json()["layers"]
+            ready = {layer["name"] for layer in layers if layer.get("status", "active") == "active"}
+            answer = client.get(
+                "/v1/datasets/police-crime/aggregates", params=QUERY, headers=council
+            )
+            counted = answer.json().get("disclosure", {}).get("records") if answer.is_success else 0
+            if BIG_LAYER in ready and counted == 400:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the demo was not depersonalised in time")
+    return keys
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+class Page:
+    """One browser tab on the page, recording every request it makes."""
+
+    def __init__(self, browser: Any, base: str, width: int, height: int, **options: Any) -> None:
+        self.context = browser.new_context(
+            viewport={"width": width, "height": height}, accept_downloads=True, **options
+        )
+        self.tab = self.context.new_page()
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.tab.on("request", lambda request: self.requests.append(request.url))
+        self.tab.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.base = base
+
+    def sign_in(self, key: str) -> None:
+        self.tab.goto(self.base + "/app/")
+        self.tab.fill("#key", key)
+        self.tab.press("#key", "Enter")  # the keyboard alone signs in
+
+    def shot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.tab.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+    def close(self) -> None:
+        assert self.errors == [], self.errors
+        outside = [
+            url for url in self.requests if not url.startswith((self.base, "data:", "blob:"))
+        ]
+        assert outside == [], f"requests to other hosts: {outside}"
+        self.context.close()
+
+
+@pytest.fixture
+def open_page(browser: Any, hub: Hub) -> Iterator[Any]:
+    opened: list[Page] = []
+
+    def make(width: int = 1280, height: int = 800, **options: Any) -> Page:
+        page = Page(browser, hub.gateway_url, width, height, **options)
+        opened.append(page)
+        return page
+
+    yield make
+    for page in opened:
+        page.close()
+
+
+def _api_geojson(hub: Hub, key: str, layer: str = DEMO_LAYER) -> dict[str, Any]:
+    answer = httpx.get(
+        hub.gateway_url + "/v1/datasets/police-crime/aggregates",
+        params={**QUERY, "geography": layer, "format": "geojson"},
+        headers=bearer(key),
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def test_the_map_draws_what_the_api_answers(
+    hub: Hub, demo: dict[str, str], open_page: Any, tmp_path: Path
+) -> None:
+    key = demo["demo-council"]
+    api = _api_geojson(hub, key)
+    first = sorted({c["period"] for f in api["features"] for c in f["properties"]["cells"]})[0]
+    suppressed = [
+        f for f in api["features"] if next(c for c in f["properties"]["cells"]
+                                           if c["period"] == first)["count"] is None
+    ]  # fmt: skip
+    assert 0 < len(suppressed) < len(api["features"])  # the demo has both kinds
+
+    page = open_page()
+    tab = page.tab
+    page.sign_in(key)
+    tab.wait_for_selector("path.area", timeout=30_000)
+    assert tab.locator("path.area").count() == len(api["features"])
+    hatched = tab.locator("path.area-suppressed")
+    assert hatched.count() == len(suppressed)
+    assert {hatched.nth(i).get_attribute("fill") for i in range(hatched.count())} == {"url(#hatch)"}
+    assert sorted(
+        hatched.nth(i).get_attribute("data-area") for i in range(hatched.count())
+    ) == sorted(f["properties"]["area"] for f in suppressed)
+    # Never drawn as zero: a suppressed area says so, in its data and in the table.
+    assert tab.locator('path.area-suppressed[data-count="0"]').count() == 0
+    legend = tab.locator('#legend li[data-legend="suppressed"]')
+    assert legend.get_attribute("data-areas") == str(len(suppressed))
+    assert "suppressed" in legend.inner_text()
+    legend_total = sum(
+        int(tab.locator("#legend li").nth(i).get_attribute("data-areas") or 0)
+        for i in range(tab.locator("#legend li").count())
+    )
+    assert legend_total == len(api["features"])
+    for name, value in api["disclosure"].items():
+        if isinstance(value, int | float):
+            assert tab.locator(f'#disclosure dd[data-key="{name}"]').inner_text() == str(value)
+    table_cells = sum(len(f["properties"]["cells"]) for f in api["features"])
+    assert tab.locator("#cells tbody tr").count() == table_cells
+    assert float(tab.locator("#map").get_attribute("data-draw-ms") or "inf") < 1000
+
+    with tab.expect_download() as download:
+        tab.click("#download-csv")
+    saved = tmp_path / "cells.csv"
+    download.value.save_as(saved)
+    rows = list(csv.DictReader(io.StringIO(saved.read_text())))
+    assert len(rows) == table_cells
+    assert sum(1 for r in rows if r["count"] == "") == sum(
+        1 for f in api["features"] for c in f["properties"]["cells"] if c["count"] is None
+    )
+    page.shot("map-1280x800.png")
+    # The key is in the tab's session storage, never in an address.
+    assert all(demo["demo-council"] not in url for url in page.requests)
+
+
+def test_no_serious_accessibility_violation(hub: Hub, demo: dict[str, str], open_page: Any) -> None:
+    # axe-core is injected as a script, which the page's own policy rightly forbids.
+    page = open_page(bypass_csp=True)
+    page.sign_in(demo["demo-council"])
+    page.tab.wait_for_selector("path.area", timeout=30_000)
+    page.tab.click("#report-form button[type=submit]")
+    page.tab.wait_for_selector("#report table")
+    page.tab.add_script_tag(path=str(AXE))
+    result = page.tab.evaluate("async () => await axe.run(document)")
+    serious = [
+        (v["id"], v["impact"], len(v["nodes"]))
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == []
+
+
+def test_a_phone_width_shows_the_map_without_sideways_scrolling(
+    hub: Hub, demo: dict[str, str], open_page: Any
+) -> None:
+    page = open_page(390, 844)
+    page.sign_in(demo["demo-council"])
+    page.tab.wait_for_selector("path.area", timeout=30_000)
+    assert page.tab.locator("#map").bounding_box()["width"] <= 390
+    width = page.tab.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    page.shot("map-phone.png")
+
+
+def test_a_key_without_an_agreement_sees_the_refusal_and_its_rule(
+    demo: dict[str, str], open_page: Any
+) -> None:
+    page = open_page()
+    page.sign_in(demo["demo-housing"])
+    alert = page.tab.locator("#problem")
+    alert.wait_for(state="visible", timeout=30_000)
+    assert "no-active-agreement" in alert.locator(".rule").inner_text()
+    assert alert.locator(".detail").inner_text().startswith("Refused by rule")
+    assert page.tab.locator("path.area").count() == 0
+    page.shot("refusal.png")
+
+
+def test_a_300_area_layer_is_drawn_within_a_second(
+    hub: Hub, demo: dict[str, str], open_page: Any
+) -> None:
+    page = open_page()
+    tab = page.tab
+    page.sign_in(demo["demo-council"])
+    tab.wait_for_selector("path.area", timeout=30_000)
+    tab.select_option("#layer", BIG_LAYER)
+    tab.click("#query button[type=submit]")
+    tab.wait_for_selector('#map[data-areas="300"]', timeout=30_000)
+    assert tab.locator("path.area").count() == 300
+    assert float(tab.locator("#map").get_attribute("data-draw-ms") or "inf") < 1000
+
+
+def test_published_points_show_their_k(demo: dict[str, str], open_page: Any) -> None:
+    page = open_page()
+    tab = page.tab
+    page.sign_in(demo["demo-council"])
+    tab.wait_for_selector("path.area", timeout=30_000)
+    tab.click("#points")
+    tab.wait_for_selector("path.record-point", timeout=30_000)
+    assert tab.locator("#points-status").get_attribute("data-k") == "8"
+    assert "k = 8" in tab.locator("#points-status").inner_text()
+    page.shot("points.png")
+
+
+def test_the_report_and_agreements_due_for_review(demo: dict[str, str], open_page: Any) -> None:
+    page = open_page()
+    tab = page.tab
+    # The provider: the report shows its own rows.
+    page.sign_in(demo["demo-police"])
+    tab.locator("#workspace").wait_for(state="visible", timeout=30_000)
+    tab.fill("#quarter", "2024-Q1")
+    tab.click("#report-form button[type=submit]")
+    first_table = tab.locator("#report table").first
+    first_table.wait_for()
+    assert "demo-police" in first_table.inner_text() and "185" in first_table.inner_text()
+    assert "None due" in tab.locator("#review-due").inner_text()
+    page.shot("report.png")
+    tab.fill("#quarter", "2024-Q7")
+    tab.click("#report-form button[type=submit]")
+    tab.locator("#problem").wait_for(state="visible")
+    tab.wait_for_function("document.querySelector('#problem').innerText.includes('quarter')")
