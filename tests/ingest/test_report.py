@@ -19,7 +19,12 @@ from services.ingest.validation import compile_dataset
 from shared.catalogue import load_catalogue
 from tests.ingest.conftest import Client, token
 
-ADMIN = token("ops", ["agency", "admin"])
+
+def admin() -> dict[str, str]:
+    """Issued when used: an internal token lives 60 s."""
+    return token("ops", ["agency", "admin"])
+
+
 # Counted by hand from scripts/demo.py's 400 records: January 68, February 60, March 57.
 DEMO_Q1 = 185
 # police-crime has 3 required and 9 optional fields; the demo fills easting and northing.
@@ -190,7 +195,7 @@ async def report_client(
 async def test_route_answers_json_csv_and_html(
     report_client: Client, agreements_service: FastAPI
 ) -> None:
-    answer = await report_client.get("/v1/reports/partnership?quarter=2024-Q1", headers=ADMIN)
+    answer = await report_client.get("/v1/reports/partnership?quarter=2024-Q1", headers=admin())
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["quarter"] == "2024-Q1" and body["due"] == "2024-06-30"
@@ -204,14 +209,14 @@ async def test_route_answers_json_csv_and_html(
     assert (graded["recipient"], graded["level"]) == ("demo-council", 2)  # one receipt month
     assert agreements_service.state.asked == [None]
     table = await report_client.get(
-        "/v1/reports/partnership?quarter=2024-Q2&format=csv", headers=ADMIN
+        "/v1/reports/partnership?quarter=2024-Q2&format=csv", headers=admin()
     )
     assert table.headers["content-type"].startswith("text/csv")
     (line,) = list(csv.DictReader(io.StringIO(table.text)))
     assert line["records"] == str(400 - DEMO_Q1) and line["on_time"] == "False"
     assert line["rejected"] == "3" and line["rejected_reasons"].startswith("category is required")
     page = await report_client.get(
-        "/v1/reports/partnership?quarter=2024-Q1", headers={**ADMIN, "Accept": "text/html"}
+        "/v1/reports/partnership?quarter=2024-Q1", headers={**admin(), "Accept": "text/html"}
     )
     assert page.headers["content-type"].startswith("text/html")
     assert f"<td>{DEMO_Q1}</td>" in page.text and "2024-Q1" in page.text
@@ -234,9 +239,9 @@ async def test_an_agency_sees_its_own_rows(
 
 @pytest.mark.parametrize("quarter", ["2024-Q5", "2024", "Q1-2024", "2024-Q1x"])
 async def test_a_bad_quarter_is_422_naming_it(report_client: Client, quarter: str) -> None:
-    answer = await report_client.get(f"/v1/reports/partnership?quarter={quarter}", headers=ADMIN)
+    answer = await report_client.get(f"/v1/reports/partnership?quarter={quarter}", headers=admin())
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"
     assert [e["field"] for e in answer.json()["errors"]] == ["quarter"]
-    missing = await report_client.get("/v1/reports/partnership", headers=ADMIN)
+    missing = await report_client.get("/v1/reports/partnership", headers=admin())
     assert missing.status_code == 422 and "quarter" in missing.json()["detail"]

@@ -260,7 +260,7 @@ function renderLegend(breaks, counts, suppressed) {
     legend.append(item);
   };
   entry("", COLOURS[0], "0", counts.filter((c) => c === 0).length, "zero");
-  let lower = 1;
+  let lower = Math.min(...counts.filter((c) => c > 0));
   breaks.forEach((upper, i) => {
     const colour = COLOURS[1 + i + (4 - breaks.length)];
     const n = counts.filter((c) => c >= lower && c <= upper).length;
