@@ -8,7 +8,7 @@ import sys
 
 from bench.results import RESULTS
 
-MODULES = ("bench.ingest", "bench.depersonalise", "bench.gateway")
+MODULES = ("bench.ingest", "bench.depersonalise", "bench.gateway", "bench.report")
 
 
 def main() -> int:
