@@ -24,6 +24,8 @@ from shared.catalogue import Dataset
 
 QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
 QUARTER_PATTERN = QUARTER.pattern
+# Records before 1900 are refused at push; the due date of 9998-Q4 is still a date.
+FIRST_YEAR, LAST_YEAR = 1900, 9998
 REASONS_SHOWN = 3
 # What "monthly geocoded feeds with quality figures" asks of every shared dataset.
 MONTHLY_FEED_MONTHS = 3
@@ -61,6 +63,8 @@ def parse_quarter(label: str) -> Quarter:
     if found is None:
         raise ValueError("must be a quarter like 2024-Q3")
     year, number = int(found.group(1)), int(found.group(2))
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"must be a quarter of a year from {FIRST_YEAR} to {LAST_YEAR}")
     start = _quarter_start(year, number)
     following = _quarter_start(year, number + 1)
     after_following = _quarter_start(year, number + 2)

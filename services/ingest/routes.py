@@ -312,7 +312,12 @@ async def partnership_report(
 ) -> dict[str, Any] | Response:
     """The quarter's information sharing: operators see every provider, an agency its own rows,
     the agreements it is party to and the maturity of its partnerships."""
-    period = parse_quarter(quarter)
+    try:
+        period = parse_quarter(quarter)
+    except ValueError as exc:
+        raise ProblemError(
+            422, f"quarter {exc}.", slug="validation-failed", field="quarter"
+        ) from exc
     agency = None if claims.is_admin else claims.sub
     try:
         agreements = await request.app.state.agreement_entries(agency)

@@ -41,7 +41,8 @@ def test_quarters_and_their_due_dates() -> None:
     q4 = parse_quarter("2024-Q4")
     assert (q4.end.isoformat(), q4.due.isoformat()) == ("2024-12-31", "2025-03-31")
     assert parse_quarter("2025-Q1").due.isoformat() == "2025-06-30"
-    for bad in ("2024-Q5", "2024Q1", "2024-q1", "24-Q1", ""):
+    assert parse_quarter("9998-Q4").due.isoformat() == "9999-03-31"
+    for bad in ("2024-Q5", "2024Q1", "2024-q1", "24-Q1", "", "0000-Q1", "1899-Q4", "9999-Q1"):
         with pytest.raises(ValueError):
             parse_quarter(bad)
 
@@ -243,5 +244,7 @@ async def test_a_bad_quarter_is_422_naming_it(report_client: Client, quarter: st
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"
     assert [e["field"] for e in answer.json()["errors"]] == ["quarter"]
+    early = await report_client.get("/v1/reports/partnership?quarter=0000-Q1", headers=admin())
+    assert early.status_code == 422 and early.json()["field"] == "quarter"
     missing = await report_client.get("/v1/reports/partnership", headers=admin())
     assert missing.status_code == 422 and "quarter" in missing.json()["detail"]
