@@ -201,6 +201,14 @@ def test_the_map_draws_what_the_api_answers(
     assert tab.locator("#cells tbody tr").count() == table_cells
     assert float(tab.locator("#map").get_attribute("data-draw-ms") or "inf") < 1000
 
+    # The time series of a chosen area (by keyboard: the area list), one bar per period,
+    # suppressed periods labelled as such.
+    periods = sorted({c["period"] for f in api["features"] for c in f["properties"]["cells"]})
+    area = suppressed[0]["properties"]["area"]
+    tab.select_option("#series-area", area)
+    assert tab.locator("#series rect.bar, #series rect.bar-suppressed").count() == len(periods)
+    assert "suppressed" in (tab.locator("#series svg").text_content() or "")
+
     with tab.expect_download() as download:
         tab.click("#download-csv")
     saved = tmp_path / "cells.csv"
