@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from services.ingest.service_sql import RECORD, REJECTION
+from services.ingest.service_sql import BATCH, RECORD, REJECTION
 from shared.catalogue import Dataset
 
 QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
@@ -124,9 +124,15 @@ def provider_rows(
         .where(REJECTION.c.received_at >= start, REJECTION.c.received_at < end)
         .group_by(REJECTION.c.provider, REJECTION.c.dataset, REJECTION.c.field, REJECTION.c.reason)
     )
+    batches = (
+        select(BATCH.c.provider, BATCH.c.dataset, func.sum(BATCH.c.rejected))
+        .where(BATCH.c.kind == "push", BATCH.c.created_at >= start, BATCH.c.created_at < end)
+        .group_by(BATCH.c.provider, BATCH.c.dataset)
+    )
     if provider is not None:
         records = records.where(RECORD.c.provider == provider)
         refused = refused.where(REJECTION.c.provider == provider)
+        batches = batches.where(BATCH.c.provider == provider)
     tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
     required = {n: {f.name for f in d.fields if f.required} for n, d in catalogue.items()}
     optional = {n: {f.name for f in d.fields if not f.required} for n, d in catalogue.items()}
@@ -145,13 +151,18 @@ def provider_rows(
             filled = {name for name, value in _decode(row.data).items() if value not in (None, "")}
             tally.required_filled += len(filled & required.get(row.dataset, set()))
             tally.optional_filled += len(filled & optional.get(row.dataset, set()))
+        rejected = {
+            (code, dataset): int(rows or 0)
+            for code, dataset, rows in connection.execute(batches)
+            if rows
+        }
         reasons: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
         for provider_code, dataset, name, reason, rows in connection.execute(refused):
             reasons[(provider_code, dataset)].append(
                 {"field": name, "reason": reason, "rows": int(rows)}
             )
     out = []
-    for key in sorted(set(tallies) | set(reasons)):
+    for key in sorted(set(tallies) | set(reasons) | set(rejected)):
         tally = tallies.get(key) or _Tally()
         refusals = sorted(reasons.get(key, []), key=lambda r: (-r["rows"], str(r["field"])))
         n_required = len(required.get(key[1], ()))
@@ -175,7 +186,7 @@ def provider_rows(
                 "geocoded": _share(tally.geocoded, tally.records),
                 "months_with_records": sum(m in tally.occurred_months for m in quarter.months),
                 "receipt_months": len(tally.receipt_months),
-                "rejected": sum(r["rows"] for r in refusals),
+                "rejected": rejected.get(key, 0),
                 "rejected_reasons": refusals[:REASONS_SHOWN],
             }
         )

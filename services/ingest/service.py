@@ -153,6 +153,9 @@ def push(
             if options.atomic and outcome.errors_total:
                 raise _AtomicRollbackError
     except _AtomicRollbackError:
+        valid = outcome.received - outcome.rejected
+        if valid:
+            outcome.reasons[(None, "refused with the rest of its atomic batch")] += valid
         outcome.rejected, outcome.accepted = outcome.received, 0
         outcome.corrections = outcome.unlocated = outcome.late = 0
         with engine.begin() as connection:

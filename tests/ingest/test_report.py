@@ -248,3 +248,37 @@ async def test_a_bad_quarter_is_422_naming_it(report_client: Client, quarter: st
     assert early.status_code == 422 and early.json()["field"] == "quarter"
     missing = await report_client.get("/v1/reports/partnership", headers=admin())
     assert missing.status_code == 422 and "quarter" in missing.json()["detail"]
+
+
+async def test_refusals_are_counted_without_the_senders_values(client: Client) -> None:
+    """An atomic push refused whole still counts its reasons, the valid rows' too; a field name
+    the dataset lacks (it came from the sender and could be anything) is not kept."""
+    from sqlalchemy import select
+
+    from services.ingest.service_sql import REJECTION
+
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    compiled = compile_dataset(load_catalogue()["police-crime"])
+    rows = [
+        (1, {"source_ref": "A-1", "occurred_at": "2024-02-01", "category": "Burglary",
+             "easting": 383000, "northing": 398000}),
+        (2, {"source_ref": "A-2", "occurred_at": "2024-02-01", "category": "Burglary",
+             "Jane Smith 12 Acacia Avenue": "x", "easting": 383000, "northing": 398000}),
+        (3, {"source_ref": "A-3", "occurred_at": "not a date", "category": "Burglary",
+             "easting": 383000, "northing": 398000}),
+    ]  # fmt: skip
+    march = datetime(2024, 3, 1, tzinfo=UTC)
+    outcome = push(engine, compiled, iter(rows), PushOptions(provider="p", atomic=True), now=march)
+    assert outcome.accepted == 0 and outcome.rejected == 3
+    with engine.connect() as connection:
+        stored = connection.execute(select(REJECTION)).all()
+    assert stored and all(r.batch_seq and r.rows == 1 for r in stored)
+    assert all("Jane" not in str(tuple(r)) and "Acacia" not in str(tuple(r)) for r in stored)
+    (row,) = provider_rows(engine, load_catalogue(), parse_quarter("2024-Q1"), "p")
+    # Rows refused, each once, as the batch counts them; the reasons as the rows gave them.
+    assert row["records"] == 0 and row["rejected"] == 3
+    assert {(r["field"], r["reason"]) for r in row["rejected_reasons"]} == {
+        (None, "is not a field of the dataset"),
+        ("occurred_at", "is not a valid ISO 8601 date or date-time"),
+        (None, "refused with the rest of its atomic batch"),
+    }
