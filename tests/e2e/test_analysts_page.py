@@ -303,6 +303,11 @@ def test_the_report_and_agreements_due_for_review(demo: dict[str, str], open_pag
     first_table.wait_for()
     assert "demo-police" in first_table.inner_text() and "185" in first_table.inner_text()
     assert "None due" in tab.locator("#review-due").inner_text()
+    with tab.expect_download() as download:
+        tab.click("#download-report-html")
+    printable = Path(download.value.path()).read_text()
+    assert "<h1>Partnership information-sharing report, 2024-Q1</h1>" in printable
+    assert "<td>185</td>" in printable
     page.shot("report.png")
     tab.fill("#quarter", "2024-Q7")
     tab.click("#report-form button[type=submit]")

@@ -450,9 +450,10 @@ async function showReport() {
   if (!body.review_due.length) due.append(element("li", "None due by the end of the following quarter."));
 }
 
-async function downloadReport() {
-  const response = await api("/v1/reports/partnership", { quarter: $("quarter").value, format: "csv" }, "text/csv");
-  save(await response.blob(), `partnership-${$("quarter").value}.csv`);
+async function downloadReport(format) {
+  const accept = format === "csv" ? "text/csv" : "text/html";
+  const response = await api("/v1/reports/partnership", { quarter: $("quarter").value, format }, accept);
+  save(await response.blob(), `partnership-${$("quarter").value}.${format}`);
 }
 
 // ------------------------------------------------------------------ wiring
@@ -478,7 +479,8 @@ function wire() {
     event.preventDefault();
     guarded(showReport);
   });
-  $("download-report").addEventListener("click", () => guarded(downloadReport));
+  $("download-report").addEventListener("click", () => guarded(() => downloadReport("csv")));
+  $("download-report-html").addEventListener("click", () => guarded(() => downloadReport("html")));
   if (sessionStorage.getItem(KEY_SLOT)) guarded(signIn);
 }
 
