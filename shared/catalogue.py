@@ -12,13 +12,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 Classification = Literal[
     "identifier", "free-text", "address", "location", "datetime", "special-category", "attribute"
 ]
 FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime", "postcode"]
 Level = Literal["aggregate", "depersonalised", "personal"]
+# What a field says about who a record is about; ingest links records of one person on them.
+LinkKind = Literal["pnc", "cro", "nhs", "surname", "forenames", "date_of_birth", "postcode"]
 LEVELS: tuple[Level, ...] = ("aggregate", "depersonalised", "personal")
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "catalogue"
@@ -38,6 +40,9 @@ class FieldSpec(BaseModel):
         default=False, description="reject values outside `allowed` (else accept and report)"
     )
     keep_outward_code: bool = False
+    link: LinkKind | None = Field(
+        default=None, description="the person identifier this field holds, for linkage"
+    )
     description: str = ""
 
 
@@ -73,12 +78,26 @@ class Dataset(BaseModel):
     disclosure: DisclosureRule = DisclosureRule()
     fields: list[FieldSpec]
 
+    @model_validator(mode="after")
+    def _links_never_leave_as_they_are(self) -> Dataset:
+        for spec in self.fields:
+            if spec.link is not None and spec.classification not in ("identifier", "address"):
+                raise ValueError(
+                    f"field {spec.name!r} links people: classify it identifier or address"
+                )
+        return self
+
     def field(self, name: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.name == name), None)
 
     @property
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    @property
+    def link_fields(self) -> dict[str, LinkKind]:
+        """Field name → link kind, for the fields that identify a person."""
+        return {f.name: f.link for f in self.fields if f.link is not None}
 
 
 def _read(path: Path) -> dict:  # type: ignore[type-arg]

@@ -36,6 +36,8 @@ def field_schema(spec: FieldSpec) -> dict[str, Any]:
     if description:
         schema["description"] = description
     schema["x-classification"] = spec.classification
+    if spec.link is not None:
+        schema["x-link"] = spec.link
     return schema
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from services.ingest.identifiers import PARSERS
 from shared.catalogue import Dataset, FieldSpec
 
 Converter = Callable[[Any], Any]
@@ -149,6 +150,16 @@ def _string_checks(spec: FieldSpec) -> Converter:
     return convert
 
 
+def _identifier_check(spec: FieldSpec, base: Converter) -> Converter:
+    """A field that links people is read in its identifier's written forms and stored in one."""
+    parse = PARSERS.get(spec.link or "")
+    if parse is None:
+        return base
+    if spec.type == "date":
+        return parse
+    return lambda value: parse(base(value))
+
+
 @dataclass
 class CompiledDataset:
     """What validating one dataset needs, computed once from its catalogue entry."""
@@ -177,7 +188,7 @@ def compile_dataset(dataset: Dataset) -> CompiledDataset:
     allowed: dict[str, tuple[dict[str, str], bool]] = {}
     for spec in dataset.fields:
         base = _string_checks(spec) if spec.type == "string" else _BASE[spec.type]
-        converters.append((spec.name, base))
+        converters.append((spec.name, _identifier_check(spec, base)))
         if spec.allowed:
             allowed[spec.name] = ({v.casefold(): v for v in spec.allowed}, spec.allowed_strict)
     return CompiledDataset(
@@ -223,7 +234,8 @@ def validate_row(
             continue
         match = canonical.get(str(value).casefold())
         if match is not None:
-            clean[name] = match
+            if isinstance(value, str):  # a number in a code list keeps its type
+                clean[name] = match
         elif strict:
             errors.append((name, "is not one of the allowed values"))
         else:

@@ -208,7 +208,7 @@ async def test_replay_streams_current_records(client: Client) -> None:
 
 async def test_catalogue_routes(client: Client) -> None:
     listing = (await client.get("/v1/datasets", headers=token("gmp"))).json()
-    assert len(listing["datasets"]) == 8
+    assert len(listing["datasets"]) == 10  # two cohort datasets: offender-offence, oasys-assessment
     fire = (await client.get("/v1/datasets/fire-incident", headers=token("gmp"))).json()
     assert len(fire["schema"]["properties"]["category"]["enum"]) == 5
     assert fire["csv_template"].startswith("source_ref,")
@@ -221,7 +221,7 @@ async def test_catalogue_routes(client: Client) -> None:
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
     openapi = (await client.get("/openapi.json")).json()
     body = openapi["paths"]["/v1/datasets/{dataset}/records"]["post"]["requestBody"]
-    assert len(body["content"]["application/json"]["schema"]["oneOf"]) == 8
+    assert len(body["content"]["application/json"]["schema"]["oneOf"]) == 10
 
 
 async def test_fire_and_incident_lists_are_strict(client: Client) -> None:
