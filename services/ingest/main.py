@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from services.ingest.linkage import config_from
+from services.ingest.linkage_routes import linkage as linkage_routes
 from services.ingest.models import Base
 from services.ingest.outbox import Relay
 from services.ingest.retention import purge
@@ -59,7 +61,22 @@ def create_app(
         agreements = httpx.AsyncClient(
             base_url=settings.agreements_url, transport=agreements_transport, timeout=timeout
         )
-        relay = Relay(engine, depersonalise, secret, catalogue, settings.relay_batch_events)
+        linkage = config_from(
+            settings.linkage_key.get_secret_value() if settings.linkage_key else None,
+            settings.link_accept_weight,
+            settings.link_review_weight,
+            settings.link_min_training_records,
+        )
+        if linkage is None:
+            log.warning("no CSP_INGEST_LINKAGE_KEY: records are stored without person links")
+        relay = Relay(
+            engine,
+            depersonalise,
+            secret,
+            catalogue,
+            settings.relay_batch_events,
+            linkage_key=linkage.key if linkage else None,
+        )
 
         async def purge_now() -> list[dict[str, Any]]:
             token = issue_token(secret, {"sub": "ingest", "roles": ["service"]})
@@ -85,6 +102,7 @@ def create_app(
         app.state.agreement_entries = agreement_entries
         app.state.datasets = {name: compile_dataset(d) for name, d in catalogue.items()}
         app.state.relay = relay
+        app.state.linkage = linkage
         app.state.purge_now = purge_now
         app.state.running_keys = set()
         tasks = []
@@ -119,6 +137,6 @@ def create_app(
         description="Dataset catalogue, validated batches, raw records and the outbox.",
     )
     app.state.settings = settings
-    for router in (datasets, batches, operations, reports, internal):
+    for router in (datasets, batches, operations, reports, internal, linkage_routes):
         app.include_router(router)
     return app

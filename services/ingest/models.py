@@ -186,3 +186,80 @@ class PushAnswer(SQLModel):
     rejected: int
     errors: list[RecordError]
     errors_total: int | None = None
+
+
+# --- person linkage (services/ingest/linkage.py) ----------------------------------------------
+
+
+class Person(Base, table=True):
+    """One person the hub knows of; its id never leaves ingest (pseudonyms are keyed hashes)."""
+
+    __tablename__ = "person"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: str = Field(max_length=20)
+
+
+class PersonLink(Base, table=True):
+    """Which person a stored record is about, how that was decided, and the record's person
+    fields normalised for comparison (ingest-only, removed with the record)."""
+
+    __tablename__ = "person_link"
+    __table_args__ = (
+        Index("ix_person_link_person", "person_id"),
+        Index("ix_person_link_pnc", "pnc"),
+        Index("ix_person_link_cro", "cro"),
+        Index("ix_person_link_nhs", "nhs"),
+        Index("ix_person_link_dob", "dob"),
+        Index("ix_person_link_surname", "surname"),
+        Index("ix_person_link_forename_year", "forename_year"),
+        Index("ix_person_link_matched", "matched_record"),
+    )
+
+    record_id: int = Field(primary_key=True)
+    person_id: int
+    provider: str = Field(max_length=64)
+    dataset: str = Field(max_length=64)
+    method: str = Field(max_length=16)
+    match_weight: float | None = None
+    matched_record: int | None = None
+    pnc: str | None = Field(default=None, max_length=16)
+    cro: str | None = Field(default=None, max_length=16)
+    nhs: str | None = Field(default=None, max_length=10)
+    surname: str | None = Field(default=None, max_length=100)
+    forename: str | None = Field(default=None, max_length=100)
+    dob: str | None = Field(default=None, max_length=10)
+    district: str | None = Field(default=None, max_length=4)
+    forename_year: str | None = Field(default=None, max_length=110)
+    linked_at: str = Field(max_length=20)
+
+
+class LinkReview(Base, table=True):
+    """An uncertain pair for clerical review; accepting moves the record to the other's person."""
+
+    __tablename__ = "link_review"
+    __table_args__ = (
+        UniqueConstraint("record_id", "candidate_record", name="uq_link_review_pair"),
+        Index("ix_link_review_status", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    record_id: int
+    candidate_record: int
+    match_weight: float
+    status: str = Field(max_length=10)
+    created_at: str = Field(max_length=20)
+    decided_at: str | None = Field(default=None, max_length=20)
+    decided_by: str | None = Field(default=None, max_length=64)
+
+
+class LinkageModel(Base, table=True):
+    """A trained probabilistic linkage model (Splink's JSON), the latest one in force."""
+
+    __tablename__ = "linkage_model"
+
+    id: int | None = Field(default=None, primary_key=True)
+    trained_at: str = Field(max_length=20)
+    records: int
+    labelled_pairs: int
+    model: str = Field(sa_column=Column(Text, nullable=False))

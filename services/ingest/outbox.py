@@ -18,6 +18,7 @@ import httpx
 import msgspec
 from sqlalchemy import Connection, Engine, Row, select, update
 
+from services.ingest.linkage import people_of, share_pseudonym
 from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key
 from shared.catalogue import Dataset
 from shared.tokens import HEADER, issue_token
@@ -48,8 +49,18 @@ class Relay:
     secret: str
     catalogue: dict[str, Dataset]
     batch_events: int = 500
+    linkage_key: str | None = None
 
-    def upsert_event(self, row: Row[Any], batch_id: str | None) -> dict[str, Any]:
+    def people(self, connection: Connection, records: list[Row[Any]]) -> dict[int, str]:
+        """Record id → the depersonalise-only pseudonym of its person (linked records only)."""
+        if self.linkage_key is None or not records:
+            return {}
+        found = people_of(connection, [r.id for r in records])
+        return {rid: share_pseudonym(self.linkage_key, person) for rid, person in found.items()}
+
+    def upsert_event(
+        self, row: Row[Any], batch_id: str | None, person: str | None = None
+    ) -> dict[str, Any]:
         dataset = self.catalogue.get(row.dataset)
         keep = shareable_fields(dataset) if dataset is not None else frozenset()
         located = row.location_source != "none" and dataset is not None
@@ -69,6 +80,7 @@ class Relay:
             "easting": row.easting if located else None,
             "northing": row.northing if located else None,
             "record": {k: v for k, v in data.items() if k in keep},
+            "person": person,
         }
 
     def collect(self) -> tuple[list[dict[str, Any]], list[tuple[int, int, bool, int]]]:
@@ -105,7 +117,8 @@ class Relay:
                     .order_by(RECORD.c.revision)
                     .limit(room)
                 ).all()
-                events.extend(self.upsert_event(r, batch_id) for r in records)
+                people = self.people(connection, list(records))
+                events.extend(self.upsert_event(r, batch_id, people.get(r.id)) for r in records)
                 cursor = records[-1].revision if records else row.cursor
                 progress.append((row.id, cursor, len(records) < room, row.batch_seq))
         return events, progress
@@ -200,6 +213,9 @@ class Relay:
                 .limit(limit)
             ).all()
             batch_ids = _batch_ids(connection, {r.batch_seq for r in records})
-        events = [self.upsert_event(r, batch_ids.get(r.batch_seq)) for r in records]
+            people = self.people(connection, list(records))
+        events = [
+            self.upsert_event(r, batch_ids.get(r.batch_seq), people.get(r.id)) for r in records
+        ]
         following = records[-1].revision if len(records) == limit else None
         return events, following

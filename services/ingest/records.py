@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Engine, delete, insert, select
 
+from services.ingest.linkage import LinkageConfig, forget
 from services.ingest.models import PersonalRead
 from services.ingest.service_sql import (
     BATCH,
@@ -56,6 +57,7 @@ def delete_records(
     )
     base, _ = revision_range(seq)
     ids = [record_id for record_id, _ref in records]
+    forget(connection, ids, None, None, moment)
     for start in range(0, len(ids), 500):
         connection.execute(delete(RECORD).where(RECORD.c.id.in_(ids[start : start + 500])))
     if records:
@@ -78,7 +80,14 @@ def delete_records(
     return batch_id
 
 
-def retract(engine: Engine, secret: str, provider: str, dataset: str, source_ref: str) -> str:
+def retract(
+    engine: Engine,
+    secret: str,
+    provider: str,
+    dataset: str,
+    source_ref: str,
+    linkage: tuple[dict[str, Dataset], LinkageConfig | None] | None = None,
+) -> str:
     with engine.begin() as connection:
         found = connection.execute(
             select(RECORD.c.id).where(
@@ -94,8 +103,11 @@ def retract(engine: Engine, secret: str, provider: str, dataset: str, source_ref
                 slug="record-not-found",
                 dataset=dataset,
             )
+        moment = utc_now()
+        if linkage is not None:
+            forget(connection, [found], linkage[0], linkage[1], moment)
         return delete_records(
-            connection, secret, provider, dataset, [(found, source_ref)], "retract", utc_now()
+            connection, secret, provider, dataset, [(found, source_ref)], "retract", moment
         )
 
 

@@ -149,6 +149,7 @@ async def push_records(
             max_rows=settings.max_rows_per_batch,
             max_errors=settings.max_errors_listed,
             idempotency=(slot[1], fingerprint, settings.idempotency_ttl_hours) if slot else None,
+            linkage=request.app.state.linkage,
         )
 
         def run() -> dict[str, Any]:
@@ -188,6 +189,7 @@ async def push_records(
 
 @datasets.delete("/{dataset}/records/{source_ref}", status_code=204)
 async def retract_record(
+    request: Request,
     compiled: DatasetDep,
     source_ref: str,
     claims: ClaimsDep,
@@ -197,7 +199,13 @@ async def retract_record(
     """Retract a record everywhere it went (a delete event follows to depersonalise)."""
     secret = settings.internal_secret.get_secret_value()
     await asyncio.to_thread(
-        record_store.retract, engine, secret, claims.sub, compiled.dataset.name, source_ref
+        record_store.retract,
+        engine,
+        secret,
+        claims.sub,
+        compiled.dataset.name,
+        source_ref,
+        linkage=(request.app.state.catalogue, request.app.state.linkage),
     )
     return Response(status_code=204)
 

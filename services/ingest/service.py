@@ -14,6 +14,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, case, func, insert, select, update
 
 from services.ingest.bodies import RawRow
+from services.ingest.linkage import LinkageConfig, link_batch
 from services.ingest.location import LocationError, locate
 from services.ingest.service_sql import (
     BATCH,
@@ -43,6 +44,7 @@ class PushOptions:
     max_errors: int = 1000
     idempotency: tuple[str, str, int] | None = None
     """(key, request fingerprint, hours to keep) when the sender gave an Idempotency-Key."""
+    linkage: LinkageConfig | None = None
 
 
 @dataclass
@@ -331,6 +333,9 @@ def _push_in(
         .where(BATCH.c.seq == seq)
         .values(status="accepted" if outcome.accepted else "rejected", **outcome.counts())
     )
+    if outcome.accepted and options.linkage is not None and dataset.link_fields:
+        # people are linked before the outbox row exists, so every event carries its person
+        link_batch(connection, dataset, seq, options.linkage, moment)
     if outcome.accepted:
         start, end = revision_range(seq)
         connection.execute(

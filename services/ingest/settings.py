@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -33,3 +33,10 @@ class Settings(ServiceSettings):
 
     purge_enabled: bool = True
     purge_interval_seconds: float = 3600.0
+
+    # Person linkage (services/ingest/linkage.py). The key is ingest's alone, never the internal
+    # secret; without one, records are stored unlinked.
+    linkage_key: SecretStr | None = Field(default=None, min_length=16)
+    link_accept_weight: float = Field(default=6.0, description="match weight that links a pair")
+    link_review_weight: float = Field(default=0.0, description="weight that queues it for review")
+    link_min_training_records: int = Field(default=50, ge=2)

@@ -1,0 +1,726 @@
+"""Linking the records of one person across providers and datasets, inside ingest only.
+
+Every stored record of a dataset with person fields (catalogue ``link = "..."``) gets a row in
+``person_link`` naming its person. A batch is linked in its push transaction, before its outbox
+row exists, so no event leaves without its person:
+
+1. exact: records sharing a normalised PNC ID, CRO number or NHS number are one person;
+2. probabilistic, where the exact pass found nobody: a Splink (DuckDB) model compares surname,
+   first forename (nicknames folded), date of birth (day and month transposed tolerated) and
+   postcode district against the known records that share a blocking key; a pair at or above
+   the accept weight links, one between the review and the accept weight is queued for clerical
+   review, and two records that carry different strong identifiers of one kind never link.
+
+The model is trained on the hub's own records: u-probabilities by random sampling, m from the
+pairs the exact pass already linked (``train``). Person ids never leave ingest; what leaves is a
+keyed hash of the id under the linkage key (``person_pseudonym``, for level ``personal``) or
+under a key derived from it for depersonalise only (``share_pseudonym``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, or_, select, update
+
+from services.ingest.identifiers import first_forename, normalise_name, postcode_district
+from services.ingest.models import LinkageModel, LinkReview, Person, PersonLink
+from services.ingest.service_sql import RECORD, iso, revision_range, utc_now
+from shared.catalogue import Dataset
+from shared.errors import ProblemError
+
+log = logging.getLogger("csp.ingest.linkage")
+
+PERSON: Table = Person.__table__  # type: ignore[attr-defined]
+LINK: Table = PersonLink.__table__  # type: ignore[attr-defined]
+REVIEW: Table = LinkReview.__table__  # type: ignore[attr-defined]
+MODEL: Table = LinkageModel.__table__  # type: ignore[attr-defined]
+
+STRONG = ("pnc", "cro", "nhs")
+COMPARED = ("surname", "forename", "dob", "district")
+_decode = msgspec.json.Decoder().decode
+_IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class LinkageConfig:
+    """The linkage key (ingest only) and the partnership's thresholds, as match weights."""
+
+    key: str
+    accept_weight: float = 6.0
+    review_weight: float = 0.0
+    min_training_records: int = 50
+
+
+@dataclass
+class LinkOutcome:
+    records: int = 0
+    exact: int = 0
+    probabilistic: int = 0
+    new_people: int = 0
+    queued: int = 0
+
+
+def person_pseudonym(key: str, person_id: int) -> str:
+    """The person's pseudonym inside the hub (level ``personal`` at most)."""
+    return hmac.new(key.encode(), f"person/{person_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def share_pseudonym(key: str, person_id: int) -> str:
+    """The depersonalise-only pseudonym: the same id under a key derived from the linkage key,
+    so it can count distinct people but matches nothing ingest publishes."""
+    derived = hmac.new(key.encode(), b"csp-depersonalise-pseudonym", hashlib.sha256).digest()
+    return hmac.new(derived, f"person/{person_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def person_fields(dataset: Dataset, data: dict[str, Any]) -> dict[str, str | None]:
+    """A stored record's person fields, normalised for comparison (values already validated)."""
+    out: dict[str, str | None] = dict.fromkeys((*STRONG, *COMPARED, "forename_year"))
+    for name, kind in dataset.link_fields.items():
+        value = data.get(name)
+        if value is None or value == "":
+            continue
+        if kind in STRONG:
+            out[kind] = str(value)
+        elif kind == "surname":
+            out["surname"] = normalise_name(str(value)) or None
+        elif kind == "forenames":
+            out["forename"] = first_forename(str(value)) or None
+        elif kind == "date_of_birth":
+            out["dob"] = str(value)
+        elif kind == "postcode":
+            out["district"] = postcode_district(str(value))
+    if out["forename"] and out["dob"]:
+        out["forename_year"] = f"{out['forename']}|{out['dob'][:4]}"
+    return out
+
+
+def _comparable(fields: dict[str, Any]) -> bool:
+    return bool(fields.get("surname")) and bool(fields.get("dob") or fields.get("forename"))
+
+
+def _swapped(dob: str | None) -> str | None:
+    """``1990-05-03`` → ``1990-03-05`` (None where the day cannot be a month)."""
+    if not dob or int(dob[8:10]) > 12:
+        return None
+    return f"{dob[:4]}-{dob[8:10]}-{dob[5:7]}"
+
+
+# --- the probabilistic model ------------------------------------------------------------------
+
+# Candidate pairs: the same date of birth (or transposed), surname, forename and birth year, or
+# forename and postcode district. ``fresh`` restricts prediction to pairs with a new record.
+_BLOCKS = (
+    "l.dob = r.dob",
+    "l.dob = r.dob_swapped",
+    "l.surname = r.surname",
+    "l.forename_year = r.forename_year",
+    "l.district = r.district AND l.forename = r.forename",
+)
+
+
+def _settings() -> Any:
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+    from splink import SettingsCreator
+
+    dob = cl.CustomComparison(
+        output_column_name="dob",
+        comparison_levels=[
+            cll.NullLevel("dob"),
+            cll.ExactMatchLevel("dob"),
+            cll.ColumnsReversedLevel("dob", "dob_swapped").configure(
+                label_for_charts="day and month transposed"
+            ),
+            cll.DamerauLevenshteinLevel("dob", 1),
+            cll.ElseLevel(),
+        ],
+    )
+    return SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="unique_id",
+        comparisons=[
+            cl.JaroWinklerAtThresholds("surname", [0.92, 0.8]),
+            cl.JaroWinklerAtThresholds("forename", [0.92, 0.8]),
+            dob,
+            cl.ExactMatch("district"),
+        ],
+        blocking_rules_to_generate_predictions=[{"blocking_rule": rule} for rule in _BLOCKS],
+        retain_matching_columns=False,
+        retain_intermediate_calculation_columns=False,
+    )
+
+
+def _table(rows: Iterable[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    columns = ("unique_id", "label", "fresh", *COMPARED, "dob_swapped", "forename_year")
+    listed = list(rows)
+    return pa.table({name: [row.get(name) for row in listed] for name in columns})
+
+
+def _comparison_row(unique_id: str, fields: Mapping[Any, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "unique_id": unique_id,
+        **{name: fields.get(name) for name in (*COMPARED, "forename_year")},
+        "dob_swapped": _swapped(fields.get("dob")),
+        **extra,
+    }
+
+
+def train(engine: Engine, config: LinkageConfig, seed: int = 42) -> dict[str, Any]:
+    """Train the model on the records the hub holds and make it the one in force."""
+    from splink import DuckDBAPI, Linker
+
+    with engine.connect() as connection:
+        rows = [
+            _comparison_row(f"r{row.record_id}", row._mapping, label=row.person_id)
+            for row in connection.execute(
+                select(LINK).where(LINK.c.surname.is_not(None)).order_by(LINK.c.record_id)
+            )
+        ]
+    sizes: dict[int, int] = {}
+    for row in rows:
+        sizes[row["label"]] = sizes.get(row["label"], 0) + 1
+    labelled = sum(n * (n - 1) // 2 for n in sizes.values())
+    if len(rows) < config.min_training_records or labelled == 0:
+        raise ProblemError(
+            409,
+            f"Training needs at least {config.min_training_records} records with names and "
+            "some people already linked on an exact identifier.",
+            slug="linkage-not-enough-data",
+            records=len(rows),
+            labelled_pairs=labelled,
+        )
+    api = DuckDBAPI()
+    linker = Linker(api.register(_table(rows)), _settings(), log_level=logging.ERROR)
+    linker.training.estimate_u_using_random_sampling(max_pairs=2e5, seed=seed)
+    linker.training.estimate_m_from_label_column("label")
+    model: dict[str, Any] = linker.misc.save_model_to_json()
+    total_pairs = len(rows) * (len(rows) - 1) // 2
+    model["probability_two_random_records_match"] = max(labelled / total_pairs, 1e-9)
+    moment = iso(utc_now())
+    with engine.begin() as connection:
+        model_id = connection.execute(
+            insert(MODEL).values(
+                trained_at=moment,
+                records=len(rows),
+                labelled_pairs=labelled,
+                model=json.dumps(model),
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+    return {
+        "model": model_id,
+        "trained_at": moment,
+        "records": len(rows),
+        "labelled_pairs": labelled,
+    }
+
+
+def current_model(connection: Connection) -> dict[str, Any] | None:
+    row = connection.execute(select(MODEL.c.model).order_by(MODEL.c.id.desc()).limit(1)).first()
+    return None if row is None else dict(json.loads(row.model))
+
+
+def _predict(
+    model: dict[str, Any], rows: list[dict[str, Any]], min_weight: float
+) -> list[tuple[str, str, float]]:
+    """Scored pairs (unique id, unique id, match weight) with at least one fresh record."""
+    from splink import DuckDBAPI, Linker
+
+    settings = dict(model)
+    settings["blocking_rules_to_generate_predictions"] = [
+        {"blocking_rule": f"({rule}) AND (l.fresh OR r.fresh)"} for rule in _BLOCKS
+    ]
+    api = DuckDBAPI()
+    linker = Linker(api.register(_table(rows)), settings, log_level=logging.ERROR)
+    scored = linker.inference.predict(threshold_match_weight=min_weight)
+    relation = scored.as_duckdbpyrelation()
+    pairs = relation.select("unique_id_l, unique_id_r, match_weight").fetchall()
+    return [(str(a), str(b), float(w)) for a, b, w in pairs]
+
+
+# --- linking a batch ----------------------------------------------------------------------------
+
+
+class _Components:
+    """Union-find over records and known people that never joins two known people, nor two
+    records carrying different values of one strong identifier."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.person: dict[str, int | None] = {}
+        self.strong: dict[str, dict[str, str]] = {}
+
+    def add(self, node: str, person: int | None, strong: dict[str, str]) -> None:
+        if node not in self.parent:
+            self.parent[node], self.person[node], self.strong[node] = node, person, dict(strong)
+
+    def find(self, node: str) -> str:
+        while self.parent[node] != node:
+            self.parent[node] = self.parent[self.parent[node]]
+            node = self.parent[node]
+        return node
+
+    def union(self, a: str, b: str) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return True
+        pa, pb = self.person[ra], self.person[rb]
+        if pa is not None and pb is not None and pa != pb:
+            return False
+        sa, sb = self.strong[ra], self.strong[rb]
+        if any(sa.get(kind) not in (None, sb[kind]) for kind in sb):
+            return False
+        self.parent[rb] = ra
+        self.person[ra] = pa if pa is not None else pb
+        self.strong[ra] = {**sb, **sa}
+        return True
+
+
+def _chunked(values: Sequence[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(values), _IN_CHUNK):
+        yield list(values[start : start + _IN_CHUNK])
+
+
+def _known_by_strong(
+    connection: Connection, fresh: dict[int, dict[str, Any]]
+) -> dict[tuple[str, str], int]:
+    found: dict[tuple[str, str], int] = {}
+    for kind in STRONG:
+        values = sorted({f[kind] for f in fresh.values() if f.get(kind)})
+        column = LINK.c[kind]
+        for part in _chunked(values):
+            query = select(column, LINK.c.person_id).where(column.in_(part))
+            for value, person in connection.execute(query):
+                found.setdefault((kind, value), person)
+    return found
+
+
+def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> list[Any]:
+    """Known link rows sharing a blocking key with a fresh comparable record."""
+    keys: dict[str, set[str]] = {"dob": set(), "surname": set(), "forename_year": set()}
+    for fields in fresh.values():
+        if fields.get("dob"):
+            keys["dob"].add(fields["dob"])
+            if swapped := _swapped(fields["dob"]):
+                keys["dob"].add(swapped)
+        for name in ("surname", "forename_year"):
+            if fields.get(name):
+                keys[name].add(fields[name])
+    rows: dict[int, Any] = {}
+    for name, values in keys.items():
+        for part in _chunked(sorted(values)):
+            query = select(LINK).where(LINK.c[name].in_(part), LINK.c.surname.is_not(None))
+            for row in connection.execute(query):
+                rows[row.record_id] = row
+    return [row for record_id, row in rows.items() if record_id not in fresh]
+
+
+def link_records(
+    connection: Connection,
+    dataset_of: dict[str, Dataset],
+    records: list[Any],
+    config: LinkageConfig,
+    moment: datetime,
+) -> LinkOutcome:
+    """Link stored records (rows with id, provider, dataset, data) in the caller's transaction;
+    their earlier links (a correction) are replaced."""
+    outcome = LinkOutcome()
+    fresh: dict[int, dict[str, Any]] = {}
+    meta: dict[int, tuple[str, str]] = {}
+    for row in records:
+        dataset = dataset_of.get(row.dataset)
+        if dataset is None or not dataset.link_fields:
+            continue
+        fresh[row.id] = person_fields(dataset, _decode(row.data))
+        meta[row.id] = (row.provider, row.dataset)
+    if not fresh:
+        return outcome
+    ids = sorted(fresh)
+    for part in _chunked(ids):
+        connection.execute(delete(LINK).where(LINK.c.record_id.in_(part)))
+        connection.execute(
+            delete(REVIEW).where(
+                REVIEW.c.status == "pending",
+                or_(REVIEW.c.record_id.in_(part), REVIEW.c.candidate_record.in_(part)),
+            )
+        )
+    components = _Components()
+    method: dict[int, str] = {}
+    weight: dict[int, float] = {}
+    matched: dict[int, int] = {}
+    # 1. exact, on strong identifiers, against the known people and within the batch
+    known = _known_by_strong(connection, fresh)
+    first_with: dict[tuple[str, str], str] = {}
+    for record_id in ids:
+        fields = fresh[record_id]
+        strong = {kind: fields[kind] for kind in STRONG if fields.get(kind)}
+        node = f"n{record_id}"
+        components.add(node, None, strong)
+        for kind, value in strong.items():
+            person = known.get((kind, value))
+            if person is not None:
+                components.add(f"p{person}", person, {})
+                if components.union(node, f"p{person}"):
+                    method[record_id] = "exact"
+            earlier = first_with.setdefault((kind, value), node)
+            if earlier != node and components.union(earlier, node):
+                method.setdefault(record_id, "exact")
+    # 2. probabilistic, for comparable records the exact pass left without a known person
+    model = current_model(connection)
+    open_ids = [
+        i
+        for i in ids
+        if _comparable(fresh[i]) and components.person[components.find(f"n{i}")] is None
+    ]
+    reviews: list[tuple[int, int, float]] = []
+    if model is not None and open_ids:
+        candidates = _candidates(connection, {i: fresh[i] for i in open_ids})
+        rows = [_comparison_row(f"n{i}", fresh[i], fresh=True) for i in open_ids]
+        rows += [
+            _comparison_row(f"k{row.record_id}", row._mapping, fresh=False) for row in candidates
+        ]
+        person_of_known = {f"k{row.record_id}": row.person_id for row in candidates}
+        strong_of_known = {
+            f"k{row.record_id}": {k: getattr(row, k) for k in STRONG if getattr(row, k)}
+            for row in candidates
+        }
+        pairs = sorted(_predict(model, rows, config.review_weight), key=lambda p: -p[2])
+        for left, right, score in pairs:
+            for node in (left, right):
+                if node.startswith("k"):
+                    components.add(node, person_of_known[node], strong_of_known[node])
+            if score >= config.accept_weight and components.union(left, right):
+                for node, other in ((left, right), (right, left)):
+                    record_id = int(node[1:])
+                    if node.startswith("n") and record_id not in method:
+                        method[record_id] = "probabilistic"
+                        weight[record_id] = score
+                        matched[record_id] = int(other[1:])
+            elif score < config.accept_weight:
+                reviews.append((int(left[1:]), int(right[1:]), score))
+    # 3. a person for every component: the known one, or a new one
+    new_person: dict[str, int] = {}
+    values: list[dict[str, Any]] = []
+    sizes: dict[str, int] = {}
+    for record_id in ids:
+        root = components.find(f"n{record_id}")
+        sizes[root] = sizes.get(root, 0) + 1
+    for record_id in ids:
+        root = components.find(f"n{record_id}")
+        person = components.person[root]
+        if person is None:
+            if root not in new_person:
+                new_person[root] = int(
+                    connection.execute(
+                        insert(PERSON).values(created_at=iso(moment))
+                    ).inserted_primary_key[0]  # type: ignore[index]
+                )
+                outcome.new_people += 1
+            person = new_person[root]
+        # no method of its own but not alone: it shares a strong identifier within the batch
+        how = method.get(record_id) or ("exact" if sizes[root] > 1 else "new")
+        outcome.exact += how == "exact"
+        outcome.probabilistic += how == "probabilistic"
+        provider, dataset_name = meta[record_id]
+        values.append(
+            {
+                "record_id": record_id,
+                "person_id": person,
+                "provider": provider,
+                "dataset": dataset_name,
+                "method": how,
+                "match_weight": weight.get(record_id),
+                "matched_record": matched.get(record_id),
+                **{name: fresh[record_id].get(name) for name in (*STRONG, *COMPARED)},
+                "forename_year": fresh[record_id].get("forename_year"),
+                "linked_at": iso(moment),
+            }
+        )
+    for part in _chunked(values):
+        connection.execute(insert(LINK), part)
+    outcome.records = len(values)
+    # 4. uncertain pairs whose records ended with different people go to clerical review
+    person_by_record: dict[int, int] = {v["record_id"]: v["person_id"] for v in values}
+    queued: set[tuple[int, int]] = set()
+    for rec, cand, score in reviews:
+        pl = person_by_record.get(rec)
+        pr = person_by_record.get(cand)
+        if pl is None:
+            rec, cand, pl, pr = cand, rec, pr, pl  # the fresh record first
+        if pl is None or (rec, cand) in queued:
+            continue
+        if pr is None:
+            pr = connection.execute(
+                select(LINK.c.person_id).where(LINK.c.record_id == cand)
+            ).scalar()
+        if pr is None or pr == pl:
+            continue
+        queued.add((rec, cand))
+        connection.execute(
+            insert(REVIEW).values(
+                record_id=rec,
+                candidate_record=cand,
+                match_weight=score,
+                status="pending",
+                created_at=iso(moment),
+            )
+        )
+    outcome.queued = len(queued)
+    return outcome
+
+
+def link_batch(
+    connection: Connection,
+    dataset: Dataset,
+    batch_seq: int,
+    config: LinkageConfig,
+    moment: datetime,
+) -> LinkOutcome:
+    """Link the records a push just stored (its revision range), in the push transaction."""
+    start, end = revision_range(batch_seq)
+    records = connection.execute(
+        select(RECORD.c.id, RECORD.c.provider, RECORD.c.dataset, RECORD.c.data).where(
+            RECORD.c.revision > start, RECORD.c.revision < end
+        )
+    ).all()
+    return link_records(connection, {dataset.name: dataset}, list(records), config, moment)
+
+
+def forget(
+    connection: Connection,
+    record_ids: list[int],
+    catalogue: dict[str, Dataset] | None,
+    config: LinkageConfig | None,
+    moment: datetime,
+) -> None:
+    """Records going away (retraction, purge): their links and reviews go, and records that
+    were linked probabilistically through them are linked again without them."""
+    if not record_ids:
+        return
+    relink: set[int] = set()
+    for part in _chunked(record_ids):
+        relink.update(
+            connection.execute(
+                select(LINK.c.record_id).where(LINK.c.matched_record.in_(part))
+            ).scalars()
+        )
+        connection.execute(delete(LINK).where(LINK.c.record_id.in_(part)))
+        connection.execute(
+            delete(REVIEW).where(
+                or_(REVIEW.c.record_id.in_(part), REVIEW.c.candidate_record.in_(part))
+            )
+        )
+    relink -= set(record_ids)
+    if relink and catalogue is not None and config is not None:
+        rows = connection.execute(
+            select(RECORD.c.id, RECORD.c.provider, RECORD.c.dataset, RECORD.c.data).where(
+                RECORD.c.id.in_(sorted(relink))
+            )
+        ).all()
+        link_records(connection, catalogue, list(rows), config, moment)
+
+
+def people_of(connection: Connection, record_ids: list[int]) -> dict[int, int]:
+    """Record id → person id, for the records that have one."""
+    found: dict[int, int] = {}
+    for part in _chunked(record_ids):
+        query = select(LINK.c.record_id, LINK.c.person_id).where(LINK.c.record_id.in_(part))
+        found.update({record_id: person for record_id, person in connection.execute(query)})
+    return found
+
+
+# --- clerical review and the quality report ----------------------------------------------------
+
+
+def pending_reviews(engine: Engine, after: int = 0, limit: int = 100) -> dict[str, Any]:
+    """Uncertain pairs awaiting review, with both records' person fields side by side (for
+    operators: personal data, admin scope only)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(REVIEW)
+            .where(REVIEW.c.status == "pending", REVIEW.c.id > after)
+            .order_by(REVIEW.c.id)
+            .limit(limit)
+        ).all()
+        ids = {r.record_id for r in rows} | {r.candidate_record for r in rows}
+        links = {
+            row.record_id: row
+            for part in _chunked(sorted(ids))
+            for row in connection.execute(select(LINK).where(LINK.c.record_id.in_(part)))
+        }
+
+    def side(record_id: int) -> dict[str, Any]:
+        row = links.get(record_id)
+        if row is None:
+            return {"record": record_id}
+        shown = ("provider", "dataset", *STRONG, *COMPARED)
+        return {"record": record_id, **{name: getattr(row, name) for name in shown}}
+
+    reviews = [
+        {
+            "review_id": r.id,
+            "match_weight": round(r.match_weight, 3),
+            "created_at": r.created_at,
+            "record": side(r.record_id),
+            "candidate": side(r.candidate_record),
+        }
+        for r in rows
+    ]
+    following = rows[-1].id if len(rows) == limit else None
+    return {"reviews": reviews, "next_cursor": following}
+
+
+def decide(engine: Engine, review_id: int, decision: str, by: str) -> dict[str, Any]:
+    """Accept (the record joins the candidate's person) or reject an uncertain pair."""
+    if decision not in ("accept", "reject"):
+        raise ProblemError(
+            422, "decision must be 'accept' or 'reject'.", slug="bad-decision", field="decision"
+        )
+    moment = iso(utc_now())
+    with engine.begin() as connection:
+        review = connection.execute(select(REVIEW).where(REVIEW.c.id == review_id)).first()
+        if review is None or review.status != "pending":
+            raise ProblemError(
+                404, "No pending review with that id.", slug="review-not-found", field="review_id"
+            )
+        if decision == "accept":
+            target = connection.execute(
+                select(LINK.c.person_id).where(LINK.c.record_id == review.candidate_record)
+            ).scalar()
+            source = connection.execute(
+                select(LINK.c.person_id).where(LINK.c.record_id == review.record_id)
+            ).scalar()
+            if target is None or source is None:
+                raise ProblemError(
+                    409, "One of the records has gone.", slug="review-stale", field="review_id"
+                )
+            # the whole of the record's person joins: its other records came with it
+            connection.execute(
+                update(LINK)
+                .where(LINK.c.person_id == source)
+                .values(person_id=target, method="reviewed", linked_at=moment)
+            )
+        connection.execute(
+            update(REVIEW)
+            .where(REVIEW.c.id == review_id)
+            .values(
+                status="accepted" if decision == "accept" else "rejected",
+                decided_at=moment,
+                decided_by=by,
+            )
+        )
+    return {"review_id": review_id, "status": "accepted" if decision == "accept" else "rejected"}
+
+
+WEIGHT_BANDS = (-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
+
+
+def quality_report(engine: Engine, truth: dict[int, str] | None = None) -> dict[str, Any]:
+    """Link rates per dataset, the match-weight distribution, pending reviews, and precision and
+    recall of the links against a labelled set (record id → true person) when given one."""
+    with engine.connect() as connection:
+        per_dataset: dict[str, dict[str, int]] = {}
+        for dataset, method, count in connection.execute(
+            select(LINK.c.dataset, LINK.c.method, func.count()).group_by(
+                LINK.c.dataset, LINK.c.method
+            )
+        ):
+            per_dataset.setdefault(dataset, {})[method] = int(count)
+        people = connection.execute(
+            select(LINK.c.person_id, func.count()).group_by(LINK.c.person_id)
+        ).all()
+        weights = (
+            connection.execute(select(LINK.c.match_weight).where(LINK.c.match_weight.is_not(None)))
+            .scalars()
+            .all()
+        )
+        pending = connection.execute(
+            select(func.count()).select_from(REVIEW).where(REVIEW.c.status == "pending")
+        ).scalar()
+        model = connection.execute(
+            select(MODEL.c.id, MODEL.c.trained_at, MODEL.c.records, MODEL.c.labelled_pairs)
+            .order_by(MODEL.c.id.desc())
+            .limit(1)
+        ).first()
+        assigned = (
+            dict(connection.execute(select(LINK.c.record_id, LINK.c.person_id)).all())
+            if truth is not None
+            else {}
+        )
+    multi = {person for person, count in people if count > 1}
+    datasets = {}
+    for name, methods in sorted(per_dataset.items()):
+        total = sum(methods.values())
+        linked = total - methods.get("new", 0)
+        datasets[name] = {
+            "records": total,
+            "linked": linked,
+            "link_rate": round(linked / total, 4),
+            "by_method": methods,
+        }
+    edges: list[float | None] = [None, *WEIGHT_BANDS, None]
+    counts = [0] * (len(WEIGHT_BANDS) + 1)
+    for value in weights:
+        counts[next((i for i, e in enumerate(WEIGHT_BANDS) if value < e), len(WEIGHT_BANDS))] += 1
+    bands = [
+        {"from": edges[i], "to": edges[i + 1], "links": count} for i, count in enumerate(counts)
+    ]
+    report: dict[str, Any] = {
+        "datasets": datasets,
+        "people": len(people),
+        "people_with_several_records": len(multi),
+        "match_weights": bands,
+        "pending_reviews": int(pending or 0),
+        "model": None if model is None else dict(model._mapping),
+    }
+    if truth is not None:
+        report["against_truth"] = pair_quality(assigned, truth)
+    return report
+
+
+def pair_quality(assigned: dict[int, int], truth: dict[int, str]) -> dict[str, Any]:
+    """Pairwise precision and recall of a clustering against the true one (same records)."""
+
+    def pairs(groups: dict[Any, list[int]]) -> set[tuple[int, int]]:
+        out: set[tuple[int, int]] = set()
+        for members in groups.values():
+            ordered = sorted(members)
+            out.update((a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :])
+        return out
+
+    common = set(assigned) & set(truth)
+    by_person: dict[int, list[int]] = {}
+    by_truth: dict[str, list[int]] = {}
+    for record_id in common:
+        by_person.setdefault(assigned[record_id], []).append(record_id)
+        by_truth.setdefault(truth[record_id], []).append(record_id)
+    found, real = pairs(by_person), pairs(by_truth)
+    true_positive = len(found & real)
+    return {
+        "records": len(common),
+        "pairs_found": len(found),
+        "pairs_true": len(real),
+        "precision": round(true_positive / len(found), 4) if found else 1.0,
+        "recall": round(true_positive / len(real), 4) if real else 1.0,
+    }
+
+
+def config_from(
+    key: str | None, accept: float, review: float, min_training_records: int
+) -> LinkageConfig | None:
+    """The linkage configuration from ingest's settings; None (no linkage) without a key."""
+    if not key:
+        return None
+    if review > accept:
+        raise ValueError("the review weight must not exceed the accept weight")
+    return LinkageConfig(key, accept, review, min_training_records)

@@ -1,0 +1,67 @@
+"""HTTP for the operators' side of person linkage: train the model, review uncertain pairs, the
+quality report. Admin only; the review list shows person fields, so it is personal data."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+
+from services.ingest import linkage as link
+from services.ingest.deps import EngineDep
+from shared.errors import ProblemError
+from shared.tokens import AdminDep
+
+linkage = APIRouter(prefix="/v1/linkage", tags=["linkage"])
+
+
+class ReviewDecision(BaseModel):
+    decision: Literal["accept", "reject"]
+
+
+def _config(request: Request) -> link.LinkageConfig:
+    config: link.LinkageConfig | None = request.app.state.linkage
+    if config is None:
+        raise ProblemError(
+            409,
+            "Linkage is off: ingest has no CSP_INGEST_LINKAGE_KEY.",
+            slug="linkage-off",
+        )
+    return config
+
+
+@linkage.post("/model")
+async def train_model(request: Request, _admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
+    """Train the probabilistic model on the records the hub holds; later pushes use it."""
+    return await asyncio.to_thread(link.train, engine, _config(request))
+
+
+@linkage.get("/reviews")
+async def list_reviews(
+    request: Request,
+    _admin: AdminDep,
+    engine: EngineDep,
+    cursor: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Uncertain pairs awaiting clerical review, oldest first."""
+    _config(request)
+    return await asyncio.to_thread(link.pending_reviews, engine, cursor, limit)
+
+
+@linkage.post("/reviews/{review_id}")
+async def decide_review(
+    request: Request, review_id: int, body: ReviewDecision, admin: AdminDep, engine: EngineDep
+) -> dict[str, Any]:
+    """Accept (the record's person joins the candidate's) or reject an uncertain pair."""
+    _config(request)
+    return await asyncio.to_thread(link.decide, engine, review_id, body.decision, admin.sub)
+
+
+@linkage.get("/quality")
+async def linkage_quality(request: Request, _admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
+    """Link rates per dataset, the match-weight distribution, pending reviews, the model."""
+    _config(request)
+    return await asyncio.to_thread(link.quality_report, engine)
