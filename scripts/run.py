@@ -36,6 +36,15 @@ def _internal_secret() -> str:
     return path.read_text().strip()
 
 
+def _linkage_key() -> str:
+    """Ingest's own key for person pseudonyms (never the internal secret), kept under var/."""
+    path = VAR / "linkage-key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     fresh = not (VAR / "gateway.db").exists()
@@ -55,6 +64,7 @@ def main() -> int:
     extra = {key: value for key, value in os.environ.items() if key.startswith("CSP_")}
     if admin_key:
         extra["CSP_ADMIN_KEY"] = admin_key
+    extra.setdefault("CSP_INGEST_LINKAGE_KEY", _linkage_key())
     databases = {
         name: os.environ.get(f"CSP_{name.upper()}_DATABASE_URL", f"sqlite:///{VAR / name}.db")
         for name in DEFAULT_PORTS

@@ -166,6 +166,10 @@ ADMIN_ROUTES = [
     ("POST", "/v1/agreements/agr-1/suspend"),
     ("POST", "/v1/agreements/agr-1/revoke"),
     ("GET", "/v1/audit/export"),
+    ("POST", "/v1/linkage/model"),
+    ("GET", "/v1/linkage/reviews"),
+    ("POST", "/v1/linkage/reviews/1"),
+    ("GET", "/v1/linkage/quality"),
 ]
 
 
