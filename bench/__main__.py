@@ -8,7 +8,7 @@ import sys
 
 from bench.results import RESULTS
 
-MODULES = ("bench.ingest", "bench.depersonalise", "bench.gateway", "bench.report")
+MODULES = ("bench.ingest", "bench.depersonalise", "bench.gateway", "bench.report", "bench.linkage")
 
 
 def main() -> int:

@@ -5,7 +5,8 @@ identifier and date is made up here.
 - probation pushes `offender-cohort` (the PPO strand and an IOM strand, PNC ID in varied written
   forms, names, date of birth, home postcode) and `oasys-assessment` (needs 0|1|2, PNC ID, names
   with the odd typo);
-- police push `offender-offence` identified by the PNC ID alone, written in every form;
+- police push `offender-offence` identified by the PNC ID, written in every form, with the name
+  and date of birth as the police hold them;
 - the drug service pushes `drug-treatment` episodes identified only by name, date of birth and
   postcode, with realistic errors: surname typos (12 %), upper case, nicknames, day and month
   transposed — for cohort members and for people the other agencies never saw.
@@ -268,6 +269,9 @@ def generate(
                     "occurred_at": when.isoformat(),
                     "category": rng.choice(OFFENCE_GROUPS),
                     "pnc_id": written_pnc(rng, *person.pnc),
+                    "surname": person.surname,
+                    "forenames": person.forename,
+                    "date_of_birth": person.born.isoformat(),
                     "outcome": rng.choice(OUTCOMES),
                 },
             )
@@ -308,9 +312,9 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(rows)
     with (args.out / "truth.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["dataset", "source_ref", "person"])
-        writer.writerows((d, ref, p) for (d, ref), p in sorted(made.truth.items()))
+        truth = csv.writer(handle)
+        truth.writerow(["dataset", "source_ref", "person"])
+        truth.writerows((d, ref, p) for (d, ref), p in sorted(made.truth.items()))
     print({dataset: len(rows) for dataset, rows in made.records.items()})
 
 
