@@ -16,7 +16,12 @@ from services.ingest.service_sql import RECORD
 from tests.ingest.conftest import Client, drain, token
 
 KEY = "linkage-key-for-tests-only-0123456789"
-ADMIN = token("ops", ["admin"])
+
+
+def admin() -> dict[str, str]:
+    return token("ops", ["admin"])  # a fresh token: they live 60 s
+
+
 NAMES = {"surname": "Kowalski", "forenames": "Piotr", "date_of_birth": "1988-04-11"}
 
 
@@ -113,7 +118,7 @@ async def test_two_records_with_different_pnc_ids_never_link_on_names(linked: Cl
     cohort = generate(people=120, cohort=40, seed=3)
     await push(linked, "offender-cohort", "probation", cohort.records["offender-cohort"])
     await push(linked, "oasys-assessment", "probation", cohort.records["oasys-assessment"])
-    trained = await linked.post("/v1/linkage/model", headers=ADMIN)
+    trained = await linked.post("/v1/linkage/model", headers=admin())
     assert trained.status_code == 200, trained.text
     await push(linked, "offender-cohort", "probation", [member("X-1", "19/123456E", **NAMES)])
     await push(linked, "offender-cohort", "probation", [member("X-2", "19/42J", **NAMES)])
@@ -136,7 +141,7 @@ async def test_the_synthetic_cohort_links_with_precision_and_recall_of_at_least_
         ("oasys-assessment", "probation"),
     ):
         await push(linked, dataset, provider, cohort.records[dataset])
-    trained = await linked.post("/v1/linkage/model", headers=ADMIN)
+    trained = await linked.post("/v1/linkage/model", headers=admin())
     assert trained.status_code == 200, trained.text
     assert trained.json()["labelled_pairs"] > 0
     treatment = cohort.records["drug-treatment"]
@@ -152,7 +157,7 @@ async def test_the_synthetic_cohort_links_with_precision_and_recall_of_at_least_
     assert quality["precision"] >= 0.98 and quality["recall"] >= 0.98, quality
     methods = {how for _, how in found.values()}
     assert {"exact", "probabilistic", "new"} <= methods
-    report = (await linked.get("/v1/linkage/quality", headers=ADMIN)).json()
+    report = (await linked.get("/v1/linkage/quality", headers=admin())).json()
     assert report["datasets"]["drug-treatment"]["by_method"]["probabilistic"] > 0
     assert sum(band["links"] for band in report["match_weights"]) > 0
 
@@ -172,7 +177,7 @@ async def test_uncertain_pairs_are_queued_and_reviewed(
     cohort = generate(people=120, cohort=40, seed=5)
     await push(client, "offender-cohort", "probation", cohort.records["offender-cohort"])
     await push(client, "oasys-assessment", "probation", cohort.records["oasys-assessment"])
-    assert (await client.post("/v1/linkage/model", headers=ADMIN)).status_code == 200
+    assert (await client.post("/v1/linkage/model", headers=admin())).status_code == 200
     await push(client, "offender-cohort", "probation", [member("X-1", "19/123456E", **NAMES)])
     await push(
         client,
@@ -192,7 +197,7 @@ async def test_uncertain_pairs_are_queued_and_reviewed(
     )
     before = links(client)
     assert before[("drug-treatment", "T-1")][0] != before[("offender-cohort", "X-1")][0]
-    listed = await client.get("/v1/linkage/reviews", headers=ADMIN)
+    listed = await client.get("/v1/linkage/reviews", headers=admin())
     assert listed.status_code == 200
     pairs = [r for r in listed.json()["reviews"] if r["record"]["dataset"] == "drug-treatment"]
     wanted = [r for r in pairs if r["candidate"]["pnc"] == "19/123456E"]
@@ -200,13 +205,13 @@ async def test_uncertain_pairs_are_queued_and_reviewed(
     refused = await client.get("/v1/linkage/reviews", headers=token("gmp"))
     assert refused.status_code == 403
     bad = await client.post(
-        f"/v1/linkage/reviews/{wanted[0]['review_id']}", json={"decision": "maybe"}, headers=ADMIN
+        f"/v1/linkage/reviews/{wanted[0]['review_id']}", json={"decision": "maybe"}, headers=admin()
     )
     assert bad.status_code == 422
     accepted = await client.post(
         f"/v1/linkage/reviews/{wanted[0]['review_id']}",
         json={"decision": "accept"},
-        headers=ADMIN,
+        headers=admin(),
     )
     assert accepted.json()["status"] == "accepted"
     after = links(client)
@@ -214,7 +219,7 @@ async def test_uncertain_pairs_are_queued_and_reviewed(
     again = await client.post(
         f"/v1/linkage/reviews/{wanted[0]['review_id']}",
         json={"decision": "reject"},
-        headers=ADMIN,
+        headers=admin(),
     )
     assert again.status_code == 404
 
@@ -226,5 +231,5 @@ async def test_without_a_linkage_key_records_are_stored_unlinked(
     assert links(client) == {}
     await drain(client)
     assert receiver.state.events[-1]["person"] is None
-    off = await client.get("/v1/linkage/reviews", headers=ADMIN)
+    off = await client.get("/v1/linkage/reviews", headers=admin())
     assert off.status_code == 409 and off.json()["type"].endswith("linkage-off")
