@@ -33,7 +33,14 @@ from sqlalchemy import Connection, Engine, Table, delete, func, insert, or_, sel
 
 from services.ingest.identifiers import first_forename, normalise_name, postcode_district
 from services.ingest.models import LinkageModel, LinkReview, Person, PersonLink
-from services.ingest.service_sql import RECORD, iso, revision_range, utc_now
+from services.ingest.service_sql import (
+    OUTBOX,
+    RECORD,
+    insert_accepted_batch,
+    iso,
+    revision_range,
+    utc_now,
+)
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 
@@ -542,6 +549,44 @@ def forget(
             )
         ).all()
         link_records(connection, catalogue, list(rows), config, moment)
+        republish(connection, relink, moment)
+
+
+def republish(connection: Connection, record_ids: Iterable[int], moment: datetime) -> int:
+    """Send records whose person changed outside a push (re-linked after a retraction, merged by
+    a review) to depersonalise again: each provider and dataset gets a ``relink`` batch whose
+    revisions the records take, and an outbox row, so depersonalise replaces its copy."""
+    ids = sorted(set(record_ids))
+    groups: dict[tuple[str, str], list[int]] = {}
+    for part in _chunked(ids):
+        query = select(RECORD.c.id, RECORD.c.provider, RECORD.c.dataset).where(
+            RECORD.c.id.in_(part)
+        )
+        for record_id, provider, dataset in connection.execute(query):
+            groups.setdefault((provider, dataset), []).append(record_id)
+    for (provider, dataset), members in sorted(groups.items()):
+        _, seq = insert_accepted_batch(
+            connection, provider, dataset, "relink", len(members), moment
+        )
+        start, end = revision_range(seq)
+        for number, record_id in enumerate(sorted(members), start=1):
+            connection.execute(
+                update(RECORD)
+                .where(RECORD.c.id == record_id)
+                .values(revision=start | number, batch_seq=seq)
+            )
+        connection.execute(
+            insert(OUTBOX).values(
+                kind="batch",
+                batch_seq=seq,
+                provider=provider,
+                dataset=dataset,
+                cursor=start,
+                end=end,
+                created_at=iso(moment),
+            )
+        )
+    return sum(len(m) for m in groups.values())
 
 
 def people_of(connection: Connection, record_ids: list[int]) -> dict[int, int]:
@@ -619,6 +664,10 @@ def decide(engine: Engine, review_id: int, decision: str, by: str) -> dict[str, 
                     409, "One of the records has gone.", slug="review-stale", field="review_id"
                 )
             # the whole of the record's person joins: its other records came with it
+            moved = connection.execute(
+                select(LINK.c.record_id).where(LINK.c.person_id == source)
+            ).scalars()
+            republish(connection, list(moved), utc_now())
             connection.execute(
                 update(LINK)
                 .where(LINK.c.person_id == source)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -17,6 +16,7 @@ from services.ingest.service_sql import (
     BATCH,
     OUTBOX,
     RECORD,
+    insert_accepted_batch,
     iso,
     record_key,
     revision_range,
@@ -40,21 +40,7 @@ def delete_records(
 ) -> str:
     """Delete (id, source_ref) records of one provider and dataset, with a delete event each,
     as a batch of ``kind`` (retract or purge) in the caller's transaction; its batch id."""
-    batch_id = uuid.uuid4().hex
-    seq = int(
-        connection.execute(
-            insert(BATCH).values(
-                batch_id=batch_id,
-                dataset=dataset,
-                provider=provider,
-                kind=kind,
-                status="accepted",
-                received=len(records),
-                accepted=len(records),
-                created_at=iso(moment),
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
-    )
+    batch_id, seq = insert_accepted_batch(connection, provider, dataset, kind, len(records), moment)
     base, _ = revision_range(seq)
     ids = [record_id for record_id, _ref in records]
     forget(connection, ids, None, None, moment)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -35,6 +36,26 @@ def record_key(secret: str, provider: str, dataset: str, source_ref: str) -> str
     """What depersonalise knows a record by: never the provider's own reference."""
     message = f"{provider}/{dataset}/{source_ref}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def insert_accepted_batch(
+    connection: Connection, provider: str, dataset: str, kind: str, count: int, moment: datetime
+) -> tuple[str, int]:
+    """A batch the hub makes itself (retract, purge, relink) of ``count`` records: (id, seq)."""
+    batch_id = uuid.uuid4().hex
+    seq = connection.execute(
+        insert(BATCH).values(
+            batch_id=batch_id,
+            dataset=dataset,
+            provider=provider,
+            kind=kind,
+            status="accepted",
+            received=count,
+            accepted=count,
+            created_at=iso(moment),
+        )
+    ).inserted_primary_key[0]  # type: ignore[index]
+    return batch_id, int(seq)
 
 
 def revision_range(batch_seq: int) -> tuple[int, int]:

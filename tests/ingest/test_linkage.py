@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from scripts.synthetic_cohort import generate
 from services.ingest.linkage import LINK, pair_quality, person_pseudonym, share_pseudonym
-from services.ingest.service_sql import RECORD
+from services.ingest.service_sql import RECORD, record_key
+from tests.conftest import INTERNAL_SECRET
 from tests.ingest.conftest import Client, drain, token
 
 KEY = "linkage-key-for-tests-only-0123456789"
@@ -163,7 +164,7 @@ async def test_the_synthetic_cohort_links_with_precision_and_recall_of_at_least_
 
 
 async def test_uncertain_pairs_are_queued_and_reviewed(
-    make_client: Callable[..., Awaitable[Client]],
+    make_client: Callable[..., Awaitable[Client]], receiver: Any
 ) -> None:
     from pydantic import SecretStr
 
@@ -208,6 +209,7 @@ async def test_uncertain_pairs_are_queued_and_reviewed(
         f"/v1/linkage/reviews/{wanted[0]['review_id']}", json={"decision": "maybe"}, headers=admin()
     )
     assert bad.status_code == 422
+    await drain(client)  # the episode reached depersonalise under its own person
     accepted = await client.post(
         f"/v1/linkage/reviews/{wanted[0]['review_id']}",
         json={"decision": "accept"},
@@ -216,6 +218,12 @@ async def test_uncertain_pairs_are_queued_and_reviewed(
     assert accepted.json()["status"] == "accepted"
     after = links(client)
     assert after[("drug-treatment", "T-1")] == (after[("offender-cohort", "X-1")][0], "reviewed")
+    # depersonalise hears of the merge: the episode is sent again with the cohort member's person
+    await drain(client)
+    episode = record_key(INTERNAL_SECRET, "cgl", "drug-treatment", "T-1")
+    sent = [e for e in receiver.state.events if e["record_key"] == episode]
+    assert sent[-1]["person"] == share_pseudonym(KEY, after[("offender-cohort", "X-1")][0])
+    assert sent[-1]["revision"] > sent[0]["revision"]
     again = await client.post(
         f"/v1/linkage/reviews/{wanted[0]['review_id']}",
         json={"decision": "reject"},
@@ -233,3 +241,38 @@ async def test_without_a_linkage_key_records_are_stored_unlinked(
     assert receiver.state.events[-1]["person"] is None
     off = await client.get("/v1/linkage/reviews", headers=admin())
     assert off.status_code == 409 and off.json()["type"].endswith("linkage-off")
+
+
+async def test_a_retraction_re_links_what_was_linked_through_the_record(
+    linked: Client, receiver: Any
+) -> None:
+    cohort = generate(people=120, cohort=40, seed=7)
+    await push(linked, "offender-cohort", "probation", cohort.records["offender-cohort"])
+    await push(linked, "oasys-assessment", "probation", cohort.records["oasys-assessment"])
+    assert (await linked.post("/v1/linkage/model", headers=admin())).status_code == 200
+    await push(linked, "offender-cohort", "probation", [member("X-1", "19/123456E", **NAMES)])
+    episode = {
+        "source_ref": "T-1",
+        "occurred_at": "2024-03-01",
+        "category": "start",
+        "substance": "Opiates",
+        **NAMES,
+    }
+    await push(linked, "drug-treatment", "cgl", [episode])
+    found = links(linked)
+    assert found[("drug-treatment", "T-1")] == (
+        found[("offender-cohort", "X-1")][0],
+        "probabilistic",
+    )
+    await drain(linked)
+    gone = await linked.delete(
+        "/v1/datasets/offender-cohort/records/X-1", headers=token("probation", action="retract")
+    )
+    assert gone.status_code == 204
+    after = links(linked)
+    assert ("offender-cohort", "X-1") not in after
+    person, how = after[("drug-treatment", "T-1")]
+    assert how == "new" and person != found[("offender-cohort", "X-1")][0]
+    await drain(linked)
+    key = record_key(INTERNAL_SECRET, "cgl", "drug-treatment", "T-1")
+    assert receiver.state.current[key]["person"] == share_pseudonym(KEY, person)
