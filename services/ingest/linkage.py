@@ -751,6 +751,24 @@ def quality_report(engine: Engine, truth: dict[int, str] | None = None) -> dict[
     return report
 
 
+def labelled_truth(engine: Engine, labels: list[dict[str, str]]) -> dict[int, str]:
+    """A labelled set (provider, dataset, source_ref → true person) as record id → label; labels
+    naming no stored record are left out."""
+    wanted = {(e["provider"], e["dataset"], e["source_ref"]): str(e["person"]) for e in labels}
+    found: dict[int, str] = {}
+    refs = sorted({ref for _, _, ref in wanted})
+    with engine.connect() as connection:
+        for part in _chunked(refs):
+            query = select(
+                RECORD.c.id, RECORD.c.provider, RECORD.c.dataset, RECORD.c.source_ref
+            ).where(RECORD.c.source_ref.in_(part))
+            for record_id, provider, dataset, ref in connection.execute(query):
+                label = wanted.get((provider, dataset, ref))
+                if label is not None:
+                    found[record_id] = label
+    return found
+
+
 def pair_quality(assigned: dict[int, int], truth: dict[int, str]) -> dict[str, Any]:
     """Pairwise precision and recall of a clustering against the true one (same records)."""
 

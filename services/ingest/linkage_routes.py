@@ -7,7 +7,7 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.ingest import linkage as link
 from services.ingest.deps import EngineDep
@@ -19,6 +19,17 @@ linkage = APIRouter(prefix="/v1/linkage", tags=["linkage"])
 
 class ReviewDecision(BaseModel):
     decision: Literal["accept", "reject"]
+
+
+class Label(BaseModel):
+    provider: str = Field(max_length=64)
+    dataset: str = Field(max_length=64)
+    source_ref: str = Field(max_length=64)
+    person: str = Field(max_length=64, description="the true person, in the labeller's own ids")
+
+
+class LabelledSet(BaseModel):
+    labels: list[Label] = Field(max_length=1_000_000)
 
 
 def _config(request: Request) -> link.LinkageConfig:
@@ -65,3 +76,18 @@ async def linkage_quality(request: Request, _admin: AdminDep, engine: EngineDep)
     """Link rates per dataset, the match-weight distribution, pending reviews, the model."""
     _config(request)
     return await asyncio.to_thread(link.quality_report, engine)
+
+
+@linkage.post("/quality")
+async def linkage_quality_against_labels(
+    request: Request, body: LabelledSet, _admin: AdminDep, engine: EngineDep
+) -> dict[str, Any]:
+    """The quality report with pairwise precision and recall against a labelled set (a synthetic
+    cohort's truth, or a clerically checked sample)."""
+    _config(request)
+    labels = [label.model_dump() for label in body.labels]
+
+    def report() -> dict[str, Any]:
+        return link.quality_report(engine, link.labelled_truth(engine, labels))
+
+    return await asyncio.to_thread(report)

@@ -170,6 +170,7 @@ ADMIN_ROUTES = [
     ("GET", "/v1/linkage/reviews"),
     ("POST", "/v1/linkage/reviews/1"),
     ("GET", "/v1/linkage/quality"),
+    ("POST", "/v1/linkage/quality"),
 ]
 
 

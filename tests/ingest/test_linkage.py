@@ -23,6 +23,12 @@ def admin() -> dict[str, str]:
     return token("ops", ["admin"])  # a fresh token: they live 60 s
 
 
+PROVIDERS = (
+    ("offender-cohort", "probation"),
+    ("offender-offence", "gmp"),
+    ("oasys-assessment", "probation"),
+    ("drug-treatment", "cgl"),
+)
 NAMES = {"surname": "Kowalski", "forenames": "Piotr", "date_of_birth": "1988-04-11"}
 
 
@@ -136,11 +142,7 @@ async def test_the_synthetic_cohort_links_with_precision_and_recall_of_at_least_
     linked: Client,
 ) -> None:
     cohort = generate(people=600, cohort=120, seed=11)
-    for dataset, provider in (
-        ("offender-cohort", "probation"),
-        ("offender-offence", "gmp"),
-        ("oasys-assessment", "probation"),
-    ):
+    for dataset, provider in PROVIDERS[:3]:
         await push(linked, dataset, provider, cohort.records[dataset])
     trained = await linked.post("/v1/linkage/model", headers=admin())
     assert trained.status_code == 200, trained.text
@@ -161,6 +163,15 @@ async def test_the_synthetic_cohort_links_with_precision_and_recall_of_at_least_
     report = (await linked.get("/v1/linkage/quality", headers=admin())).json()
     assert report["datasets"]["drug-treatment"]["by_method"]["probabilistic"] > 0
     assert sum(band["links"] for band in report["match_weights"]) > 0
+    assert "against_truth" not in report
+    providers = {d: p for d, p in PROVIDERS}
+    labels = [
+        {"provider": providers[d], "dataset": d, "source_ref": ref, "person": str(person)}
+        for (d, ref), person in cohort.truth.items()
+    ]
+    labelled = await linked.post("/v1/linkage/quality", json={"labels": labels}, headers=admin())
+    assert labelled.status_code == 200, labelled.text
+    assert labelled.json()["against_truth"] == {**quality, "records": len(found)}
 
 
 async def test_uncertain_pairs_are_queued_and_reviewed(
