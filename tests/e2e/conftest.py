@@ -25,7 +25,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         ports,
         databases,
         INTERNAL_SECRET,
-        {"CSP_ADMIN_KEY": ADMIN_KEY, "CSP_INGEST_RELAY_INTERVAL_SECONDS": "0.2"},
+        {
+            "CSP_ADMIN_KEY": ADMIN_KEY,
+            "CSP_INGEST_RELAY_INTERVAL_SECONDS": "0.2",
+            "CSP_INGEST_LINKAGE_KEY": "end-to-end-linkage-key-not-for-production",
+        },
         sink=lines.append,
     )
     running.start()
