@@ -270,7 +270,7 @@ def _predict(
 # --- linking a batch ----------------------------------------------------------------------------
 
 
-class _Components:
+class PersonComponents:
     """Union-find over records and known people that never joins two known people, nor two
     records carrying different values of one strong identifier."""
 
@@ -375,7 +375,7 @@ def link_records(
                 or_(REVIEW.c.record_id.in_(part), REVIEW.c.candidate_record.in_(part)),
             )
         )
-    components = _Components()
+    components = PersonComponents()
     method: dict[int, str] = {}
     weight: dict[int, float] = {}
     matched: dict[int, int] = {}

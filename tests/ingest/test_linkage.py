@@ -8,10 +8,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from scripts.synthetic_cohort import generate
-from services.ingest.linkage import LINK, pair_quality, person_pseudonym, share_pseudonym
+from services.ingest.linkage import (
+    LINK,
+    PersonComponents,
+    pair_quality,
+    person_pseudonym,
+    share_pseudonym,
+)
 from services.ingest.service_sql import RECORD, record_key
 from tests.conftest import INTERNAL_SECRET
 from tests.ingest.conftest import Client, drain, token
@@ -287,3 +295,23 @@ async def test_a_retraction_re_links_what_was_linked_through_the_record(
     await drain(linked)
     key = record_key(INTERNAL_SECRET, "cgl", "drug-treatment", "T-1")
     assert receiver.state.current[key]["person"] == share_pseudonym(KEY, person)
+
+
+@given(
+    st.lists(st.sampled_from(["19/1A", "19/2B", None]), min_size=2, max_size=12),
+    st.lists(st.tuples(st.integers(0, 11), st.integers(0, 11)), max_size=40),
+)
+def test_components_never_join_different_strong_identifiers(
+    pncs: list[str | None], edges: list[tuple[int, int]]
+) -> None:
+    components = PersonComponents()
+    for index, pnc in enumerate(pncs):
+        components.add(f"n{index}", None, {"pnc": pnc} if pnc else {})
+    for a, b in edges:
+        if a < len(pncs) and b < len(pncs):
+            components.union(f"n{a}", f"n{b}")
+    groups: dict[str, set[str]] = {}
+    for index, pnc in enumerate(pncs):
+        if pnc:
+            groups.setdefault(components.find(f"n{index}"), set()).add(pnc)
+    assert all(len(values) == 1 for values in groups.values())
