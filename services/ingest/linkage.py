@@ -344,6 +344,16 @@ def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> lis
     return [row for record_id, row in rows.items() if record_id not in fresh]
 
 
+def _new_people(connection: Connection, count: int, moment: datetime) -> list[int]:
+    """Ids of ``count`` new people, in one statement per chunk."""
+    made: list[int] = []
+    statement = insert(PERSON).returning(PERSON.c.id, sort_by_parameter_order=True)
+    for start in range(0, count, _IN_CHUNK):
+        rows = [{"created_at": iso(moment)}] * min(_IN_CHUNK, count - start)
+        made.extend(connection.execute(statement, rows).scalars())
+    return made
+
+
 def link_records(
     connection: Connection,
     dataset_of: dict[str, Dataset],
@@ -430,23 +440,18 @@ def link_records(
             elif score < config.accept_weight:
                 reviews.append((int(left[1:]), int(right[1:]), score))
     # 3. a person for every component: the known one, or a new one
-    new_person: dict[str, int] = {}
     values: list[dict[str, Any]] = []
     sizes: dict[str, int] = {}
     for record_id in ids:
         root = components.find(f"n{record_id}")
         sizes[root] = sizes.get(root, 0) + 1
+    unknown = [root for root in sizes if components.person[root] is None]
+    new_person = dict(zip(unknown, _new_people(connection, len(unknown), moment), strict=True))
+    outcome.new_people = len(unknown)
     for record_id in ids:
         root = components.find(f"n{record_id}")
         person = components.person[root]
         if person is None:
-            if root not in new_person:
-                new_person[root] = int(
-                    connection.execute(
-                        insert(PERSON).values(created_at=iso(moment))
-                    ).inserted_primary_key[0]  # type: ignore[index]
-                )
-                outcome.new_people += 1
             person = new_person[root]
         # no method of its own but not alone: it shares a strong identifier within the batch
         how = method.get(record_id) or ("exact" if sizes[root] > 1 else "new")
