@@ -55,6 +55,7 @@ STRONG = ("pnc", "cro", "nhs")
 COMPARED = ("surname", "forename", "dob", "district")
 _decode = msgspec.json.Decoder().decode
 _IN_CHUNK = 500
+LINK_CHUNK = 20_000  # records linked in one Splink pass
 
 
 @dataclass(frozen=True)
@@ -357,14 +358,34 @@ def _new_people(connection: Connection, count: int, moment: datetime) -> list[in
 def link_records(
     connection: Connection,
     dataset_of: dict[str, Dataset],
-    records: list[Any],
+    records: Sequence[Any],
     config: LinkageConfig,
     moment: datetime,
     probabilistic: bool = True,
 ) -> LinkOutcome:
     """Link stored records (rows with id, provider, dataset, data) in the caller's transaction;
     their earlier links (a correction) are replaced. ``probabilistic=False``: the exact pass
-    alone (the benchmark's baseline)."""
+    alone (the benchmark's baseline). Large sets go in chunks, each seeing the ones before."""
+    outcome = LinkOutcome()
+    for start in range(0, len(records), LINK_CHUNK):
+        part = records[start : start + LINK_CHUNK]
+        _add(outcome, _link_chunk(connection, dataset_of, part, config, moment, probabilistic))
+    return outcome
+
+
+def _add(total: LinkOutcome, part: LinkOutcome) -> None:
+    for name in ("records", "exact", "probabilistic", "new_people", "queued"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+
+
+def _link_chunk(
+    connection: Connection,
+    dataset_of: dict[str, Dataset],
+    records: Sequence[Any],
+    config: LinkageConfig,
+    moment: datetime,
+    probabilistic: bool,
+) -> LinkOutcome:
     outcome = LinkOutcome()
     fresh: dict[int, dict[str, Any]] = {}
     meta: dict[int, tuple[str, str]] = {}
@@ -512,14 +533,28 @@ def link_batch(
     config: LinkageConfig,
     moment: datetime,
 ) -> LinkOutcome:
-    """Link the records a push just stored (its revision range), in the push transaction."""
+    """Link the records a push just stored (its revision range), in the push transaction,
+    a chunk at a time; the earlier links of corrected records go first."""
     start, end = revision_range(batch_seq)
-    records = connection.execute(
-        select(RECORD.c.id, RECORD.c.provider, RECORD.c.dataset, RECORD.c.data).where(
-            RECORD.c.revision > start, RECORD.c.revision < end
+    in_batch = select(RECORD.c.id).where(RECORD.c.revision > start, RECORD.c.revision < end)
+    connection.execute(delete(LINK).where(LINK.c.record_id.in_(in_batch)))
+    outcome = LinkOutcome()
+    cursor = start
+    while True:
+        records = connection.execute(
+            select(
+                RECORD.c.id, RECORD.c.revision, RECORD.c.provider, RECORD.c.dataset, RECORD.c.data
+            )
+            .where(RECORD.c.revision > cursor, RECORD.c.revision < end)
+            .order_by(RECORD.c.revision)
+            .limit(LINK_CHUNK)
+        ).all()
+        if not records:
+            return outcome
+        _add(
+            outcome, _link_chunk(connection, {dataset.name: dataset}, records, config, moment, True)
         )
-    ).all()
-    return link_records(connection, {dataset.name: dataset}, list(records), config, moment)
+        cursor = records[-1].revision
 
 
 def forget(

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from scripts.synthetic_cohort import generate
+from services.ingest import linkage
 from services.ingest.linkage import (
     LINK,
     PersonComponents,
@@ -146,9 +147,11 @@ async def test_two_records_with_different_pnc_ids_never_link_on_names(linked: Cl
     assert person in {found[("offender-cohort", "X-1")][0], found[("offender-cohort", "X-2")][0]}
 
 
+@pytest.mark.parametrize("chunk", [20_000, 97])
 async def test_the_synthetic_cohort_links_with_precision_and_recall_of_at_least_098(
-    linked: Client,
+    linked: Client, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(linkage, "LINK_CHUNK", chunk)  # 97: every batch in many Splink passes
     cohort = generate(people=600, cohort=120, seed=11)
     for dataset, provider in PROVIDERS[:3]:
         await push(linked, dataset, provider, cohort.records[dataset])
