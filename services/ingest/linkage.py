@@ -742,6 +742,14 @@ def quality_report(engine: Engine, truth: dict[int, str] | None = None) -> dict[
         people = connection.execute(
             select(LINK.c.person_id, func.count()).group_by(LINK.c.person_id)
         ).all()
+        shared = select(LINK.c.person_id).group_by(LINK.c.person_id).having(func.count() > 1)
+        linked_by_dataset: dict[str, int] = dict(
+            connection.execute(
+                select(LINK.c.dataset, func.count())
+                .where(LINK.c.person_id.in_(shared))
+                .group_by(LINK.c.dataset)
+            ).all()
+        )
         weights = (
             connection.execute(select(LINK.c.match_weight).where(LINK.c.match_weight.is_not(None)))
             .scalars()
@@ -764,7 +772,7 @@ def quality_report(engine: Engine, truth: dict[int, str] | None = None) -> dict[
     datasets = {}
     for name, methods in sorted(per_dataset.items()):
         total = sum(methods.values())
-        linked = total - methods.get("new", 0)
+        linked = int(linked_by_dataset.get(name, 0))  # its person has other records
         datasets[name] = {
             "records": total,
             "linked": linked,

@@ -55,6 +55,9 @@ class Relay:
         """Record id → the depersonalise-only pseudonym of its person (linked records only)."""
         if self.linkage_key is None or not records:
             return {}
+        linking = {name for name, d in self.catalogue.items() if d.link_fields}
+        if not any(r.dataset in linking for r in records):
+            return {}
         found = people_of(connection, [r.id for r in records])
         return {rid: share_pseudonym(self.linkage_key, person) for rid, person in found.items()}
 
