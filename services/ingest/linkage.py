@@ -325,6 +325,21 @@ def _known_by_strong(
     return found
 
 
+def _strong_of_people(connection: Connection, people: set[int]) -> dict[int, dict[str, str]]:
+    """Person id → the strong identifiers its records carry (the first value of each kind)."""
+    found: dict[int, dict[str, str]] = {}
+    query = select(LINK.c.person_id, *(LINK.c[kind] for kind in STRONG)).where(
+        or_(*(LINK.c[kind].is_not(None) for kind in STRONG))
+    )
+    for part in _chunked(sorted(people)):
+        for row in connection.execute(query.where(LINK.c.person_id.in_(part))):
+            held = found.setdefault(row.person_id, {})
+            for kind in STRONG:
+                if getattr(row, kind):
+                    held.setdefault(kind, getattr(row, kind))
+    return found
+
+
 def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> list[Any]:
     """Known link rows sharing a blocking key with a fresh comparable record."""
     keys: dict[str, set[str]] = {"dob": set(), "surname": set(), "forename_year": set()}
@@ -442,9 +457,10 @@ def _link_chunk(
             _comparison_row(f"k{row.record_id}", row._mapping, fresh=False) for row in candidates
         ]
         person_of_known = {f"k{row.record_id}": row.person_id for row in candidates}
+        # a known record stands for its whole person: every strong identifier the person has
+        strong_of_person = _strong_of_people(connection, {row.person_id for row in candidates})
         strong_of_known = {
-            f"k{row.record_id}": {k: getattr(row, k) for k in STRONG if getattr(row, k)}
-            for row in candidates
+            f"k{row.record_id}": strong_of_person.get(row.person_id, {}) for row in candidates
         }
         pairs = sorted(_predict(model, rows, config.review_weight), key=lambda p: -p[2])
         for left, right, score in pairs:

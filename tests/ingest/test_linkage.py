@@ -137,9 +137,19 @@ async def test_two_records_with_different_pnc_ids_never_link_on_names(linked: Cl
     trained = await linked.post("/v1/linkage/model", headers=admin())
     assert trained.status_code == 200, trained.text
     await push(linked, "offender-cohort", "probation", [member("X-1", "19/123456E", **NAMES)])
+    # a names-only record joins X-1's person, and stands for X-1's PNC ID from then on
+    episode = {
+        "source_ref": "T-1",
+        "occurred_at": "2024-03-01",
+        "category": "start",
+        "substance": "Opiates",
+        **NAMES,
+    }
+    await push(linked, "drug-treatment", "cgl", [episode])
     await push(linked, "offender-cohort", "probation", [member("X-2", "19/42J", **NAMES)])
     await push(linked, "offender-cohort", "probation", [member("X-3", None, **NAMES)])
     found = links(linked)
+    assert found[("drug-treatment", "T-1")][0] == found[("offender-cohort", "X-1")][0]
     assert found[("offender-cohort", "X-1")][0] != found[("offender-cohort", "X-2")][0]
     # the same names and date of birth without a PNC ID link probabilistically to one of them
     person, how = found[("offender-cohort", "X-3")]
