@@ -53,6 +53,7 @@ MODEL: Table = LinkageModel.__table__  # type: ignore[attr-defined]
 
 STRONG = ("pnc", "cro", "nhs")
 COMPARED = ("surname", "forename", "dob", "district")
+KEYS = ("forename_year", "name_key")  # blocking keys, indexed for finding candidates
 _decode = msgspec.json.Decoder().decode
 _IN_CHUNK = 500
 LINK_CHUNK = 20_000  # records linked in one Splink pass
@@ -91,7 +92,7 @@ def share_pseudonym(key: str, person_id: int) -> str:
 
 def person_fields(dataset: Dataset, data: dict[str, Any]) -> dict[str, str | None]:
     """A stored record's person fields, normalised for comparison (values already validated)."""
-    out: dict[str, str | None] = dict.fromkeys((*STRONG, *COMPARED, "forename_year"))
+    out: dict[str, str | None] = dict.fromkeys((*STRONG, *COMPARED, *KEYS))
     for name, kind in dataset.link_fields.items():
         value = data.get(name)
         if value is None or value == "":
@@ -108,6 +109,8 @@ def person_fields(dataset: Dataset, data: dict[str, Any]) -> dict[str, str | Non
             out["district"] = postcode_district(str(value))
     if out["forename"] and out["dob"]:
         out["forename_year"] = f"{out['forename']}|{out['dob'][:4]}"
+    if out["surname"] and out["forename"]:
+        out["name_key"] = f"{out['surname']}|{out['forename']}"
     return out
 
 
@@ -124,12 +127,12 @@ def _swapped(dob: str | None) -> str | None:
 
 # --- the probabilistic model ------------------------------------------------------------------
 
-# Candidate pairs: the same date of birth (or transposed), surname, forename and birth year, or
-# forename and postcode district. ``fresh`` restricts prediction to pairs with a new record.
+# Candidate pairs: the same date of birth (or transposed), surname and forename, forename and
+# birth year, or forename and postcode district. ``fresh`` restricts prediction to pairs with a new record.
 _BLOCKS = (
     "l.dob = r.dob",
     "l.dob = r.dob_swapped",
-    "l.surname = r.surname",
+    "l.name_key = r.name_key",
     "l.forename_year = r.forename_year",
     "l.district = r.district AND l.forename = r.forename",
 )
@@ -182,7 +185,7 @@ def _settings() -> Any:
 def _table(rows: Iterable[dict[str, Any]]) -> Any:
     import pyarrow as pa
 
-    columns = ("unique_id", "label", "fresh", *COMPARED, "dob_swapped", "forename_year")
+    columns = ("unique_id", "label", "fresh", *COMPARED, "dob_swapped", *KEYS)
     listed = list(rows)
     return pa.table({name: [row.get(name) for row in listed] for name in columns})
 
@@ -190,7 +193,7 @@ def _table(rows: Iterable[dict[str, Any]]) -> Any:
 def _comparison_row(unique_id: str, fields: Mapping[Any, Any], **extra: Any) -> dict[str, Any]:
     return {
         "unique_id": unique_id,
-        **{name: fields.get(name) for name in (*COMPARED, "forename_year")},
+        **{name: fields.get(name) for name in (*COMPARED, *KEYS)},
         "dob_swapped": _swapped(fields.get("dob")),
         **extra,
     }
@@ -342,13 +345,13 @@ def _strong_of_people(connection: Connection, people: set[int]) -> dict[int, dic
 
 def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> list[Any]:
     """Known link rows sharing a blocking key with a fresh comparable record."""
-    keys: dict[str, set[str]] = {"dob": set(), "surname": set(), "forename_year": set()}
+    keys: dict[str, set[str]] = {"dob": set(), "name_key": set(), "forename_year": set()}
     for fields in fresh.values():
         if fields.get("dob"):
             keys["dob"].add(fields["dob"])
             if swapped := _swapped(fields["dob"]):
                 keys["dob"].add(swapped)
-        for name in ("surname", "forename_year"):
+        for name in KEYS:
             if fields.get(name):
                 keys[name].add(fields[name])
     rows: dict[int, Any] = {}
@@ -505,7 +508,7 @@ def _link_chunk(
                 "match_weight": weight.get(record_id),
                 "matched_record": matched.get(record_id),
                 **{name: fresh[record_id].get(name) for name in (*STRONG, *COMPARED)},
-                "forename_year": fresh[record_id].get("forename_year"),
+                **{name: fresh[record_id].get(name) for name in KEYS},
                 "linked_at": iso(moment),
             }
         )

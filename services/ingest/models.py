@@ -211,7 +211,7 @@ class PersonLink(Base, table=True):
         Index("ix_person_link_cro", "cro"),
         Index("ix_person_link_nhs", "nhs"),
         Index("ix_person_link_dob", "dob"),
-        Index("ix_person_link_surname", "surname"),
+        Index("ix_person_link_name_key", "name_key"),
         Index("ix_person_link_forename_year", "forename_year"),
         Index("ix_person_link_matched", "matched_record"),
     )
@@ -231,6 +231,7 @@ class PersonLink(Base, table=True):
     dob: str | None = Field(default=None, max_length=10)
     district: str | None = Field(default=None, max_length=4)
     forename_year: str | None = Field(default=None, max_length=110)
+    name_key: str | None = Field(default=None, max_length=210)
     linked_at: str = Field(max_length=20)
 
 
