@@ -128,7 +128,7 @@ def _swapped(dob: str | None) -> str | None:
 # --- the probabilistic model ------------------------------------------------------------------
 
 # Candidate pairs: the same date of birth (or transposed), surname and forename, forename and
-# birth year, or forename and postcode district. ``fresh`` restricts prediction to pairs with a new record.
+# birth year, or forename and postcode district; ``fresh`` keeps only pairs with a new record.
 _BLOCKS = (
     "l.dob = r.dob",
     "l.dob = r.dob_swapped",
