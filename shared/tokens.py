@@ -46,6 +46,9 @@ class InternalClaims(BaseModel):
     providers: list[str] | None = None
     retention_days: int | None = None
     window: list[str] | None = None
+    # For data routes, one per provider and agreement (see shared/grants.py): {"provider",
+    # "agreement", "version", "level", "fields", "from", "to", "purpose"}.
+    grants: list[dict[str, Any]] | None = None
     iat: int = 0
     exp: int = 0
     jti: str = ""

@@ -67,6 +67,32 @@ class DecisionRequest:
 
 
 @dataclass(frozen=True)
+class Grant:
+    """What one provider's records may show one recipient under one agreement version."""
+
+    provider: str
+    agreement: str
+    version: int
+    level: str
+    fields: list[str] | None
+    start: str
+    end: str
+    purpose: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "agreement": self.agreement,
+            "version": self.version,
+            "level": self.level,
+            "fields": self.fields,
+            "from": self.start,
+            "to": self.end,
+            "purpose": self.purpose,
+        }
+
+
+@dataclass(frozen=True)
 class Decision:
     allow: bool
     rule: str
@@ -78,13 +104,16 @@ class Decision:
     retention_days: int | None = None
     window: list[str] | None = None
     warning: str | None = None
+    grants: tuple[Grant, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         # Shallow on purpose: asdict() deep-copies, which shows on the per-request path.
-        return {name: getattr(self, name) for name in _DECISION_FIELDS}
+        answer = {name: getattr(self, name) for name in _DECISION_FIELDS}
+        answer["grants"] = [grant.as_dict() for grant in self.grants]
+        return answer
 
 
-_DECISION_FIELDS = tuple(f.name for f in fields(Decision))
+_DECISION_FIELDS = tuple(f.name for f in fields(Decision) if f.name != "grants")
 
 
 @dataclass(frozen=True)
@@ -159,7 +188,8 @@ def _check(
         grant.level, -1
     ):
         return refuse(_STAGE_LEVEL, "level-exceeds-agreement")
-    if request.fields and grant.fields is not None:
+    # What a provider may push is not limited by allow-lists: they govern what leaves the hub.
+    if request.action == "read" and request.fields and grant.fields is not None:
         if set(request.fields) - set(grant.fields):
             return refuse(_STAGE_FIELDS, "field-not-agreed")
     blocked = _status_refusal(agreement, version, current, suspended, now, grace_days)
@@ -177,12 +207,43 @@ def _warning(version: Version, now: datetime, grace_days: int) -> str | None:
     )
 
 
-def _merged_fields(versions: list[Version], dataset: str) -> list[str] | None:
-    """The union of the allow-lists; None (every field) as soon as one grants all."""
-    names: set[str] = set()
+def _grants(
+    request: DecisionRequest, versions: list[Version], suspended: frozenset[str]
+) -> tuple[Grant, ...]:
+    """One grant per provider and agreement whose data the action would use.
+
+    A read uses every provider of each allowing agreement (the caller is its recipient there); a
+    push or retraction uses only the caller's own records, and every field may come in.
+    """
+    made = []
     for version in versions:
-        grant = version.grant(dataset)
-        if grant is None or grant.fields is None:
+        terms = version.grant(request.dataset)
+        assert terms is not None  # _check kept only agreements that cover the dataset
+        reading = request.action == "read"
+        providers = version.providers if reading else (request.agency,)
+        for provider in providers:
+            if provider in suspended:
+                continue
+            made.append(
+                Grant(
+                    provider=provider,
+                    agreement=version.agreement_id,
+                    version=version.version,
+                    level=terms.level,
+                    fields=sorted(terms.fields) if reading and terms.fields is not None else None,
+                    start=version.start.isoformat(),
+                    end=version.end.isoformat(),
+                    purpose=version.purpose,
+                )
+            )
+    return tuple(sorted(made, key=lambda g: (g.provider, g.agreement)))
+
+
+def _united_fields(grants: tuple[Grant, ...]) -> list[str] | None:
+    """Every field some grant shows (None: every field); each provider still sees only its own."""
+    names: set[str] = set()
+    for grant in grants:
+        if grant.fields is None:
             return None
         names.update(grant.fields)
     return sorted(names)
@@ -222,20 +283,18 @@ def decide(
     warnings = {v.agreement_id: _warning(v, now, grace_days) for v in allowing}
     # Prefer an agreement not awaiting review, so the answer cites one in good standing.
     chosen = min(allowing, key=lambda v: (warnings[v.agreement_id] is not None, v.agreement_id))
-    if request.action == "read":
-        providers = sorted({p for v in allowing for p in v.providers if p not in suspended})
-    else:
-        providers = [request.agency]
+    grants = _grants(request, allowing, suspended)
     texts = [text for text in warnings.values() if text]
     return Decision(
         allow=True,
         rule="allowed",
         agreement=chosen.agreement_id,
         version=chosen.version,
-        fields=_merged_fields(allowing, request.dataset),
-        providers=providers,
+        fields=_united_fields(grants),
+        providers=sorted({g.provider for g in grants}),
         purpose=request.purpose or chosen.purpose,
         retention_days=chosen.retention_days,
         window=[chosen.start.isoformat(), chosen.end.isoformat()],
         warning="; ".join(texts) if texts else None,
+        grants=grants,
     )

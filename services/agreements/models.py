@@ -233,6 +233,21 @@ class InternalDecisionQuery(BaseModel):
     fields: list[str] | None = None
 
 
+class GrantPublic(BaseModel):
+    """One provider's slice of a read: its records reach the caller only within these terms."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    provider: str
+    agreement: str
+    version: int
+    level: str
+    fields: list[str] | None
+    from_: str = Field(alias="from")
+    to: str
+    purpose: str
+
+
 class DecisionPublic(BaseModel):
     allow: bool
     rule: str
@@ -244,6 +259,7 @@ class DecisionPublic(BaseModel):
     retention_days: int | None
     window: list[str] | None
     warning: str | None
+    grants: list[GrantPublic] = []
 
 
 class Page(BaseModel):

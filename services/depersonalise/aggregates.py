@@ -11,6 +11,7 @@ import numpy as np
 
 from services.depersonalise.service import period_start, periods_between
 from services.depersonalise.suppression import PRIMARY, PUBLISHED, apply_rule
+from shared.grants import Slices
 
 
 @dataclass
@@ -21,6 +22,25 @@ class Rule:
 
     def as_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "round_to": self.round_to, "secondary": self.secondary}
+
+
+WITHHELD = "withheld"
+
+
+def granted_rows(
+    rows: Iterable[tuple[str | None, date | None, str | None, str, date | None]],
+    scope: Slices,
+    by: str = "category",
+) -> list[tuple[str | None, date | None, str | None]]:
+    """(area, period start, category) to count: a record whose provider's grant, on the day it
+    occurred, leaves the ``by`` field out is counted under ``withheld``."""
+    out = []
+    for area, start, category, provider, day in rows:
+        shown = scope.fields_for(provider, day)
+        if shown is None:
+            continue
+        out.append((area, start, category if by in shown else WITHHELD))
+    return out
 
 
 def aggregate(

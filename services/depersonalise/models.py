@@ -83,6 +83,7 @@ class DerivedRecord(Base, table=True):
     revision: int
     deleted: bool = False
     period_start: date | None = None
+    occurred_on: date | None = None  # never published: grants' windows select records by it
     category: str | None = SQLField(default=None, max_length=100)
     attributes: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
     areas: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))

@@ -15,7 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from services.depersonalise import replay, store
-from services.depersonalise.aggregates import Rule, aggregate
+from services.depersonalise.aggregates import Rule, aggregate, granted_rows
 from services.depersonalise.deps import CatalogueDep, EngineDep, RegistryDep, SettingsDep
 from services.depersonalise.formats import (
     MEDIA,
@@ -47,6 +47,7 @@ from services.depersonalise.service import (
 from services.depersonalise.snapping import build_snap_layer, read_candidates
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
+from shared.grants import Slices, slices
 from shared.tokens import AdminDep, ClaimsDep, InternalClaims
 
 internal = APIRouter(prefix="/internal", tags=["internal"])
@@ -321,7 +322,7 @@ async def load_population(
 # --- reads ------------------------------------------------------------------------------------
 
 
-def _read_scope(claims: InternalClaims, dataset: str) -> list[str]:
+def _read_scope(claims: InternalClaims, dataset: str) -> Slices:
     if claims.dataset is not None and claims.dataset != dataset:
         raise ProblemError(
             403,
@@ -329,7 +330,7 @@ def _read_scope(claims: InternalClaims, dataset: str) -> list[str]:
             slug="forbidden",
             rule="dataset-mismatch",
         )
-    return list(claims.providers or [])
+    return slices(claims)
 
 
 AGGREGATE_FORMATS: dict[int | str, dict[str, Any]] = {
@@ -362,7 +363,8 @@ def read_aggregates(
     format: str | None = None,
 ) -> Response:
     spec = dataset_or_404(catalogue, dataset)
-    providers = _read_scope(claims, dataset)
+    scope = _read_scope(claims, dataset)
+    providers = scope.providers
     fmt = choose_format(format, request.headers.get("accept"))
     layer = registry.active.get(geography)
     if layer is None:
@@ -384,9 +386,9 @@ def read_aggregates(
         raise ProblemError(422, "from is after to.", slug="invalid-range", field="from")
     _check_table_size(from_, to, period, len(layer.codes), settings.max_cells)
     rule = _rule(spec, threshold)
-    rows = store.aggregate_rows(engine, registry.generation, dataset, providers, geography)
+    rows = store.aggregate_rows(engine, registry.generation, dataset, scope, geography)
     answer = aggregate(
-        rows,
+        granted_rows(rows, scope),
         list(zip(layer.codes.tolist(), layer.names.tolist(), strict=True)),
         period,
         rule,
@@ -521,7 +523,8 @@ def read_records(
     format: str | None = None,
 ) -> Response:
     spec = dataset_or_404(catalogue, dataset)
-    providers = _read_scope(claims, dataset)
+    scope = _read_scope(claims, dataset)
+    providers = scope.providers
     if level != "depersonalised":
         raise ProblemError(
             422,
@@ -544,28 +547,36 @@ def read_records(
             rule="level-not-agreed",
         )
     fmt = choose_format(format, request.headers.get("accept"))
-    allowed = allowed_fields(spec, claims.fields)
     rows = store.record_page(
         engine,
         registry.generation,
         dataset,
-        providers,
+        scope,
         _cursor(cursor),
         min(limit, settings.records_page_max),
     )
-    records = [
-        public_record(
-            None if r["period_start"] is None else _label(r["period_start"], spec),
-            r["category"],
-            r["attributes"] or {},
-            r["areas"] or {},
-            (r["x"], r["y"]),
-            r["method"],
-            r["k"],
-            allowed,
+    allowed: dict[frozenset[str] | None, set[str]] = {}
+    records = []
+    for r in rows:
+        # Each record shows only what its own provider's grants allow on the day it occurred.
+        shown = scope.fields_for(r["provider"], r["occurred_on"] or r["period_start"])
+        if shown is None:
+            continue
+        if shown.names not in allowed:
+            names = None if shown.names is None else sorted(shown.names)
+            allowed[shown.names] = allowed_fields(spec, names)
+        records.append(
+            public_record(
+                None if r["period_start"] is None else _label(r["period_start"], spec),
+                r["category"],
+                r["attributes"] or {},
+                r["areas"] or {},
+                (r["x"], r["y"]),
+                r["method"],
+                r["k"],
+                allowed[shown.names],
+            )
         )
-        for r in rows
-    ]
     full = len(rows) == min(limit, settings.records_page_max)
     next_cursor = (
         base64.urlsafe_b64encode(str(rows[-1]["id"]).encode()).decode().rstrip("=")
@@ -573,7 +584,7 @@ def read_records(
         else None
     )
     ks, histogram, total, without = store.record_figures(
-        engine, registry.generation, dataset, providers
+        engine, registry.generation, dataset, scope
     )
     report = disclosure_report(ks, histogram, total, without)
     release_id = store.record_release(

@@ -40,6 +40,8 @@ class Masked:
     y: float | None
     method: str
     k: float | None
+    # The day itself is never published; a recipient's grants select records by it.
+    occurred_on: date | None = None
 
 
 @dataclass
@@ -240,6 +242,7 @@ def mask_records(
                 y=None if np.isnan(gy[i]) else float(gy[i]),
                 method=str(method[i]),
                 k=None if np.isnan(k[i]) else float(k[i]),
+                occurred_on=day,
             )
         )
     return MaskingRun(out, displacement[np.isfinite(displacement)])

@@ -10,11 +10,11 @@ from __future__ import annotations
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, false, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -33,6 +33,7 @@ from services.depersonalise.models import (
 from services.depersonalise.service import displacement_histogram, mask_records, merge_histograms
 from services.depersonalise.snapping import SnapLayer
 from shared.catalogue import Dataset
+from shared.grants import Slices
 
 T_LAYER = GeographyLayerRow.__table__  # type: ignore[attr-defined]
 T_AREA = GeographyAreaRow.__table__  # type: ignore[attr-defined]
@@ -364,6 +365,7 @@ def _apply_to_generation(
             row = _row(generation, event, deleted=False)
             row.update(
                 period_start=masked.period_start,
+                occurred_on=masked.occurred_on,
                 category=masked.category,
                 attributes=masked.attributes,
                 areas=masked.areas,
@@ -394,6 +396,7 @@ def _row(generation: int, event: Event, deleted: bool) -> dict[str, Any]:
         "revision": event.revision,
         "deleted": deleted,
         "period_start": None,
+        "occurred_on": None,
         "category": None,
         "attributes": {},
         "areas": {},
@@ -428,39 +431,68 @@ def _add_figures(
 # --- reads ----------------------------------------------------------------------------------
 
 
-def _live(generation: int, dataset: str, providers: list[str]) -> Any:
+def _granted(scope: Slices) -> Any:
+    """Records of each provider dated within one of its grants' windows."""
+    day = func.coalesce(T_RECORD.c.occurred_on, T_RECORD.c.period_start)
+    clauses = []
+    for provider, first, last in scope.windows():
+        clause = T_RECORD.c.provider == provider
+        if first is not None:
+            clause = clause & (day >= first)
+        if last is not None:
+            clause = clause & (day <= last)
+        clauses.append(clause)
+    return or_(*clauses) if clauses else false()
+
+
+def _live(generation: int, dataset: str, scope: Slices) -> Any:
     return (
         (T_RECORD.c.generation == generation)
         & (T_RECORD.c.dataset == dataset)
-        & T_RECORD.c.provider.in_(providers)
+        & _granted(scope)
         & (T_RECORD.c.deleted.is_(False))
     )
 
 
 def aggregate_rows(
-    engine: Engine, generation: int, dataset: str, providers: list[str], layer: str
-) -> list[tuple[str | None, Any, str | None]]:
+    engine: Engine, generation: int, dataset: str, scope: Slices, layer: str
+) -> list[tuple[str | None, Any, str | None, str, Any]]:
+    """(area in ``layer``, period start, category, provider, day) of every record in scope."""
     with engine.connect() as conn:
         result = conn.execute(
-            select(T_RECORD.c.areas, T_RECORD.c.period_start, T_RECORD.c.category).where(
-                _live(generation, dataset, providers)
-            )
+            select(
+                T_RECORD.c.areas,
+                T_RECORD.c.period_start,
+                T_RECORD.c.category,
+                T_RECORD.c.provider,
+                func.coalesce(T_RECORD.c.occurred_on, T_RECORD.c.period_start),
+            ).where(_live(generation, dataset, scope))
         )
-        return [((areas or {}).get(layer), day, category) for areas, day, category in result]
+        return [
+            ((areas or {}).get(layer), start, category, provider, _as_date(day))
+            for areas, start, category, provider, day in result
+        ]
+
+
+def _as_date(value: Any) -> date | None:
+    # SQLite answers coalesce() over dates as text.
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
 
 
 def record_page(
     engine: Engine,
     generation: int,
     dataset: str,
-    providers: list[str],
+    scope: Slices,
     after: int,
     limit: int,
 ) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         result = conn.execute(
             select(T_RECORD)
-            .where(_live(generation, dataset, providers) & (T_RECORD.c.id > after))
+            .where(_live(generation, dataset, scope) & (T_RECORD.c.id > after))
             .order_by(T_RECORD.c.id)
             .limit(limit)
         )
@@ -468,11 +500,12 @@ def record_page(
 
 
 def record_figures(
-    engine: Engine, generation: int, dataset: str, providers: list[str]
+    engine: Engine, generation: int, dataset: str, scope: Slices
 ) -> tuple[list[float], dict[str, int], int, int]:
     """k of every published point, the displacement histogram, records, records without point."""
+    providers = scope.providers
     with engine.connect() as conn:
-        live = _live(generation, dataset, providers)
+        live = _live(generation, dataset, scope)
         ks = [
             float(r[0])
             for r in conn.execute(select(T_RECORD.c.k).where(live & T_RECORD.c.k.is_not(None)))

@@ -87,6 +87,17 @@ class ClientGoneError(Exception):
     pass
 
 
+def audited_providers(decision: dict[str, Any], action: str | None) -> list[str] | None:
+    """The entry's ``providers``: the provider codes, then for a read every ``agreement:version``
+    of its grants (a colon never occurs in an agency code), so the entry names all that governed."""
+    providers = decision.get("providers")
+    grants = decision.get("grants") or []
+    if providers is None or action != "read" or not grants:
+        return providers
+    cited = sorted({f"{g['agreement']}:{g['version']}" for g in grants})
+    return [*providers, *cited]
+
+
 @dataclass
 class Exchange:
     """What the audit entry of one request says, filled in as the request is handled."""
@@ -118,7 +129,7 @@ class Exchange:
             "rule": decision.get("rule"),
             "agreement": decision.get("agreement"),
             "version": decision.get("version"),
-            "providers": decision.get("providers"),
+            "providers": audited_providers(decision, self.action),
             "status": status,
             "outcome": outcome_of(status, phase),
             "records": records,
@@ -273,6 +284,7 @@ class GatewayMiddleware:
             providers=decision.get("providers"),
             retention_days=decision.get("retention_days"),
             window=decision.get("window"),
+            grants=decision.get("grants"),
         )
         if route.action == "read" and level == "personal":
             return routing.INGEST

@@ -8,7 +8,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, false, insert, or_, select
 
 from services.ingest.linkage import LinkageConfig, forget
 from services.ingest.models import PersonalRead
@@ -24,6 +24,7 @@ from services.ingest.service_sql import (
 )
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
+from shared.grants import Slices
 
 PERSONAL_READ = PersonalRead.__table__  # type: ignore[attr-defined]
 _decode = msgspec.json.Decoder().decode
@@ -119,46 +120,57 @@ def batch_status(engine: Engine, batch_id: str, agency: str, admin: bool) -> dic
     }
 
 
-def window_bounds(window: list[str] | None) -> tuple[str, str] | None:
-    """The agreement's ``[start, end]`` dates as an occurred_at range (end day included)."""
-    if not window:
+def _day_bound(day: date | None, after: bool) -> str | None:
+    """An occurred_at bound as stored text: the day's start, or the next day's for an end."""
+    if day is None:
         return None
-    start = date.fromisoformat(window[0][:10])
-    end = date.fromisoformat(window[1][:10]) + timedelta(days=1)
-    return start.isoformat() + "T00:00:00Z", end.isoformat() + "T00:00:00Z"
+    return (day + timedelta(days=1) if after else day).isoformat() + "T00:00:00Z"
+
+
+def _granted(scope: Slices) -> Any:
+    """Records of each provider dated within one of its grants' windows."""
+    clauses = []
+    for provider, first, last in scope.windows():
+        clause = RECORD.c.provider == provider
+        low, high = _day_bound(first, False), _day_bound(last, True)
+        if low is not None:
+            clause = clause & (RECORD.c.occurred_at >= low)
+        if high is not None:
+            clause = clause & (RECORD.c.occurred_at < high)
+        clauses.append(clause)
+    return or_(*clauses) if clauses else false()
 
 
 def personal_page(
     engine: Engine,
     dataset: Dataset,
-    providers: list[str],
-    fields: list[str] | None,
-    window: list[str] | None,
+    scope: Slices,
     after: int,
     limit: int,
 ) -> tuple[list[str], list[dict[str, Any]], int | None]:
-    """(columns, rows, next cursor) of one page of records the recipient may see."""
-    columns = ["provider"] + [f for f in dataset.field_names if fields is None or f in fields]
+    """(columns, rows, next cursor) of one page of records the recipient may see: each provider's
+    records within its grants' windows, each showing only the fields its grants name."""
+    widest = scope.uniform_fields()
+    columns = ["provider"] + [f for f in dataset.field_names if widest is None or f in widest]
     query = (
-        select(RECORD.c.id, RECORD.c.provider, RECORD.c.data)
-        .where(
-            RECORD.c.dataset == dataset.name,
-            RECORD.c.provider.in_(providers),
-            RECORD.c.id > after,
-        )
+        select(RECORD.c.id, RECORD.c.provider, RECORD.c.occurred_at, RECORD.c.data)
+        .where(RECORD.c.dataset == dataset.name, _granted(scope), RECORD.c.id > after)
         .order_by(RECORD.c.id)
         .limit(limit)
     )
-    bounds = window_bounds(window)
-    if bounds is not None:
-        query = query.where(RECORD.c.occurred_at >= bounds[0], RECORD.c.occurred_at < bounds[1])
     with engine.connect() as connection:
         rows = connection.execute(query).all()
     out = []
     for row in rows:
         data = _decode(row.data)
         data["provider"] = row.provider
-        out.append({name: data.get(name) for name in columns})
+        shown = scope.fields_for(row.provider, date.fromisoformat(row.occurred_at[:10]))
+        if shown is None:
+            continue
+        # A field outside this provider's grant is absent, not null.
+        out.append(
+            {name: data.get(name) for name in columns if name == "provider" or name in shown}
+        )
     following = rows[-1].id if len(rows) == limit else None
     return columns, out, following
 

@@ -24,6 +24,7 @@ from services.ingest.service import PushOptions, check_header, push, stored_answ
 from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
+from shared.grants import Slices, slices
 from shared.tokens import AdminDep, ClaimsDep, InternalClaims
 
 datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -210,7 +211,7 @@ async def retract_record(
     return Response(status_code=204)
 
 
-def _personal_reader(claims: InternalClaims, compiled: DatasetDep, level: str) -> list[str]:
+def _personal_reader(claims: InternalClaims, compiled: DatasetDep, level: str) -> Slices:
     if level != "personal":
         raise ProblemError(
             400,
@@ -228,7 +229,7 @@ def _personal_reader(claims: InternalClaims, compiled: DatasetDep, level: str) -
         raise ProblemError(
             403, "No agreement allows a personal-level read.", rule="level-not-agreed"
         )
-    return claims.providers
+    return slices(claims)
 
 
 @datasets.get("/{dataset}/records", response_model=None)
@@ -243,16 +244,9 @@ async def read_personal(
     format: Annotated[str | None, Query(pattern="^(json|csv)$")] = None,
 ) -> dict[str, Any] | Response:
     """Personal-level records of the agreed providers: agreed fields, agreement dates only."""
-    providers = _personal_reader(claims, compiled, level)
+    scope = _personal_reader(claims, compiled, level)
     columns, rows, following = await asyncio.to_thread(
-        record_store.personal_page,
-        engine,
-        compiled.dataset,
-        providers,
-        claims.fields,
-        claims.window,
-        cursor,
-        limit,
+        record_store.personal_page, engine, compiled.dataset, scope, cursor, limit
     )
     await asyncio.to_thread(
         record_store.record_read,
@@ -269,7 +263,7 @@ async def read_personal(
     if following is not None:
         headers["Link"] = f'<{request.url.include_query_params(cursor=following)}>; rel="next"'
     if _wants_csv(request, format):
-        lines = csv_lines(columns, ([row[c] for c in columns] for row in rows))
+        lines = csv_lines(columns, ([row.get(c) for c in columns] for row in rows))
         return StreamingResponse(lines, media_type="text/csv; charset=utf-8", headers=headers)
     body = {
         "dataset": compiled.dataset.name,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +17,8 @@ from services.agreements.decisions import (
     decide,
 )
 from services.agreements.lifecycle import LEVEL_RANK, Agreement, DatasetGrant, Version
+from shared.grants import slices
+from shared.tokens import InternalClaims
 from tests.agreements.builders import GRACE, NOW, TODAY, agreement, day, version
 
 
@@ -49,6 +51,7 @@ def test_nothing_agreed_is_denied() -> None:
         "retention_days": None,
         "window": None,
         "warning": None,
+        "grants": [],
     }
 
 
@@ -182,13 +185,17 @@ grants = st.builds(
 
 
 @st.composite
-def versions(draw: st.DrawFn, agreement_id: str, number: int) -> Version:
+def versions(draw: st.DrawFn, agreement_id: str, number: int, live: bool = False) -> Version:
+    """A version; ``live`` ones are mostly signed and started, so most of them are in force."""
     providers, recipients = draw(agency_sets), draw(agency_sets)
     parties = tuple(dict.fromkeys(providers + recipients))
-    start = draw(st.integers(-400, 30))
-    signers = draw(st.sets(st.sampled_from(parties)))
+    start = draw(st.integers(-400, 0 if live else 30))
+    signers = set(parties) if live else draw(st.sets(st.sampled_from(parties)))
     signatures = {
-        p: NOW + timedelta(days=draw(st.integers(-500, 5)), seconds=draw(st.integers(-5, 5)))
+        p: NOW
+        + timedelta(
+            days=draw(st.integers(-500, -1 if live else 5)), seconds=draw(st.integers(-5, 5))
+        )
         for p in signers
     }
     chosen = draw(st.lists(grants, min_size=1, max_size=2, unique_by=lambda g: g.dataset))
@@ -209,7 +216,7 @@ def versions(draw: st.DrawFn, agreement_id: str, number: int) -> Version:
 
 
 @st.composite
-def agreements(draw: st.DrawFn) -> tuple[Agreement, ...]:
+def agreements(draw: st.DrawFn, live: bool = False) -> tuple[Agreement, ...]:
     made = []
     for index in range(draw(st.integers(0, 3))):
         agreement_id = f"isa-{index}"
@@ -218,7 +225,7 @@ def agreements(draw: st.DrawFn) -> tuple[Agreement, ...]:
             Agreement(
                 agreement_id,
                 draw(st.sampled_from(("none", "none", "suspended", "revoked"))),
-                tuple(draw(versions(agreement_id, n)) for n in range(1, count + 1)),
+                tuple(draw(versions(agreement_id, n, live)) for n in range(1, count + 1)),
             )
         )
     return tuple(made)
@@ -264,8 +271,12 @@ def oracle_allows(made: Agreement, request: DecisionRequest, suspended: frozense
     wanted = LEVEL_RANK[request.level or "depersonalised"]
     if request.action == "read" and wanted > LEVEL_RANK[grant.level]:
         return False
+    # A push may bring every field of a dataset it provides: allow-lists govern reads only.
     return not (
-        request.fields and grant.fields is not None and set(request.fields) - set(grant.fields)
+        request.action == "read"
+        and request.fields
+        and grant.fields is not None
+        and set(request.fields) - set(grant.fields)
     )
 
 
@@ -346,3 +357,141 @@ def test_read_fields_never_widen_beyond_the_allow_lists(
             if g is not None and g.fields is not None:
                 granted.update(g.fields)
         assert set(decision.fields) <= granted
+
+
+# ---------------------------------------------------------------- grants per provider
+
+
+def test_grants_are_per_provider_and_never_widened_by_another_providers_agreement() -> None:
+    """Issue scenario 1: R reads from P1 (every field) and P2 (three fields); P2 shares every
+    field with another recipient. P2's records must reach R with P2's three fields only."""
+    p1_r = agreement(
+        version(providers=("p1",), recipients=("r",), agreement_id="isa-1"),
+        agreement_id="isa-1",
+    )
+    narrow = DatasetGrant("police-crime", "personal", ("source_ref", "occurred_at", "category"))
+    p2_r = agreement(
+        version(providers=("p2",), recipients=("r",), grants=(narrow,), agreement_id="isa-2"),
+        agreement_id="isa-2",
+    )
+    p2_other = agreement(
+        version(
+            providers=("p2",),
+            recipients=("other",),
+            grants=(DatasetGrant("police-crime", "personal"),),
+            agreement_id="isa-3",
+        ),
+        agreement_id="isa-3",
+    )
+    decision = ask(agency="r", level="depersonalised", agreements=(p1_r, p2_r, p2_other))
+    assert decision.allow and decision.providers == ["p1", "p2"]
+    by_provider = {g["provider"]: g for g in decision.as_dict()["grants"]}
+    assert by_provider["p1"]["agreement"] == "isa-1" and by_provider["p1"]["fields"] is None
+    assert by_provider["p2"] == {
+        "provider": "p2",
+        "agreement": "isa-2",
+        "version": 1,
+        "level": "personal",
+        "fields": ["category", "occurred_at", "source_ref"],
+        "from": day(-30).isoformat(),
+        "to": day(300).isoformat(),
+        "purpose": "strategic-assessment",
+    }
+    # P2 may still push every field: what comes in is not what goes out.
+    push = ask(agency="p2", action="push", level=None, fields=("surname",), agreements=(p2_r,))
+    assert push.allow and push.fields is None
+    assert [(g.provider, g.agreement) for g in push.grants] == [("p2", "isa-2")]
+
+
+def test_agreements_between_the_same_two_parties_combine() -> None:
+    first = agreement(
+        version(grants=(DatasetGrant("police-crime", "depersonalised", ("category",)),)),
+        agreement_id="isa-1",
+    )
+    second = agreement(
+        version(
+            grants=(DatasetGrant("police-crime", "depersonalised", ("outcome",)),),
+            agreement_id="isa-2",
+            start=-200,
+            end=-10,
+        ),
+        agreement_id="isa-2",
+    )
+    decision = ask(agreements=(first, second), level="depersonalised")
+    assert [(g.provider, g.agreement, g.fields) for g in decision.grants] == [
+        ("gmp", "isa-1", ["category"])
+    ]  # isa-2 has ended: it grants nothing now
+    second = agreement(replace(second.latest, end=day(10)), agreement_id="isa-2")
+    decision = ask(agreements=(first, second), level="depersonalised")
+    assert [(g.agreement, g.fields) for g in decision.grants] == [
+        ("isa-1", ["category"]),
+        ("isa-2", ["outcome"]),
+    ]
+
+
+def shown_by_oracle(
+    made: tuple[Agreement, ...],
+    request: DecisionRequest,
+    suspended: frozenset[str],
+    provider: str,
+    when: date,
+) -> set[str] | None:
+    """Written from the contract alone: fields of ``provider``'s record dated ``when`` that may
+    reach the reader (None: every field), or an empty set when nothing of it may."""
+    names: set[str] = set()
+    for made_one in made:
+        if not oracle_allows(made_one, request, suspended):
+            continue
+        v = oracle_version(made_one)
+        assert v is not None
+        if provider not in v.providers or provider in suspended or not v.start <= when <= v.end:
+            continue
+        grant = v.grant(request.dataset)
+        assert grant is not None
+        if grant.fields is None:
+            return None
+        names |= set(grant.fields)
+    return names
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    requests, agreements() | agreements(live=True), suspensions, st.sampled_from(FIELDS), st.data()
+)
+def test_no_field_or_record_of_a_provider_reaches_a_reader_beyond_its_own_grants(
+    request: DecisionRequest,
+    made: tuple[Agreement, ...],
+    suspended: frozenset[str],
+    name: str,
+    data: st.DataObject,
+) -> None:
+    """What a reader sees of one provider's record, through the token's grants as the backends
+    read them, is exactly what the active agreements between the two allow at that level, on
+    that day, for that purpose."""
+    read = replace(request, action="read")
+    decision = run(read, made, suspended)
+    # Mostly a provider and day some grant names, so the interesting cases come up often.
+    provider = data.draw(st.sampled_from([g.provider for g in decision.grants] or list(AGENCIES)))
+    when = data.draw(
+        st.sampled_from([date.fromisoformat(g.start) for g in decision.grants] or [TODAY])
+        | st.integers(-450, 550).map(day)
+    )
+    claims = InternalClaims(sub=read.agency, grants=decision.as_dict()["grants"])
+    shown = slices(claims).fields_for(provider, when)
+    expected = shown_by_oracle(made, read, suspended, provider, when)
+    if not decision.allow or expected == set():
+        # Nothing of it, unless some allowing agreement grants an empty list of fields.
+        assert shown is None or (shown.names is not None and not shown.names)
+        return
+    assert shown is not None
+    assert (name in shown) == (expected is None or name in expected)
+    for grant in decision.grants:
+        cited = next(a for a in made if a.id == grant.agreement)
+        assert oracle_allows(cited, read, suspended)
+        v = oracle_version(cited)
+        assert v is not None and v.version == grant.version and grant.provider in v.providers
+        assert (grant.start, grant.end, grant.purpose) == (
+            v.start.isoformat(),
+            v.end.isoformat(),
+            v.purpose,
+        )

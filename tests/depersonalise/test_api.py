@@ -372,3 +372,54 @@ def test_resource_hungry_queries_are_refused_not_crashed(make_client) -> None:
     )
     assert nested.status_code == 422 and nested.json()["field"] == "body"
     assert client.get("/healthz").status_code == 200
+
+
+def test_each_providers_grant_applies_to_its_own_records_only(make_client) -> None:
+    """gmp's grant names every field; btp's leaves `category` out and ends in January: btp's
+    records show no category, are counted under `withheld`, and nothing after January shows."""
+    client, fake = make_client()
+    load_demo(client)
+    january, february = "2024-01-15T10:00:00Z", "2024-02-15T10:00:00Z"
+    events = [event(i, f"g{i}", 380100, 394100, occurred_at=january) for i in range(6)]
+    events += [
+        event(10 + i, f"b{i}", 380100, 394100, occurred_at=january, provider="btp")
+        for i in range(6)
+    ]
+    events.append(event(30, "late", 380100, 394100, occurred_at=february, provider="btp"))
+    push(client, fake, events)
+
+    def grant(provider: str, fields: list[str] | None, to: str) -> dict:
+        return {
+            "provider": provider,
+            "agreement": f"agr-{provider}",
+            "version": 1,
+            "level": "depersonalised",
+            "fields": fields,
+            "from": "2023-01-01",
+            "to": to,
+            "purpose": "strategic-assessment",
+        }
+
+    headers = token(
+        sub="council",
+        action="read",
+        dataset="police-crime",
+        level="depersonalised",
+        providers=["btp", "gmp"],
+        agreement="agr-btp",
+        grants=[
+            grant("gmp", None, "2024-12-31"),
+            grant("btp", ["occurred_at", "easting", "northing"], "2024-01-31"),
+        ],
+    )
+    records = client.get("/v1/datasets/police-crime/records", headers=headers).json()["records"]
+    assert len(records) == 12
+    assert sum("category" in r for r in records) == 6
+    assert all(r["category"] == "Burglary" for r in records if "category" in r)
+    table = client.get(
+        "/v1/datasets/police-crime/aggregates?geography=demo&by=category"
+        "&from=2024-01-01&to=2024-02-29",
+        headers=headers,
+    ).json()
+    counted = {(c["period"], c["category"]): c["count"] for c in table["cells"] if c["count"]}
+    assert counted == {("2024-01", "Burglary"): 6, ("2024-01", "withheld"): 6}

@@ -242,3 +242,35 @@ async def test_fire_and_incident_lists_are_strict(client: Client) -> None:
         "/v1/datasets/police-incident/records", json={"records": [incident]}, headers=token("gmp")
     )
     assert bad.json()["errors"][0]["field"] == "qualifier"
+
+
+async def test_personal_reads_apply_each_providers_grant_to_its_records(client: Client) -> None:
+    """Scenario 1 of the privacy issue at ingest: btp's grant to this reader names three fields
+    and ends in March, gmp's names every field; neither widens the other."""
+    await client.post(
+        PUSH, json={"records": [crime("g1", outcome="Charged")]}, headers=token("gmp")
+    )
+    await client.post(
+        PUSH,
+        json={"records": [crime("b1", outcome="Charged"), crime("b2", occurred_at="2024-05-01")]},
+        headers=token("btp"),
+    )
+    grants = [
+        {"provider": "gmp", "agreement": "isa-1", "version": 1, "level": "personal",
+         "fields": None, "from": "2024-01-01", "to": "2024-06-30", "purpose": "p"},
+        {"provider": "btp", "agreement": "isa-2", "version": 3, "level": "personal",
+         "fields": ["source_ref", "occurred_at", "category"], "from": "2024-01-01",
+         "to": "2024-03-31", "purpose": "p"},
+    ]  # fmt: skip
+    headers = reader(providers=["btp", "gmp"], fields=None, grants=grants)
+    response = await client.get(PUSH, params={"level": "personal"}, headers=headers)
+    assert response.status_code == 200, response.text
+    by_ref = {r["source_ref"]: r for r in response.json()["records"]}
+    assert set(by_ref) == {"g1", "b1"}
+    assert by_ref["g1"]["outcome"] == "Charged" and by_ref["g1"]["easting"] == 383000.5
+    assert by_ref["b1"] == {
+        "provider": "btp",
+        "source_ref": "b1",
+        "occurred_at": "2024-01-05T22:10:00Z",
+        "category": "Burglary",
+    }
