@@ -1,0 +1,239 @@
+"""Grants per provider through the running hub: two providers, two recipients (issue scenario 1).
+
+R reads `offender-cohort` at level personal from P1 (every field) and from P2 (three fields);
+P2 shares every field with R2, so it may push names. R must never see P2's names, nor P2's
+`police-crime` category (R's agreement with P2 leaves it out), in records or in `by=category`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from scripts.hub import Hub
+from services.depersonalise.demo import demo_layer
+from tests.e2e.conftest import ADMIN_KEY
+from tests.e2e.test_end_to_end import INSIDE_CELLS, bearer, wait_depersonalised
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+P1, P2, R, R2 = "g-probation", "g-police", "g-council", "g-health"
+NAMES = {"surname": "Example", "forenames": "Pat", "date_of_birth": "1990-02-03"}
+
+
+def agree(
+    client: httpx.Client,
+    keys: dict[str, str],
+    provider: str,
+    recipient: str,
+    dataset: str,
+    level: str,
+    fields: list[str] | None = None,
+) -> dict[str, Any]:
+    terms: dict[str, Any] = {"dataset": dataset, "level": level}
+    if fields is not None:
+        terms["fields"] = fields
+    made = client.post(
+        "/v1/agreements",
+        json={
+            "title": f"{provider} to {recipient}: {dataset}",
+            "purpose": "integrated-offender-management",
+            "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
+            "providers": [provider],
+            "recipients": [recipient],
+            "datasets": [terms],
+            "start": "2024-01-01",
+            "end": "2030-12-31",
+            "review_by": "2030-06-30",
+            "retention_days": 365,
+        },
+        headers=bearer(ADMIN_KEY),
+    )
+    assert made.status_code == 201, made.text
+    for party in (provider, recipient):
+        signed = client.post(
+            f"/v1/agreements/{made.json()['id']}/sign", headers=bearer(keys[party])
+        )
+        assert signed.status_code == 200, signed.text
+    return made.json()
+
+
+def cohort(prefix: str, count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "source_ref": f"{prefix}-{n}",
+            "occurred_at": f"2024-02-{1 + n:02d}",
+            "category": "IOM",
+            "pnc_id": f"2010/{n:07d}A",
+            **NAMES,
+        }
+        for n in range(count)
+    ]
+
+
+def crimes(prefix: str, count: int, category: str) -> list[dict[str, Any]]:
+    x, y = INSIDE_CELLS[0]
+    return [
+        {
+            "source_ref": f"{prefix}-{n}",
+            "occurred_at": f"2024-01-{1 + n:02d}T12:00:00Z",
+            "category": category,
+            "easting": x + n,
+            "northing": y + n,
+        }
+        for n in range(count)
+    ]
+
+
+def push(client: httpx.Client, dataset: str, rows: list[dict[str, Any]], key: str) -> None:
+    pushed = client.post(
+        f"/v1/datasets/{dataset}/records", json={"records": rows}, headers=bearer(key)
+    )
+    assert pushed.status_code == 202, pushed.text
+    assert pushed.json()["accepted"] == len(rows), pushed.text
+    wait_depersonalised(client, pushed.json()["batch_id"], key, len(rows))
+
+
+def test_each_recipient_sees_each_provider_only_as_their_own_agreement_allows(hub: Hub) -> None:
+    admin = bearer(ADMIN_KEY)
+    with httpx.Client(base_url=hub.gateway_url, timeout=60) as client:
+        keys = {}
+        for code, kind in (
+            (P1, "probation"),
+            (P2, "police"),
+            (R, "local-authority"),
+            (R2, "health"),
+        ):
+            made = client.post(
+                "/v1/agencies", json={"code": code, "name": code, "kind": kind}, headers=admin
+            )
+            assert made.status_code == 201, made.text
+            keys[code] = client.post(f"/v1/agencies/{code}/keys", headers=admin).json()["key"]
+        layer = client.post(
+            "/v1/geographies/g-grid",
+            params={"code_field": "code", "name_field": "name"},
+            json=demo_layer(),
+            headers=admin,
+        )
+        assert layer.status_code in (200, 201), layer.text
+
+        # An allow-list naming a field the dataset lacks is refused, naming it.
+        bad = client.post(
+            "/v1/agreements",
+            json={
+                "title": "typo",
+                "purpose": "integrated-offender-management",
+                "legal_basis": ["cda-1998-s115"],
+                "providers": [P2],
+                "recipients": [R],
+                "datasets": [
+                    {"dataset": "police-crime", "level": "aggregate", "fields": ["catgory"]}
+                ],
+                "start": "2024-01-01",
+                "end": "2030-12-31",
+            },
+            headers=admin,
+        )
+        assert bad.status_code == 422 and "catgory" in bad.text
+
+        narrow = ["source_ref", "occurred_at", "category"]
+        a1 = agree(client, keys, P1, R, "offender-cohort", "personal")
+        a2 = agree(client, keys, P2, R, "offender-cohort", "personal", narrow)
+        agree(client, keys, P2, R2, "offender-cohort", "personal")
+        b1 = agree(client, keys, P1, R, "police-crime", "depersonalised")
+        b2 = agree(
+            client,
+            keys,
+            P2,
+            R,
+            "police-crime",
+            "depersonalised",
+            ["occurred_at", "easting", "northing"],
+        )
+        agree(client, keys, P2, R2, "police-crime", "depersonalised")
+
+        push(client, "offender-cohort", cohort("P1", 3), keys[P1])
+        push(client, "offender-cohort", cohort("P2", 4), keys[P2])  # names: P2 may push them
+        push(client, "police-crime", crimes("P1", 6, "Burglary"), keys[P1])
+        push(client, "police-crime", crimes("P2", 7, "Robbery"), keys[P2])
+
+        # The decision answers one grant per provider.
+        decision = client.post(
+            "/v1/decisions",
+            json={"action": "read", "dataset": "offender-cohort", "level": "personal"},
+            headers=bearer(keys[R]),
+        ).json()
+        grants = {g["provider"]: g for g in decision["grants"]}
+        assert grants[P1]["agreement"] == a1["id"] and grants[P1]["fields"] is None
+        assert grants[P2]["agreement"] == a2["id"] and grants[P2]["fields"] == sorted(narrow)
+        assert grants[P2]["from"] == "2024-01-01" and grants[P2]["to"] == "2030-12-31"
+
+        personal = client.get(
+            "/v1/datasets/offender-cohort/records",
+            params={"level": "personal"},
+            headers=bearer(keys[R]),
+        )
+        assert personal.status_code == 200, personal.text
+        rows = personal.json()["records"]
+        assert len(rows) == 7
+        for row in rows:
+            if row["provider"] == P2:
+                assert set(row) == {"provider", *narrow}, row
+            else:
+                assert row["surname"] == "Example" and row["pnc_id"]
+        assert "1990-02-03" not in "".join(str(r) for r in rows if r["provider"] == P2)
+        # R2's own agreement with P2 names every field.
+        other = client.get(
+            "/v1/datasets/offender-cohort/records",
+            params={"level": "personal"},
+            headers=bearer(keys[R2]),
+        ).json()["records"]
+        assert len(other) == 4 and all(r["surname"] == "Example" for r in other)
+
+        records = client.get("/v1/datasets/police-crime/records", headers=bearer(keys[R]))
+        assert records.status_code == 200, records.text
+        listed = records.json()["records"]
+        assert len(listed) == 13
+        assert sorted(r.get("category") for r in listed if "category" in r) == ["Burglary"] * 6
+        assert "Robbery" not in records.text
+        table = client.get(
+            "/v1/datasets/police-crime/aggregates",
+            params={
+                "geography": "g-grid",
+                "period": "month",
+                "from": "2024-01-01",
+                "to": "2024-01-31",
+                "by": "category",
+            },
+            headers=bearer(keys[R]),
+        )
+        assert table.status_code == 200, table.text
+        counted = {c["category"]: c["count"] for c in table.json()["cells"] if c["count"]}
+        assert counted == {"Burglary": 6, "withheld": 7}
+        r2_table = client.get(
+            "/v1/datasets/police-crime/aggregates",
+            params={"geography": "g-grid", "period": "month", "from": "2024-01-01",
+                    "to": "2024-01-31", "by": "category"},
+            headers=bearer(keys[R2]),
+        ).json()  # fmt: skip
+        assert {c["category"]: c["count"] for c in r2_table["cells"] if c["count"]} == {
+            "Robbery": 7
+        }
+
+        # The audit entry of each read names every agreement and version that governed it.
+        entries = client.get(
+            "/v1/audit", params={"agency": R, "limit": 1000}, headers=admin
+        ).json()["entries"]
+        reads = [e for e in entries if e["action"] == "read" and e["phase"] == "complete"]
+        cohort_read = next(
+            e for e in reads if e["dataset"] == "offender-cohort" and e["level"] == "personal"
+        )
+        assert set(cohort_read["providers"]) == {P1, P2, f"{a1['id']}:1", f"{a2['id']}:1"}
+        crime_reads = [e for e in reads if e["dataset"] == "police-crime"]
+        assert crime_reads and all(
+            {f"{b1['id']}:1", f"{b2['id']}:1"} <= set(e["providers"]) for e in crime_reads
+        )
+        for service in hub.services.values():
+            assert service.alive(), f"{service.name} died"
