@@ -192,6 +192,9 @@ def _check(
     if request.action == "read" and request.fields and grant.fields is not None:
         if set(request.fields) - set(grant.fields):
             return refuse(_STAGE_FIELDS, "field-not-agreed")
+    if request.action == "retract":
+        # A provider may always erase its own records, whatever its agreements' state.
+        return version
     blocked = _status_refusal(agreement, version, current, suspended, now, grace_days)
     if blocked is not None:
         return refuse(_STAGE_STATUS, blocked)

@@ -17,7 +17,7 @@ from services.agreements.decision_log import recent, usage, window_start
 from services.agreements.decisions import AgencyFacts, Decision, DecisionRequest
 from services.agreements.deps import CallerDep, RuntimeDep, ServiceDep, SessionDep, SettingsDep
 from services.agreements.dry_run import replay
-from services.agreements.lifecycle import Agreement, in_force, iso_utc
+from services.agreements.lifecycle import Agreement, iso_utc
 from services.agreements.models import (
     AgencyCreate,
     AgencyPublic,
@@ -30,6 +30,7 @@ from services.agreements.models import (
     Page,
     SignBody,
 )
+from services.agreements.retention import retention_rules
 from services.agreements.service import StoredAgreement, utcnow, version_from_terms
 from services.agreements.views import (
     agreement_view,
@@ -456,23 +457,13 @@ def internal_agency(code: str, runtime: RuntimeDep, _caller: ServiceDep) -> dict
 
 
 @internal.get("/retention")
-def internal_retention(runtime: RuntimeDep, _caller: ServiceDep) -> list[dict[str, Any]]:
-    now = utcnow()
-    longest: dict[tuple[str, str], int] = {}
-    for stored in runtime.snapshots.current().agreements.values():
-        agreement = stored.agreement
-        current = in_force(agreement, now)
-        # A suspension is reversible, so it does not shorten how long data may be kept.
-        if current is None or agreement.operator_state == "revoked" or now.date() > current.end:
-            continue
-        for provider in current.providers:
-            for grant in current.datasets:
-                key = (provider, grant.dataset)
-                longest[key] = max(longest.get(key, 0), current.retention_days)
-    return [
-        {"provider": p, "dataset": d, "retention_days": days}
-        for (p, d), days in sorted(longest.items())
-    ]
+def internal_retention(
+    runtime: RuntimeDep, session: SessionDep, _caller: ServiceDep
+) -> list[dict[str, Any]]:
+    stored = runtime.snapshots.current().agreements.values()
+    revoked = [s.agreement.id for s in stored if s.agreement.operator_state == "revoked"]
+    revoked_on = service.revocation_days(session, revoked)
+    return retention_rules((s.agreement for s in stored), revoked_on, utcnow())
 
 
 @internal.get("/agreements")

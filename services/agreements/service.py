@@ -369,6 +369,18 @@ def operator_act(session: Session, agreement_id: str, act: str, actor: str) -> N
     bump_generation(session)
 
 
+def revocation_days(session: Session, agreement_ids: list[str]) -> dict[str, date]:
+    """The day each of these agreements was revoked (from its history)."""
+    if not agreement_ids:
+        return {}
+    rows = session.exec(
+        select(HistoryRow.agreement_id, HistoryRow.at).where(
+            col(HistoryRow.agreement_id).in_(agreement_ids), HistoryRow.event == "revoked"
+        )
+    )
+    return {agreement_id: at.date() for agreement_id, at in rows}
+
+
 def history(
     session: Session, agreement_id: str, after: int, limit: int
 ) -> tuple[list[HistoryRow], int | None]:

@@ -61,6 +61,8 @@ def cursor_guard(old: int, new: int, source: str = SOURCE) -> Guard:
 
 
 def purge_entry(purge: dict[str, Any]) -> dict[str, Any]:
+    days = int(purge["retention_days"])
+    erasure = days == 0  # an operator's POST /v1/erasures, logged by ingest as a purge
     return {
         "at": now_iso(),
         "request_id": f"purge-{purge['id']}",
@@ -68,12 +70,12 @@ def purge_entry(purge: dict[str, Any]) -> dict[str, Any]:
         "agency": None,
         "key_id": None,
         "method": "JOB",
-        "route": "retention purge",
+        "route": "erasure" if erasure else "retention purge",
         "dataset": purge["dataset"],
         "action": "erase",
         "level": None,
         "purpose": None,
-        "rule": f"retention-{int(purge['retention_days'])}-days",
+        "rule": "erasure-on-request" if erasure else f"retention-{days}-days",
         "agreement": None,
         "version": None,
         "providers": [purge["provider"]],

@@ -86,6 +86,7 @@ def _routes() -> list[Route]:
         r("POST", "/v1/linkage/reviews/{review_id}", INGEST, admin_only=True),
         r("GET", "/v1/linkage/quality", INGEST, admin_only=True),
         r("POST", "/v1/linkage/quality", INGEST, admin_only=True),
+        r("POST", "/v1/erasures", INGEST, admin_only=True),
         # depersonalise (record reads at level personal go to ingest, see ``match``)
         r("GET", "/v1/datasets/{dataset}/records", DEPERSONALISE, action="read"),
         r("GET", "/v1/datasets/{dataset}/aggregates", DEPERSONALISE, "read", "aggregate"),

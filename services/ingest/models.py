@@ -264,3 +264,13 @@ class LinkageModel(Base, table=True):
     records: int
     labelled_pairs: int
     model: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ErasureRequest(SQLModel):
+    """An operator's erasure of a provider's records of a dataset (subject access / erasure)."""
+
+    provider: str = Field(min_length=1, max_length=64)
+    dataset: str = Field(min_length=1, max_length=64)
+    source_refs: list[str] | None = Field(
+        default=None, min_length=1, max_length=10_000, description="only these; all when absent"
+    )

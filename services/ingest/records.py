@@ -84,11 +84,14 @@ def retract(
             )
         ).scalar()
         if found is None:
+            # The reference is the provider's own, answered only to the provider that sent it.
             raise ProblemError(
                 404,
-                f"No record of {dataset} with that source_ref was pushed by {provider}.",
+                f"No record of {dataset} with source_ref {source_ref!r} was pushed by {provider}.",
                 slug="record-not-found",
                 dataset=dataset,
+                field="source_ref",
+                source_ref=source_ref,
             )
         moment = utc_now()
         if linkage is not None:

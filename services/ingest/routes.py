@@ -15,11 +15,11 @@ from services.ingest import records as record_store
 from services.ingest import schema
 from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows, json_rows, spool
 from services.ingest.deps import DatasetDep, EngineDep, SettingsDep
-from services.ingest.models import BatchPublic, PushAnswer
+from services.ingest.models import BatchPublic, ErasureRequest, PushAnswer
 from services.ingest.postcodes import load_postcodes, postcode_count
 from services.ingest.report import QUARTER_PATTERN, parse_quarter, provider_rows, report
 from services.ingest.report_render import report_csv, report_html
-from services.ingest.retention import purge_history, purges_after
+from services.ingest.retention import erase, purge_history, purges_after
 from services.ingest.service import PushOptions, check_header, push, stored_answer
 from shared.app import request_id
 from shared.catalogue import load_catalogue
@@ -373,6 +373,27 @@ async def list_purges(_admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
 async def run_purge(request: Request, _admin: AdminDep) -> dict[str, Any]:
     """Run the retention purge now (it also runs on its schedule)."""
     return {"purges": await request.app.state.purge_now()}
+
+
+@operations.post("/erasures", tags=["retention"])
+async def erase_records(
+    body: ErasureRequest, _admin: AdminDep, settings: SettingsDep, engine: EngineDep
+) -> JSONResponse:
+    """Erase a provider's records of a dataset on request (all, or the listed references)."""
+    if body.dataset not in load_catalogue():
+        raise ProblemError(
+            404, f"No dataset {body.dataset!r}.", slug="unknown-dataset", field="dataset"
+        )
+    entry = await asyncio.to_thread(
+        erase,
+        engine,
+        settings.internal_secret.get_secret_value(),
+        body.provider,
+        body.dataset,
+        body.source_refs,
+    )
+    answer = {k: entry[k] for k in ("provider", "dataset", "deleted", "batch_id")}
+    return JSONResponse(answer, headers={"CSP-Record-Count": str(entry["deleted"])})
 
 
 @internal.get("/records")

@@ -254,6 +254,12 @@ def oracle_version(made: Agreement) -> Version | None:
 
 
 def oracle_allows(made: Agreement, request: DecisionRequest, suspended: frozenset[str]) -> bool:
+    if request.action == "retract":
+        # A provider may always retract its own records, in any state of its agreements.
+        v = oracle_version(made) or made.versions[-1]
+        grant = next((g for g in v.datasets if g.dataset == request.dataset), None)
+        purpose_ok = request.purpose is None or request.purpose == v.purpose
+        return grant is not None and request.agency in v.providers and purpose_ok
     v = oracle_version(made)
     if v is None or made.operator_state != "none" or TODAY > v.end:
         return False
@@ -304,6 +310,8 @@ def test_allows_exactly_when_an_in_force_agreement_permits(
     chosen = next(a for a in made if a.id == decision.agreement)
     assert chosen in permitted
     cited = oracle_version(chosen)
+    if request.action == "retract":
+        cited = cited or chosen.versions[-1]
     assert cited is not None and cited.version == decision.version
     assert request.agency in (cited.recipients if request.action == "read" else cited.providers)
     grant = cited.grant(request.dataset)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +14,9 @@ from tests.conftest import INTERNAL_SECRET, create_pg_database, drop_pg_database
 ADMIN_KEY = "csp_ops_end-to-end-test-operators-key"
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    folder = tmp_path_factory.mktemp("hub")
+@contextmanager
+def running_hub(folder: Path, extra: dict[str, str] | None = None) -> Iterator[Hub]:
+    """The four services on free ports over fresh databases, with ``extra`` settings."""
     if using_postgres():
         databases = {name: create_pg_database(name) for name in DEFAULT_PORTS}
     else:
@@ -29,6 +31,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             "CSP_ADMIN_KEY": ADMIN_KEY,
             "CSP_INGEST_RELAY_INTERVAL_SECONDS": "0.2",
             "CSP_INGEST_LINKAGE_KEY": "end-to-end-linkage-key-not-for-production",
+            **(extra or {}),
         },
         sink=lines.append,
     )
@@ -40,3 +43,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         if using_postgres():
             for url in databases.values():
                 drop_pg_database(url)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    with running_hub(tmp_path_factory.mktemp("hub")) as running:
+        yield running

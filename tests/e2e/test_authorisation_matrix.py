@@ -197,6 +197,15 @@ def flow(action: str, level: str | None, ok: int, purpose_ok: bool = True) -> Ca
     return expect
 
 
+def retract_expect(case: Case) -> Expect:
+    """A provider may always retract its own records, whatever its agreement's state (DESIGN
+    "Erasure"); where it never pushed, the reference is unknown (404)."""
+    rule = flow_rule(case, "retract")
+    if case.caller == PROVIDER and case.party:
+        return allow(204) if case.state.data else deny(404)
+    return allow(204) if rule == "allowed" else deny(403, rule=rule)
+
+
 def aggregate_level_records(case: Case) -> Expect:
     """Record-level data is never an aggregate: an aggregate-level decision does not unlock it."""
     rule = flow_rule(case, "read", "aggregate")
@@ -540,7 +549,7 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "retract a record",
         lambda w, c: Call("DELETE", f"{records_path()}/mx{c.state.index:02d}-R"),
-        flow("retract", None, 204),
+        retract_expect,
     ),
     Route(
         "sign agreement",

@@ -7,6 +7,8 @@ P2 shares every field with R2, so it may push names. R must never see P2's names
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,13 +16,35 @@ import pytest
 
 from scripts.hub import Hub
 from services.depersonalise.demo import demo_layer
-from tests.e2e.conftest import ADMIN_KEY
+from tests.e2e.conftest import ADMIN_KEY, running_hub
 from tests.e2e.test_end_to_end import INSIDE_CELLS, bearer, wait_depersonalised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 P1, P2, R, R2 = "g-probation", "g-police", "g-council", "g-health"
 NAMES = {"surname": "Example", "forenames": "Pat", "date_of_birth": "1990-02-03"}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    # Purges and erasures reach the audit chain within a second instead of a minute.
+    extra = {"CSP_GATEWAY_RETENTION_AUDIT_SECONDS": "1"}
+    with running_hub(tmp_path_factory.mktemp("hub"), extra) as running:
+        yield running
+
+
+def register(client: httpx.Client, agencies: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    keys = {}
+    for code, kind in agencies:
+        made = client.post(
+            "/v1/agencies",
+            json={"code": code, "name": code, "kind": kind},
+            headers=bearer(ADMIN_KEY),
+        )
+        assert made.status_code == 201, made.text
+        issued = client.post(f"/v1/agencies/{code}/keys", headers=bearer(ADMIN_KEY))
+        keys[code] = issued.json()["key"]
+    return keys
 
 
 def agree(
@@ -237,3 +261,79 @@ def test_each_recipient_sees_each_provider_only_as_their_own_agreement_allows(hu
         )
         for service in hub.services.values():
             assert service.alive(), f"{service.name} died"
+
+
+def test_erasure_needs_no_agreement_in_force_and_is_audited(hub: Hub) -> None:
+    """Issue scenario 4: once its agreements are revoked a provider still retracts its own
+    records; an operator erases the rest on request; both reach the audit chain."""
+    admin = bearer(ADMIN_KEY)
+    provider, recipient = "x-police", "x-council"
+    with httpx.Client(base_url=hub.gateway_url, timeout=60) as client:
+        keys = register(client, ((provider, "police"), (recipient, "local-authority")))
+        made = agree(client, keys, provider, recipient, "police-crime", "aggregate")
+        push(client, "police-crime", crimes("X", 5, "Burglary"), keys[provider])
+        revoked = client.post(f"/v1/agreements/{made['id']}/revoke", headers=admin)
+        assert revoked.status_code == 200, revoked.text
+
+        refused = client.post(
+            "/v1/datasets/police-crime/records",
+            json={"records": crimes("Y", 1, "Burglary")},
+            headers=bearer(keys[provider]),
+        )
+        assert refused.status_code == 403 and refused.json()["rule"] == "agreement-revoked"
+        retracted = client.delete(
+            "/v1/datasets/police-crime/records/X-0", headers=bearer(keys[provider])
+        )
+        assert retracted.status_code == 204, retracted.text
+        unknown = client.delete(
+            "/v1/datasets/police-crime/records/X-404", headers=bearer(keys[provider])
+        )
+        assert unknown.status_code == 404
+        assert unknown.json()["field"] == "source_ref" and "X-404" in unknown.json()["detail"]
+        # The recipient cannot retract what it never provided.
+        theirs = client.delete(
+            "/v1/datasets/police-crime/records/X-1", headers=bearer(keys[recipient])
+        )
+        assert theirs.status_code == 403
+
+        erased = client.post(
+            "/v1/erasures",
+            json={"provider": provider, "dataset": "police-crime"},
+            headers=admin,
+        )
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["deleted"] == 4
+        again = client.post(
+            "/v1/erasures", json={"provider": provider, "dataset": "police-crime"}, headers=admin
+        )
+        assert again.json()["deleted"] == 0
+        assert (
+            client.post(
+                "/v1/erasures",
+                json={"provider": provider, "dataset": "police-crime"},
+                headers=bearer(keys[provider]),
+            ).status_code
+            == 403
+        )
+
+        deadline = time.monotonic() + 30
+        found: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not found:
+            entries = client.get(
+                "/v1/audit", params={"dataset": "police-crime", "limit": 1000}, headers=admin
+            ).json()["entries"]
+            found = [e for e in entries if e["rule"] == "erasure-on-request" and e["records"]]
+            time.sleep(0.5)
+        assert found, "the erasure never reached the audit chain"
+        assert found[0]["providers"] == [provider] and found[0]["records"] == 4
+        requests = client.get("/v1/audit", params={"limit": 1000}, headers=admin).json()
+        erasures = [
+            e
+            for e in requests["entries"]
+            if e["route"] == "/v1/erasures" and e["phase"] == "complete" and e["status"] == 200
+        ]
+        assert [e["records"] for e in erasures] == [4, 0]
+        # The provider sees the erasure of its data in its own view of the audit.
+        own = client.get("/v1/audit", headers=bearer(keys[provider])).json()["entries"]
+        assert any(e["rule"] == "erasure-on-request" for e in own)
+        assert client.get("/v1/audit/verify", headers=admin).json()["ok"] is True

@@ -274,3 +274,60 @@ async def test_personal_reads_apply_each_providers_grant_to_its_records(client: 
         "occurred_at": "2024-01-05T22:10:00Z",
         "category": "Burglary",
     }
+
+
+async def test_records_no_agreement_covers_go_retention_days_after_it_ended(
+    client: Client, receiver: Any
+) -> None:
+    await client.post(PUSH, json={"records": [crime("e1"), crime("e2")]}, headers=token("gmp"))
+    await drain(client)
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    now = datetime.now(UTC)
+    ended = (now - timedelta(days=10)).date().isoformat()
+    rule = {"provider": "gmp", "dataset": "police-crime", "retention_days": 30, "ended": ended}
+    # Received today, the agreement ended ten days ago: kept for twenty more days...
+    assert purge(engine, INTERNAL_SECRET, [rule], now=now)[0]["deleted"] == 0
+    # ...and all gone, raw and derived, once thirty days have passed since it ended.
+    assert purge(engine, INTERNAL_SECRET, [rule], now=now + timedelta(days=20))[0]["deleted"] == 2
+    await drain(client)
+    assert [e["op"] for e in receiver.state.events[-2:]] == ["delete", "delete"]
+
+
+async def test_operators_erase_a_providers_records_and_retraction_names_unknown_refs(
+    client: Client, receiver: Any
+) -> None:
+    await client.post(
+        PUSH, json={"records": [crime("s1"), crime("s2"), crime("s3")]}, headers=token("gmp")
+    )
+    await client.post(PUSH, json={"records": [crime("s1")]}, headers=token("other"))
+    await drain(client)
+    ops = token("ops", ["admin"])
+    refused = await client.post(
+        "/v1/erasures", json={"provider": "gmp", "dataset": "police-crime"}, headers=token("gmp")
+    )
+    assert refused.status_code == 403
+    unknown = await client.post(
+        "/v1/erasures", json={"provider": "gmp", "dataset": "nope"}, headers=ops
+    )
+    assert unknown.status_code == 404 and unknown.json()["field"] == "dataset"
+    one = await client.post(
+        "/v1/erasures",
+        json={"provider": "gmp", "dataset": "police-crime", "source_refs": ["s1"]},
+        headers=ops,
+    )
+    assert one.status_code == 200, one.text
+    assert one.json()["deleted"] == 1 and one.headers["CSP-Record-Count"] == "1"
+    rest = await client.post(
+        "/v1/erasures", json={"provider": "gmp", "dataset": "police-crime"}, headers=ops
+    )
+    assert rest.json()["deleted"] == 2
+    await drain(client)
+    assert [e["op"] for e in receiver.state.events[-3:]] == ["delete"] * 3
+    logged = (await client.get("/internal/purges", headers=token("gateway", ["service"]))).json()
+    assert [(e["retention_days"], e["deleted"]) for e in logged["purges"]] == [(0, 1), (0, 2)]
+    # The other provider's record of the same reference is untouched.
+    kept = await client.delete(f"{PUSH}/s1", headers=token("other"))
+    assert kept.status_code == 204
+    gone = await client.delete(f"{PUSH}/s2", headers=token("gmp"))
+    assert gone.status_code == 404
+    assert gone.json()["field"] == "source_ref" and gone.json()["source_ref"] == "s2"
