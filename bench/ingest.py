@@ -28,9 +28,9 @@ from services.ingest.bodies import csv_header, csv_rows
 from services.ingest.models import Base
 from services.ingest.service import PushOptions, check_header, push
 from services.ingest.service_sql import RECORD, revision_range
-from services.ingest.validation import compile_dataset
 from shared.catalogue import load_catalogue
 from shared.db import make_engine
+from shared.validation import compile_dataset
 
 ROWS = int(os.environ.get("CSP_BENCH_INGEST_ROWS", "1000000"))
 CHUNK = 2000

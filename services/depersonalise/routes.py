@@ -49,6 +49,7 @@ from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
 from shared.tokens import AdminDep, ClaimsDep, InternalClaims
+from shared.validation import CompiledDataset, compile_dataset, validate_row
 
 internal = APIRouter(prefix="/internal", tags=["internal"])
 router = APIRouter(prefix="/v1", tags=["depersonalise"])
@@ -633,13 +634,15 @@ async def depersonalise_now(
     format: str | None = None,
 ) -> Response:
     spec = dataset_or_404(catalogue, dataset)
+    _may_use_the_tool(claims, spec)
     body = await _body(request, settings.max_upload_bytes)
-    records = _incoming_records(body, request.headers.get("content-type"))
+    incoming = _incoming_records(body, request.headers.get("content-type"))
+    records, errors = _validated(spec, incoming)
     x, y = points_of(records)
     run = await asyncio.to_thread(mask_records, spec, records, x, y, registry.active, registry.snap)
     allowed = allowed_fields(spec, claims.fields if claims.fields is not None else None)
     out = [masked_public(m, allowed) for m in run.records]
-    report = run.report()
+    report = {**run.report(), "received": len(incoming), "rejected": len(incoming) - len(records)}
     fmt = choose_format(format, request.headers.get("accept"))
     if fmt == "csv":
         return Response(
@@ -652,7 +655,61 @@ async def depersonalise_now(
             records_geojson(out, {"dataset": dataset, "disclosure": report}),
             media_type=MEDIA["geojson"],
         )
-    return JSONResponse({"dataset": dataset, "records": out, "disclosure": report})
+    return JSONResponse(
+        {"dataset": dataset, "records": out, "disclosure": report, "errors": errors},
+        headers={"CSP-Record-Count": str(len(out))},
+    )
+
+
+def _may_use_the_tool(claims: InternalClaims, spec: Dataset) -> None:
+    """Operators, or a caller whose grant on this dataset reaches the depersonalised level: the
+    tool would otherwise map catchments point by point for anyone."""
+    if spec.max_level == "aggregate" or spec.location == "none":
+        raise ProblemError(
+            403,
+            f"{spec.name} is never published record by record.",
+            slug="forbidden",
+            rule="dataset-aggregate-only",
+        )
+    if claims.is_admin:
+        return
+    if claims.dataset != spec.name or claims.level not in {"depersonalised", "personal"}:
+        raise ProblemError(
+            403,
+            "Only operators and agencies with a depersonalised-level grant on the dataset may "
+            "use the tool.",
+            slug="forbidden",
+            rule="level-not-agreed",
+        )
+
+
+def _validated(
+    spec: Dataset, incoming: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows that validate as a push would, and per-row errors for the others."""
+    compiled = _compiled(spec.name, spec)
+    kept, errors = [], []
+    for row, raw in enumerate(incoming, start=1):
+        clean, _unlisted, problems = validate_row(compiled, raw)
+        if problems:
+            errors += [{"row": row, "field": f, "message": m} for f, m in problems]
+        else:
+            kept.append(clean)
+    return kept, errors
+
+
+_COMPILED: dict[str, CompiledDataset] = {}
+
+
+def _compiled(name: str, spec: Dataset) -> CompiledDataset:
+    """The push's validation, except that nothing is stored, so no ``source_ref`` is needed."""
+    if name not in _COMPILED:
+        fields = [
+            f.model_copy(update={"required": False}) if f.name == "source_ref" else f
+            for f in spec.fields
+        ]
+        _COMPILED[name] = compile_dataset(spec.model_copy(update={"fields": fields}))
+    return _COMPILED[name]
 
 
 def _incoming_records(body: bytes, content_type: str | None) -> list[dict[str, Any]]:

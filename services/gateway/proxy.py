@@ -227,7 +227,7 @@ class GatewayMiddleware:
             "key_id": caller.key_id,
             "request_id": exchange.request_id,
         }
-        if route.action is not None:
+        if route.action is not None and not (route.operators_free and caller.is_admin):
             backend = await self._decide(gw, exchange, match, scope, claims)
         if backend == routing.GATEWAY:
             scope["state"]["caller"] = caller
@@ -253,7 +253,7 @@ class GatewayMiddleware:
             level = level or routing.read_level(query)
             fields = routing.requested_fields(query)
         purpose = _header(scope["headers"], b"csp-purpose")
-        exchange.dataset = match.params.get("dataset")
+        exchange.dataset = match.params.get("dataset") or routing.query_dataset(query)
         exchange.action = route.action
         exchange.level = level
         exchange.purpose = purpose

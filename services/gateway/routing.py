@@ -23,6 +23,7 @@ class Route:
     action: str | None = None
     level: str | None = None
     admin_only: bool = False
+    operators_free: bool = False  # operators pass without a decision
     segments: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -95,7 +96,16 @@ def _routes() -> list[Route]:
         r("POST", "/v1/geographies/{layer}", DEPERSONALISE, admin_only=True),
         r("POST", "/v1/geographies/{layer}/derive", DEPERSONALISE, admin_only=True),
         r("POST", "/v1/populations/{layer}", DEPERSONALISE, admin_only=True),
-        r("POST", "/v1/depersonalise", DEPERSONALISE),
+        # The stateless tool answers record-level data: decided like a depersonalised read of
+        # ?dataset= (operators need no agreement).
+        r(
+            "POST",
+            "/v1/depersonalise",
+            DEPERSONALISE,
+            action="read",
+            level="depersonalised",
+            operators_free=True,
+        ),
         r("GET", "/v1/snap-layers", DEPERSONALISE),
         r("POST", "/v1/snap-layers/{layer}", DEPERSONALISE, admin_only=True),
         r("GET", "/v1/releases/{release_id}", DEPERSONALISE),
@@ -150,6 +160,14 @@ def read_level(query_string: bytes) -> str:
         return "depersonalised"
     values = parse_qs(query_string.decode("latin-1")).get("level")
     return values[-1] if values else "depersonalised"
+
+
+def query_dataset(query_string: bytes) -> str | None:
+    """``?dataset=`` of a route that names its dataset in the query (the stateless tool)."""
+    if b"dataset=" not in query_string:
+        return None
+    values = parse_qs(query_string.decode("latin-1")).get("dataset")
+    return values[-1] if values else None
 
 
 def requested_fields(query_string: bytes) -> list[str] | None:

@@ -8,8 +8,8 @@ from fastapi import Depends, Path, Request
 from sqlalchemy import Engine
 
 from services.ingest.settings import Settings
-from services.ingest.validation import CompiledDataset
 from shared.errors import ProblemError
+from shared.validation import CompiledDataset
 
 
 def get_settings(request: Request) -> Settings:

@@ -215,7 +215,7 @@ def parse_postcode_rows(rows: Iterable[list[str]]) -> Iterable[tuple[str, float,
     """Code-Point Open (no header: PC,PQ,EA,NO,...) or ONSPD (header: pcds/pcd, oseast1m,
     osnrth1m, doterm) rows → (postcode, easting, northing); None for a row without a usable point.
     """
-    from services.ingest.validation import normalise_postcode
+    from shared.validation import normalise_postcode
 
     iterator = iter(rows)
     first = next(iterator, None)

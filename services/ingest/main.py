@@ -20,11 +20,11 @@ from services.ingest.retention import purge
 from services.ingest.routes import batches, datasets, internal, operations, reports
 from services.ingest.service import forget_expired_keys
 from services.ingest.settings import Settings
-from services.ingest.validation import compile_dataset
 from shared.app import build_app
 from shared.catalogue import load_catalogue
 from shared.db import make_engine, ping, prepare_schema
 from shared.tokens import HEADER, issue_token
+from shared.validation import compile_dataset
 
 log = logging.getLogger("csp.ingest")
 

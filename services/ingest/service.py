@@ -28,8 +28,8 @@ from services.ingest.service_sql import (
     utc_now,
 )
 from services.ingest.storage import record_writer
-from services.ingest.validation import CompiledDataset, validate_row
 from shared.errors import ProblemError
+from shared.validation import CompiledDataset, validate_row
 
 _encode = msgspec.json.Encoder().encode
 

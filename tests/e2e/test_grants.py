@@ -259,6 +259,32 @@ def test_each_recipient_sees_each_provider_only_as_their_own_agreement_allows(hu
         assert crime_reads and all(
             {f"{b1['id']}:1", f"{b2['id']}:1"} <= set(e["providers"]) for e in crime_reads
         )
+        # The stateless tool: a depersonalised-level grant on the dataset, or an operator.
+        tool_rows = {"records": [*crimes("T", 2, "Burglary"), {"occurred_at": "2024-02-30"}]}
+        tool = client.post(
+            "/v1/depersonalise", params={"dataset": "police-crime"}, json=tool_rows,
+            headers=bearer(keys[R]),
+        )  # fmt: skip
+        assert tool.status_code == 200, tool.text
+        assert len(tool.json()["records"]) == 2
+        assert {e["field"] for e in tool.json()["errors"] if e["row"] == 3} >= {"occurred_at"}
+        for caller, dataset in ((keys[P1], "police-crime"), (keys[R], "offender-cohort")):
+            refused = client.post(
+                "/v1/depersonalise", params={"dataset": dataset}, json=tool_rows,
+                headers=bearer(caller),
+            )  # fmt: skip
+            assert refused.status_code == 403, refused.text
+        by_operator = client.post(
+            "/v1/depersonalise", params={"dataset": "police-crime"}, json=tool_rows, headers=admin
+        )
+        assert by_operator.status_code == 200, by_operator.text
+        entries = client.get(
+            "/v1/audit", params={"agency": R, "limit": 1000}, headers=admin
+        ).json()["entries"]
+        used = [e for e in entries if e["route"] == "/v1/depersonalise" and e["status"] == 200]
+        assert [(e["action"], e["dataset"], e["level"], e["records"]) for e in used] == [
+            ("read", "police-crime", "depersonalised", 2)
+        ]
         for service in hub.services.values():
             assert service.alive(), f"{service.name} died"
 

@@ -19,13 +19,13 @@ from services.ingest.location import (
     parse_postcode_rows,
 )
 from services.ingest.outbox import shareable_fields
-from services.ingest.validation import (
+from shared.catalogue import load_catalogue
+from shared.validation import (
     compile_dataset,
     normalise_postcode,
     parse_datetime,
     validate_row,
 )
-from shared.catalogue import load_catalogue
 
 CATALOGUE = load_catalogue()
 
