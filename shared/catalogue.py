@@ -59,7 +59,8 @@ class Generalisation(BaseModel):
     fallback: Literal["grid", "area"] = "grid"
     fallback_grid_metres: int = 250
     k: int = 8
-    max_snap_metres: float = 20_000
+    # Beyond this the fallback applies: a point moved further would land among strangers' homes.
+    max_snap_metres: float = 2_000
 
 
 class Dataset(BaseModel):

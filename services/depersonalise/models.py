@@ -87,6 +87,8 @@ class DerivedRecord(Base, table=True):
     category: str | None = SQLField(default=None, max_length=100)
     attributes: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
     areas: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    # The published point's codes (records carry these; ``areas`` serves counting).
+    point_areas: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JSON))
     outside_all: bool = False
     x: float | None = None
     y: float | None = None

@@ -34,6 +34,7 @@ from services.depersonalise.models import (
     EventsAnswer,
 )
 from services.depersonalise.service import (
+    LOCATION_FIELDS,
     allowed_fields,
     coarser_or_equal,
     dataset_or_404,
@@ -43,6 +44,7 @@ from services.depersonalise.service import (
     period_count,
     points_of,
     public_record,
+    record_areas,
 )
 from services.depersonalise.snapping import build_snap_layer, read_candidates
 from shared.catalogue import Dataset
@@ -248,6 +250,18 @@ async def derive_geography(
     }
 
 
+def _check_k(k: int, catalogue: dict[str, Dataset]) -> None:
+    """A snap layer must keep the k of the datasets that snap: a smaller one would serve none."""
+    needed = [d.generalisation.k for d in catalogue.values() if d.generalisation.method == "snap"]
+    if needed and k < min(needed):
+        raise ProblemError(
+            422,
+            f"k = {k} is below the k = {min(needed)} the snapping datasets need.",
+            slug="k-below-dataset",
+            field="k",
+        )
+
+
 @router.post("/snap-layers/{name}", status_code=201)
 async def load_snap_layer(
     request: Request,
@@ -255,9 +269,11 @@ async def load_snap_layer(
     _admin: AdminDep,
     settings: SettingsDep,
     engine: EngineDep,
+    catalogue: CatalogueDep,
     k: Annotated[int, Query(ge=1, le=1000)] = 8,
 ) -> dict[str, Any]:
     _check_name(name)
+    _check_k(k, catalogue)
     body = await _body(request, settings.max_upload_bytes)
     x, y, households = read_candidates(body)
     snap = await asyncio.to_thread(build_snap_layer, name, x, y, households, k)
@@ -557,6 +573,7 @@ def read_records(
         min(limit, settings.records_page_max),
     )
     allowed: dict[frozenset[str] | None, set[str]] = {}
+    residents = _residents(engine, registry)
     records = []
     for r in rows:
         # Each record shows only what its own provider's grants allow on the day it occurred.
@@ -566,16 +583,21 @@ def read_records(
         if shown.names not in allowed:
             names = None if shown.names is None else sorted(shown.names)
             allowed[shown.names] = allowed_fields(spec, names)
+        fields = allowed[shown.names]
+        point_shown = bool(fields & LOCATION_FIELDS) and r["x"] is not None
+        areas = record_areas(
+            r["areas"] or {}, r["point_areas"], point_shown, spec.generalisation.k, residents
+        )
         records.append(
             public_record(
                 None if r["period_start"] is None else _label(r["period_start"], spec),
                 r["category"],
                 r["attributes"] or {},
-                r["areas"] or {},
+                areas,
                 (r["x"], r["y"]),
                 r["method"],
                 r["k"],
-                allowed[shown.names],
+                fields,
             )
         )
     full = len(rows) == min(limit, settings.records_page_max)
@@ -617,6 +639,11 @@ def read_records(
     return JSONResponse({"records": records, **extra}, headers=headers)
 
 
+def _residents(engine: Any, registry: store.Registry) -> dict[str, dict[str, float] | None]:
+    """Each active layer's population table (None where none is loaded)."""
+    return {name: store.population(engine, name) for name in registry.active}
+
+
 def _label(day: date, spec: Dataset) -> str:
     from services.depersonalise.service import period_label
 
@@ -627,6 +654,7 @@ def _label(day: date, spec: Dataset) -> str:
 async def depersonalise_now(
     request: Request,
     claims: ClaimsDep,
+    engine: EngineDep,
     registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
@@ -641,7 +669,8 @@ async def depersonalise_now(
     x, y = points_of(records)
     run = await asyncio.to_thread(mask_records, spec, records, x, y, registry.active, registry.snap)
     allowed = allowed_fields(spec, claims.fields if claims.fields is not None else None)
-    out = [masked_public(m, allowed) for m in run.records]
+    residents = _residents(engine, registry)
+    out = [masked_public(m, allowed, residents, spec.generalisation.k) for m in run.records]
     report = {**run.report(), "received": len(incoming), "rejected": len(incoming) - len(records)}
     fmt = choose_format(format, request.headers.get("accept"))
     if fmt == "csv":

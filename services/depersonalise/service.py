@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -42,6 +43,9 @@ class Masked:
     k: float | None
     # The day itself is never published; a recipient's grants select records by it.
     occurred_on: date | None = None
+    # Codes of the published point (empty without one): a point and its codes never narrow
+    # each other. ``areas`` (the precise point's) serves counting, and codes that meet k.
+    point_areas: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -223,6 +227,7 @@ def mask_records(
     y = np.asarray(y, dtype=float)
     areas = {name: layer.assign(x, y) for name, layer in layers.items()}
     gx, gy, method, k, displacement = generalise(dataset, x, y, snap)
+    published = {name: layer.assign(gx, gy) for name, layer in layers.items()}
     resolution = dataset.time_resolution
     out = []
     for i, record in enumerate(records):
@@ -243,6 +248,12 @@ def mask_records(
                 method=str(method[i]),
                 k=None if np.isnan(k[i]) else float(k[i]),
                 occurred_on=day,
+                point_areas={
+                    name: (str(layers[name].codes[idx[i]]) if idx[i] >= 0 else None)
+                    for name, idx in published.items()
+                }
+                if np.isfinite(gx[i])
+                else {},
             )
         )
     return MaskingRun(out, displacement[np.isfinite(displacement)])
@@ -260,7 +271,8 @@ def generalise(
     method = np.full(n, "none", dtype=object)
     located = np.isfinite(x) & np.isfinite(y)
     pending = located.copy()
-    if rule.method == "snap" and snap is not None and len(snap) and pending.any():
+    keeps_k = snap is not None and int(snap.report.get("k", 0)) >= rule.k
+    if rule.method == "snap" and snap is not None and keeps_k and len(snap) and pending.any():
         where = np.flatnonzero(pending)
         distance, index = snap.nearest(x[where], y[where], rule.max_snap_metres)
         near = distance <= rule.max_snap_metres
@@ -390,17 +402,43 @@ def public_record(
     if allowed & LOCATION_FIELDS:
         record["easting"], record["northing"] = point
         record["location_method"] = method
-        record["k"] = k
+        record["k"] = None if k is None else int(k)
     record["areas"] = areas
     return record
 
 
-def masked_public(masked: Masked, allowed: set[str]) -> dict[str, Any]:
+PERSONS_PER_HOUSEHOLD = 2.36  # England and Wales 2021 mean, as the snap layer's estimate uses
+
+
+def record_areas(
+    precise: dict[str, Any],
+    at_point: dict[str, Any] | None,
+    point_shown: bool,
+    k: int,
+    residents: Mapping[str, Mapping[str, float] | None],
+) -> dict[str, Any]:
+    """The codes a record may carry: those of its published point when the point is shown;
+    otherwise only codes of areas estimated to hold at least ``k`` households (none where no
+    population is loaded for the layer)."""
+    if point_shown and at_point:
+        return at_point
+    kept: dict[str, Any] = {}
+    for layer, code in precise.items():
+        people = residents.get(layer) or {}
+        big_enough = code is not None and people.get(code, 0) / PERSONS_PER_HOUSEHOLD >= k
+        kept[layer] = code if big_enough else None
+    return kept
+
+
+def masked_public(
+    masked: Masked, allowed: set[str], residents: Mapping[str, Mapping[str, float] | None], k: int
+) -> dict[str, Any]:
+    shown = bool(allowed & LOCATION_FIELDS) and masked.x is not None
     return public_record(
         masked.period,
         masked.category,
         masked.attributes,
-        masked.areas,
+        record_areas(masked.areas, masked.point_areas, shown, k, residents),
         (masked.x, masked.y),
         masked.method,
         masked.k,

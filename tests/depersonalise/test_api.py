@@ -360,9 +360,12 @@ def test_every_catalogue_dataset_drops_its_identifying_fields(make_client) -> No
         }
         assert not banned & set(out), name
         assert not any(f"SECRET-{b}" in answer.text for b in banned), name
-        assert out["areas"] == {"demo": "DEMO0022"}
         if dataset.generalisation.method == "area":
             assert out.get("easting") is None, name
+            # No point is published and no household estimate is loaded: no code either.
+            assert out["areas"] == {"demo": None}, name
+        else:
+            assert out["areas"] == {"demo": "DEMO0022"}, name
     health = client.get(
         "/v1/datasets/drug-treatment/records",
         headers=reader(dataset="drug-treatment", level="depersonalised"),
@@ -474,3 +477,49 @@ def test_the_stateless_tool_answers_only_a_depersonalised_grant_and_validates_ro
         (3, "easting"),
     }
     assert (body["disclosure"]["received"], body["disclosure"]["rejected"]) == (3, 2)
+
+
+def test_record_codes_come_from_the_published_point_and_otherwise_meet_k(make_client) -> None:
+    """Issue scenario 2: a record near an area's edge is snapped to a point in the next area; it
+    carries that area's code, not its precise point's (aggregates still count the precise one).
+    Without a published point a code appears only for an area holding at least k households."""
+    from tests.depersonalise.test_geography import wait_rebuild
+
+    client, fake = make_client()
+    load_demo(client)
+    # Demo areas are 1 km squares from (380000, 394000): DEMO0001 then DEMO0002 to its east.
+    near_edge = event(1, "a", 380950, 394500)
+    push(client, fake, [near_edge])
+    points = "easting,northing,households\n381010,394500,20\n"
+    snapped = client.post(
+        "/v1/snap-layers/edge?k=8", content=points, headers={**admin(), "Content-Type": "text/csv"}
+    )
+    assert snapped.status_code == 201, snapped.text
+    assert wait_rebuild(client)["state"] == "complete"
+    record = client.get(
+        "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
+    ).json()["records"][0]
+    assert record["location_method"] == "snap" and record["k"] == 20
+    assert record["areas"] == {"demo": "DEMO0002"}
+    table = client.get(
+        "/v1/datasets/police-crime/aggregates?geography=demo&from=2024-01-01&to=2024-01-31"
+        "&threshold=5",
+        headers=reader(),
+    ).json()
+    cells = {c["area"]: c for c in table["cells"]}
+    assert cells["DEMO0001"]["suppressed"] == "primary"  # the 1, counted where it happened
+    no_location = reader(level="depersonalised", fields=["occurred_at", "category"])
+    hidden = client.get("/v1/datasets/police-crime/records", headers=no_location).json()
+    assert "easting" not in hidden["records"][0]
+    assert hidden["records"][0]["areas"] == {"demo": None}  # no household estimate loaded
+    population = f"code,population\nDEMO0001,{8 * 2.36 + 1}\nDEMO0002,3\n"
+    loaded = client.post(
+        "/v1/populations/demo", content=population, headers={**admin(), "Content-Type": "text/csv"}
+    )
+    assert loaded.status_code == 201, loaded.text
+    shown = client.get("/v1/datasets/police-crime/records", headers=no_location).json()
+    assert shown["records"][0]["areas"] == {"demo": "DEMO0001"}
+    small = client.post(
+        "/v1/snap-layers/small?k=3", content=points, headers={**admin(), "Content-Type": "text/csv"}
+    )
+    assert small.status_code == 422 and small.json()["field"] == "k"

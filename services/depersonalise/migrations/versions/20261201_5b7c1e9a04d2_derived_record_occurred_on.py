@@ -1,4 +1,5 @@
-"""derived_record.occurred_on: the day a record occurred, so grants' windows select records
+"""derived_record.occurred_on (grants' windows select records by it) and point_areas (the codes
+of the published point, which records carry)
 
 Revision ID: 5b7c1e9a04d2
 Revises: d3e1d3a19fb3
@@ -19,8 +20,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("derived_record") as batch:
         batch.add_column(sa.Column("occurred_on", sa.Date(), nullable=True))
+        batch.add_column(sa.Column("point_areas", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("derived_record") as batch:
+        batch.drop_column("point_areas")
         batch.drop_column("occurred_on")
