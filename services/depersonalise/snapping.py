@@ -52,6 +52,25 @@ class SnapLayer:
         return distance, index
 
 
+def combine_snap_layers(layers: list[SnapLayer]) -> SnapLayer | None:
+    """Several snap layers (each for its own area of coverage) searched as one: a point snaps to
+    the nearest anonymous point of any of them. Its k is the smallest of theirs."""
+    if not layers:
+        return None
+    if len(layers) == 1:
+        return layers[0]
+    return SnapLayer(
+        "+".join(layer.name for layer in layers),
+        np.concatenate([layer.x for layer in layers]),
+        np.concatenate([layer.y for layer in layers]),
+        np.concatenate([layer.catchment for layer in layers]),
+        {
+            "k": min(int(layer.report.get("k", 0)) for layer in layers),
+            "layers": [layer.name for layer in layers],
+        },
+    )
+
+
 def build_snap_layer(
     name: str, x: np.ndarray, y: np.ndarray, households: np.ndarray, k: int = 8
 ) -> SnapLayer:

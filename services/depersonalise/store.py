@@ -31,7 +31,7 @@ from services.depersonalise.models import (
     SnapLayerRow,
 )
 from services.depersonalise.service import displacement_histogram, mask_records, merge_histograms
-from services.depersonalise.snapping import SnapLayer
+from services.depersonalise.snapping import SnapLayer, combine_snap_layers
 from shared.catalogue import Dataset
 from shared.grants import Slices
 
@@ -124,13 +124,12 @@ def load_registry(engine: Engine, registry: Registry | None = None) -> Registry:
                 fresh.meta[row["name"]] = dict(row)
             else:
                 fresh.meta.setdefault(row["name"], {}).update(pending=dict(row))
+        active: dict[str, SnapLayer] = {}
+        pending: dict[str, SnapLayer] = {}
         for row in conn.execute(select(T_SNAP).order_by(T_SNAP.c.id)).mappings():
             points = np.frombuffer(row["points"], dtype=np.float64).reshape(-1, 3)
             snap = SnapLayer(row["name"], points[:, 0], points[:, 1], points[:, 2], row["report"])
-            if row["status"] == "active":
-                fresh.snap = snap
-            else:
-                fresh.snap_pending = snap
+            (active if row["status"] == "active" else pending)[row["name"]] = snap
             fresh.snap_meta.append(
                 {
                     "name": row["name"],
@@ -139,6 +138,9 @@ def load_registry(engine: Engine, registry: Registry | None = None) -> Registry:
                     "report": row["report"],
                 }
             )
+        fresh.snap = combine_snap_layers(list(active.values()))
+        if pending:
+            fresh.snap_pending = combine_snap_layers(list({**active, **pending}.values()))
         return fresh
 
 
@@ -198,7 +200,9 @@ def _drop_layers(conn: Connection, condition: Any) -> None:
 def save_snap_layer(engine: Engine, snap: SnapLayer) -> None:
     points = np.column_stack([snap.x, snap.y, snap.catchment]).astype(np.float64)
     with engine.begin() as conn:
-        conn.execute(delete(T_SNAP).where(T_SNAP.c.status == "pending"))
+        conn.execute(
+            delete(T_SNAP).where((T_SNAP.c.status == "pending") & (T_SNAP.c.name == snap.name))
+        )
         conn.execute(
             insert(T_SNAP).values(
                 name=snap.name,
@@ -255,8 +259,14 @@ def activate(engine: Engine, building: int, rebuild: dict[str, Any]) -> None:
             conn.execute(
                 update(T_LAYER).where(T_LAYER.c.status == "pending").values(status="active")
             )
-        if conn.execute(select(T_SNAP.c.id).where(T_SNAP.c.status == "pending")).first():
-            conn.execute(delete(T_SNAP).where(T_SNAP.c.status == "active"))
+        renamed = [
+            r[0] for r in conn.execute(select(T_SNAP.c.name).where(T_SNAP.c.status == "pending"))
+        ]
+        if renamed:
+            # Snap layers coexist (one per area of coverage): a new one replaces only its name.
+            conn.execute(
+                delete(T_SNAP).where((T_SNAP.c.status == "active") & T_SNAP.c.name.in_(renamed))
+            )
             conn.execute(update(T_SNAP).where(T_SNAP.c.status == "pending").values(status="active"))
         conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != building))
         conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != building))

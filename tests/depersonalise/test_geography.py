@@ -334,3 +334,36 @@ def test_a_point_on_a_shared_edge_goes_to_the_first_area_like_a_first_match_sjoi
     y = np.array([394500.0, 395000.0, 394500.0, 1.0, 0.0])
     # The second point is a corner shared by four squares: the lowest index still wins.
     assert layer.codes_for(x, y) == ["DEMO0001", "DEMO0001", "DEMO0001", None, None]
+
+
+def test_snap_layers_coexist_and_a_new_one_replaces_only_its_name(make_client) -> None:
+    client, fake = make_client()
+    load_demo(client)
+    push(client, fake, [event(1, "w", 380500, 394500), event(2, "e", 385500, 399500)])
+
+    def load(name: str, x: int, y: int) -> None:
+        rows = f"easting,northing,households\n{x},{y},12\n"
+        answer = client.post(
+            f"/v1/snap-layers/{name}?k=8",
+            content=rows,
+            headers={**admin(), "Content-Type": "text/csv"},
+        )
+        assert answer.status_code == 201, answer.text
+        assert wait_rebuild(client)["state"] == "complete"
+
+    def points() -> set[tuple[float, float, str]]:
+        records = client.get(
+            "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
+        ).json()["records"]
+        return {(r["easting"], r["northing"], r["location_method"]) for r in records}
+
+    load("west", 380600, 394600)
+    load("east", 385400, 399400)  # another city's points: the west's stay
+    assert points() == {(380600, 394600, "snap"), (385400, 399400, "snap")}
+    load("west", 380400, 394400)  # the west again: replaces the west only
+    assert points() == {(380400, 394400, "snap"), (385400, 399400, "snap")}
+    listed = client.get("/v1/snap-layers", headers=admin()).json()["snap_layers"]
+    assert sorted((s["name"], s["status"]) for s in listed) == [
+        ("east", "active"),
+        ("west", "active"),
+    ]
