@@ -31,6 +31,9 @@ agreements_app = typer.Typer(help="Information sharing agreements.", no_args_is_
 geographies_app = typer.Typer(help="Geography layers (loading: operators).", no_args_is_help=True)
 postcodes_app = typer.Typer(help="Postcode centroids (operators).", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit chain.", no_args_is_help=True)
+snap_app = typer.Typer(
+    help="Snap layers of anonymous map points (operators).", no_args_is_help=True
+)
 for sub, name in (
     (agencies_app, "agencies"),
     (keys_app, "keys"),
@@ -38,6 +41,7 @@ for sub, name in (
     (geographies_app, "geographies"),
     (postcodes_app, "postcodes"),
     (audit_app, "audit"),
+    (snap_app, "snap-layers"),
 ):
     app.add_typer(sub, name=name)
 
@@ -419,6 +423,20 @@ def geographies_load(
     content_type = GEO_TYPES.get(file.suffix.lower())
     if content_type is None:
         _fail(f"{file.name}: expected .geojson, .json, .gpkg or .zip")
+    answer = _upload(
+        ctx,
+        file,
+        f"/v1/geographies/{layer}",
+        {"code_field": code_field, "name_field": name_field},
+        content_type,
+    )
+    _print_json(answer)
+
+
+def _upload(
+    ctx: typer.Context, file: Path, path: str, params: dict[str, Any], content_type: str
+) -> Any:
+    """POST a file as the body, streamed with a progress bar; the JSON answer."""
     gateway = _gateway(ctx)
     size = file.stat().st_size
     with _bytes_progress("uploading", size) as progress:
@@ -434,15 +452,61 @@ def geographies_load(
         try:
             response = gateway.request(
                 "POST",
-                f"/v1/geographies/{layer}",
+                path,
                 content=body,
-                params={"code_field": code_field, "name_field": name_field},
+                params=params,
                 headers={"Content-Type": content_type, "Content-Length": str(size)},
             )
         except GatewayError as exc:
             progress.stop()
             _fail(str(exc))
-    _print_json(response.json())
+    return response.json()
+
+
+@snap_app.command("from-postcodes")
+def snap_from_postcodes(
+    ctx: typer.Context,
+    name: str,
+    postcodes: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, dir_okay=False, readable=True, help="Code-Point Open or ONSPD CSV"
+        ),
+    ],
+    layer: Annotated[str, typer.Option(help="loaded layer whose areas the people table covers")],
+    people: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="CSV of people (or households) per area of the layer"
+        ),
+    ] = None,
+    code_column: Annotated[str, typer.Option(help="the people table's area code column")] = "code",
+    count_column: Annotated[str, typer.Option(help="the people table's count column")] = (
+        "population"
+    ),
+    persons_per_household: Annotated[
+        float, typer.Option(help="1 when the table counts households")
+    ] = 2.36,
+    k: Annotated[int, typer.Option(min=1, help="households every catchment must hold")] = 8,
+) -> None:
+    """Build a snap layer from postcode centroids and a people or household table per area."""
+    if people is not None:
+        loaded = _upload(
+            ctx,
+            people,
+            f"/v1/populations/{layer}",
+            {"code_column": code_column, "population_column": count_column},
+            "text/csv",
+        )
+        out.print(f"people table: {loaded.get('matched')} of {loaded.get('areas')} areas matched")
+    answer = _upload(
+        ctx,
+        postcodes,
+        f"/v1/snap-layers/{name}/postcodes",
+        {"layer": layer, "k": k, "persons_per_household": persons_per_household},
+        "text/csv",
+    )
+    _print_json(answer)
 
 
 @geographies_app.command("list")

@@ -46,7 +46,13 @@ from services.depersonalise.service import (
     public_record,
     record_areas,
 )
-from services.depersonalise.snapping import build_snap_layer, read_candidates
+from services.depersonalise.snapping import (
+    PERSONS_PER_HOUSEHOLD,
+    build_snap_layer,
+    postcode_centroids,
+    read_candidates,
+    spread_households,
+)
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
@@ -277,6 +283,42 @@ async def load_snap_layer(
     body = await _body(request, settings.max_upload_bytes)
     x, y, households = read_candidates(body)
     snap = await asyncio.to_thread(build_snap_layer, name, x, y, households, k)
+    await asyncio.to_thread(store.save_snap_layer, engine, snap)
+    return {"name": name, **snap.report, "rebuild": await trigger_rebuild(request)}
+
+
+@router.post("/snap-layers/{name}/postcodes", status_code=201)
+async def load_snap_layer_from_postcodes(
+    request: Request,
+    name: str,
+    _admin: AdminDep,
+    settings: SettingsDep,
+    engine: EngineDep,
+    registry: RegistryDep,
+    catalogue: CatalogueDep,
+    layer: str,
+    k: Annotated[int, Query(ge=1, le=1000)] = 8,
+    persons_per_household: Annotated[float, Query(gt=0, le=20)] = PERSONS_PER_HOUSEHOLD,
+) -> dict[str, Any]:
+    """A snap layer from postcode centroids (Code-Point Open or ONSPD CSV as the body) and the
+    people of ``layer``'s areas (its population table; ``persons_per_household=1`` when that
+    table counts households)."""
+    _check_name(name)
+    _check_k(k, catalogue)
+    areas = registry.active.get(layer)
+    people = store.population(engine, layer) if areas is not None else None
+    if areas is None or people is None:
+        raise ProblemError(
+            422,
+            f"Load layer {layer!r} and its population table (POST /v1/populations/{layer}) first.",
+            slug="no-household-estimate",
+            field="layer",
+        )
+    body = await _body(request, settings.max_upload_bytes)
+    x, y = postcode_centroids(body)
+    x, y, households = spread_households(x, y, areas, people, persons_per_household)
+    snap = await asyncio.to_thread(build_snap_layer, name, x, y, households, k)
+    snap.report["postcodes"] = len(x)
     await asyncio.to_thread(store.save_snap_layer, engine, snap)
     return {"name": name, **snap.report, "rebuild": await trigger_rebuild(request)}
 

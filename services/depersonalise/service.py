@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from services.depersonalise.geography import Layer
-from services.depersonalise.snapping import SnapLayer, grid_centre
+from services.depersonalise.snapping import PERSONS_PER_HOUSEHOLD, SnapLayer, grid_centre
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 
@@ -405,9 +405,6 @@ def public_record(
         record["k"] = None if k is None else int(k)
     record["areas"] = areas
     return record
-
-
-PERSONS_PER_HOUSEHOLD = 2.36  # England and Wales 2021 mean, as the snap layer's estimate uses
 
 
 def record_areas(

@@ -168,39 +168,75 @@ def read_candidates(body: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
+PERSONS_PER_HOUSEHOLD = 2.36  # England and Wales 2021 mean household size
+
+
+def postcode_centroids(body: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Live postcode centroids (BNG) from a Code-Point Open CSV (no header: postcode, quality,
+    easting, northing, ...) or an ONS Postcode Directory CSV (header: pcds or pcd, oseast1m,
+    osnrth1m; terminated postcodes, with a ``doterm``, left out)."""
+    import io
+
+    head = body[:200].lower()
+    try:
+        if b"oseast1m" in head:
+            frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False)
+            frame.columns = [str(c).strip().lower() for c in frame.columns]
+            if "doterm" in frame.columns:
+                frame = frame[frame["doterm"].str.strip() == ""]
+            east, north = frame["oseast1m"], frame["osnrth1m"]
+        else:
+            frame = pd.read_csv(io.BytesIO(body), header=None, dtype=str, keep_default_na=False)
+            east, north = frame[2], frame[3]
+    except Exception as exc:
+        raise ProblemError(
+            422,
+            "Expected a Code-Point Open or ONS Postcode Directory CSV.",
+            slug="invalid-csv",
+            field="body",
+        ) from exc
+    x = pd.to_numeric(east, errors="coerce").to_numpy(float)
+    y = pd.to_numeric(north, errors="coerce").to_numpy(float)
+    # Postcodes without a grid reference carry 0 or nothing in both layouts.
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    return x[keep], y[keep]
+
+
+def spread_households(
+    x: np.ndarray,
+    y: np.ndarray,
+    layer: Any,
+    people: dict[str, float],
+    persons_per_household: float = PERSONS_PER_HOUSEHOLD,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Postcodes inside ``layer`` with households: each area's people spread evenly over its
+    postcodes, divided by the household size (1 when the table counts households)."""
+    index = np.asarray(layer.assign(x, y))
+    inside = index >= 0
+    x, y, index = x[inside], y[inside], index[inside]
+    per_area = np.bincount(index, minlength=len(layer.codes))
+    totals = np.array([people.get(str(code), 0.0) for code in layer.codes], dtype=float)
+    households = totals[index] / persons_per_household / per_area[index]
+    return x, y, households
+
+
 def postcode_candidates(
     postcode_csv: Path,
     lsoa_layer: Any,
     population_csv: Path,
-    persons_per_household: float = 2.36,
+    persons_per_household: float = PERSONS_PER_HOUSEHOLD,
 ) -> pd.DataFrame:
-    """Postcode centroids with households estimated from the census population of their LSOA.
-
-    Each LSOA's household residents are spread evenly over the postcodes inside it (2.36 persons a
-    household, the England and Wales 2021 mean); postcodes outside the layer are left out.
-    """
-    postcodes = pd.read_csv(
-        postcode_csv, header=None, usecols=[0, 2, 3], names=["postcode", "easting", "northing"]
-    )
-    postcodes = postcodes[(postcodes["easting"] > 0) & (postcodes["northing"] > 0)]
-    index = lsoa_layer.assign(
-        postcodes["easting"].to_numpy(float), postcodes["northing"].to_numpy(float)
-    )
-    postcodes = postcodes.assign(area=[lsoa_layer.codes[i] if i >= 0 else None for i in index])
-    postcodes = postcodes.dropna(subset=["area"])
+    """Postcode centroids with households estimated from the census population of their LSOA
+    (household residents, from the census table's "Lives in a household" column)."""
+    x, y = postcode_centroids(postcode_csv.read_bytes())
     population = pd.read_csv(population_csv)
     code_col = next(c for c in population.columns if c.strip().lower() == "geography code")
     household_col = next(c for c in population.columns if "lives in a household" in c.lower())
-    residents = dict(zip(population[code_col], population[household_col], strict=True))
-    per_area = postcodes.groupby("area")["postcode"].transform("count")
-    households = postcodes["area"].map(residents).fillna(0) / persons_per_household / per_area
-    return pd.DataFrame(
-        {
-            "easting": postcodes["easting"].to_numpy(float),
-            "northing": postcodes["northing"].to_numpy(float),
-            "households": households.to_numpy(float),
-        }
+    residents = dict(
+        zip(population[code_col], population[household_col].astype(float), strict=True)
     )
+    x, y, households = spread_households(x, y, lsoa_layer, residents, persons_per_household)
+    return pd.DataFrame({"easting": x, "northing": y, "households": households})
 
 
 def grid_centre(x: np.ndarray, y: np.ndarray, metres: int) -> tuple[np.ndarray, np.ndarray]:

@@ -108,6 +108,7 @@ def _routes() -> list[Route]:
         ),
         r("GET", "/v1/snap-layers", DEPERSONALISE),
         r("POST", "/v1/snap-layers/{layer}", DEPERSONALISE, admin_only=True),
+        r("POST", "/v1/snap-layers/{layer}/postcodes", DEPERSONALISE, admin_only=True),
         r("GET", "/v1/releases/{release_id}", DEPERSONALISE),
     ]
 

@@ -78,6 +78,12 @@ class FakeGateway:
             return httpx.Response(200, json={"dataset": path.split("/")[3], "late": 1})
         if method == "GET" and path == "/v1/datasets":
             return httpx.Response(200, json=[{"name": "police-crime", "title": "Police crime"}])
+        if path.startswith(("/v1/populations/", "/v1/snap-layers/")) and method == "POST":
+            body = request.read()
+            self.uploads.append(
+                (path, parse_qs(request.url.query.decode()), body, request.headers["content-type"])
+            )
+            return httpx.Response(201, json={"matched": 2, "areas": 2, "points": 1})
         if path.startswith("/v1/geographies/") and method == "POST":
             body = request.read()
             self.uploads.append(

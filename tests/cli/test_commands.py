@@ -181,3 +181,28 @@ def test_audit_verify_and_export(fake: FakeGateway, tmp_path: Path) -> None:
     exported = runner.invoke(app, ["audit", "export", "-o", str(target)])
     assert exported.exit_code == 0
     assert [json.loads(line)["seq"] for line in target.read_text().splitlines()] == [1, 2]
+
+
+def test_snap_layer_from_postcodes_uploads_the_people_table_then_the_postcodes(
+    fake: FakeGateway, tmp_path: Path
+) -> None:
+    postcodes = tmp_path / "m.csv"
+    postcodes.write_text('"M1 1AA",10,384000,398000,E92000001\n')
+    people = tmp_path / "people.csv"
+    people.write_text("geography code,households\nE01000001,40\n")
+    result = runner.invoke(
+        app,
+        [
+            "snap-layers", "from-postcodes", "manchester", str(postcodes),
+            "--layer", "lsoa21", "--people", str(people),
+            "--code-column", "geography code", "--count-column", "households",
+            "--persons-per-household", "1", "--k", "10",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (first, query, body, _), (second, params, sent, kind) = fake.uploads[-2:]
+    assert first == "/v1/populations/lsoa21" and body == people.read_bytes()
+    assert query == {"code_column": ["geography code"], "population_column": ["households"]}
+    assert second == "/v1/snap-layers/manchester/postcodes" and sent == postcodes.read_bytes()
+    assert params == {"layer": ["lsoa21"], "k": ["10"], "persons_per_household": ["1.0"]}
+    assert kind == "text/csv" and '"points": 1' in result.output

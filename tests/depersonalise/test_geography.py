@@ -367,3 +367,38 @@ def test_snap_layers_coexist_and_a_new_one_replaces_only_its_name(make_client) -
         ("east", "active"),
         ("west", "active"),
     ]
+
+
+def test_snap_layer_from_postcode_centroids_and_a_people_table(make_client) -> None:
+    client, fake = make_client()
+    load_demo(client)
+    push(client, fake, [event(1, "p", 380300, 394300)])
+    # Code-Point Open: no header; postcode, quality, easting, northing. Two postcodes in
+    # DEMO0001, one in DEMO0002, one without a grid reference.
+    codepoint = (
+        '"M1 1AA",10,380200,394200\n"M1 1AB",10,380400,394400\n'
+        '"M1 1AC",10,381500,394500\n"M1 9ZZ",90,0,0\n'
+    )
+    path = "/v1/snap-layers/pc/postcodes?layer=demo&k=8"
+    upload = {**admin(), "Content-Type": "text/csv"}
+    early = client.post(path, content=codepoint, headers=upload)
+    assert early.status_code == 422 and early.json()["field"] == "layer"
+    people = "code,population\nDEMO0001,47.2\nDEMO0002,23.6\n"  # 20 and 10 households
+    assert client.post("/v1/populations/demo", content=people, headers=upload).status_code == 201
+    built = client.post(path, content=codepoint, headers=upload)
+    assert built.status_code == 201, built.text
+    report = built.json()
+    assert report["postcodes"] == 3 and report["households"] == pytest.approx(30)
+    assert report["catchment"]["min"] >= 8
+    # ONSPD: a header; terminated postcodes (doterm set) are left out.
+    onspd = (
+        "pcds,doterm,oseast1m,osnrth1m\nM1 1AA,,380200,394200\nM1 1AB,,380400,394400\n"
+        "M1 1AC,,381500,394500\nM1 1ZZ,202001,380300,394300\n"
+    )
+    again = client.post(path, content=onspd, headers=upload)
+    assert again.status_code == 201 and again.json()["postcodes"] == 3
+    assert wait_rebuild(client)["state"] == "complete"
+    record = client.get(
+        "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
+    ).json()["records"][0]
+    assert record["location_method"] == "snap" and record["k"] >= 8
