@@ -8,7 +8,14 @@ import sys
 
 from bench.results import RESULTS
 
-MODULES = ("bench.ingest", "bench.depersonalise", "bench.gateway", "bench.report", "bench.linkage")
+MODULES = (
+    "bench.ingest",
+    "bench.depersonalise",
+    "bench.gateway",
+    "bench.report",
+    "bench.linkage",
+    "bench.privacy",
+)
 
 
 def main() -> int:

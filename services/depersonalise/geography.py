@@ -246,6 +246,15 @@ def read_layer(
     return layer
 
 
+def zipped_shapefile(shp: Path) -> bytes:
+    """A shapefile's parts (.shp, .shx, .dbf, .prj) as the zip archive a layer upload takes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for suffix in (".shp", ".shx", ".dbf", ".prj"):
+            archive.write(shp.with_suffix(suffix), f"layer/{shp.stem}{suffix}")
+    return buffer.getvalue()
+
+
 def layer_from_wkb(name: str, rows: Sequence[tuple[str, str, bytes]], source_crs: str) -> Layer:
     codes = np.array([r[0] for r in rows], dtype=object)
     names = np.array([r[1] for r in rows], dtype=object)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -17,7 +14,7 @@ from pydantic import SecretStr
 from pyproj import Transformer
 from scipy.spatial import cKDTree
 
-from services.depersonalise.geography import read_layer
+from services.depersonalise.geography import read_layer, zipped_shapefile
 from services.depersonalise.main import create_app
 from services.depersonalise.settings import Settings
 from services.depersonalise.snapping import postcode_candidates
@@ -40,14 +37,6 @@ BURGLARY = ("police_uk", "greater_manchester", "gmp_burglary_2016-02_to_2019-01.
 POSTCODES = ("postcodes", "codepoint_open_2014", "m.csv")
 POPULATION = ("population", "census2021_ts001_lsoa.csv")
 IDENTIFYING = {"source_ref", "location_description", "postcode", "latitude", "longitude"}
-
-
-def zipped_shapefile(shp: Path) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for suffix in (".shp", ".shx", ".dbf", ".prj"):
-            archive.write(shp.with_suffix(suffix), f"layer/{shp.stem}{suffix}")
-    return buffer.getvalue()
 
 
 def burglary_points(lsoa: gpd.GeoDataFrame) -> pd.DataFrame:
