@@ -287,11 +287,55 @@ def generalise(
     elif rule.method == "area":
         method[pending] = "area"
     elif rule.fallback == "grid":
-        _grid(x, y, pending, rule.fallback_grid_metres, gx, gy, method)
+        _coarsened_grid(x, y, pending, rule.fallback_grid_metres, snap, rule.k, gx, gy, method)
     else:
         method[pending] = "area"
     displacement = np.hypot(gx - x, gy - y)
     return gx, gy, method, k, displacement
+
+
+# A fallback cell grows (250 m, 500 m, ... 4 km) until the estimate puts k households in it.
+MAX_FALLBACK_GRID_METRES = 4000
+
+
+def _coarsened_grid(
+    x: np.ndarray,
+    y: np.ndarray,
+    pending: np.ndarray,
+    metres: int,
+    estimate: SnapLayer | None,
+    k: int,
+    gx: np.ndarray,
+    gy: np.ndarray,
+    method: np.ndarray,
+) -> None:
+    """Grid centres for points the snap layer does not reach, each cell doubled until the snap
+    layer's household counts (the catchments of its points inside the cell) reach ``k``; the
+    location is withheld where no cell up to the largest does, or where no estimate exists."""
+    size = metres
+    while (
+        estimate is not None
+        and len(estimate)
+        and pending.any()
+        and size <= MAX_FALLBACK_GRID_METRES
+    ):
+        keys, inverse = np.unique(_cell_keys(estimate.x, estimate.y, size), return_inverse=True)
+        households = np.bincount(inverse, weights=estimate.catchment, minlength=len(keys))
+        where = np.flatnonzero(pending)
+        wanted = _cell_keys(x[where], y[where], size)
+        slot = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
+        chosen = where[(keys[slot] == wanted) & (households[slot] >= k)]
+        gx[chosen], gy[chosen] = grid_centre(x[chosen], y[chosen], size)
+        method[chosen] = f"grid{size}"
+        pending[chosen] = False
+        size *= 2
+    method[pending] = "none"
+    pending[:] = False
+
+
+def _cell_keys(x: np.ndarray, y: np.ndarray, metres: int) -> np.ndarray:
+    # Grid references stay below 2**21 metres, so one int64 holds both cell indices.
+    return (np.floor(x / metres).astype(np.int64) << 22) + np.floor(y / metres).astype(np.int64)
 
 
 def _grid(

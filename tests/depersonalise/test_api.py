@@ -29,6 +29,24 @@ def load_demo(client, name: str = "demo") -> dict:
     return answer.json()
 
 
+# The demo area given (382000, 398000), a 4 km cell's centre on the corner of four areas.
+AT_GRID_CENTRE = "DEMO0020"
+
+
+def load_distant_estimate(client) -> None:
+    """A snap layer whose one point (12 households) lies over 2 km from the test points but in
+    their 4 km grid cell: the fallback grid then has an estimate, coarsened to 4 km."""
+    from tests.depersonalise.conftest import wait_rebuild
+
+    answer = client.post(
+        "/v1/snap-layers/estimate?k=8",
+        content="easting,northing,households\n380900,399600,12\n",
+        headers={**admin(), "Content-Type": "text/csv"},
+    )
+    assert answer.status_code == 201, answer.text
+    assert wait_rebuild(client)["state"] == "complete"
+
+
 def push(client, fake, events: list[dict]) -> dict:
     fake.keep(events)
     answer = client.post("/internal/events", json={"events": events}, headers=service())
@@ -227,6 +245,7 @@ def test_records_are_generalised_paginated_and_free_of_personal_fields(make_clie
         for i in range(5)
     ]
     events.append(event(9, "r9", 383000, 397000, category="Sexual assault on a female"))
+    load_distant_estimate(client)
     push(client, fake, events)
     headers = reader(level="depersonalised")
     page = client.get("/v1/datasets/police-crime/records?limit=4", headers=headers).json()
@@ -237,13 +256,14 @@ def test_records_are_generalised_paginated_and_free_of_personal_fields(make_clie
     records = page["records"] + rest["records"]
     assert len(records) == 6 and rest["next_cursor"] is None
     first = records[0]
-    # No snap layer is loaded, so the dataset's fallback (250 m grid centre) applies.
-    assert first["location_method"] == "grid250"
-    assert (first["easting"], first["northing"]) == (383125.0, 397375.0)
+    # No snap point within 2 km, so the dataset's fallback applies: the 250 m grid, coarsened
+    # until the cell holds k households by the snap layer's estimate (here 4 km).
+    assert first["location_method"] == "grid4000"
+    assert (first["easting"], first["northing"]) == (382000.0, 398000.0)
     assert first["occurred_at"] == "2024-01"
     assert first["postcode_outward"] == "M14"
     assert first["offence_code"] == "28E"
-    assert first["areas"] == {"demo": "DEMO0022"}
+    assert first["areas"] == {"demo": AT_GRID_CENTRE}
     assert records[-1]["category"] == "Violence and sexual offences"
     text = json.dumps(page) + json.dumps(rest)
     for forbidden in (SECRET_TEXT, "location_description", "M14 5AB", "r0", "383123"):
@@ -268,6 +288,7 @@ def test_records_are_generalised_paginated_and_free_of_personal_fields(make_clie
 def test_stateless_depersonalise_takes_json_and_csv_and_stores_nothing(make_client) -> None:
     client, _ = make_client()
     load_demo(client)
+    load_distant_estimate(client)
     records = [
         {
             "occurred_at": "2024-03-02",
@@ -329,6 +350,7 @@ def test_every_catalogue_dataset_drops_its_identifying_fields(make_client) -> No
 
     client, _ = make_client()
     load_demo(client)
+    load_distant_estimate(client)
     typed = {"integer": 1, "number": 1.5, "boolean": True, "date": "2024-05-06"}
     for name, dataset in load_catalogue().items():
         record: dict[str, object] = {
@@ -365,7 +387,7 @@ def test_every_catalogue_dataset_drops_its_identifying_fields(make_client) -> No
             # No point is published and no household estimate is loaded: no code either.
             assert out["areas"] == {"demo": None}, name
         else:
-            assert out["areas"] == {"demo": "DEMO0022"}, name
+            assert out["areas"] == {"demo": AT_GRID_CENTRE}, name
     health = client.get(
         "/v1/datasets/drug-treatment/records",
         headers=reader(dataset="drug-treatment", level="depersonalised"),

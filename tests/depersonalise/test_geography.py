@@ -255,8 +255,8 @@ def test_snap_layer_route_answers_the_build_report(make_client) -> None:
         "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
     ).json()["records"]
     assert record["location_method"] == "snap" and record["k"] >= 8
-    # Over 20 km from every snap point: the dataset's fallback, the 250 m grid.
-    assert far["location_method"] == "grid250" and far["k"] is None
+    # Beyond the 2 km reach, and no household estimate near it: the location is withheld.
+    assert far["location_method"] == "none" and far["k"] is None and far["easting"] is None
     bad = client.post(
         "/v1/snap-layers/x", content="a,b\n1,2\n", headers={**admin(), "Content-Type": "text/csv"}
     )
