@@ -27,9 +27,9 @@ from services.ingest.linkage import LINK, LinkageConfig, link_records, pair_qual
 from services.ingest.models import Base
 from services.ingest.service import PushOptions, push
 from services.ingest.service_sql import RECORD, utc_now
-from services.ingest.validation import compile_dataset
 from shared.catalogue import load_catalogue
 from shared.db import make_engine
+from shared.validation import compile_dataset
 
 SCALE = os.environ.get("CSP_BENCH_LINKAGE_SCALE", "")
 PEOPLE = 1_000_000 if SCALE == "issue" else int(os.environ.get("CSP_BENCH_LINKAGE_PEOPLE", "20000"))

@@ -19,9 +19,9 @@ from services.ingest.models import Base
 from services.ingest.report import parse_quarter, provider_rows
 from services.ingest.service import PushOptions, push
 from services.ingest.service_sql import RECORD
-from services.ingest.validation import compile_dataset
 from shared.catalogue import load_catalogue
 from shared.db import make_engine
+from shared.validation import compile_dataset
 
 RECORDS = 200_000
 ROUNDS = 3

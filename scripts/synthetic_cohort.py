@@ -25,7 +25,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from services.ingest.identifiers import nhs_check_digit, pnc_check_character
+from shared.identifiers import nhs_check_digit, pnc_check_character
 
 SURNAMES = (
     "Smith Jones Taylor Brown Williams Wilson Johnson Davies Robinson Wright Thompson Evans "

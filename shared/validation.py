@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from services.ingest.identifiers import PARSERS
 from shared.catalogue import Dataset, FieldSpec
+from shared.identifiers import PARSERS
 
 Converter = Callable[[Any], Any]
 

@@ -31,7 +31,6 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, or_, select, update
 
-from services.ingest.identifiers import first_forename, normalise_name, postcode_district
 from services.ingest.models import LinkageModel, LinkReview, Person, PersonLink
 from services.ingest.service_sql import (
     OUTBOX,
@@ -43,6 +42,7 @@ from services.ingest.service_sql import (
 )
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
+from shared.identifiers import first_forename, normalise_name, postcode_district
 
 log = logging.getLogger("csp.ingest.linkage")
 

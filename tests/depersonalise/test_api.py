@@ -351,10 +351,19 @@ def test_every_catalogue_dataset_drops_its_identifying_fields(make_client) -> No
     client, _ = make_client()
     load_demo(client)
     load_distant_estimate(client)
+    from shared.identifiers import nhs_check_digit, pnc_check_character
+
     typed = {"integer": 1, "number": 1.5, "boolean": True, "date": "2024-05-06"}
+    linked = {
+        "pnc": f"19/123456{pnc_check_character(19, 123456)}",
+        "cro": "123456/19X",
+        "nhs": f"943476591{nhs_check_digit('943476591')}",
+        "date_of_birth": "1990-02-03",
+    }
     for name, dataset in load_catalogue().items():
         record: dict[str, object] = {
-            f.name: typed.get(f.type, (f.allowed or [f"SECRET-{f.name}"[: f.max_length]])[0])
+            f.name: linked.get(f.link or "")
+            or typed.get(f.type, (f.allowed or [f"SECRET-{f.name}"[: f.max_length]])[0])
             for f in dataset.fields
         }
         record.update(occurred_at="2024-05-06T07:08:09Z", postcode="M14 5AB")

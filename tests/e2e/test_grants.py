@@ -16,6 +16,7 @@ import pytest
 
 from scripts.hub import Hub
 from services.depersonalise.demo import demo_layer
+from shared.identifiers import pnc_check_character
 from tests.e2e.conftest import ADMIN_KEY, running_hub
 from tests.e2e.test_end_to_end import INSIDE_CELLS, bearer, wait_depersonalised
 
@@ -90,7 +91,7 @@ def cohort(prefix: str, count: int) -> list[dict[str, Any]]:
             "source_ref": f"{prefix}-{n}",
             "occurred_at": f"2024-02-{1 + n:02d}",
             "category": "IOM",
-            "pnc_id": f"2010/{n:07d}A",
+            "pnc_id": f"10/{n + 1}{pnc_check_character(10, n + 1)}",
             **NAMES,
         }
         for n in range(count)

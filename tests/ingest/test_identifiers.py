@@ -9,7 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.identifiers import (
+from services.ingest.outbox import shareable_fields
+from services.ingest.schema import field_schema
+from shared.catalogue import Dataset, load_catalogue
+from shared.identifiers import (
     PNC_CHECK,
     first_forename,
     nhs_check_digit,
@@ -21,10 +24,7 @@ from services.ingest.identifiers import (
     pnc_check_character,
     postcode_district,
 )
-from services.ingest.outbox import shareable_fields
-from services.ingest.schema import field_schema
-from services.ingest.validation import compile_dataset, validate_row
-from shared.catalogue import Dataset, load_catalogue
+from shared.validation import compile_dataset, validate_row
 from tests.ingest.conftest import Client, token
 
 CATALOGUE = load_catalogue()

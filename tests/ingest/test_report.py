@@ -15,8 +15,8 @@ from fastapi import FastAPI
 from scripts.demo import demo_records
 from services.ingest.report import maturity, parse_quarter, provider_rows
 from services.ingest.service import PushOptions, push
-from services.ingest.validation import compile_dataset
 from shared.catalogue import load_catalogue
+from shared.validation import compile_dataset
 from tests.ingest.conftest import Client, token
 
 
