@@ -337,10 +337,26 @@ def agencies_list(ctx: typer.Context) -> None:
 
 
 @keys_app.command("issue")
-def keys_issue(ctx: typer.Context, agency: str) -> None:
+def keys_issue(
+    ctx: typer.Context,
+    agency: str,
+    holder: Annotated[str | None, typer.Option(help="the person the key is for")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="push, read, sign or admin; repeat for several")
+    ] = None,
+    expires: Annotated[str | None, typer.Option(help="last day it works, e.g. 2027-03-31")] = None,
+) -> None:
     """Issue a key for an agency. It is shown once: hand it over securely."""
-    answer = _call(ctx, "post_json", f"/v1/agencies/{agency}/keys")
+    body = {"holder": holder, "scopes": scope or None, "expires": expires}
+    answer = _call(
+        ctx,
+        "post_json",
+        f"/v1/agencies/{agency}/keys",
+        {name: value for name, value in body.items() if value is not None},
+    )
     out.print(f"key_id: {answer['key_id']}\nkey: {answer['key']}", highlight=False)
+    if answer.get("scopes"):
+        out.print(f"scopes: {', '.join(answer['scopes'])}", highlight=False)
     err.print("[yellow]The key is not shown again.[/yellow]")
 
 

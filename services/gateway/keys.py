@@ -3,6 +3,11 @@
 The cache lives ``key_cache_seconds`` (0.5 s), so a revocation reaches every replica within a
 second without a database read per request. Last-used times are kept in memory and written in
 one statement every few seconds.
+
+A key has scopes (``push``, ``read``, ``sign``, and ``admin`` for operators only), an optional
+holder (the person it is issued to: kept with the key, never in the audit chain, which names the
+key id) and an optional expiry. The operators' key given at start (``CSP_ADMIN_KEY``) retires the
+one installed by the previous start.
 """
 
 from __future__ import annotations
@@ -28,6 +33,19 @@ log = logging.getLogger("csp.gateway.keys")
 KEY_PATTERN = re.compile(r"^csp_([0-9a-f]{12})_[A-Za-z0-9_-]{20,128}$")
 OPS_AGENCY = "ops"
 MAX_CACHED = 50_000
+PUSH, READ, SIGN, ADMIN = "push", "read", "sign", "admin"
+AGENCY_SCOPES = (PUSH, READ, SIGN)
+OPERATOR_SCOPES = (*AGENCY_SCOPES, ADMIN)
+START = "start"
+
+
+def scopes_for(agency: str) -> tuple[str, ...]:
+    """Every scope a key of this agency may hold."""
+    return OPERATOR_SCOPES if agency == OPS_AGENCY else AGENCY_SCOPES
+
+
+def roles_for(agency: str) -> list[str]:
+    return ["agency", "admin"] if agency == OPS_AGENCY else ["agency"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,7 @@ class Caller:
     agency: str
     roles: tuple[str, ...]
     key_id: str
+    scopes: frozenset[str] = frozenset(OPERATOR_SCOPES)
 
     @property
     def is_admin(self) -> bool:
@@ -46,6 +65,7 @@ class StoredKey:
     caller: Caller
     key_hash: str
     revoked: bool
+    expires_at: float | None = None
 
 
 def hash_key(key: str) -> str:
@@ -66,7 +86,18 @@ def new_key() -> tuple[str, str]:
     return key_id, f"csp_{key_id}_{secrets.token_urlsafe(32)}"
 
 
-def store_key(engine: Engine, agency: str, roles: list[str], key: str) -> str:
+def store_key(
+    engine: Engine,
+    agency: str,
+    roles: list[str],
+    key: str,
+    *,
+    scopes: list[str] | None = None,
+    holder: str | None = None,
+    expires_at: float | None = None,
+    origin: str | None = None,
+) -> str:
+    """Store the key's hash; ``scopes`` None means every scope its agency may hold."""
     key_id = key_id_of(key)
     with engine.begin() as connection:
         connection.execute(
@@ -76,6 +107,10 @@ def store_key(engine: Engine, agency: str, roles: list[str], key: str) -> str:
                 roles=",".join(roles),
                 key_hash=hash_key(key),
                 created_at=time.time(),
+                scopes=None if scopes is None else ",".join(scopes),
+                holder=holder,
+                expires_at=expires_at,
+                origin=origin,
             )
         )
     return key_id
@@ -92,8 +127,10 @@ def revoke_key(engine: Engine, agency: str, key_id: str) -> bool:
 
 
 def ensure_operator_key(engine: Engine, configured: str | None) -> str | None:
-    """Install ``CSP_ADMIN_KEY``; without it create one on first start. Returns a new key to print
-    once, or None."""
+    """Install ``CSP_ADMIN_KEY`` and retire the operators' key an earlier start installed;
+    without it create one on first start. Returns a new key to print once, or None.
+
+    Keys issued through the API to the ops agency (one per operator) are not touched."""
     if configured:
         key_id = key_id_of(configured)
         with engine.begin() as connection:
@@ -108,8 +145,21 @@ def ensure_operator_key(engine: Engine, configured: str | None) -> str | None:
                         roles="agency,admin",
                         key_hash=hash_key(configured),
                         created_at=time.time(),
+                        origin=START,
                     )
                 )
+            previous = (
+                KEYS.c.agency == OPS_AGENCY,
+                KEYS.c.key_id != key_id,
+                KEYS.c.revoked_at.is_(None),
+                # Rows from before origins were kept are start keys: the API never made them.
+                KEYS.c.origin.is_(None) | (KEYS.c.origin == START),
+            )
+            retired = connection.execute(select(KEYS.c.key_id).where(*previous)).all()
+            if retired:
+                connection.execute(update(KEYS).where(*previous).values(revoked_at=time.time()))
+        for (old,) in retired:
+            log.warning("previous operators' key retired", extra={"key_id": old})
         return None
     with engine.connect() as connection:
         exists = connection.execute(
@@ -118,7 +168,7 @@ def ensure_operator_key(engine: Engine, configured: str | None) -> str | None:
     if exists is not None:
         return None
     _, key = new_key()
-    store_key(engine, OPS_AGENCY, ["agency", "admin"], key)
+    store_key(engine, OPS_AGENCY, roles_for(OPS_AGENCY), key, origin=START)
     return key
 
 
@@ -141,6 +191,8 @@ class KeyStore:
         else:
             stored = await self._load(key_id)
         if stored is None or stored.revoked:
+            return None
+        if stored.expires_at is not None and time.time() >= stored.expires_at:
             return None
         if not hmac.compare_digest(stored.key_hash, hash_key(key)):
             return None
@@ -171,14 +223,23 @@ class KeyStore:
     def _read(self, key_id: str) -> StoredKey | None:
         with self.engine.connect() as connection:
             row = connection.execute(
-                select(KEYS.c.agency, KEYS.c.roles, KEYS.c.key_hash, KEYS.c.revoked_at).where(
-                    KEYS.c.key_id == key_id
-                )
+                select(
+                    KEYS.c.agency,
+                    KEYS.c.roles,
+                    KEYS.c.key_hash,
+                    KEYS.c.revoked_at,
+                    KEYS.c.scopes,
+                    KEYS.c.expires_at,
+                ).where(KEYS.c.key_id == key_id)
             ).first()
         if row is None:
             return None
-        roles = tuple(r for r in row[1].split(",") if r)
-        return StoredKey(Caller(row[0], roles, key_id), row[2], row[3] is not None)
+        allowed = scopes_for(row[0])
+        scopes = frozenset(allowed if row[4] is None else row[4].split(",")) & set(allowed)
+        # A key without the admin scope acts as an agency key, here and in the backends.
+        roles = tuple(r for r in row[1].split(",") if r and (r != ADMIN or ADMIN in scopes))
+        caller = Caller(row[0], roles, key_id, scopes)
+        return StoredKey(caller, row[2], row[3] is not None, row[5])
 
     def forget(self, key_id: str) -> None:
         self._cache.pop(key_id, None)

@@ -21,6 +21,14 @@ class ApiKey(Base, table=True):
     created_at: float
     revoked_at: float | None = None
     last_used_at: float | None = None
+    holder: str | None = Field(default=None, max_length=200, description="the person it is for")
+    scopes: str | None = Field(
+        default=None, max_length=100, description="comma-separated; null: every scope allowed"
+    )
+    expires_at: float | None = None
+    origin: str | None = Field(
+        default=None, max_length=16, description="'start': installed at gateway start"
+    )
 
 
 class AuditEntry(Base, table=True):

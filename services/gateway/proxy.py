@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.gateway import routing
 from services.gateway.audit import AuditLog, AuditUnavailableError, now_iso, outcome_of
 from services.gateway.decisions import DecisionCache
-from services.gateway.keys import Caller, KeyStore
+from services.gateway.keys import Caller, KeyStore, scopes_for
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, Upstream
 from shared.errors import PROBLEM_JSON, ProblemError, problem_body
 from shared.tokens import issue_token
@@ -218,8 +218,16 @@ class GatewayMiddleware:
                 )
             raise ProblemError(404, "No such route.", slug="not-found")
         route = match.route
-        if route.admin_only and not caller.is_admin:
-            raise ProblemError(403, "Operators only.", slug="forbidden", rule="admin-only")
+        if route.scope is not None and route.scope not in caller.scopes:
+            if route.admin_only and routing.ADMIN not in scopes_for(caller.agency):
+                raise ProblemError(403, "Operators only.", slug="forbidden", rule="admin-only")
+            raise ProblemError(
+                403,
+                f"This key does not hold the scope {route.scope!r} this route needs.",
+                slug="forbidden",
+                rule="key-scope",
+                scope=route.scope,
+            )
         backend = route.backend
         claims: dict[str, Any] = {
             "sub": caller.agency,

@@ -6,6 +6,9 @@ import asyncio
 import csv
 import io
 import json
+import time
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,7 +18,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from services.gateway import audit, keys
 from services.gateway.deps import AdminDep, CallerDep, GatewayDep, SettingsDep
-from services.gateway.schemas import AuditPage, ChainCheck, KeyIssued
+from services.gateway.schemas import AuditPage, ChainCheck, KeyIssued, KeyRequest
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
 from shared.app import request_id
 from shared.errors import ProblemError
@@ -69,8 +72,22 @@ async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[s
 
 
 @router.post("/agencies/{code}/keys", status_code=201)
-async def issue_key(code: str, _admin: AdminDep, gateway: GatewayDep) -> KeyIssued:
-    """Issue a key for a registered agency; the key is shown only in this answer."""
+async def issue_key(
+    code: str, _admin: AdminDep, gateway: GatewayDep, body: KeyRequest | None = None
+) -> KeyIssued:
+    """Issue a key for a registered agency; the key is shown only in this answer.
+
+    No body (or ``{}``) gives every scope the agency may hold; ``admin`` is for operators only."""
+    wanted = body or KeyRequest()
+    allowed = keys.scopes_for(code)
+    outside = [scope for scope in wanted.scopes or () if scope not in allowed]
+    if outside:
+        raise ProblemError(
+            422, f"Only operators' keys may hold {outside[0]!r}.", slug="invalid", field="scopes"
+        )
+    expires_at = _expiry(wanted.expires)
+    if expires_at is not None and expires_at <= time.time():
+        raise ProblemError(422, "The expiry is not in the future.", slug="invalid", field="expires")
     status, _ = await _peer(
         call_json(
             gateway.upstreams["agreements"],
@@ -87,10 +104,41 @@ async def issue_key(code: str, _admin: AdminDep, gateway: GatewayDep) -> KeyIssu
         raise ProblemError(
             503, "The agreements service could not answer.", slug="backend-unavailable"
         )
-    roles = ["agency", "admin"] if code == keys.OPS_AGENCY else ["agency"]
+    scopes: list[str] | None = (
+        [name for name in allowed if name in wanted.scopes] if wanted.scopes else None
+    )
     key_id, key = keys.new_key()
-    await asyncio.to_thread(keys.store_key, gateway.keys.engine, code, roles, key)
-    return KeyIssued(key_id=key_id, key=key)
+    await asyncio.to_thread(
+        keys.store_key,
+        gateway.keys.engine,
+        code,
+        keys.roles_for(code),
+        key,
+        scopes=scopes,
+        holder=wanted.holder,
+        expires_at=expires_at,
+        origin="api",
+    )
+    return KeyIssued(
+        key_id=key_id,
+        key=key,
+        holder=wanted.holder,
+        scopes=scopes or list(allowed),
+        expires=None if expires_at is None else _iso(expires_at),
+    )
+
+
+def _expiry(value: datetime | date | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    # A date: the key works through that whole day.
+    return datetime.combine(value + timedelta(days=1), dt_time(0), UTC).timestamp()
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 @router.delete("/agencies/{code}/keys/{key_id}", status_code=204)

@@ -1,5 +1,8 @@
 """Which service owns each public route, which decision it needs and who may call it.
 
+``scope`` is the key scope a route needs (``None``: any valid key); ``admin_only`` routes need
+the ``admin`` scope. This table is the one place that maps routes to scopes.
+
 Follows docs/architecture.md ("Routes by owner" and the decision table). Matching is by path
 segments, so it costs a dict lookup and a short scan per request.
 """
@@ -13,6 +16,7 @@ GATEWAY = "gateway"
 AGREEMENTS = "agreements"
 INGEST = "ingest"
 DEPERSONALISE = "depersonalise"
+PUSH, READ, SIGN, ADMIN = "push", "read", "sign", "admin"
 
 
 @dataclass(frozen=True)
@@ -24,10 +28,13 @@ class Route:
     level: str | None = None
     admin_only: bool = False
     operators_free: bool = False  # operators pass without a decision
+    scope: str | None = None
     segments: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segments", tuple(self.path.strip("/").split("/")))
+        if self.admin_only:
+            object.__setattr__(self, "scope", ADMIN)
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,8 @@ def _routes() -> list[Route]:
         r("GET", "/v1/me", GATEWAY),
         r("POST", "/v1/agencies/{code}/keys", GATEWAY, admin_only=True),
         r("DELETE", "/v1/agencies/{code}/keys/{key_id}", GATEWAY, admin_only=True),
-        r("GET", "/v1/audit", GATEWAY),
-        r("GET", "/v1/audit/verify", GATEWAY),
+        r("GET", "/v1/audit", GATEWAY, scope=READ),
+        r("GET", "/v1/audit/verify", GATEWAY, scope=READ),
         r("GET", "/v1/audit/export", GATEWAY, admin_only=True),
         # agreements
         r("GET", "/v1/agencies", AGREEMENTS),
@@ -62,21 +69,21 @@ def _routes() -> list[Route]:
         r("GET", "/v1/agreements/{id}/history", AGREEMENTS),
         r("GET", "/v1/agreements/{id}/versions", AGREEMENTS),
         r("POST", "/v1/agreements/{id}/versions", AGREEMENTS, admin_only=True),
-        r("POST", "/v1/agreements/{id}/sign", AGREEMENTS),
+        r("POST", "/v1/agreements/{id}/sign", AGREEMENTS, scope=SIGN),
         r("POST", "/v1/agreements/{id}/suspend", AGREEMENTS, admin_only=True),
         r("POST", "/v1/agreements/{id}/reinstate", AGREEMENTS, admin_only=True),
         r("POST", "/v1/agreements/{id}/revoke", AGREEMENTS, admin_only=True),
         r("POST", "/v1/agreements/{id}/dry-run", AGREEMENTS, admin_only=True),
-        r("POST", "/v1/decisions", AGREEMENTS),
+        r("POST", "/v1/decisions", AGREEMENTS, scope=READ),
         r("GET", "/v1/purposes", AGREEMENTS),
         r("GET", "/v1/legal-bases", AGREEMENTS),
         # ingest
         r("GET", "/v1/datasets", INGEST),
         r("GET", "/v1/datasets/{dataset}", INGEST),
-        r("POST", "/v1/datasets/{dataset}/records", INGEST, action="push"),
-        r("DELETE", "/v1/datasets/{dataset}/records/{source_ref}", INGEST, action="retract"),
-        r("GET", "/v1/batches/{batch_id}", INGEST),
-        r("GET", "/v1/datasets/{dataset}/quality", INGEST),
+        r("POST", "/v1/datasets/{dataset}/records", INGEST, action="push", scope=PUSH),
+        r("DELETE", "/v1/datasets/{dataset}/records/{source_ref}", INGEST, "retract", scope=PUSH),
+        r("GET", "/v1/batches/{batch_id}", INGEST, scope=PUSH),
+        r("GET", "/v1/datasets/{dataset}/quality", INGEST, scope=PUSH),
         r("POST", "/v1/postcodes", INGEST, admin_only=True),
         r("GET", "/v1/postcodes", INGEST),
         r("GET", "/v1/purges", INGEST, admin_only=True),
@@ -89,8 +96,15 @@ def _routes() -> list[Route]:
         r("POST", "/v1/linkage/quality", INGEST, admin_only=True),
         r("POST", "/v1/erasures", INGEST, admin_only=True),
         # depersonalise (record reads at level personal go to ingest, see ``match``)
-        r("GET", "/v1/datasets/{dataset}/records", DEPERSONALISE, action="read"),
-        r("GET", "/v1/datasets/{dataset}/aggregates", DEPERSONALISE, "read", "aggregate"),
+        r("GET", "/v1/datasets/{dataset}/records", DEPERSONALISE, "read", scope=READ),
+        r(
+            "GET",
+            "/v1/datasets/{dataset}/aggregates",
+            DEPERSONALISE,
+            "read",
+            "aggregate",
+            scope=READ,
+        ),
         r("GET", "/v1/geographies", DEPERSONALISE),
         r("GET", "/v1/geographies/{layer}", DEPERSONALISE),
         r("POST", "/v1/geographies/{layer}", DEPERSONALISE, admin_only=True),
@@ -105,11 +119,12 @@ def _routes() -> list[Route]:
             action="read",
             level="depersonalised",
             operators_free=True,
+            scope=READ,
         ),
         r("GET", "/v1/snap-layers", DEPERSONALISE),
         r("POST", "/v1/snap-layers/{layer}", DEPERSONALISE, admin_only=True),
         r("POST", "/v1/snap-layers/{layer}/postcodes", DEPERSONALISE, admin_only=True),
-        r("GET", "/v1/releases/{release_id}", DEPERSONALISE),
+        r("GET", "/v1/releases/{release_id}", DEPERSONALISE, scope=READ),
     ]
 
 

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+
+Scope = Literal["push", "read", "sign", "admin"]
+
+
+class KeyRequest(BaseModel):
+    """What a new key may do and whom it is for; every member optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    holder: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"
+    )
+    scopes: list[Scope] | None = Field(default=None, min_length=1, max_length=4)
+    expires: date | datetime | None = Field(
+        default=None, description="a date: the key works through that day (UTC)"
+    )
 
 
 class KeyIssued(BaseModel):
     key_id: str
     key: str
+    holder: str | None = None
+    scopes: list[str] = []
+    expires: str | None = None
 
 
 class AuditRecord(BaseModel):

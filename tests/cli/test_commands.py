@@ -113,6 +113,18 @@ def test_agencies_keys_and_agreements(fake: FakeGateway, tmp_path: Path) -> None
         assert code in listed.output
     issued = runner.invoke(app, ["keys", "issue", "gmp"])
     assert "key: csp_new_secret" in issued.output and "not shown again" in issued.stderr
+    assert json.loads(fake.requests[-1].read()) == {}
+    scoped = runner.invoke(
+        app,
+        [*("keys", "issue", "gmp", "--holder", "J. Analyst", "--scope", "read", "--scope", "push"),
+         *("--expires", "2027-03-31")],
+    )  # fmt: skip
+    assert scoped.exit_code == 0, scoped.output
+    assert json.loads(fake.requests[-1].read()) == {
+        "holder": "J. Analyst",
+        "scopes": ["read", "push"],
+        "expires": "2027-03-31",
+    }
     revoked = runner.invoke(app, ["keys", "revoke", "gmp", "k1"])
     assert revoked.exit_code == 0
     assert fake.requests[-1].method == "DELETE"

@@ -126,3 +126,159 @@ async def test_last_used_time_is_recorded_in_batches(make_hub: MakeHub) -> None:
         ).scalar()
     engine.dispose()
     assert used is not None and used >= before - 1
+
+
+async def _key(hub: Hub, agency: str, body: dict[str, object]) -> dict[str, str]:
+    answer = await hub.client.post(f"/v1/agencies/{agency}/keys", headers=hub.admin(), json=body)
+    assert answer.status_code == 201, answer.text
+    return {"Authorization": f"Bearer {answer.json()['key']}"}
+
+
+async def test_no_body_or_empty_body_gives_every_scope_of_the_agency(hub: Hub) -> None:
+    bare = await hub.client.post("/v1/agencies/gmp/keys", headers=hub.admin())
+    empty = await hub.client.post("/v1/agencies/gmp/keys", headers=hub.admin(), json={})
+    ops = await hub.client.post("/v1/agencies/ops/keys", headers=hub.admin(), json={})
+    assert bare.json()["scopes"] == empty.json()["scopes"] == ["push", "read", "sign"]
+    assert ops.json()["scopes"] == ["push", "read", "sign", "admin"]
+    assert bare.json()["holder"] is None and bare.json()["expires"] is None
+
+
+async def test_a_read_key_cannot_push_retract_or_sign_and_says_why(hub: Hub) -> None:
+    hub.allow("gmp", "push", "police-crime", None)
+    hub.allow("gmp", "read", "police-crime", "depersonalised")
+    reader = await _key(hub, "gmp", {"holder": "J. Analyst", "scopes": ["read"]})
+    refusals = [
+        await hub.client.post(
+            "/v1/datasets/police-crime/records", headers=reader, json={"records": []}
+        ),
+        await hub.client.delete("/v1/datasets/police-crime/records/CR-1", headers=reader),
+        await hub.client.get("/v1/batches/b-1", headers=reader),
+        await hub.client.post("/v1/agreements/agr-1/sign", headers=reader, json={}),
+    ]
+    for answer in refusals:
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["rule"] == "key-scope"
+        assert answer.headers["content-type"] == "application/problem+json"
+    assert refusals[0].json()["scope"] == "push"
+    assert refusals[3].json()["scope"] == "sign"
+    read = await hub.client.get("/v1/datasets/police-crime/records", headers=reader)
+    assert read.status_code == 200
+    assert (await hub.client.get("/v1/me", headers=reader)).status_code == 200
+
+
+async def test_a_push_key_cannot_read(hub: Hub) -> None:
+    hub.allow("gmp", "push", "police-crime", None)
+    hub.allow("gmp", "read", "police-crime", "depersonalised")
+    pusher = await _key(hub, "gmp", {"scopes": ["push"]})
+    pushed = await hub.client.post(
+        "/v1/datasets/police-crime/records", headers=pusher, json={"records": []}
+    )
+    assert pushed.status_code == 202
+    for path in ("/v1/datasets/police-crime/records", "/v1/audit"):
+        answer = await hub.client.get(path, headers=pusher)
+        assert answer.status_code == 403
+        assert answer.json()["rule"] == "key-scope"
+
+
+async def test_an_operators_key_without_admin_scope_is_no_admin(hub: Hub) -> None:
+    reader = await _key(hub, "ops", {"scopes": ["read"], "holder": "Duty analyst"})
+    answer = await hub.client.post("/v1/agencies/gmp/keys", headers=reader)
+    assert answer.status_code == 403
+    assert answer.json()["rule"] == "key-scope"
+    me = await hub.client.get("/v1/me", headers=reader)
+    assert me.json()["roles"] == ["agency"]
+
+
+async def test_admin_scope_is_for_operators_only(hub: Hub) -> None:
+    answer = await hub.client.post(
+        "/v1/agencies/gmp/keys", headers=hub.admin(), json={"scopes": ["read", "admin"]}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "scopes"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"scopes": ["write"]},
+        {"scopes": []},
+        {"holder": ""},
+        {"holder": "a\nb"},
+        {"expires": "not a date"},
+        {"expires": "2020-01-01"},
+        {"colour": "blue"},
+    ],
+)
+async def test_a_bad_key_request_is_422_naming_the_field(hub: Hub, body: dict[str, object]) -> None:
+    answer = await hub.client.post("/v1/agencies/gmp/keys", headers=hub.admin(), json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert next(iter(body)) in answer.text
+
+
+async def test_an_expired_key_answers_401(hub: Hub) -> None:
+    soon = await hub.client.post(
+        "/v1/agencies/gmp/keys",
+        headers=hub.admin(),
+        json={"expires": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1.5))},
+    )
+    headers = {"Authorization": f"Bearer {soon.json()['key']}"}
+    assert (await hub.client.get("/v1/me", headers=headers)).status_code == 200
+    await asyncio.sleep(2.0)
+    assert (await hub.client.get("/v1/me", headers=headers)).status_code == 401
+
+
+async def test_a_dated_expiry_lasts_through_that_day(hub: Hub) -> None:
+    answer = await hub.client.post(
+        "/v1/agencies/gmp/keys", headers=hub.admin(), json={"expires": "2999-03-31"}
+    )
+    assert answer.json()["expires"] == "2999-04-01T00:00:00Z"
+
+
+async def test_the_audit_names_the_key_and_not_the_holder(hub: Hub) -> None:
+    reader = await _key(hub, "gmp", {"holder": "Jo Holder-Name", "scopes": ["read"]})
+    key_id = reader["Authorization"].split("_")[1]
+    await hub.client.get("/v1/datasets/police-crime/records", headers=reader)
+    entries = (await hub.client.get("/v1/audit", headers=hub.admin())).json()["entries"]
+    mine = [e for e in entries if e["key_id"] == key_id]
+    assert mine and mine[-1]["route"] == "/v1/datasets/{dataset}/records"
+    engine = create_engine(hub.settings.database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT * FROM audit_entry")).all()
+        holder = connection.execute(
+            text("SELECT holder FROM api_key WHERE key_id = :k"), {"k": key_id}
+        ).scalar()
+    engine.dispose()
+    assert holder == "Jo Holder-Name"
+    assert "Holder-Name" not in str(rows)
+
+
+async def test_a_new_admin_key_at_start_retires_the_previous_one(
+    make_hub: MakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await make_hub()
+    operator = await _key(first, "ops", {"holder": "Named operator"})
+    gmp = await first.issue("gmp")
+    rotated = make_key()
+    second = await make_hub(admin_key=rotated, database_url=first.settings.database_url)
+    await asyncio.sleep(first.settings.key_cache_seconds + 0.1)
+    for hub in (first, second):
+        assert (await hub.client.get("/v1/me", headers=hub.admin())).status_code == (
+            200 if hub is second else 401
+        )
+        assert (await hub.client.get("/v1/me", headers=operator)).status_code == 200
+        assert (await hub.client.get("/v1/me", headers=gmp)).status_code == 200
+    old_id = first.admin_key.split("_")[1]
+    assert any(getattr(r, "key_id", None) == old_id for r in caplog.records)
+    assert first.admin_key not in caplog.text
+
+
+async def test_a_generated_admin_key_is_retired_by_a_configured_one(
+    make_hub: MakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = await make_hub(admin_key=None, fresh_db=True)
+    generated = capsys.readouterr().out.strip().rsplit(" ", 1)[-1]
+    second = await make_hub(database_url=first.settings.database_url)
+    answer = await second.client.get("/v1/me", headers={"Authorization": f"Bearer {generated}"})
+    assert answer.status_code == 401
+    assert (await second.client.get("/v1/me", headers=second.admin())).status_code == 200
