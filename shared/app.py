@@ -118,6 +118,8 @@ def build_app(
         docs_url="/docs" if docs else None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        # A redirect would name the service's own address in its Location header.
+        redirect_slashes=False,
     )
     install_problem_handlers(app)
     registry = CollectorRegistry()

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from limits import RateLimitItem
 from limits.aio.strategies import RateLimiter
@@ -192,7 +193,8 @@ class GatewayMiddleware:
     async def _handle(
         self, gw: Gateway, exchange: Exchange, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        match = routing.match(scope["method"], scope["path"])
+        raw_path = _raw_path(scope)
+        match = routing.match(scope["method"], raw_path)
         if match is not None:
             exchange.route = match.route.path
             scope["route"] = match.route
@@ -211,7 +213,7 @@ class GatewayMiddleware:
         exchange.caller = caller
         await _rate_limit(gw, caller.key_id)
         if match is None:
-            allowed = routing.allowed_methods(scope["path"])
+            allowed = routing.allowed_methods(raw_path)
             if allowed:
                 raise ProblemError(
                     405, "This method is not allowed here.", headers={"Allow": ", ".join(allowed)}
@@ -297,6 +299,12 @@ class GatewayMiddleware:
         if route.action == "read" and level == "personal":
             return routing.INGEST
         return route.backend
+
+
+def _raw_path(scope: Scope) -> str:
+    """The path as the client encoded it (``raw_path`` has no query in ASGI servers we use)."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1").partition("?")[0] if raw else quote(scope["path"])
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -442,7 +450,7 @@ async def _proxy(
     if declared is not None and declared > gw.max_body_bytes:
         raise _too_large(gw)
     body = _BodyStream(receive, gw.max_body_bytes) if has_body else None
-    path_qs = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+    path_qs = _raw_path(scope)
     if scope["query_string"]:
         path_qs += "?" + scope["query_string"].decode("latin-1")
     try:

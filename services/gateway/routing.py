@@ -10,7 +10,7 @@ segments, so it costs a dict lookup and a short scan per request.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 GATEWAY = "gateway"
 AGREEMENTS = "agreements"
@@ -136,9 +136,15 @@ for _route in ROUTES:
     _PATHS.setdefault(_route.segments, []).append(_route.method)
 
 
-def match(method: str, path: str) -> Match | None:
-    """The route for this method and path; literal segments win over parameters."""
-    segments = path.strip("/").split("/")
+def _segments(raw_path: str) -> list[str]:
+    # Split before decoding, so "%2F" inside a parameter (CR/2024/1) stays in that parameter.
+    return [unquote(part) for part in raw_path.strip("/").split("/")]
+
+
+def match(method: str, raw_path: str) -> Match | None:
+    """The route for this method and (still percent-encoded) path; literal segments win over
+    parameters."""
+    segments = _segments(raw_path)
     lookup = "GET" if method == "HEAD" else method
     for route in _INDEX.get((lookup, len(segments)), ()):
         params = _bind(route.segments, segments)
@@ -147,8 +153,8 @@ def match(method: str, path: str) -> Match | None:
     return None
 
 
-def allowed_methods(path: str) -> list[str]:
-    segments = path.strip("/").split("/")
+def allowed_methods(raw_path: str) -> list[str]:
+    segments = _segments(raw_path)
     return sorted(
         {
             method

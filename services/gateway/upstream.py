@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import aiohttp
 import httpx
 from multidict import CIMultiDict
+from yarl import URL
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -92,7 +93,8 @@ class AiohttpUpstream:
         try:
             response = await self.session.request(
                 method,
-                self.base_url + path_qs,
+                # As encoded by the client: no re-quoting, no dot-segment folding ("%2E%2E").
+                URL(self.base_url + path_qs, encoded=True),
                 headers=CIMultiDict(headers),
                 data=body,
                 allow_redirects=False,

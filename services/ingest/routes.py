@@ -188,7 +188,8 @@ async def push_records(
     return JSONResponse(answer, status_code=202)
 
 
-@datasets.delete("/{dataset}/records/{source_ref}", status_code=204)
+# ``:path``: a reference may hold "/" (CR/2024/1), sent as %2F and decoded before routing.
+@datasets.delete("/{dataset}/records/{source_ref:path}", status_code=204)
 async def retract_record(
     request: Request,
     compiled: DatasetDep,
@@ -198,6 +199,11 @@ async def retract_record(
     engine: EngineDep,
 ) -> Response:
     """Retract a record everywhere it went (a delete event follows to depersonalise)."""
+    if claims.action != "retract" or claims.dataset != compiled.dataset.name:
+        # A token the gateway issued for another call (a read, another dataset) retracts nothing.
+        raise ProblemError(
+            403, "The decision was not made for this retraction.", rule="decision-mismatch"
+        )
     secret = settings.internal_secret.get_secret_value()
     await asyncio.to_thread(
         record_store.retract,
@@ -261,7 +267,9 @@ async def read_personal(
     )
     headers = {"Cache-Control": "no-store"}
     if following is not None:
-        headers["Link"] = f'<{request.url.include_query_params(cursor=following)}>; rel="next"'
+        # Relative: the backend's own address never reaches the client.
+        following_url = request.url.include_query_params(cursor=following)
+        headers["Link"] = f'<{following_url.path}?{following_url.query}>; rel="next"'
     if _wants_csv(request, format):
         lines = csv_lines(columns, ([row.get(c) for c in columns] for row in rows))
         return StreamingResponse(lines, media_type="text/csv; charset=utf-8", headers=headers)

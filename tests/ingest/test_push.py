@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+import pytest
 
 from services.ingest.models import BatchPublic, PushAnswer
 from tests.ingest.conftest import Client, crime, drain, token
@@ -99,10 +101,11 @@ async def test_correction_and_retraction_reach_depersonalise(client: Client, rec
     upserts = [e for e in receiver.state.events if e["op"] == "upsert"]
     assert [e["record"]["category"] for e in upserts] == ["Burglary", "Robbery"]
     assert upserts[1]["revision"] > upserts[0]["revision"]
-    gone = await client.delete(f"{PUSH}/c1", headers=token("gmp"))
+    decided = {"action": "retract", "dataset": "police-crime"}
+    gone = await client.delete(f"{PUSH}/c1", headers=token("gmp", **decided))
     assert gone.status_code == 204
-    assert (await client.delete(f"{PUSH}/c1", headers=token("gmp"))).status_code == 404
-    assert (await client.delete(f"{PUSH}/zz", headers=token("other"))).status_code == 404
+    assert (await client.delete(f"{PUSH}/c1", headers=token("gmp", **decided))).status_code == 404
+    assert (await client.delete(f"{PUSH}/zz", headers=token("other", **decided))).status_code == 404
     await drain(client)
     last = receiver.state.events[-1]
     assert last["op"] == "delete" and last["record_key"] == upserts[0]["record_key"]
@@ -199,3 +202,27 @@ async def test_push_and_batch_answers_match_their_declared_schemas(client: Clien
     assert post["responses"]["202"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/PushAnswer"
     }
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{}, {"action": "read", "dataset": "police-crime"}, {"action": "retract", "dataset": "x"}],
+)
+async def test_retraction_needs_a_retract_decision_for_that_dataset(
+    client: Client, claims: dict[str, str]
+) -> None:
+    await push(client, [crime("c1")])
+    refused = await client.delete(f"{PUSH}/c1", headers=token("gmp", **claims))
+    assert refused.status_code == 403
+    assert refused.json()["rule"] == "decision-mismatch"
+    decided = {"action": "retract", "dataset": "police-crime"}
+    assert (await client.delete(f"{PUSH}/c1", headers=token("gmp", **decided))).status_code == 204
+
+
+@pytest.mark.parametrize("ref", ["CR/2024/1", "50%", "A/../B", "..", "two words", "a/b/"])
+async def test_any_reference_can_be_retracted(client: Client, ref: str) -> None:
+    assert (await push(client, [crime(ref)])).json()["accepted"] == 1
+    decided = {"action": "retract", "dataset": "police-crime"}
+    path = f"{PUSH}/{quote(ref, safe='').replace('.', '%2E')}"
+    assert (await client.delete(path, headers=token("gmp", **decided))).status_code == 204
+    assert (await client.delete(path, headers=token("gmp", **decided))).status_code == 404

@@ -1,0 +1,224 @@
+"""Attacks on a running hub, each made through the gateway (or at a backend with what an
+attacker on the internal network could capture), each asserting the refusal."""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from scripts.hub import Hub
+from tests.e2e.conftest import ADMIN_KEY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PROVIDER, RECIPIENT = "sec-police", "sec-council"
+RECORDS = "/v1/datasets/police-crime/records"
+# A police reference form, a percent sign, a dot segment inside and alone, spaces.
+AWKWARD_REFS = ("CR/2024/1", "CR%2024", "A/../B", "..", "two words here", "x/y/")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def ok(response: httpx.Response, status: int) -> Any:
+    assert response.status_code == status, response.text
+    return response.json() if response.content else None
+
+
+def crime(ref: str, category: str = "Burglary") -> dict[str, Any]:
+    return {
+        "source_ref": ref,
+        "occurred_at": "2024-02-03T10:00:00Z",
+        "category": category,
+        "easting": 383500,
+        "northing": 398000,
+    }
+
+
+def path_of(ref: str) -> str:
+    # Every reserved character and every dot encoded, so no client folds a dot segment.
+    return f"{RECORDS}/{quote(ref, safe='').replace('.', '%2E')}"
+
+
+@pytest.fixture(scope="module")
+def client(hub: Hub) -> Any:
+    with httpx.Client(base_url=hub.gateway_url, timeout=60) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def world(client: httpx.Client) -> dict[str, str]:
+    """Two agencies, a personal-level agreement between them, a full key for each."""
+    admin = bearer(ADMIN_KEY)
+    keys: dict[str, str] = {}
+    for code, kind in ((PROVIDER, "police"), (RECIPIENT, "local-authority")):
+        ok(client.post("/v1/agencies", json={"code": code, "name": code, "kind": kind},
+                       headers=admin), 201)  # fmt: skip
+        keys[code] = ok(client.post(f"/v1/agencies/{code}/keys", headers=admin), 201)["key"]
+    today = date.today()
+    agreement = ok(
+        client.post(
+            "/v1/agreements",
+            json={
+                "title": "Attack suite",
+                "purpose": "strategic-assessment",
+                "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
+                "providers": [PROVIDER],
+                "recipients": [RECIPIENT],
+                "datasets": [{"dataset": "police-crime", "level": "personal"}],
+                "start": "2024-01-01",
+                "end": (today + timedelta(days=700)).isoformat(),
+                "review_by": (today + timedelta(days=300)).isoformat(),
+                "retention_days": 3650,
+            },
+            headers=admin,
+        ),
+        201,
+    )
+    for code in (PROVIDER, RECIPIENT):
+        ok(client.post(f"/v1/agreements/{agreement['id']}/sign", headers=bearer(keys[code])), 200)
+    return {**keys, "agreement": agreement["id"]}
+
+
+def scoped_key(client: httpx.Client, agency: str, body: dict[str, Any]) -> dict[str, str]:
+    issued = ok(client.post(f"/v1/agencies/{agency}/keys", json=body, headers=bearer(ADMIN_KEY)),
+                201)  # fmt: skip
+    return bearer(issued["key"])
+
+
+def personal_refs(client: httpx.Client, key: str) -> dict[str, str]:
+    read = ok(client.get(RECORDS, params={"level": "personal", "limit": 1000},
+                         headers=bearer(key)), 200)  # fmt: skip
+    return {row["source_ref"]: row["category"] for row in read["records"]}
+
+
+# ------------------------------------------------------------------ keys and scopes
+
+
+def test_a_read_only_key_cannot_push_retract_or_sign(
+    client: httpx.Client, world: dict[str, str]
+) -> None:
+    reader = scoped_key(client, PROVIDER, {"holder": "Analyst", "scopes": ["read"]})
+    attempts = [
+        client.post(RECORDS, json={"records": [crime("SCOPE-1")]}, headers=reader),
+        client.delete(path_of("SCOPE-1"), headers=reader),
+        client.post(f"/v1/agreements/{world['agreement']}/sign", headers=reader),
+    ]
+    for answer in attempts:
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["rule"] == "key-scope"
+
+
+def test_a_push_only_key_cannot_read(client: httpx.Client, world: dict[str, str]) -> None:
+    pusher = scoped_key(client, RECIPIENT, {"holder": "Records system", "scopes": ["push"]})
+    answer = client.get(RECORDS, params={"level": "personal"}, headers=pusher)
+    assert answer.status_code == 403
+    assert answer.json()["rule"] == "key-scope"
+
+
+def test_an_agency_cannot_be_given_the_admin_scope(client: httpx.Client, world: Any) -> None:
+    answer = client.post(
+        f"/v1/agencies/{PROVIDER}/keys", json={"scopes": ["admin"]}, headers=bearer(ADMIN_KEY)
+    )
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "scopes"
+
+
+def test_an_expired_key_is_refused(client: httpx.Client, world: dict[str, str]) -> None:
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    key = scoped_key(client, PROVIDER, {"expires": soon})
+    assert client.get("/v1/me", headers=key).status_code == 200
+    time.sleep(3)
+    assert client.get("/v1/me", headers=key).status_code == 401
+
+
+# ------------------------------------------------------------------ any reference can be erased
+
+
+def test_awkward_references_round_trip_push_read_correct_retract(
+    client: httpx.Client, world: dict[str, str]
+) -> None:
+    police, council = bearer(world[PROVIDER]), world[RECIPIENT]
+    ok(client.post(RECORDS, json={"records": [crime(r) for r in AWKWARD_REFS]}, headers=police),
+       202)  # fmt: skip
+    assert {r: "Burglary" for r in AWKWARD_REFS}.items() <= personal_refs(client, council).items()
+    corrected = [crime(r, "Robbery") for r in AWKWARD_REFS]
+    answer = ok(client.post(RECORDS, json={"records": corrected}, headers=police), 202)
+    assert answer["accepted"] == len(AWKWARD_REFS)
+    assert {r: "Robbery" for r in AWKWARD_REFS}.items() <= personal_refs(client, council).items()
+    for ref in AWKWARD_REFS:
+        assert client.delete(path_of(ref), headers=police).status_code == 204, ref
+        assert client.delete(path_of(ref), headers=police).status_code == 404, ref
+    assert not set(AWKWARD_REFS) & set(personal_refs(client, council))
+
+
+def test_a_read_token_replayed_at_ingest_cannot_retract(hub: Hub, world: dict[str, str]) -> None:
+    """An attacker on the internal network captures the token of a read and sends it to ingest's
+    retract route for the same agency: the token was decided for a read, so nothing is retracted."""
+    from shared.tokens import issue_token
+    from tests.conftest import INTERNAL_SECRET
+
+    captured = issue_token(
+        INTERNAL_SECRET,
+        {"sub": PROVIDER, "roles": ["agency"], "action": "read", "dataset": "police-crime"},
+        60,
+    )
+    answer = httpx.delete(
+        hub["ingest"].url + path_of("ANY-1"), headers={"CSP-Internal-Token": captured}
+    )
+    assert answer.status_code == 403
+    assert answer.json()["rule"] == "decision-mismatch"
+
+
+# ------------------------------------------------------------------ no backend address leaks
+
+
+def test_no_backend_address_in_any_header_or_body(
+    hub: Hub, client: httpx.Client, world: dict[str, str]
+) -> None:
+    police, council = bearer(world[PROVIDER]), bearer(world[RECIPIENT])
+    ok(client.post(RECORDS, json={"records": [crime(f"PAGE-{n}") for n in range(3)]},
+                   headers=police), 202)  # fmt: skip
+    answers = [
+        client.get(RECORDS, params={"level": "personal", "limit": 1}, headers=council),
+        client.get("/v1/datasets/", headers=council),
+        client.get("/v1/geographies/", headers=council),
+        client.get("/v1/agreements/", headers=council),
+        client.get("/v1/datasets/police-crime/records/", headers=council),
+    ]
+    assert "link" in answers[0].headers
+    assert answers[0].headers["link"].startswith("</v1/datasets/police-crime/records?")
+    ports = [hub[name].port for name in ("agreements", "ingest", "depersonalise")]
+    for answer in answers:
+        assert answer.status_code < 500
+        assert not 300 <= answer.status_code < 400, answer.headers
+        seen = str(answer.headers) + answer.text
+        assert not any(f":{port}" in seen for port in ports)
+
+
+# ------------------------------------------------------------------ admin key rotation (last)
+
+
+def test_a_new_admin_key_at_start_retires_the_old_one(hub: Hub, client: httpx.Client) -> None:
+    gateway = hub["gateway"]
+    rotated = "csp_ops_rotated-operators-key-for-the-attack-suite"
+    gateway.stop()
+    gateway.env["CSP_ADMIN_KEY"] = rotated
+    gateway.start()
+    gateway.wait_ready()
+    assert client.get("/v1/me", headers=bearer(ADMIN_KEY)).status_code == 401
+    assert client.get("/v1/me", headers=bearer(rotated)).status_code == 200
+    assert any("previous operators' key retired" in line for line in gateway.lines)
+    assert not any(ADMIN_KEY in line for line in gateway.lines)
+    # A retired key stays retired, even if an operator configures it again by mistake.
+    gateway.stop()
+    gateway.env["CSP_ADMIN_KEY"] = ADMIN_KEY
+    gateway.start()
+    gateway.wait_ready()
+    assert client.get("/v1/me", headers=bearer(ADMIN_KEY)).status_code == 401
