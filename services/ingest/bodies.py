@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, NoReturn
@@ -17,6 +18,11 @@ from shared.errors import ProblemError
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+# A record is one flat object of short fields: one larger than this is refused, not parsed on.
+MAX_VALUE_CHARS = 1024 * 1024
+MAX_HEADER_CHARS = 1024 * 1024
+HEADER_BYTES_PER_COLUMN = 256
+MAX_NAMED = 20
 
 
 @dataclass
@@ -33,11 +39,48 @@ class SpooledBody:
         self.file.close()
 
 
-async def spool(chunks: AsyncIterable[bytes], limit: int) -> SpooledBody:
-    """Copy the body to a temporary file, hashing it and checking size and UTF-8 as it comes."""
+class _HeaderWatch:
+    """Refuses a CSV whose header has more columns than the dataset has fields while the body is
+    still arriving, so a huge header costs nothing beyond the bytes already read."""
+
+    def __init__(self, max_columns: int) -> None:
+        self.max_columns = max_columns
+        self.max_bytes = max_columns * HEADER_BYTES_PER_COLUMN + 1024
+        self.seen = bytearray()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.done:
+            return
+        end = chunk.find(b"\n")
+        self.seen += chunk if end < 0 else chunk[:end]
+        self.done = end >= 0
+        columns = max(self.seen.count(b","), self.seen.count(b";")) + 1
+        if columns > self.max_columns:
+            raise ProblemError(
+                422,
+                f"The CSV header has more columns than the dataset's {self.max_columns} fields.",
+                slug="bad-header",
+                field="header",
+            )
+        if len(self.seen) > self.max_bytes:
+            raise ProblemError(
+                422,
+                f"The CSV header line is longer than {self.max_bytes} bytes.",
+                slug="bad-header",
+                field="header",
+            )
+
+
+async def spool(
+    chunks: AsyncIterable[bytes], limit: int, *, csv_columns: int | None = None
+) -> SpooledBody:
+    """Copy the body to a temporary file, hashing it and checking size and UTF-8 as it comes;
+    with ``csv_columns``, the CSV header's width as well."""
     file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
+    watch = _HeaderWatch(csv_columns) if csv_columns is not None else None
     size = 0
     try:
         async for chunk in chunks:
@@ -46,6 +89,8 @@ async def spool(chunks: AsyncIterable[bytes], limit: int) -> SpooledBody:
                 raise ProblemError(
                     413, f"The body is larger than the limit of {limit} bytes.", slug="too-large"
                 )
+            if watch is not None:
+                watch.feed(chunk)
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
@@ -78,20 +123,36 @@ RawRow = tuple[int, dict[str, Any] | str]
 """(1-based data row number, the row's fields — or a reason the row could not be read)."""
 
 
-def csv_header(text: IO[str]) -> tuple[list[str], Iterator[list[str]]]:
-    first = text.readline()
+def csv_header(
+    text: IO[str], max_columns: int | None = None
+) -> tuple[list[str], Iterator[list[str]]]:
+    """The header (at most ``max_columns`` names, each once) and a reader of the rows."""
+    first = text.readline(MAX_HEADER_CHARS + 1)
+    if len(first) > MAX_HEADER_CHARS:
+        raise ProblemError(
+            422, f"The CSV header line is longer than {MAX_HEADER_CHARS} characters.",
+            slug="bad-header", field="header",
+        )  # fmt: skip
     if not first.strip():
         raise ProblemError(400, "The CSV has no header row.", slug="empty-body", field="body")
     delimiter = ";" if first.count(";") > first.count(",") else ","
     header = next(csv.reader([first], delimiter=delimiter))
     header = [name.strip() for name in header]
-    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if max_columns is not None and len(header) > max_columns:
+        raise ProblemError(
+            422,
+            f"The CSV header has {len(header)} columns; the dataset has {max_columns} fields.",
+            slug="bad-header",
+            field="header",
+        )
+    counts = Counter(header)
+    duplicates = sorted(name for name, count in counts.items() if count > 1)
     if duplicates:
         raise ProblemError(
             422,
-            f"The CSV header repeats: {', '.join(duplicates)}.",
+            f"The CSV header repeats: {', '.join(duplicates[:MAX_NAMED])}.",
             slug="bad-header",
-            fields=duplicates,
+            fields=duplicates[:MAX_NAMED],
         )
     if "" in header:
         raise ProblemError(422, "The CSV header has an empty column name.", slug="bad-header")
@@ -127,10 +188,10 @@ class _JsonStream:
         self.eof = False
         self.decoder = json.JSONDecoder()
 
-    def _fill(self) -> bool:
+    def _fill(self, at_least: int = READ_CHUNK) -> bool:
         if self.eof:
             return False
-        more = self.text.read(READ_CHUNK)
+        more = self.text.read(max(READ_CHUNK, at_least))
         if not more:
             self.eof = True
             return False
@@ -159,7 +220,11 @@ class _JsonStream:
             try:
                 value, end = self.decoder.raw_decode(self.buffer, self.pos)
             except json.JSONDecodeError:
-                if self._fill():
+                pending = len(self.buffer) - self.pos
+                if pending > MAX_VALUE_CHARS:
+                    self.fail(f"a value longer than {MAX_VALUE_CHARS} characters")
+                # Doubling what is pending keeps re-parsing a long value linear in its length.
+                if self._fill(pending):
                     continue
                 self.fail("malformed value")
             except RecursionError:

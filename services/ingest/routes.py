@@ -125,7 +125,11 @@ async def push_records(
             f"The body is larger than the limit of {settings.max_body_bytes} bytes.",
             slug="too-large",
         )
-    body = await spool(request.stream(), settings.max_body_bytes)
+    body = await spool(
+        request.stream(),
+        settings.max_body_bytes,
+        csv_columns=len(compiled.names) if is_csv else None,
+    )
     running: set[tuple[str, str]] = request.app.state.running_keys
     slot = (claims.sub, idempotency_key) if idempotency_key else None
     try:
@@ -156,7 +160,7 @@ async def push_records(
         def run() -> dict[str, Any]:
             text = body.text()
             if is_csv:
-                header, reader = csv_header(text)
+                header, reader = csv_header(text, len(compiled.names))
                 check_header(compiled, header, claims.fields)
                 rows = csv_rows(header, reader)
             else:

@@ -100,9 +100,9 @@ def check_header(compiled: CompiledDataset, header: list[str], allowed: list[str
     if unknown:
         raise ProblemError(
             422,
-            f"Columns that are not fields of {compiled.dataset.name}: {', '.join(unknown)}.",
+            f"Columns that are not fields of {compiled.dataset.name}: {', '.join(unknown[:20])}.",
             slug="unknown-fields",
-            fields=unknown,
+            fields=unknown[:20],
         )
     check_fields(header, allowed, compiled.dataset.name)
 
