@@ -19,6 +19,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
 from pyproj import CRS
 
@@ -29,6 +30,13 @@ Progress = Callable[[str, float], None]
 
 GPKG_MAGIC = b"SQLite format 3\x00"
 ZIP_MAGIC = b"PK\x03\x04"
+# Bounds on what one boundary upload may make the service do (a national OA layer fits well).
+MAX_ZIP_MEMBERS = 16
+MAX_ZIP_UNCOMPRESSED = 1_500_000_000
+MAX_ZIP_RATIO = 200  # uncompressed / compressed, for members over a megabyte
+MAX_GPKG_TABLES = 16
+MAX_VERTICES = 50_000_000
+SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 
 
 def _no_progress(_stage: str, _fraction: float) -> None:
@@ -127,9 +135,13 @@ def _read_frame(body: bytes, fmt: str) -> gpd.GeoDataFrame:
         if fmt == "gpkg":
             path = Path(folder) / "layer.gpkg"
             path.write_bytes(body)
+            tables = len(pyogrio.list_layers(path))
+            if tables > MAX_GPKG_TABLES:
+                raise _too_much(f"The GeoPackage holds {tables} tables; at most {MAX_GPKG_TABLES}.")
             return gpd.read_file(path)
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
-            shapefiles = [n for n in archive.namelist() if n.lower().endswith(".shp")]
+            members = _checked_members(archive)
+            shapefiles = [m.filename for m in members if m.filename.lower().endswith(".shp")]
             if len(shapefiles) != 1:
                 raise ProblemError(
                     422,
@@ -137,8 +149,29 @@ def _read_frame(body: bytes, fmt: str) -> gpd.GeoDataFrame:
                     slug="invalid-shapefile-zip",
                     field="body",
                 )
-            archive.extractall(folder)
+            # Only the shapefile's own parts, by their sizes as checked above.
+            archive.extractall(folder, [m for m in members if m.filename.lower().endswith(
+                SHAPEFILE_PARTS)])  # fmt: skip
             return gpd.read_file(Path(folder) / shapefiles[0])
+
+
+def _checked_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    members = archive.infolist()
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise _too_much(f"The zip holds {len(members)} files; at most {MAX_ZIP_MEMBERS}.")
+    total = sum(m.file_size for m in members)
+    if total > MAX_ZIP_UNCOMPRESSED:
+        raise _too_much(f"The zip unpacks to {total} bytes; at most {MAX_ZIP_UNCOMPRESSED}.")
+    for member in members:
+        if member.file_size > 1_000_000 and member.file_size > MAX_ZIP_RATIO * max(
+            member.compress_size, 1
+        ):
+            raise _too_much(f"A zip member is compressed more than {MAX_ZIP_RATIO} to 1.")
+    return members
+
+
+def _too_much(detail: str) -> ProblemError:
+    return ProblemError(422, detail, slug="upload-too-large", field="body")
 
 
 def _to_bng(frame: gpd.GeoDataFrame, fmt: str) -> tuple[gpd.GeoDataFrame, str]:
@@ -215,6 +248,9 @@ def read_layer(
             )
     if len(frame) == 0:
         raise ProblemError(422, "The layer holds no features.", slug="empty-layer", field="body")
+    vertices = int(shapely.get_num_coordinates(np.asarray(frame.geometry.values)).sum())
+    if vertices > MAX_VERTICES:
+        raise _too_much(f"The layer has {vertices} vertices; at most {MAX_VERTICES}.")
     frame, source_crs = _to_bng(frame, fmt)
     codes = frame[code_field].astype(str).str.strip().to_numpy()
     missing_code = pd.isna(frame[code_field]).to_numpy() | (codes == "")

@@ -17,7 +17,8 @@ class Settings(ServiceSettings):
     ingest_url: str = "http://127.0.0.1:8002"
     ingest_timeout_seconds: float = 30.0
     replay_page_size: int = 2000
-    max_upload_bytes: int = 250_000_000
+    max_upload_bytes: int = 250_000_000  # operators' layer uploads
+    max_depersonalise_bytes: int = 32_000_000  # any read key's POST /v1/depersonalise
     records_page_max: int = 5000
     max_cells: int = 2_000_000  # largest aggregate table one query may ask for
     wire_simplify_metres: float = 10.0
