@@ -28,6 +28,7 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Unprocessable content",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal server error",
     502: "Bad gateway",
     503: "Service unavailable",

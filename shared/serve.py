@@ -11,6 +11,8 @@ import uvicorn
 from shared.logging import configure_logging
 from shared.settings import ServiceSettings
 
+MAX_HEADER_BYTES = 16 * 1024
+
 
 def serve(service: str, settings: ServiceSettings, factory: str) -> None:
     configure_logging(service, settings.log_level)
@@ -23,4 +25,6 @@ def serve(service: str, settings: ServiceSettings, factory: str) -> None:
         access_log=False,
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        # Bounds the headers the server buffers while they arrive; the gateway checks the total.
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
     )

@@ -26,6 +26,7 @@ from services.gateway.decisions import DecisionCache
 from services.gateway.keys import Caller, KeyStore, scopes_for
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, Upstream
 from shared.errors import PROBLEM_JSON, ProblemError, problem_body
+from shared.serve import MAX_HEADER_BYTES
 from shared.tokens import issue_token
 
 log = logging.getLogger("csp.gateway")
@@ -78,6 +79,7 @@ DROP_DOWNSTREAM = HOP_BY_HOP | {
 }
 RECORD_COUNT = b"csp-record-count"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_HEADERS = 100
 
 
 class BodyTooLargeError(Exception):
@@ -166,6 +168,14 @@ class GatewayMiddleware:
         gateway = self.gateway()
         if gateway is None or not (path.startswith("/v1/") or path == "/v1"):
             await self.app(scope, receive, _secured(send, path))
+            return
+        headers = scope["headers"]
+        if (
+            len(headers) > MAX_HEADERS
+            or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES
+        ):
+            detail = f"At most {MAX_HEADERS} request headers of {MAX_HEADER_BYTES} bytes in all."
+            await send_problem(send, ProblemError(431, detail, slug="headers-too-large"))
             return
         state = scope.setdefault("state", {})
         exchange = Exchange(request_id=state.get("request_id", ""), method=scope["method"])

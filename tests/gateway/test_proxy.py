@@ -343,3 +343,17 @@ async def test_openapi_fails_soft_when_a_backend_is_down(make_hub: MakeHub) -> N
 async def test_docs_can_be_exposed_by_setting(make_hub: MakeHub) -> None:
     hub = await make_hub(expose_docs=True)
     assert (await hub.client.get("/docs")).status_code == 200
+
+
+async def test_too_many_request_headers_are_431(hub: Hub) -> None:
+    headers = [("Authorization", hub.admin()["Authorization"])]
+    headers += [(f"X-Filler-{n}", "x") for n in range(150)]
+    answer = await hub.client.get("/v1/me", headers=headers)
+    assert answer.status_code == 431
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert (await hub.client.get("/v1/me", headers=hub.admin())).status_code == 200
+
+
+async def test_request_headers_over_16_kib_in_all_are_431(hub: Hub) -> None:
+    answer = await hub.client.get("/v1/me", headers={**hub.admin(), "X-Filler": "x" * 17_000})
+    assert answer.status_code == 431

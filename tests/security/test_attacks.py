@@ -202,6 +202,32 @@ def test_no_backend_address_in_any_header_or_body(
         assert not any(f":{port}" in seen for port in ports)
 
 
+# ------------------------------------------------------------------ bounded costs
+
+
+def test_oversized_or_countless_headers_are_refused_and_the_hub_stays_up(
+    hub: Hub, client: httpx.Client, world: dict[str, str]
+) -> None:
+    key = bearer(world[RECIPIENT])
+    big = client.get("/v1/me", headers={**key, "X-Filler": "x" * 20_000})
+    assert 400 <= big.status_code < 500
+    many = client.get("/v1/me", headers={**key, **{f"X-F{n}": "x" for n in range(200)}})
+    assert many.status_code == 431
+    assert client.get("/v1/me", headers=key).status_code == 200
+
+
+def test_a_csv_header_far_wider_than_the_dataset_is_refused_at_once(
+    client: httpx.Client, world: dict[str, str]
+) -> None:
+    header = ",".join(f"column{n}" for n in range(300_000)).encode() + b"\n"
+    started = time.perf_counter()
+    answer = client.post(RECORDS, content=header + b"x\n" * 1000, headers={
+        **bearer(world[PROVIDER]), "Content-Type": "text/csv"})  # fmt: skip
+    assert time.perf_counter() - started < 2
+    assert answer.status_code == 422
+    assert answer.json()["field"] == "header"
+
+
 # ------------------------------------------------------------------ admin key rotation (last)
 
 
