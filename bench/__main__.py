@@ -15,6 +15,7 @@ MODULES = (
     "bench.report",
     "bench.linkage",
     "bench.privacy",
+    "bench.hostile",
 )
 
 
