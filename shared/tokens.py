@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 from shared.errors import ProblemError
 
 HEADER = "CSP-Internal-Token"
+# A backend's answer to the gateway: how many records a data answer held (for the audit entry).
+RECORD_COUNT = "CSP-Record-Count"
 CLOCK_SKEW_SECONDS = 5
 
 

@@ -56,7 +56,7 @@ from services.depersonalise.snapping import (
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
-from shared.tokens import AdminDep, ClaimsDep, InternalClaims
+from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
 from shared.validation import CompiledDataset, compile_dataset, validate_row
 
 internal = APIRouter(prefix="/internal", tags=["internal"])
@@ -486,6 +486,8 @@ def read_aggregates(
         "release_id": release_id,
     }
     headers = {"CSP-Release-ID": release_id}
+    if answer["disclosure"].get("records") is not None:
+        headers[RECORD_COUNT] = str(answer["disclosure"]["records"])
     if fmt == "csv":
         first = (
             ["area", "area_name", "period"] + (["category"] if by else []) + ["count", "suppressed"]
@@ -667,7 +669,7 @@ def read_records(
         {"providers": providers, "cursor": cursor, "limit": limit, "format": fmt},
         {**report, "returned": len(records)},
     )
-    headers = {"CSP-Release-ID": release_id}
+    headers = {"CSP-Release-ID": release_id, RECORD_COUNT: str(len(records))}
     if fmt == "csv":
         headers["CSP-Disclosure"] = json.dumps(report, separators=(",", ":"))
         if next_cursor:

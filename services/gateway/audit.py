@@ -558,3 +558,16 @@ def search(
     query = query.order_by(ENTRY.c.seq).limit(limit)
     with engine.connect() as connection:
         return [entry_dict(row) for row in connection.execute(query)]
+
+
+def provider_view(entry: dict[str, Any], agency: str, agreements: set[str]) -> dict[str, Any]:
+    """An entry as a provider sees it: who read its data, and nothing of other providers' sharing
+    (the providers list narrowed to itself, an agreement it is not party to left out). The digest
+    and hashes still cover the whole entry as stored."""
+    shown = dict(entry)
+    if shown.get("providers") is not None:
+        shown["providers"] = [p for p in shown["providers"] if p == agency]
+    if shown.get("agreement") is not None and shown["agreement"] not in agreements:
+        shown["agreement"] = None
+        shown["version"] = None
+    return shown

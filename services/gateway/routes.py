@@ -18,6 +18,7 @@ from starlette.concurrency import iterate_in_threadpool
 
 from services.gateway import audit, keys
 from services.gateway.deps import AdminDep, CallerDep, GatewayDep, SettingsDep
+from services.gateway.proxy import Gateway
 from services.gateway.schemas import AuditPage, ChainCheck, KeyIssued, KeyRequest
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
 from shared.app import request_id
@@ -44,9 +45,10 @@ async def _peer(coro: Any) -> tuple[int, Any]:
         ) from exc
 
 
-@router.get("/me")
-async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[str, Any]:
-    """The caller's agency, roles, key id and the agreements it is party to."""
+async def _agreements_me(
+    caller: keys.Caller, gateway: Gateway, request: Request
+) -> tuple[int, Any]:
+    """Agreements' ``/v1/me`` for the caller: its agency and the agreements it is party to."""
     token = issue_token(
         gateway.secret,
         {
@@ -57,11 +59,28 @@ async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[s
         },
         gateway.token_ttl,
     )
-    status, body = await _peer(
+    return await _peer(
         call_json(
             gateway.upstreams["agreements"], "GET", "/v1/me", token, request_id=request_id(request)
         )
     )
+
+
+async def _agreements_of(caller: keys.Caller, gateway: Gateway, request: Request) -> set[str]:
+    status, body = await _agreements_me(caller, gateway, request)
+    if status == 404:
+        return set()
+    if status != 200 or not isinstance(body, dict):
+        raise ProblemError(
+            503, "The agreements service could not answer.", slug="backend-unavailable"
+        )
+    return {str(a.get("id")) for a in body.get("agreements") or [] if isinstance(a, dict)}
+
+
+@router.get("/me")
+async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[str, Any]:
+    """The caller's agency, roles, key id and the agreements it is party to."""
+    status, body = await _agreements_me(caller, gateway, request)
     if status == 404:
         body = {"agency": {"code": caller.agency}, "agreements": []}
     elif status != 200 or not isinstance(body, dict):
@@ -194,6 +213,9 @@ async def audit_trail(
         after=after,
         limit=limit,
     )
+    if not caller.is_admin:
+        parties = await _agreements_of(caller, gateway, request)
+        entries = [audit.provider_view(e, caller.agency, parties) for e in entries]
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )

@@ -51,7 +51,7 @@ def _routes() -> list[Route]:
         r("POST", "/v1/agencies/{code}/keys", GATEWAY, admin_only=True),
         r("DELETE", "/v1/agencies/{code}/keys/{key_id}", GATEWAY, admin_only=True),
         r("GET", "/v1/audit", GATEWAY, scope=READ),
-        r("GET", "/v1/audit/verify", GATEWAY, scope=READ),
+        r("GET", "/v1/audit/verify", GATEWAY, admin_only=True),
         r("GET", "/v1/audit/export", GATEWAY, admin_only=True),
         # agreements
         r("GET", "/v1/agencies", AGREEMENTS),

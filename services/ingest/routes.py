@@ -25,7 +25,7 @@ from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
-from shared.tokens import AdminDep, ClaimsDep, InternalClaims
+from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
 
 datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 batches = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -189,7 +189,7 @@ async def push_records(
         if slot is not None:
             running.discard(slot)
         body.close()
-    return JSONResponse(answer, status_code=202)
+    return JSONResponse(answer, status_code=202, headers={RECORD_COUNT: str(answer["accepted"])})
 
 
 # ``:path``: a reference may hold "/" (CR/2024/1), sent as %2F and decoded before routing.
@@ -218,7 +218,7 @@ async def retract_record(
         source_ref,
         linkage=(request.app.state.catalogue, request.app.state.linkage),
     )
-    return Response(status_code=204)
+    return Response(status_code=204, headers={RECORD_COUNT: "1"})
 
 
 def _personal_reader(claims: InternalClaims, compiled: DatasetDep, level: str) -> Slices:
@@ -269,7 +269,7 @@ async def read_personal(
         records=len(rows),
         request_id=request_id(request) or None,
     )
-    headers = {"Cache-Control": "no-store"}
+    headers = {"Cache-Control": "no-store", RECORD_COUNT: str(len(rows))}
     if following is not None:
         # Relative: the backend's own address never reaches the client.
         following_url = request.url.include_query_params(cursor=following)

@@ -205,8 +205,11 @@ async def test_chain_verifies_and_a_direct_edit_is_detected(hub: Hub) -> None:
     hub.allow("manchester-cc", "read", "police-crime", "aggregate")
     for _ in range(5):
         await hub.client.get(AGGREGATES, headers=council)
-    check = (await hub.client.get("/v1/audit/verify", headers=council)).json()
-    assert check["ok"] is True and check["entries"] >= 6
+    # Full verification re-hashes the whole chain: an operator's job (an agency is refused).
+    refused = await hub.client.get("/v1/audit/verify", headers=council)
+    assert refused.status_code == 403 and refused.json()["rule"] == "admin-only"
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is True and check["entries"] >= 7
     counted = sql(hub, "SELECT hash FROM audit_entry WHERE seq = :s", s=check["entries"])
     assert check["head"] == counted[0]["hash"]
     sql(hub, "UPDATE audit_entry SET agency = 'someone-else' WHERE seq = 3")
@@ -407,3 +410,36 @@ async def test_closing_the_log_signs_its_head_once(database_url: Callable[[str],
     assert signed == [3]
     assert audit.verify_store(engine)["ok"] is True
     engine.dispose()
+
+
+async def test_a_provider_sees_who_read_its_data_and_nothing_of_other_sharing(hub: Hub) -> None:
+    council = await hub.issue("manchester-cc")
+    # tvp shares with the council under agreement agr-9, to which gmp is no party.
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate",
+              providers=["gmp", "tvp"], agreement="agr-9")  # fmt: skip
+    await hub.client.get(AGGREGATES, headers={**council, "X-Request-ID": "r-both"})
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate", providers=["gmp"])
+    hub.app.state.gateway.decisions.clear()
+    await hub.client.get(AGGREGATES, headers={**council, "X-Request-ID": "r-own"})
+    provider = await hub.issue("gmp")
+    seen = {
+        e["request_id"]: e
+        for e in (await hub.client.get("/v1/audit", headers=provider)).json()["entries"]
+    }
+    assert seen["r-both"]["agency"] == "manchester-cc"  # who read it
+    assert seen["r-both"]["providers"] == ["gmp"]
+    assert seen["r-both"]["agreement"] is None and seen["r-both"]["version"] is None
+    assert seen["r-own"]["agreement"] == "agr-1"  # gmp is party to agr-1
+    csv_view = (await hub.client.get("/v1/audit?format=csv", headers=provider)).text
+    assert "tvp" not in csv_view and "agr-9" not in csv_view
+    full = {e["request_id"]: e for e in await entries(hub)}
+    assert full["r-both"]["providers"] == ["gmp", "tvp"]
+    assert full["r-both"]["agreement"] == "agr-9"
+
+
+async def test_data_answers_record_how_many_records_they_held(hub: Hub) -> None:
+    council = await hub.issue("manchester-cc")
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate")
+    await hub.client.get(AGGREGATES, headers={**council, "X-Request-ID": "r-count"})
+    by_id = {e["request_id"]: e for e in await entries(hub)}
+    assert by_id["r-count"]["records"] == 812  # from the backend's CSP-Record-Count

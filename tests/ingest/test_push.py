@@ -226,3 +226,11 @@ async def test_any_reference_can_be_retracted(client: Client, ref: str) -> None:
     path = f"{PUSH}/{quote(ref, safe='').replace('.', '%2E')}"
     assert (await client.delete(path, headers=token("gmp", **decided))).status_code == 204
     assert (await client.delete(path, headers=token("gmp", **decided))).status_code == 404
+
+
+async def test_a_push_and_a_retraction_report_their_record_count(client: Client) -> None:
+    pushed = await push(client, [crime("n1"), crime("n2"), {"source_ref": "bad"}])
+    assert pushed.headers["csp-record-count"] == "2"  # the accepted records, for the audit
+    decided = {"action": "retract", "dataset": "police-crime"}
+    gone = await client.delete(f"{PUSH}/n1", headers=token("gmp", **decided))
+    assert gone.headers["csp-record-count"] == "1"

@@ -93,6 +93,8 @@ async def test_personal_reads_only_agreed_providers_fields_dates(client: Client)
         }
     ]
     assert page["next_cursor"] is not None
+    assert response.headers["csp-record-count"] == "1"
+    assert response.headers["link"].startswith("</v1/datasets/police-crime/records?")
     rest = await client.get(
         PUSH,
         params={"level": "personal", "cursor": page["next_cursor"], "format": "csv"},
