@@ -54,14 +54,23 @@ def verify(lines: list[dict[str, Any]], trusted: dict[str, str] | None) -> dict[
     entries = sorted(kinds.get("entry", []), key=lambda e: int(e["seq"]))
     heads = kinds.get("head", [])
     prev, count = "0" * 64, 0
+    redacted, recorded = [], set()
     for expected, entry in enumerate(entries, start=1):
         seq = int(entry["seq"])
         if seq != expected:
             return bad(expected, "entry missing or duplicated")
         if entry["prev_hash"] != prev:
             return bad(seq, "previous hash does not match")
-        if entry_digest(entry) != entry["digest"]:
+        # A redacted entry's body was erased: it is taken by its digest, if a later entry
+        # (action "redact", request id "redact-<seq>") records the redaction.
+        if entry.get("redacted_at"):
+            redacted.append(seq)
+        elif entry_digest(entry) != entry["digest"]:
             return bad(seq, "content does not match its digest")
+        request = str(entry.get("request_id") or "")
+        target = request[len("redact-") :]
+        if entry.get("action") == "redact" and request.startswith("redact-") and target.isdigit():
+            recorded.update([target] if int(target) < seq else [])
         if sha256_hex(prev + entry["digest"]) != entry["hash"]:
             return bad(seq, "hash does not match the chain")
         checkpoint = checkpoints.pop(seq, None)
@@ -74,6 +83,9 @@ def verify(lines: list[dict[str, Any]], trusted: dict[str, str] | None) -> dict[
         prev, count = entry["hash"], seq
     if checkpoints:
         return bad(min(checkpoints), "a signed checkpoint names an entry that is missing")
+    unrecorded = [seq for seq in redacted if str(seq) not in recorded]
+    if unrecorded:
+        return bad(unrecorded[0], "entry redacted without a recorded redaction")
     if heads and (int(heads[-1]["seq"]) != count or (count and heads[-1]["hash"] != prev)):
         return bad(count + 1, "the exported head does not match the last entry")
     return {"ok": True, "entries": count, "head": prev}

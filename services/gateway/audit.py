@@ -16,7 +16,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -31,6 +31,9 @@ CHECKPOINT: Table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
 SIGNING_KEY: Table = AuditSigningKey.__table__  # type: ignore[attr-defined]
 
 ENTRY_COLUMNS = [*chain.CONTENT_FIELDS, "digest", "prev_hash", "hash"]
+READ_COLUMNS = [*ENTRY_COLUMNS, "redacted_at"]
+# What a redaction keeps of an entry besides its digest and links: when, and how it ended.
+KEPT_WHEN_REDACTED = {"seq", "at", "phase", "outcome"}
 # Clients choose some values (level, purpose, method...); PostgreSQL refuses one over its column.
 COLUMN_LENGTHS: list[tuple[int, int]] = [
     (chain.CONTENT_FIELDS.index(column.name), length)
@@ -474,7 +477,7 @@ def entry_dict(row: Any) -> dict[str, Any]:
 
 
 def iter_entries(connection: Connection, upto: int, chunk: int = 5000) -> Iterator[dict[str, Any]]:
-    columns = [ENTRY.c[name] for name in ENTRY_COLUMNS]
+    columns = [ENTRY.c[name] for name in READ_COLUMNS]
     after = 0
     while True:
         rows = connection.execute(
@@ -541,7 +544,7 @@ def search(
     after: int = 0,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
-    columns = [ENTRY.c[name] for name in ENTRY_COLUMNS]
+    columns = [ENTRY.c[name] for name in READ_COLUMNS]
     query = select(*columns).where(ENTRY.c.seq > after)
     if agency:
         query = query.where(ENTRY.c.agency == agency)
@@ -571,3 +574,56 @@ def provider_view(entry: dict[str, Any], agency: str, agreements: set[str]) -> d
         shown["agreement"] = None
         shown["version"] = None
     return shown
+
+
+def redaction_entry(seq: int, agency: str, key_id: str) -> dict[str, Any]:
+    """The entry that records an operator's redaction of entry ``seq``."""
+    return {
+        "at": now_iso(),
+        "request_id": f"{chain.REDACT_PREFIX}{seq}",
+        "phase": "complete",
+        "agency": agency,
+        "key_id": key_id,
+        "method": "POST",
+        "route": "/v1/audit/{seq}/redact",
+        "dataset": None,
+        "action": chain.REDACT,
+        "level": None,
+        "purpose": None,
+        "rule": None,
+        "agreement": None,
+        "version": None,
+        "providers": None,
+        "status": 200,
+        "outcome": "allowed",
+        "records": 1,
+    }
+
+
+def redactable(engine: Engine, seq: int) -> str | None:
+    """Why entry ``seq`` cannot be redacted (missing, already redacted), or None."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(ENTRY.c.redacted_at, ENTRY.c.action).where(ENTRY.c.seq == seq)
+        ).first()
+    if row is None:
+        return "missing"
+    if row[0] is not None:
+        return "redacted"
+    return None
+
+
+def redact(engine: Engine, seq: int) -> bool:
+    """Erase entry ``seq``'s body, keeping its digest and links (and so the chain)."""
+    erased = {
+        name: ("" if not ENTRY.c[name].nullable else None)
+        for name in chain.CONTENT_FIELDS
+        if name not in KEPT_WHEN_REDACTED
+    }
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(ENTRY)
+            .where(ENTRY.c.seq == seq, ENTRY.c.redacted_at.is_(None))
+            .values(**erased, redacted_at=now_iso())
+        )
+    return bool(result.rowcount)

@@ -3,7 +3,8 @@
 Plain functions over plain dicts, so the service, the tests and the offline verifier agree.
 Each entry's ``digest`` is SHA-256 of its canonical JSON content; ``hash`` is
 SHA-256(prev_hash + digest) over the hex strings. The chain covers only digests, so an entry's
-content could be erased later while the chain still verifies.
+content can be erased later (``redacted_at`` set) while the chain still verifies: a redacted entry
+stands by its digest, provided a later entry records its redaction.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 GENESIS = "0" * 64
+# A redaction is itself an entry: action ``redact``, request id ``redact-<seq of the entry>``.
+REDACT = "redact"
+REDACT_PREFIX = "redact-"
 CONTENT_FIELDS = (
     "seq",
     "at",
@@ -82,14 +86,21 @@ def verify(
     expected_seq = 1
     prev = GENESIS
     count = 0
+    redacted: set[int] = set()
+    recorded: set[int] = set()
     for entry in entries:
         seq = int(entry["seq"])
         if seq != expected_seq:
             return _bad(expected_seq, "entry missing or out of order")
         if entry["prev_hash"] != prev:
             return _bad(seq, "previous hash does not match")
-        if digest(entry) != entry["digest"]:
+        if entry.get("redacted_at"):
+            redacted.add(seq)  # its body is gone: it stands by its digest, if its redaction is
+        elif digest(entry) != entry["digest"]:
             return _bad(seq, "content does not match its digest")
+        target = redaction_target(entry)
+        if target is not None and target < seq:
+            recorded.add(target)
         if link(prev, entry["digest"]) != entry["hash"]:
             return _bad(seq, "hash does not match the chain")
         checkpoint = by_seq.pop(seq, None)
@@ -102,9 +113,20 @@ def verify(
         count += 1
     if by_seq:
         return _bad(min(by_seq), "a signed checkpoint names an entry that is missing")
+    if redacted - recorded:
+        return _bad(min(redacted - recorded), "entry redacted without a recorded redaction")
     if head is not None and (int(head["seq"]) != count or (count and head["hash"] != prev)):
         return _bad(count + 1 if int(head["seq"]) > count else count, "chain head does not match")
     return {"ok": True, "entries": count, "head": prev}
+
+
+def redaction_target(entry: Mapping[str, Any]) -> int | None:
+    """The seq an entry records the redaction of, or None."""
+    request = str(entry.get("request_id") or "")
+    if entry.get("action") != REDACT or not request.startswith(REDACT_PREFIX):
+        return None
+    number = request[len(REDACT_PREFIX) :]
+    return int(number) if number.isdigit() else None
 
 
 def _check_checkpoint(

@@ -57,6 +57,9 @@ class AuditEntry(Base, table=True):
     digest: str = Field(max_length=64)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    redacted_at: str | None = Field(
+        default=None, max_length=32, description="set when the body was erased; digest kept"
+    )
 
 
 class AuditHead(Base, table=True):

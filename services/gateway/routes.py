@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
@@ -231,6 +231,23 @@ async def verify_audit(_caller: CallerDep, gateway: GatewayDep) -> ChainCheck:
     return ChainCheck.model_validate(
         await asyncio.to_thread(audit.verify_store, gateway.audit.engine)
     )
+
+
+@router.post("/audit/{seq}/redact")
+async def redact_entry(
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], admin: AdminDep, gateway: GatewayDep
+) -> dict[str, Any]:
+    """Erase an entry's body for an erasure request: its digest and the chain stay, and a new
+    entry records the redaction (so the verifiers accept the entry by its digest)."""
+    problem = await asyncio.to_thread(audit.redactable, gateway.audit.engine, seq)
+    if problem == "missing":
+        raise ProblemError(404, f"No audit entry {seq}.", slug="entry-not-found", field="seq")
+    if problem == "redacted":
+        raise ProblemError(409, f"Audit entry {seq} is already redacted.", slug="already-redacted")
+    # Recorded first: a redaction never happens unrecorded.
+    await gateway.audit.append(audit.redaction_entry(seq, admin.agency, admin.key_id))
+    await asyncio.to_thread(audit.redact, gateway.audit.engine, seq)
+    return {"seq": seq, "redacted": True}
 
 
 @router.get("/audit/export", response_class=StreamingResponse)

@@ -53,6 +53,7 @@ def _routes() -> list[Route]:
         r("GET", "/v1/audit", GATEWAY, scope=READ),
         r("GET", "/v1/audit/verify", GATEWAY, admin_only=True),
         r("GET", "/v1/audit/export", GATEWAY, admin_only=True),
+        r("POST", "/v1/audit/{seq}/redact", GATEWAY, admin_only=True),
         # agreements
         r("GET", "/v1/agencies", AGREEMENTS),
         r("POST", "/v1/agencies", AGREEMENTS, admin_only=True),

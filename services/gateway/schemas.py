@@ -55,6 +55,7 @@ class AuditRecord(BaseModel):
     digest: str
     prev_hash: str
     hash: str
+    redacted_at: str | None = None
 
 
 class AuditPage(BaseModel):

@@ -443,3 +443,53 @@ async def test_data_answers_record_how_many_records_they_held(hub: Hub) -> None:
     await hub.client.get(AGGREGATES, headers={**council, "X-Request-ID": "r-count"})
     by_id = {e["request_id"]: e for e in await entries(hub)}
     assert by_id["r-count"]["records"] == 812  # from the backend's CSP-Record-Count
+
+
+def offline_verdict(path: Path) -> dict[str, object]:
+    script = str(REPO / "scripts" / "verify_audit.py")
+    run = subprocess.run([sys.executable, script, str(path)], capture_output=True, text=True)
+    verdict: dict[str, object] = json.loads(run.stdout)
+    assert (run.returncode == 0) == verdict["ok"]
+    return verdict
+
+
+async def test_a_redacted_entry_keeps_its_digest_and_the_chain_and_is_audited(
+    hub: Hub, tmp_path: Path
+) -> None:
+    council = await hub.issue("manchester-cc")
+    await hub.client.get("/v1/me", headers={**council, "X-Request-ID": "person-named-here"})
+    target = next(e for e in await entries(hub) if e["request_id"] == "person-named-here")
+    refused = await hub.client.post(f"/v1/audit/{target['seq']}/redact", headers=council)
+    assert refused.status_code == 403
+    done = await hub.client.post(f"/v1/audit/{target['seq']}/redact", headers=hub.admin())
+    assert done.status_code == 200, done.text
+    after = {e["seq"]: e for e in await entries(hub)}
+    redacted = after[target["seq"]]
+    assert redacted["redacted_at"] and redacted["digest"] == target["digest"]
+    assert redacted["request_id"] == "" and redacted["agency"] is None
+    assert redacted["key_id"] is None and redacted["hash"] == target["hash"]
+    recording = [e for e in after.values() if e["request_id"] == f"redact-{target['seq']}"]
+    assert len(recording) == 1 and recording[0]["action"] == "redact"
+    assert recording[0]["key_id"] == hub.admin_key.split("_")[1]
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is True, check
+    export = tmp_path / "audit.jsonl"
+    export.write_text((await hub.client.get("/v1/audit/export", headers=hub.admin())).text)
+    assert offline_verdict(export)["ok"] is True
+    again = await hub.client.post(f"/v1/audit/{target['seq']}/redact", headers=hub.admin())
+    assert again.status_code == 409
+    missing = await hub.client.post("/v1/audit/999999/redact", headers=hub.admin())
+    assert missing.status_code == 404
+
+
+async def test_a_redaction_nobody_recorded_fails_both_verifiers(hub: Hub, tmp_path: Path) -> None:
+    for _ in range(3):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    sql(hub, "UPDATE audit_entry SET route = '/v1/hidden', redacted_at = 'x' WHERE seq = 2")
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is False and check["first_bad_entry"] == 2
+    assert check["reason"] == "entry redacted without a recorded redaction"
+    export = tmp_path / "audit.jsonl"
+    export.write_text((await hub.client.get("/v1/audit/export", headers=hub.admin())).text)
+    verdict = offline_verdict(export)
+    assert verdict["ok"] is False and verdict["first_bad_entry"] == 2
