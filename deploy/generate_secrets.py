@@ -36,6 +36,7 @@ def compose_env() -> dict[str, str]:
         "POSTGRES_PASSWORD": new_value("password"),
         "CSP_INTERNAL_SECRET": new_value("internal-secret"),
         "CSP_ADMIN_KEY": new_value("admin-key"),
+        "CSP_GATEWAY_AUDIT_SIGNING_KEY": new_value("audit-signing-key"),
     }
     for service in SERVICES:
         values[f"CSP_{service.upper()}_DB_PASSWORD"] = new_value("password")
@@ -62,6 +63,7 @@ def k8s_env_files(host: str, port: int, prefix: str) -> dict[str, dict[str, str]
             )
         }
     files["gateway.env"]["CSP_ADMIN_KEY"] = new_value("admin-key")
+    files["gateway.env"]["CSP_GATEWAY_AUDIT_SIGNING_KEY"] = new_value("audit-signing-key")
     return files
 
 

@@ -45,7 +45,10 @@ def signature_ok(checkpoint: dict[str, Any], public_b64: str) -> bool:
     return True
 
 
-def verify(lines: list[dict[str, Any]], trusted: dict[str, str] | None) -> dict[str, Any]:
+def verify(
+    lines: list[dict[str, Any]], trusted: dict[str, str] | None, every: int = 0
+) -> dict[str, Any]:
+    """``every`` > 0: a signed checkpoint is required at least every ``every`` entries."""
     kinds: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         kinds.setdefault(line["type"], []).append(line)
@@ -53,7 +56,7 @@ def verify(lines: list[dict[str, Any]], trusted: dict[str, str] | None) -> dict[
     checkpoints = {int(c["seq"]): c for c in kinds.get("checkpoint", [])}
     entries = sorted(kinds.get("entry", []), key=lambda e: int(e["seq"]))
     heads = kinds.get("head", [])
-    prev, count = "0" * 64, 0
+    prev, count, signed = "0" * 64, 0, 0
     redacted, recorded = [], set()
     for expected, entry in enumerate(entries, start=1):
         seq = int(entry["seq"])
@@ -80,6 +83,9 @@ def verify(lines: list[dict[str, Any]], trusted: dict[str, str] | None) -> dict[
             public = keys.get(checkpoint["signing_key_id"])
             if public is None or not signature_ok(checkpoint, public):
                 return bad(seq, "checkpoint signature is not valid")
+            signed = seq
+        elif every and seq - signed > every:
+            return bad(seq, f"no signed checkpoint within {every} entries")
         prev, count = entry["hash"], seq
     if checkpoints:
         return bad(min(checkpoints), "a signed checkpoint names an entry that is missing")
@@ -99,13 +105,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("export", help="file from GET /v1/audit/export")
     parser.add_argument("--public-key", action="append", default=[], help="trusted base64 key")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=1000,
+        help="the hub's CSP_GATEWAY_AUDIT_CHECKPOINT_EVERY: a longer unsigned run fails (0: off)",
+    )  # fmt: skip
     args = parser.parse_args()
     with open(args.export, encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle if line.strip()]
     trusted = None
     if args.public_key:
         trusted = {hashlib.sha256(base64.b64decode(k)).hexdigest()[:16]: k for k in args.public_key}
-    result = verify(lines, trusted)
+    result = verify(lines, trusted, args.checkpoint_every)
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 

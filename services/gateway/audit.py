@@ -12,10 +12,12 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pydantic import SecretStr
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -116,6 +118,23 @@ class Signer:
 
     def sign(self, seq: int, head: str, at: str) -> str:
         return base64.b64encode(self.private.sign(chain.checkpoint_message(seq, head, at))).decode()
+
+
+def configured_seed(value: SecretStr | None, file: str | None) -> str | None:
+    """The signing seed from outside the database: the setting, else the file it names."""
+    if value is not None:
+        return value.get_secret_value().strip() or None
+    if file:
+        return Path(file).read_text(encoding="ascii").strip() or None
+    return None
+
+
+def trusted_keys(signer: Signer, earlier: list[str]) -> dict[str, str]:
+    """The public keys a verifier may trust: the configured signer's and earlier ones given."""
+    keys = {signer.key_id: signer.public_b64}
+    for public in earlier:
+        keys[chain.public_key_id(base64.b64decode(public))] = public
+    return keys
 
 
 def load_signer(engine: Engine, configured_seed: str | None) -> Signer:
@@ -387,20 +406,20 @@ class ChainWriter:
             head = self._head
             moved = False
             if head is not None:
-                rows, checkpoint, new_head = _link_batch(entries, head, due, signer)
+                rows, checkpoints, new_head = _link_batch(entries, head, due, signer)
                 cursor.execute(self._move_head, (*new_head, head[0], head[1]))
                 moved = cursor.rowcount == 1
             if not moved:
                 cursor.execute(_LOCK_HEAD)
                 found = cursor.fetchone()
                 head = (int(found[0]), str(found[1]), int(found[2]), float(found[3]))
-                rows, checkpoint, new_head = _link_batch(entries, head, due, signer)
+                rows, checkpoints, new_head = _link_batch(entries, head, due, signer)
                 cursor.execute(self._set_head, new_head)
             if guard is not None and not guard(cursor, self.marker):
                 raise GuardRefusedError
             cursor.executemany(self._insert, rows)
-            if checkpoint is not None:
-                cursor.execute(self._insert_checkpoint, checkpoint)
+            if checkpoints:
+                cursor.executemany(self._insert_checkpoint, checkpoints)
             connection.commit()
         except GuardRefusedError:
             connection.rollback()  # the head stays where this writer remembers it
@@ -442,10 +461,13 @@ def _link_batch(
     head: Head,
     due: Callable[[int, int, float], bool],
     signer: Signer,
-) -> tuple[list[tuple[Any, ...]], tuple[Any, ...] | None, Head]:
-    """The rows of a batch chained onto ``head``, a checkpoint row if one is due, the new head."""
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], Head]:
+    """The rows of a batch chained onto ``head``, the checkpoint rows that fall due in it (so no
+    more than ``checkpoint_every`` entries ever go unsigned, whatever the batch size), the new
+    head."""
     seq, prev, checkpoint_seq, checkpoint_at = head
     rows = []
+    checkpoints = []
     for entry in entries:
         seq += 1
         entry["seq"] = seq
@@ -455,12 +477,13 @@ def _link_batch(
         values[PROVIDERS_AT] = providers_column(values[PROVIDERS_AT])
         rows.append((*values, entry_digest, prev, link))
         prev = link
-    checkpoint = None
-    if due(seq, checkpoint_seq, checkpoint_at):
-        at = now_iso()
-        checkpoint = _checkpoint_row(signer, seq, prev, at)
+        if due(seq, checkpoint_seq, checkpoint_at):
+            checkpoints.append(_checkpoint_row(signer, seq, prev, now_iso()))
+            checkpoint_seq, checkpoint_at = seq, time.time()
+    if not entries and due(seq, checkpoint_seq, checkpoint_at):
+        checkpoints.append(_checkpoint_row(signer, seq, prev, now_iso()))
         checkpoint_seq, checkpoint_at = seq, time.time()
-    return rows, checkpoint, (seq, prev, checkpoint_seq, checkpoint_at)
+    return rows, checkpoints, (seq, prev, checkpoint_seq, checkpoint_at)
 
 
 CHECKPOINT_COLUMNS = ("seq", "hash", "at", "signing_key_id", "signature")
@@ -476,9 +499,10 @@ def entry_dict(row: Any) -> dict[str, Any]:
     return entry
 
 
-def iter_entries(connection: Connection, upto: int, chunk: int = 5000) -> Iterator[dict[str, Any]]:
+def iter_entries(
+    connection: Connection, upto: int, chunk: int = 5000, after: int = 0
+) -> Iterator[dict[str, Any]]:
     columns = [ENTRY.c[name] for name in READ_COLUMNS]
-    after = 0
     while True:
         rows = connection.execute(
             select(*columns)
@@ -510,12 +534,66 @@ def checkpoints_and_keys(
     return checkpoints, keys
 
 
-def verify_store(engine: Engine) -> dict[str, Any]:
+def verify_store(
+    engine: Engine,
+    *,
+    max_gap: int | None = None,
+    trusted: dict[str, str] | None = None,
+    after: int | None = None,
+) -> dict[str, Any]:
+    """Verify the stored chain. ``trusted`` public keys (by id) replace the table's, which anyone
+    with the database could extend; ``after`` (a checkpoint's seq) verifies only from there on."""
     # Read the head first and check up to it, so entries appended meanwhile do not count.
     with engine.connect() as connection:
         head = read_head(connection)
         checkpoints, keys = checkpoints_and_keys(connection, head["seq"])
-        return chain.verify(iter_entries(connection, head["seq"]), checkpoints, keys, head)
+        keys = trusted if trusted is not None else keys
+        start = None
+        if after:
+            start = next((c for c in checkpoints if c["seq"] == after), None)
+            if start is None:
+                return {"ok": False, "first_bad_entry": after, "reason": "no checkpoint there"}
+            checkpoints = [c for c in checkpoints if c["seq"] > after]
+        entries = iter_entries(connection, head["seq"], after=after or 0)
+        return chain.verify(entries, checkpoints, keys, head, max_gap, start)
+
+
+def list_checkpoints(engine: Engine, after: int, limit: int) -> list[dict[str, Any]]:
+    query = (
+        select(CHECKPOINT).where(CHECKPOINT.c.seq > after).order_by(CHECKPOINT.c.seq).limit(limit)
+    )
+    with engine.connect() as connection:
+        return [dict(row._mapping) for row in connection.execute(query)]
+
+
+def public_keys(engine: Engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        rows = connection.execute(select(SIGNING_KEY.c.key_id, SIGNING_KEY.c.public_key))
+        return {row[0]: row[1] for row in rows}
+
+
+def consistency(engine: Engine, first: int, second: int) -> dict[str, Any] | None:
+    """The two checkpoints and the digests of the entries after ``first`` up to ``second``; None
+    if either is not a checkpoint."""
+    with engine.connect() as connection:
+        found = {
+            row.seq: dict(row._mapping)
+            for row in connection.execute(
+                select(CHECKPOINT).where(CHECKPOINT.c.seq.in_([first, second]))
+            )
+        }
+        if (first not in found and first != 0) or second not in found:
+            return None
+        digests = [
+            row[0]
+            for row in connection.execute(
+                select(ENTRY.c.digest)
+                .where(ENTRY.c.seq > first, ENTRY.c.seq <= second)
+                .order_by(ENTRY.c.seq)
+            )
+        ]
+    genesis = {"seq": 0, "hash": chain.GENESIS, "at": "", "signing_key_id": "", "signature": ""}
+    return {"first": found.get(first, genesis), "second": found[second], "digests": digests}
 
 
 def export_lines(engine: Engine) -> Iterator[dict[str, Any]]:

@@ -75,17 +75,31 @@ def verify(
     checkpoints: Iterable[Mapping[str, Any]] = (),
     public_keys: Mapping[str, str] | None = None,
     head: Mapping[str, Any] | None = None,
+    max_gap: int | None = None,
+    start: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Check the chain in seq order, then each signed checkpoint against it.
 
     ``public_keys`` maps signing key id to base64 raw Ed25519 public key; ``head`` is the stored
-    head (seq, hash), which catches entries deleted from the end.
+    head (seq, hash), which catches entries deleted from the end. With ``max_gap`` a signed
+    checkpoint is mandatory at least every ``max_gap`` entries, up to the head: deleting
+    checkpoints to rewrite what they covered fails. ``start`` (a checkpoint already verified,
+    e.g. the last one a previous run checked) makes the check incremental: only entries after it
+    are read, chained onto its hash.
     """
     by_seq = {int(c["seq"]): c for c in checkpoints}
     keys = public_keys or {}
     expected_seq = 1
     prev = GENESIS
     count = 0
+    if start is not None:
+        problem = _check_checkpoint(start, str(start["hash"]), keys)
+        if problem:
+            return _bad(int(start["seq"]), problem)
+        by_seq.pop(int(start["seq"]), None)
+        count = int(start["seq"])
+        expected_seq, prev = count + 1, str(start["hash"])
+    signed = count
     redacted: set[int] = set()
     recorded: set[int] = set()
     for entry in entries:
@@ -108,6 +122,9 @@ def verify(
             problem = _check_checkpoint(checkpoint, entry["hash"], keys)
             if problem:
                 return _bad(seq, problem)
+            signed = seq
+        elif max_gap is not None and seq - signed > max_gap:
+            return _bad(seq, f"no signed checkpoint within {max_gap} entries")
         prev = entry["hash"]
         expected_seq += 1
         count += 1
@@ -117,7 +134,7 @@ def verify(
         return _bad(min(redacted - recorded), "entry redacted without a recorded redaction")
     if head is not None and (int(head["seq"]) != count or (count and head["hash"] != prev)):
         return _bad(count + 1 if int(head["seq"]) > count else count, "chain head does not match")
-    return {"ok": True, "entries": count, "head": prev}
+    return {"ok": True, "entries": count, "head": prev, "checkpoint": signed}
 
 
 def redaction_target(entry: Mapping[str, Any]) -> int | None:
@@ -149,3 +166,12 @@ def _check_checkpoint(
 
 def _bad(seq: int, reason: str) -> dict[str, Any]:
     return {"ok": False, "first_bad_entry": seq, "reason": reason}
+
+
+def consistent(first_hash: str, digests: Iterable[str], second_hash: str) -> bool:
+    """Whether chaining ``digests`` onto ``first_hash`` gives ``second_hash``: the log at the
+    second checkpoint extends the log at the first, unchanged."""
+    current = first_hash
+    for entry_digest in digests:
+        current = link(current, entry_digest)
+    return current == second_hash

@@ -117,8 +117,13 @@ def create_app(
             # Printed once, on the first start only; never logged.
             sys.stdout.write(f"Operators' admin key (agency ops, shown once): {printed}\n")
             sys.stdout.flush()
-        seed = settings.audit_signing_key.get_secret_value() if settings.audit_signing_key else None
+        seed = audit.configured_seed(settings.audit_signing_key, settings.audit_signing_key_file)
         signer = audit.load_signer(engine, seed)
+        app.state.audit_trusted = (
+            audit.trusted_keys(signer, settings.audit_trusted_public_keys) if seed else None
+        )
+        if not seed:
+            log.warning("audit signing key kept in the database: set CSP_GATEWAY_AUDIT_SIGNING_KEY")
         audit_log = audit.AuditLog(
             engine,
             signer,

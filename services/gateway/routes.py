@@ -19,7 +19,14 @@ from starlette.concurrency import iterate_in_threadpool
 from services.gateway import audit, keys
 from services.gateway.deps import AdminDep, CallerDep, GatewayDep, SettingsDep
 from services.gateway.proxy import Gateway
-from services.gateway.schemas import AuditPage, ChainCheck, KeyIssued, KeyRequest
+from services.gateway.schemas import (
+    AuditPage,
+    ChainCheck,
+    CheckpointPage,
+    ConsistencyProof,
+    KeyIssued,
+    KeyRequest,
+)
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
 from shared.app import request_id
 from shared.errors import ProblemError
@@ -32,6 +39,7 @@ CSV_COLUMNS = audit.ENTRY_COLUMNS
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # The audit's seq column is an INTEGER: 32-bit in PostgreSQL, so a larger cursor cannot exist.
 MAX_SEQ = 2**31 - 1
+MAX_PROOF_ENTRIES = 100_000
 # PostgreSQL text cannot hold NUL, so a filter with one is refused rather than failing the query.
 NO_NUL = r"^[^\x00]*$"
 
@@ -226,11 +234,70 @@ async def audit_trail(
 
 
 @router.get("/audit/verify")
-async def verify_audit(_caller: CallerDep, gateway: GatewayDep) -> ChainCheck:
-    """Check the hash chain and its signed checkpoints; name the first broken entry."""
-    return ChainCheck.model_validate(
-        await asyncio.to_thread(audit.verify_store, gateway.audit.engine)
+async def verify_audit(
+    _admin: AdminDep,
+    gateway: GatewayDep,
+    settings: SettingsDep,
+    request: Request,
+    after: Annotated[int | None, Query(alias="from", ge=1, le=MAX_SEQ)] = None,
+) -> ChainCheck:
+    """Check the hash chain and its signed checkpoints (one at least every
+    ``CSP_GATEWAY_AUDIT_CHECKPOINT_EVERY`` entries); name the first broken entry. ``from``, a
+    checkpoint already verified, checks only what came after it."""
+    check = await asyncio.to_thread(
+        audit.verify_store,
+        gateway.audit.engine,
+        max_gap=settings.audit_checkpoint_every,
+        trusted=request.app.state.audit_trusted,
+        after=after,
     )
+    return ChainCheck.model_validate(check)
+
+
+@router.get("/audit/checkpoints")
+async def audit_checkpoints(
+    _caller: CallerDep,
+    gateway: GatewayDep,
+    request: Request,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> CheckpointPage:
+    """Signed checkpoints after ``after``, and the public keys that verify them: an agency keeps
+    them outside the hub (``csp audit witness``)."""
+    found = await asyncio.to_thread(audit.list_checkpoints, gateway.audit.engine, after, limit)
+    keys = request.app.state.audit_trusted
+    if keys is None:
+        keys = await asyncio.to_thread(audit.public_keys, gateway.audit.engine)
+    following = found[-1]["seq"] if len(found) == limit else None
+    return CheckpointPage.model_validate(
+        {"checkpoints": found, "public_keys": keys, "next": following}
+    )
+
+
+@router.get("/audit/consistency")
+async def audit_consistency(
+    _caller: CallerDep,
+    gateway: GatewayDep,
+    first: Annotated[int, Query(alias="from", ge=0, le=MAX_SEQ)],
+    second: Annotated[int, Query(alias="to", ge=1, le=MAX_SEQ)],
+) -> ConsistencyProof:
+    """The proof that the log at checkpoint ``to`` extends the log at checkpoint ``from``
+    unchanged: the digests in between (no entry content)."""
+    if second <= first:
+        raise ProblemError(422, "`to` must be after `from`.", slug="invalid", field="to")
+    if second - first > MAX_PROOF_ENTRIES:
+        raise ProblemError(
+            422,
+            f"At most {MAX_PROOF_ENTRIES} entries per proof: go through checkpoints in between.",
+            slug="invalid",
+            field="to",
+        )
+    proof = await asyncio.to_thread(audit.consistency, gateway.audit.engine, first, second)
+    if proof is None:
+        raise ProblemError(
+            404, "`from` and `to` must both be signed checkpoints.", slug="no-checkpoint"
+        )
+    return ConsistencyProof.model_validate(proof)
 
 
 @router.post("/audit/{seq}/redact")

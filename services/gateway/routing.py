@@ -53,6 +53,8 @@ def _routes() -> list[Route]:
         r("GET", "/v1/audit", GATEWAY, scope=READ),
         r("GET", "/v1/audit/verify", GATEWAY, admin_only=True),
         r("GET", "/v1/audit/export", GATEWAY, admin_only=True),
+        r("GET", "/v1/audit/checkpoints", GATEWAY, scope=READ),
+        r("GET", "/v1/audit/consistency", GATEWAY, scope=READ),
         r("POST", "/v1/audit/{seq}/redact", GATEWAY, admin_only=True),
         # agreements
         r("GET", "/v1/agencies", AGREEMENTS),

@@ -69,3 +69,27 @@ class ChainCheck(BaseModel):
     head: str | None = None
     first_bad_entry: int | None = None
     reason: str | None = None
+    checkpoint: int | None = None  # the last signed checkpoint verified
+
+
+class Checkpoint(BaseModel):
+    seq: int
+    hash: str
+    at: str
+    signing_key_id: str
+    signature: str
+
+
+class CheckpointPage(BaseModel):
+    checkpoints: list[Checkpoint]
+    public_keys: dict[str, str]  # signing key id -> base64 raw Ed25519 public key
+    next: int | None
+
+
+class ConsistencyProof(BaseModel):
+    """Entry digests from ``first`` (exclusive) to ``second``: chaining them onto the first
+    checkpoint's hash gives the second's, so the log only grew between the two."""
+
+    first: Checkpoint
+    second: Checkpoint
+    digests: list[str]

@@ -55,6 +55,13 @@ class Settings(ServiceSettings):
     audit_signing_key: SecretStr | None = Field(
         default=None, description="base64 of a 32-byte Ed25519 seed; generated into the DB if unset"
     )
+    audit_signing_key_file: str | None = Field(
+        default=None, description="a file (a mounted secret) holding that seed instead"
+    )
+    audit_trusted_public_keys: list[str] = Field(
+        default_factory=list,
+        description="base64 public keys of earlier signing keys, trusted besides the current one",
+    )
     openapi_cache_seconds: float = 60.0
 
     # Where ``make web`` (or the image build) installed the analysts' page's npm packages.

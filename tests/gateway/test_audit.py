@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -220,6 +221,7 @@ async def test_chain_verifies_and_a_direct_edit_is_detected(hub: Hub) -> None:
         "reason": "content does not match its digest",
         "entries": None,
         "head": None,
+        "checkpoint": None,
     }
 
 
@@ -493,3 +495,121 @@ async def test_a_redaction_nobody_recorded_fails_both_verifiers(hub: Hub, tmp_pa
     export.write_text((await hub.client.get("/v1/audit/export", headers=hub.admin())).text)
     verdict = offline_verdict(export)
     assert verdict["ok"] is False and verdict["first_bad_entry"] == 2
+
+
+def rewrite_from(hub: Hub, seq: int) -> None:
+    """What an operator with the database could do: change entry ``seq``, relink every later
+    entry and move the head, without the signing key."""
+    rows = sql(hub, "SELECT * FROM audit_entry ORDER BY seq")
+    prev = chain.GENESIS
+    for row in rows:
+        entry = {**row, "providers": audit.providers_list(row["providers"])}  # type: ignore[arg-type]
+        if row["seq"] == seq:
+            entry["agency"] = "someone-else"
+        if row["seq"] >= seq:
+            digest = chain.digest(entry)
+            link = chain.link(prev, digest)
+            statement = (
+                "UPDATE audit_entry SET agency = :a, digest = :d, prev_hash = :p, hash = :h"
+                " WHERE seq = :s"
+            )
+            sql(hub, statement, a=entry["agency"], d=digest, p=prev, h=link, s=row["seq"])
+            row = {**row, "hash": link}
+        prev = str(row["hash"])
+    sql(hub, "UPDATE audit_head SET hash = :h WHERE id = 1", h=prev)
+
+
+async def test_checkpoints_are_written_every_n_entries_whatever_the_batch(
+    make_hub: MakeHub,
+) -> None:
+    hub = await make_hub(audit_checkpoint_every=3)
+    await asyncio.gather(*(hub.client.get("/v1/me", headers=hub.admin()) for _ in range(20)))
+    seqs = [row["seq"] for row in sql(hub, "SELECT seq FROM audit_checkpoint ORDER BY seq")]
+    last = sql(hub, "SELECT max(seq) AS m FROM audit_entry")[0]["m"]
+    assert seqs == list(range(3, int(last) + 1, 3))  # type: ignore[call-overload]
+
+
+async def test_deleting_checkpoints_to_rewrite_the_chain_fails_verification(
+    make_hub: MakeHub,
+) -> None:
+    hub = await make_hub(audit_checkpoint_every=5)
+    for _ in range(20):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    assert (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()["ok"] is True
+    # Keep the first checkpoint, drop every later one and the last entries, rewrite entry 7.
+    sql(hub, "DELETE FROM audit_checkpoint WHERE seq > 5")
+    sql(hub, "DELETE FROM audit_entry WHERE seq > 12")
+    sql(hub, "UPDATE audit_head SET seq = 12 WHERE id = 1")
+    rewrite_from(hub, 7)
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is False
+    assert check["first_bad_entry"] == 11 and "no signed checkpoint" in check["reason"]
+
+
+async def test_a_key_added_to_the_table_is_not_trusted_when_the_key_is_configured(
+    make_hub: MakeHub,
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    seed = base64.b64encode(Ed25519PrivateKey.generate().private_bytes_raw()).decode()
+    hub = await make_hub(audit_checkpoint_every=4, audit_signing_key=seed)
+    for _ in range(8):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    assert sql(hub, "SELECT private_seed FROM audit_signing_key")[0]["private_seed"] is None
+    # The attacker re-signs every checkpoint of a rewritten chain with a key of their own.
+    forger = audit.Signer(Ed25519PrivateKey.generate())
+    sql(hub, "INSERT INTO audit_signing_key (key_id, public_key, created_at) VALUES (:k, :p, 0)",
+        k=forger.key_id, p=forger.public_b64)  # fmt: skip
+    rewrite_from(hub, 2)
+    for row in sql(hub, "SELECT a.seq, a.hash, c.at FROM audit_entry a JOIN audit_checkpoint c"
+                   " ON a.seq = c.seq"):  # fmt: skip
+        signature = forger.sign(int(row["seq"]), str(row["hash"]), str(row["at"]))
+        statement = (
+            "UPDATE audit_checkpoint SET hash = :h, signing_key_id = :k, signature = :s"
+            " WHERE seq = :q"
+        )
+        sql(hub, statement, h=row["hash"], k=forger.key_id, s=signature, q=row["seq"])
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is False and "unknown key" in check["reason"]
+
+
+async def test_agencies_fetch_checkpoints_and_a_consistency_proof(make_hub: MakeHub) -> None:
+    hub = await make_hub(audit_checkpoint_every=4)
+    council = await hub.issue("manchester-cc")
+    for _ in range(12):
+        await hub.client.get("/v1/me", headers=council)
+    page = (await hub.client.get("/v1/audit/checkpoints", headers=council)).json()
+    found = page["checkpoints"]
+    assert [c["seq"] for c in found][:3] == [4, 8, 12]
+    assert set(page["public_keys"]) >= {c["signing_key_id"] for c in found}
+    proof = (await hub.client.get("/v1/audit/consistency?from=4&to=12", headers=council)).json()
+    assert len(proof["digests"]) == 8
+    assert chain.consistent(proof["first"]["hash"], proof["digests"], proof["second"]["hash"])
+    assert not chain.consistent(proof["first"]["hash"], proof["digests"][1:], found[2]["hash"])
+    missing = await hub.client.get("/v1/audit/consistency?from=4&to=6", headers=council)
+    assert missing.status_code == 404
+    backwards = await hub.client.get("/v1/audit/consistency?from=8&to=4", headers=council)
+    assert backwards.status_code == 422 and backwards.json()["field"] == "to"
+    # Incremental verification starts at a checkpoint already verified.
+    since = (await hub.client.get("/v1/audit/verify?from=8", headers=hub.admin())).json()
+    assert since["ok"] is True and since["checkpoint"] >= 12
+
+
+async def test_the_offline_verifier_requires_checkpoints_too(
+    make_hub: MakeHub, tmp_path: Path
+) -> None:
+    hub = await make_hub(audit_checkpoint_every=3)
+    for _ in range(9):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    lines = (await hub.client.get("/v1/audit/export", headers=hub.admin())).text.splitlines()
+    script = str(REPO / "scripts" / "verify_audit.py")
+    good = tmp_path / "audit.jsonl"
+    good.write_text("\n".join(lines) + "\n")
+    run = [sys.executable, script, str(good), "--checkpoint-every", "3"]
+    assert subprocess.run(run, capture_output=True).returncode == 0
+    kept = [line for line in lines if json.loads(line)["type"] != "checkpoint"]
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("\n".join(kept) + "\n")
+    failed = subprocess.run([*run[:2], str(bare), *run[3:]], capture_output=True, text=True)
+    assert failed.returncode == 1
+    assert "no signed checkpoint" in json.loads(failed.stdout)["reason"]
