@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from csp_cli import witness
 from csp_cli.chunks import FileFormat, detect_format
 from csp_cli.config import ConfigError, config_path, load_config
 from csp_cli.gateway import Gateway, GatewayError
@@ -575,6 +576,28 @@ def audit_verify(ctx: typer.Context) -> None:
         )
         return
     _fail(f"audit chain broken at entry {answer.get('first_bad_entry')}: {answer.get('reason')}")
+
+
+@audit_app.command("witness")
+def audit_witness(
+    ctx: typer.Context,
+    state: Annotated[Path | None, typer.Option(help="where the held checkpoint is kept")] = None,
+) -> None:
+    """Keep the hub's signed audit checkpoints and check each new one extends the last held."""
+    path = state or witness.default_state()
+    gateway = _gateway(ctx)
+    try:
+        outcome = witness.witness(gateway.get_json, path)
+    except GatewayError as exc:
+        _fail(str(exc))
+    except witness.WitnessError as exc:
+        _fail(f"the audit log was rewritten: {exc} (the held checkpoint is unchanged in {path})")
+    newest = outcome.newest
+    signed = "signatures checked" if outcome.signatures_checked else "signatures not checked"
+    out.print(
+        f"[green]{outcome.verified} new checkpoints extend the log held[/green] ({signed}); "
+        f"holding checkpoint {newest['seq']} {newest['hash']} in {path}"
+    )
 
 
 @audit_app.command("export")

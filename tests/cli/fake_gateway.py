@@ -100,6 +100,8 @@ class FakeGateway:
             return httpx.Response(
                 200, json={"ok": False, "first_bad_entry": 4, "reason": "hash mismatch"}
             )
+        if path == "/v1/audit/checkpoints":
+            return httpx.Response(200, json={"checkpoints": [], "public_keys": {}, "next": None})
         if path == "/v1/audit/export":
             return httpx.Response(200, text='{"seq": 1}\n{"seq": 2}\n')
         if path == "/v1/agencies" and method == "GET":

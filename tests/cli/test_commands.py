@@ -218,3 +218,12 @@ def test_snap_layer_from_postcodes_uploads_the_people_table_then_the_postcodes(
     assert second == "/v1/snap-layers/manchester/postcodes" and sent == postcodes.read_bytes()
     assert params == {"layer": ["lsoa21"], "k": ["10"], "persons_per_household": ["1.0"]}
     assert kind == "text/csv" and '"points": 1' in result.output
+
+
+def test_audit_witness_reports_what_it_holds(fake: FakeGateway, tmp_path: Path) -> None:
+    state = tmp_path / "witness.json"
+    answer = runner.invoke(app, ["audit", "witness", "--state", str(state)])
+    assert answer.exit_code == 0, answer.output
+    said = " ".join(answer.output.split())
+    assert "0 new checkpoints" in said and "holding checkpoint 0 " in said
+    assert fake.requests[-1].url.path == "/v1/audit/checkpoints"

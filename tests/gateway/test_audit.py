@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
@@ -613,3 +614,44 @@ async def test_the_offline_verifier_requires_checkpoints_too(
     failed = subprocess.run([*run[:2], str(bare), *run[3:]], capture_output=True, text=True)
     assert failed.returncode == 1
     assert "no signed checkpoint" in json.loads(failed.stdout)["reason"]
+
+
+async def test_a_witness_holds_checkpoints_and_catches_a_re_signed_rewrite(
+    make_hub: MakeHub, tmp_path: Path
+) -> None:
+    """Even an operator holding the signing key cannot rewrite what an agency has witnessed."""
+    from csp_cli import witness
+
+    hub = await make_hub(audit_checkpoint_every=4)
+    council = await hub.issue("manchester-cc")
+    loop = asyncio.get_running_loop()
+
+    def get_json(path: str, **params: object) -> object:
+        call = hub.client.get(path, params=params, headers=council)  # type: ignore[arg-type]
+        answer = asyncio.run_coroutine_threadsafe(call, loop).result()
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    state = tmp_path / "witness.json"
+    for _ in range(11):
+        await hub.client.get("/v1/me", headers=council)
+    first = await asyncio.to_thread(witness.witness, get_json, state)
+    assert first.verified == 3 and first.newest["seq"] == 12 and first.signatures_checked
+    for _ in range(8):
+        await hub.client.get("/v1/me", headers=council)
+    second = await asyncio.to_thread(witness.witness, get_json, state)
+    assert second.verified >= 2 and second.newest["seq"] >= 20
+    held = json.loads(state.read_text())
+    # The operator rewrites entry 3 and re-signs every checkpoint with the hub's own key.
+    rewrite_from(hub, 3)
+    signer = hub.app.state.gateway.audit.signer
+    for row in sql(hub, "SELECT a.seq, a.hash, c.at FROM audit_entry a JOIN audit_checkpoint c"
+                   " ON a.seq = c.seq"):  # fmt: skip
+        sql(hub, "UPDATE audit_checkpoint SET hash = :h, signature = :s WHERE seq = :q",
+            h=row["hash"], s=signer.sign(int(row["seq"]), str(row["hash"]), str(row["at"])),
+            q=row["seq"])  # fmt: skip
+    for _ in range(4):
+        await hub.client.get("/v1/me", headers=council)
+    with pytest.raises(witness.WitnessError, match="no longer agrees"):
+        await asyncio.to_thread(witness.witness, get_json, state)
+    assert json.loads(state.read_text()) == held  # nothing kept from a failed check
