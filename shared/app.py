@@ -122,6 +122,7 @@ def build_app(
         redirect_slashes=False,
     )
     install_problem_handlers(app)
+    app.state.service_name = service  # the audience internal tokens must name
     registry = CollectorRegistry()
     app.state.metrics_registry = registry
     app.add_middleware(RequestContextMiddleware, service=service, registry=registry)

@@ -19,7 +19,7 @@ class ServiceSettings(BaseSettings):
     internal_secret: SecretStr = Field(
         validation_alias=AliasChoices("internal_secret", "CSP_INTERNAL_SECRET")
     )
-    internal_token_ttl_seconds: int = 60
+    internal_token_ttl_seconds: int = 10
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: int = 8000

@@ -1,8 +1,9 @@
 """Short-lived internal tokens: the gateway vouches for a request; backends verify it.
 
 A token is ``base64url(claims JSON) "." base64url(HMAC-SHA256)``. Every service shares the secret
-(``CSP_INTERNAL_SECRET``); tokens expire after a few seconds, so a captured one cannot be replayed
-later.
+(``CSP_INTERNAL_SECRET``); tokens expire after a few seconds (10 by default), and a token the
+gateway forwards is bound to its call (``aud``, ``htm``, ``htu``; once only if it changes state),
+so a captured one is good for nothing else.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class InternalClaims(BaseModel):
     # For data routes, one per provider and agreement (see shared/grants.py): {"provider",
     # "agreement", "version", "level", "fields", "from", "to", "purpose"}.
     grants: list[dict[str, Any]] | None = None
+    aud: str | None = Field(default=None, description="the service the token is for")
+    htm: str | None = Field(default=None, description="the HTTP method it is for")
+    htu: str | None = Field(default=None, description="the (encoded) path it is for")
     iat: int = 0
     exp: int = 0
     jti: str = ""
@@ -100,6 +104,32 @@ def verify_token(secret: str, token: str, now: float | None = None) -> InternalC
     return claims
 
 
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+MAX_REMEMBERED = 200_000
+
+
+def check_binding(
+    claims: InternalClaims, service: str | None, method: str, raw_path: str, seen: dict[str, int]
+) -> None:
+    """A token bound to a call (the gateway binds every one it forwards) is good for that call
+    only: its service, method and path, and once if it changes state (``seen`` remembers the
+    ``jti`` of such calls until they expire)."""
+    if claims.aud is not None and service is not None and claims.aud != service:
+        raise TokenError("issued for another service")
+    if claims.htm is None:
+        return
+    if claims.htm != method or claims.htu != raw_path:
+        raise TokenError("issued for another call")
+    if method in MUTATING:
+        now = int(time.time())
+        if len(seen) > MAX_REMEMBERED:
+            for jti in [j for j, exp in seen.items() if exp + CLOCK_SKEW_SECONDS < now]:
+                del seen[jti]
+        if claims.jti in seen:
+            raise TokenError("already used")
+        seen[claims.jti] = claims.exp
+
+
 def internal_claims(request: Request) -> InternalClaims:
     """FastAPI dependency: the verified claims of the forwarded request, or 401."""
     token = request.headers.get(HEADER)
@@ -107,8 +137,18 @@ def internal_claims(request: Request) -> InternalClaims:
         raise ProblemError(
             401, "This service is reached only through the gateway.", slug="internal-token-missing"
         )
+    state = request.app.state
     try:
-        return verify_token(request.app.state.settings.internal_secret.get_secret_value(), token)
+        claims = verify_token(state.settings.internal_secret.get_secret_value(), token)
+        raw = request.scope.get("raw_path")
+        raw_path = raw.decode("latin-1").partition("?")[0] if raw else request.url.path
+        if not hasattr(state, "seen_tokens"):
+            state.seen_tokens = {}
+        check_binding(
+            claims, getattr(state, "service_name", None), request.method, raw_path,
+            state.seen_tokens,
+        )  # fmt: skip
+        return claims
     except TokenError as exc:
         raise ProblemError(
             401, f"The internal token is not valid ({exc}).", slug="internal-token-invalid"

@@ -255,6 +255,8 @@ class GatewayMiddleware:
             return
         if scope["method"] in MUTATING:
             await _audit(gw, exchange.entry("intent", None, None))
+        # Bound to this call: a token captured on the way is good for nothing else.
+        claims.update(aud=backend, htm=scope["method"], htu=raw_path)
         await _proxy(gw, gw.upstreams[backend], exchange, claims, scope, receive, send)
 
     async def _decide(

@@ -8,6 +8,7 @@ database URLs become fresh databases on the local PostgreSQL.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SECRETS = {
     "CSP_INTERNAL_SECRET": INTERNAL_SECRET,
     "CSP_ADMIN_KEY": "csp_container-start-test-operators-key",
+    "CSP_GATEWAY_AUDIT_SIGNING_KEY": base64.b64encode(bytes(range(32))).decode(),
     "POSTGRES_PASSWORD": "unused",
     **{f"CSP_{name.upper()}_DB_PASSWORD": "unused" for name in SERVICES},
 }
