@@ -112,7 +112,12 @@ async def issue_key(
         raise ProblemError(
             422, f"Only operators' keys may hold {outside[0]!r}.", slug="invalid", field="scopes"
         )
-    expires_at = _expiry(wanted.expires)
+    try:
+        expires_at = _expiry(wanted.expires)
+    except (OverflowError, ValueError) as exc:
+        raise ProblemError(
+            422, "The expiry is out of range.", slug="invalid", field="expires"
+        ) from exc
     if expires_at is not None and expires_at <= time.time():
         raise ProblemError(422, "The expiry is not in the future.", slug="invalid", field="expires")
     status, _ = await _peer(

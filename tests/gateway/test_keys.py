@@ -206,6 +206,7 @@ async def test_admin_scope_is_for_operators_only(hub: Hub) -> None:
         {"holder": "a\nb"},
         {"expires": "not a date"},
         {"expires": "2020-01-01"},
+        {"expires": "9999-12-31"},
         {"colour": "blue"},
     ],
 )
