@@ -119,9 +119,7 @@ def receive_events(
 
 
 @router.get("/geographies")
-def list_geographies(
-    registry: RegistryDep, engine: EngineDep, _claims: ClaimsDep
-) -> dict[str, Any]:
+def list_geographies(registry: RegistryDep, engine: EngineDep, claims: ClaimsDep) -> dict[str, Any]:
     layers = []
     for name in sorted(set(registry.active) | set(registry.pending)):
         meta = registry.meta.get(name, {})
@@ -135,13 +133,19 @@ def list_geographies(
         if pending:
             entry["pending"] = _layer_summary(pending)
         layers.append(entry)
-    return {
+    listing: dict[str, Any] = {
         "layers": layers,
         "snap_layers": registry.snap_meta,
         "rebuild": registry.rebuild,
         "generation": registry.generation,
-        "records_outside_all_layers": store.records_without_area(engine, registry.generation),
     }
+    if not claims.is_admin:
+        # Hub-wide record counts (a rebuild's progress, records outside every layer) are the
+        # operators' to see: an agency learns only whether a rebuild runs.
+        listing["rebuild"] = {"state": registry.rebuild.get("state")} if registry.rebuild else {}
+        return listing
+    listing["records_outside_all_layers"] = store.records_without_area(engine, registry.generation)
+    return listing
 
 
 def _layer_summary(meta: dict[str, Any]) -> dict[str, Any]:

@@ -188,8 +188,12 @@ def test_aggregates_are_complete_suppressed_and_released(make_client) -> None:
     assert client.get(f"/v1/releases/{body['release_id']}", headers=admin()).status_code == 200
     other = client.get(f"/v1/releases/{body['release_id']}", headers=token(sub="someone-else"))
     assert other.status_code == 404
-    listing = client.get("/v1/geographies", headers=token()).json()
+    listing = client.get("/v1/geographies", headers=admin()).json()
     assert listing["records_outside_all_layers"] == 1
+    # Hub-wide counts are the operators' to see; an agency learns only whether a rebuild runs.
+    seen = client.get("/v1/geographies", headers=token()).json()
+    assert "records_outside_all_layers" not in seen
+    assert set(seen["rebuild"]) <= {"state"}
 
 
 def test_threshold_may_rise_but_not_fall_below_the_floor(make_client) -> None:
