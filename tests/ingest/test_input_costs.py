@@ -65,7 +65,8 @@ async def test_a_json_value_longer_than_the_limit_is_refused(client: Client) -> 
 
 
 def test_reading_json_rows_is_linear_in_the_body() -> None:
-    """Twice the records take about twice the time (not four times), within a loose bound."""
+    """Eight times the records take about eight times the time (quadratic would be 64), with a
+    loose bound for a loaded machine."""
     import io
 
     def seconds(count: int) -> float:
@@ -75,8 +76,8 @@ def test_reading_json_rows_is_linear_in_the_body() -> None:
         return time.perf_counter() - started
 
     seconds(1000)
-    small, large = min(seconds(40_000) for _ in range(3)), min(seconds(160_000) for _ in range(3))
-    assert large / small < 6  # quadratic would be about 16
+    small, large = min(seconds(20_000) for _ in range(3)), min(seconds(160_000) for _ in range(3))
+    assert large / small < 24
 
 
 def test_a_value_just_under_the_limit_is_still_read() -> None:
