@@ -91,7 +91,7 @@ def _routes() -> list[Route]:
         r("GET", "/v1/postcodes", INGEST),
         r("GET", "/v1/purges", INGEST, admin_only=True),
         r("POST", "/v1/purges", INGEST, admin_only=True),
-        r("GET", "/v1/reports/partnership", INGEST),
+        r("GET", "/v1/reports/partnership", INGEST, scope=PUSH),  # its own report rows
         r("POST", "/v1/linkage/model", INGEST, admin_only=True),
         r("GET", "/v1/linkage/reviews", INGEST, admin_only=True),
         r("POST", "/v1/linkage/reviews/{review_id}", INGEST, admin_only=True),

@@ -36,3 +36,9 @@ def test_every_operator_route_needs_the_admin_scope_and_data_routes_theirs() -> 
         if route.action == "read":
             assert route.scope == routing.READ, route
     assert routing.match("POST", "/v1/agreements/a-1/sign").route.scope == routing.SIGN  # type: ignore[union-attr]
+
+
+def test_the_partnership_report_is_a_push_scope_route() -> None:
+    # DESIGN "Keys": push covers an agency's own batches, quality and report rows.
+    found = routing.match("GET", "/v1/reports/partnership")
+    assert found is not None and found.route.scope == routing.PUSH
