@@ -124,7 +124,8 @@ async def test_a_correction_re_links_and_a_retraction_removes_the_link(linked: C
     second = links(linked)
     assert second[("offender-offence", "O-1")][0] != second[("offender-cohort", "C-1")][0]
     gone = await linked.delete(
-        "/v1/datasets/offender-offence/records/O-1", headers=token("gmp", action="retract")
+        "/v1/datasets/offender-offence/records/O-1",
+        headers=token("gmp", action="retract", dataset="offender-offence"),
     )
     assert gone.status_code == 204
     assert ("offender-offence", "O-1") not in links(linked)
@@ -298,7 +299,8 @@ async def test_a_retraction_re_links_what_was_linked_through_the_record(
     )
     await drain(linked)
     gone = await linked.delete(
-        "/v1/datasets/offender-cohort/records/X-1", headers=token("probation", action="retract")
+        "/v1/datasets/offender-cohort/records/X-1",
+        headers=token("probation", action="retract", dataset="offender-cohort"),
     )
     assert gone.status_code == 204
     after = links(linked)
