@@ -10,6 +10,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -124,7 +125,8 @@ async def issue_key(
         call_json(
             gateway.upstreams["agreements"],
             "GET",
-            f"/internal/agencies/{code}",
+            # The upstream sends paths as encoded: a code is any text the client sent.
+            f"/internal/agencies/{quote(code, safe='')}",
             gateway.service_token(),
         )
     )

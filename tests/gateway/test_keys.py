@@ -283,3 +283,9 @@ async def test_a_generated_admin_key_is_retired_by_a_configured_one(
     answer = await second.client.get("/v1/me", headers={"Authorization": f"Bearer {generated}"})
     assert answer.status_code == 401
     assert (await second.client.get("/v1/me", headers=second.admin())).status_code == 200
+
+
+@pytest.mark.parametrize("code", ["%C2%BF%C2%AB%C2%AC%18", "a%20b", "x%2Fy", "%F0%96%8F%86"])
+async def test_a_key_for_an_odd_agency_code_is_404_not_a_failure(hub: Hub, code: str) -> None:
+    answer = await hub.client.post(f"/v1/agencies/{code}/keys", headers=hub.admin())
+    assert answer.status_code == 404, answer.text
