@@ -178,7 +178,15 @@ def run(hub: Hub, admin_key: str, keys: dict[str, str]) -> int:
             raise RuntimeError(f"the ordinary push was not accepted: {turns}")
         baseline = min(seconds for seconds, _ in turns)
         for name, (method, path, headers, body, as_operator) in attacks().items():
-            who = admin if as_operator else police
+            # The tool answers record-level data: a recipient with a depersonalised grant asks.
+            council = {"Authorization": f"Bearer {keys['demo-council']}"}
+            who = (
+                admin
+                if as_operator
+                else council
+                if path.startswith("/v1/depersonalise")
+                else police
+            )
             request = client.build_request(method, path, content=body, headers={**who, **headers})
             with Probe(hub.gateway_url + "/v1/me", police) as probe:
                 seconds, status = timed(partial(client.send, request))

@@ -93,7 +93,10 @@ def test_a_streamed_body_over_the_limit_is_refused_without_reading_it_all(
         "/v1/depersonalise",
         params={"dataset": "police-crime"},
         content=body(),
-        headers={**token(action="read"), "Content-Type": "application/json"},
+        headers={
+            **token(action="read", dataset="police-crime", level="depersonalised"),
+            "Content-Type": "application/json",
+        },
     )
     assert answer.status_code == 413
     assert sent < 20

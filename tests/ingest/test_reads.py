@@ -328,8 +328,9 @@ async def test_operators_erase_a_providers_records_and_retraction_names_unknown_
     logged = (await client.get("/internal/purges", headers=token("gateway", ["service"]))).json()
     assert [(e["retention_days"], e["deleted"]) for e in logged["purges"]] == [(0, 1), (0, 2)]
     # The other provider's record of the same reference is untouched.
-    kept = await client.delete(f"{PUSH}/s1", headers=token("other"))
+    decided = {"action": "retract", "dataset": "police-crime"}  # as the gateway's token says
+    kept = await client.delete(f"{PUSH}/s1", headers=token("other", **decided))
     assert kept.status_code == 204
-    gone = await client.delete(f"{PUSH}/s2", headers=token("gmp"))
+    gone = await client.delete(f"{PUSH}/s2", headers=token("gmp", **decided))
     assert gone.status_code == 404
     assert gone.json()["field"] == "source_ref" and gone.json()["source_ref"] == "s2"
