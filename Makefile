@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
+VAR_DIR ?= $(or $(CSP_VAR_DIR),var)
 
 WEB    := build/web
 
@@ -53,5 +54,6 @@ format: venv
 bench: venv
 	$(BIN)/python -m bench
 
+## make clean: start afresh (databases, the demo marker, the internal secret, bench figures)
 clean:
-	rm -rf var/*.db var/*.db-* var/bench
+	rm -rf $(VAR_DIR)

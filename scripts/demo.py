@@ -7,6 +7,7 @@ Manchester and a few hundred synthetic crime records. Nothing in it describes re
 from __future__ import annotations
 
 import random
+import time
 from datetime import date, timedelta
 from typing import Any
 
@@ -141,12 +142,33 @@ def seed(gateway_url: str, admin_key: str) -> dict[str, str]:
             ),
             "snap layer",
         )
-        _check(
+        police = {"Authorization": f"Bearer {keys[DEMO_PROVIDER['code']]}"}
+        pushed = _check(
             client.post(
                 "/v1/datasets/police-crime/records",
                 json={"records": demo_records()},
-                headers={"Authorization": f"Bearer {keys[DEMO_PROVIDER['code']]}"},
+                headers=police,
             ),
             "push",
         )
+        _wait_served(client, admin, police, pushed["batch_id"])
     return keys
+
+
+def _wait_served(
+    client: httpx.Client,
+    admin: dict[str, str],
+    police: dict[str, str],
+    batch_id: str,
+    timeout: float = 90,
+) -> None:
+    """Until the demo layers are served and every demo record is depersonalised."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        layers = _check(client.get("/v1/geographies", headers=admin), "geographies")["layers"]
+        batch = _check(client.get(f"/v1/batches/{batch_id}", headers=police), "batch")
+        served = all(layer.get("status") == "active" for layer in layers)
+        if served and batch["depersonalised"] >= batch["accepted"]:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the demo was not served within {timeout} s")

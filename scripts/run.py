@@ -1,7 +1,8 @@
 """``make run``: the whole hub on one machine, no Docker.
 
-Four processes with SQLite files under ``var/``, one log stream prefixed by service, Ctrl-C stops
-them all. On first start it seeds the demo and prints the keys once.
+Four processes with SQLite files under ``var/``, one log stream prefixed by service; SIGINT
+(Ctrl-C) or SIGTERM stops them all, however it was started. On first start it seeds the demo and
+prints the keys once. Everything under ``var/`` is private to the user (files 0600, folders 0700).
 """
 
 from __future__ import annotations
@@ -26,27 +27,45 @@ def _ports() -> dict[str, int]:
     }
 
 
+def _secret_file(path: Path) -> str:
+    """A random secret kept in ``path``: created 0600 before a byte of it is written."""
+    if not path.exists():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def _internal_secret() -> str:
     if os.environ.get("CSP_INTERNAL_SECRET"):
         return os.environ["CSP_INTERNAL_SECRET"]
-    path = VAR / "internal-secret"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return _secret_file(VAR / "internal-secret")
 
 
 def _linkage_key() -> str:
     """Ingest's own key for person pseudonyms (never the internal secret), kept under var/."""
-    path = VAR / "linkage-key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return _secret_file(VAR / "linkage-key")
+
+
+def private_var(folder: Path) -> None:
+    """Make ``folder`` and everything already in it private; the umask covers what comes next."""
+    os.umask(0o077)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_symlink():
+            continue
+        path.chmod(0o700 if path.is_dir() else 0o600)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main() -> int:
-    VAR.mkdir(parents=True, exist_ok=True)
+    # `make run &` from a script starts with SIGINT ignored: take both signals back explicitly.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    private_var(VAR)
     fresh = not (VAR / "gateway.db").exists()
     seeded_marker = VAR / "demo-seeded"
     admin_key = os.environ.get("CSP_ADMIN_KEY") or (
@@ -70,7 +89,6 @@ def main() -> int:
         for name in DEFAULT_PORTS
     }
     hub = Hub(_ports(), databases, _internal_secret(), extra)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         hub.start()
         gateway = hub.gateway_url
@@ -80,7 +98,7 @@ def main() -> int:
             _print_welcome(gateway, admin_key, keys)
         else:
             print(f"\nThe hub is up at {gateway} (demo seeded earlier; its keys were shown then).")
-        print("Ctrl-C stops every service.\n", flush=True)
+        print("Ctrl-C (or SIGTERM) stops every service.\n", flush=True)
         while all(service.alive() for service in hub.services.values()):
             time.sleep(0.5)
         print("A service stopped; stopping the others.", file=sys.stderr)

@@ -6,6 +6,8 @@ end-to-end tests start a service the same way.
 
 from __future__ import annotations
 
+import os
+
 import uvicorn
 
 from shared.logging import configure_logging
@@ -15,6 +17,8 @@ MAX_HEADER_BYTES = 16 * 1024
 
 
 def serve(service: str, settings: ServiceSettings, factory: str) -> None:
+    # Database files (SQLite and its -wal/-shm), keys and logs a service creates are its own only.
+    os.umask(0o077)
     configure_logging(service, settings.log_level)
     uvicorn.run(
         factory,
