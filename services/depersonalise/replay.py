@@ -47,6 +47,7 @@ async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
             load_catalogue(),
             settings.replay_page_size,
             lambda: store.load_registry(state.engine),
+            settings.replay_retry_seconds,
         )
     )
     state.rebuild_task = task
@@ -61,8 +62,12 @@ async def rebuild(
     catalogue: dict[str, Dataset],
     page_size: int,
     registry_loader: Callable[[], store.Registry],
+    retry_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Replay every dataset from ingest into the next generation, then serve it."""
+    """Replay every dataset from ingest into the next generation, then serve it.
+
+    A page ingest does not answer is asked again with backoff for up to ``retry_seconds`` (ingest
+    restarting mid-rebuild), so the rebuild completes by itself once ingest is back."""
     building = await asyncio.to_thread(store.start_building, engine)
     registry = await asyncio.to_thread(registry_loader)
     progress: dict[str, Any] = {
@@ -82,8 +87,16 @@ async def rebuild(
         for name in sorted(catalogue):
             after: Any = None
             while True:
-                events, after, more = await _page(
-                    client, ingest_url, secret, name, after, page_size
+                events, after, more = await _page_with_retries(
+                    engine,
+                    progress,
+                    retry_seconds,
+                    client,
+                    ingest_url,
+                    secret,
+                    name,
+                    after,
+                    page_size,
                 )
                 if events:
                     registry = await asyncio.to_thread(registry_loader)
@@ -113,6 +126,31 @@ async def rebuild(
     await asyncio.to_thread(store.activate, engine, building, progress)
     log.info("rebuild complete", extra={"processed": progress["processed"]})
     return progress
+
+
+async def _page_with_retries(
+    engine: Engine,
+    progress: dict[str, Any],
+    retry_seconds: float,
+    *page: Any,
+) -> tuple[list[Event], Any, bool]:
+    deadline = asyncio.get_running_loop().time() + retry_seconds
+    pause = 0.25
+    while True:
+        try:
+            found = await _page(*page)
+        except IngestUnreachableError as exc:
+            if asyncio.get_running_loop().time() + pause > deadline:
+                raise
+            if progress.get("waiting") is None:
+                progress["waiting"] = f"ingest unreachable ({exc}); retrying"
+                await asyncio.to_thread(store.set_progress, engine, dict(progress))
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
+            continue
+        if progress.pop("waiting", None) is not None:
+            await asyncio.to_thread(store.set_progress, engine, dict(progress))
+        return found
 
 
 async def _page(

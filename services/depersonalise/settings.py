@@ -17,6 +17,7 @@ class Settings(ServiceSettings):
     ingest_url: str = "http://127.0.0.1:8002"
     ingest_timeout_seconds: float = 30.0
     replay_page_size: int = 2000
+    replay_retry_seconds: float = 600.0  # how long a rebuild waits for ingest before it fails
     max_upload_bytes: int = 250_000_000  # operators' layer uploads
     # Any read key's POST /v1/depersonalise: about 23,000 records, answered within 2 s.
     max_depersonalise_bytes: int = 3_000_000

@@ -337,6 +337,11 @@ def _apply_to_generation(
             statuses[event.event_id] = "skipped"
             continue
         best = winners.get(event.record_key)
+        if best is None and held.get(event.record_key) == event.revision:
+            # Already held at this very revision (a redelivery, or the replay of a rebuild got
+            # there first): the event is applied, and says so.
+            statuses[event.event_id] = "stored" if event.op == "upsert" else "deleted"
+            continue
         floor = max(held.get(event.record_key, -1), best.revision if best else -1)
         if event.revision <= floor:
             statuses[event.event_id] = "stale"

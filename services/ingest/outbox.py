@@ -26,7 +26,9 @@ from shared.tokens import HEADER, issue_token
 log = logging.getLogger("csp.ingest.relay")
 
 _decode = msgspec.json.Decoder().decode
-DEPERSONALISED = {"stored", "deleted", "skipped"}
+# Every answer settles the event: `stale` means depersonalise already holds a newer revision of the
+# record (a correction or retraction that came later), so this batch's row is accounted for.
+DEPERSONALISED = {"stored", "deleted", "skipped", "stale"}
 
 
 def shareable_fields(dataset: Dataset) -> frozenset[str]:
@@ -40,6 +42,27 @@ def shareable_fields(dataset: Dataset) -> frozenset[str]:
 def _batch_ids(connection: Connection, seqs: set[int]) -> dict[int, str]:
     query = select(BATCH.c.seq, BATCH.c.batch_id).where(BATCH.c.seq.in_(seqs))
     return {seq: batch_id for seq, batch_id in connection.execute(query)}
+
+
+def _still_pending(connection: Connection, seqs: set[int]) -> set[int]:
+    query = select(OUTBOX.c.batch_seq).where(
+        OUTBOX.c.batch_seq.in_(seqs), OUTBOX.c.delivered.is_(False)
+    )
+    return {seq for (seq,) in connection.execute(query)}
+
+
+def settle_batch(connection: Connection, seq: int) -> None:
+    """Every outbox row of the batch is delivered: rows it held that a later correction or
+    retraction replaced before they went out are settled too (their newer revision went instead),
+    so ``delivered`` and ``depersonalised`` reach ``accepted``, each row counted once."""
+    connection.execute(
+        update(BATCH)
+        .where(BATCH.c.seq == seq, BATCH.c.delivered < BATCH.c.accepted)
+        .values(
+            depersonalised=BATCH.c.depersonalised + (BATCH.c.accepted - BATCH.c.delivered),
+            delivered=BATCH.c.accepted,
+        )
+    )
 
 
 @dataclass
@@ -159,6 +182,9 @@ class Relay:
                         depersonalised=BATCH.c.depersonalised + depersonalised.get(seq, 0),
                     )
                 )
+            finished = {seq for _id, _cursor, done, seq in progress if done}
+            for seq in sorted(finished - _still_pending(connection, finished)):
+                settle_batch(connection, seq)
 
     async def run_once(self) -> int:
         """Deliver one batch of events; the number delivered (0 when nothing is pending)."""

@@ -88,6 +88,21 @@ def test_demo_layer_loads_and_is_listed_with_its_area_count(make_client) -> None
     ]
 
 
+def test_a_redelivered_event_is_stored_once_and_answered_stored(make_client) -> None:
+    # The relay lost the first answer: the same revision again must count, and not twice.
+    client, fake = make_client()
+    load_demo(client)
+    events = [event(i + 1, f"r{i}", 383100, 397100, revision=5) for i in range(3)]
+    assert push(client, fake, events)["depersonalised"] == 3
+    again = push(client, fake, events)
+    assert {r["status"] for r in again["results"]} == {"stored"}
+    body = client.get(
+        "/v1/datasets/police-crime/aggregates?geography=demo&from=2024-01-01&to=2024-01-31",
+        headers=reader(),
+    ).json()
+    assert body["disclosure"]["records"] == 3
+
+
 def test_events_apply_only_newer_revisions_and_answer_the_contract(make_client) -> None:
     client, fake = make_client()
     load_demo(client)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -177,7 +178,7 @@ def test_replacing_a_layer_replays_from_ingest_and_serves_old_answers_meanwhile(
 
 
 def test_when_ingest_is_down_the_old_records_stay_and_the_failure_shows(make_client) -> None:
-    client, fake = make_client()
+    client, fake = make_client(replay_retry_seconds=0)
     load_demo(client)
     push(client, fake, [event(i + 1, f"k{i}", 380100, 394100) for i in range(6)])
     fake.down = True
@@ -204,6 +205,32 @@ def test_when_ingest_is_down_the_old_records_stay_and_the_failure_shows(make_cli
     retried = client.post("/v1/geographies/rebuild", headers=admin())
     assert retried.status_code == 202
     assert wait_rebuild(client)["state"] == "complete"
+    listing = client.get("/v1/geographies", headers=admin()).json()
+    assert {e["name"]: e["status"] for e in listing["layers"]} == {
+        "demo": "active",
+        "other": "active",
+    }
+
+
+def test_a_rebuild_waits_for_ingest_to_come_back_and_completes_by_itself(make_client) -> None:
+    client, fake = make_client(replay_retry_seconds=30)
+    load_demo(client)
+    push(client, fake, [event(i + 1, f"k{i}", 380100, 394100) for i in range(6)])
+    fake.down = True
+    client.post(
+        "/v1/geographies/other?code_field=code",
+        content=json.dumps(demo_layer(size_metres=500)),
+        headers={**admin(), "Content-Type": "application/geo+json"},
+    )
+    deadline = time.monotonic() + 10
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline and not state.get("waiting"):
+        state = client.get("/v1/geographies", headers=admin()).json()["rebuild"]
+        time.sleep(0.05)
+    assert state["state"] == "running" and "ingest unreachable" in state["waiting"]
+    fake.down = False
+    done = wait_rebuild(client)
+    assert done["state"] == "complete" and "waiting" not in done
     listing = client.get("/v1/geographies", headers=admin()).json()
     assert {e["name"]: e["status"] for e in listing["layers"]} == {
         "demo": "active",

@@ -29,7 +29,9 @@ def build_receiver(log_file: Path | None = None) -> FastAPI:
         for event in body["events"]:
             app.state.events.append(event)
             held = app.state.current.get(event["record_key"])
-            if held is not None and held["revision"] >= event["revision"]:
+            if held is not None and held["revision"] == event["revision"]:
+                status = "stored" if event["op"] == "upsert" else "deleted"
+            elif held is not None and held["revision"] > event["revision"]:
                 status = "stale"
             else:
                 app.state.current[event["record_key"]] = event

@@ -120,6 +120,18 @@ async def test_same_ref_twice_in_one_batch_keeps_the_later(client: Client, recei
     assert [e["record"]["category"] for e in receiver.state.events] == ["Robbery"]
 
 
+async def test_batch_counts_reach_accepted_once_when_rows_are_replaced_before_delivery(
+    client: Client, receiver: Any
+) -> None:
+    first = (await push(client, [crime(f"f{i}") for i in range(10)] + [crime("f0")])).json()
+    corrected = (await push(client, [crime("f1", category="Robbery")])).json()
+    assert (await client.delete(f"{PUSH}/f2", headers=token("gmp"))).status_code == 204
+    await drain(client)
+    for answer, accepted in ((first, 11), (corrected, 1)):
+        counts = await batch(client, answer["batch_id"])
+        assert counts["delivered"] == counts["depersonalised"] == accepted, counts
+
+
 async def test_relay_backs_off_while_receiver_down(client: Client, receiver: Any) -> None:
     await push(client, [crime(f"e{i}") for i in range(30)])
     receiver.state.fail = True

@@ -1,0 +1,253 @@
+"""Batch counts are true and converge, whatever rebuilds, restarts and revisions happen meanwhile.
+
+Real processes: pushes while a layer rebuild replays from ingest, a second load during the first
+rebuild, depersonalise SIGKILLed mid-rebuild, ingest down mid-rebuild, corrections and
+retractions of a batch still in flight. Every time: 0 records lost, 0 duplicated, and each batch's
+``delivered`` and ``depersonalised`` reach ``accepted`` exactly.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from itertools import count
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from scripts.hub import Hub
+from services.depersonalise.demo import demo_layer
+from tests.e2e.conftest import ADMIN_KEY
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+POLICE, COUNCIL = "fc-police", "fc-council"
+HELD = 16_000  # records already held before the faults start, so a rebuild takes a while
+_layers = count(1)
+_refs = count(1)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def rows(n: int, refs: list[str] | None = None, category: str = "Burglary") -> list[dict[str, Any]]:
+    refs = refs or [f"FC-{next(_refs):07d}" for _ in range(n)]
+    return [
+        {
+            "source_ref": ref,
+            "occurred_at": f"2024-0{1 + number % 6}-{1 + number % 28:02d}T10:00:00Z",
+            "category": category,
+            "easting": 380_100.0 + (number * 37) % 5_800,
+            "northing": 394_100.0 + (number * 53) % 5_800,
+        }
+        for number, ref in enumerate(refs)
+    ]
+
+
+class Partner:
+    def __init__(self, hub: Hub, keys: dict[str, str]) -> None:
+        self.hub = hub
+        self.keys = keys
+        self.expected: set[str] = set()  # source_refs that must be held
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.hub.gateway_url, timeout=300)
+
+    def push(self, records: list[dict[str, Any]]) -> str:
+        with self.client() as client:
+            answer = client.post(
+                "/v1/datasets/police-crime/records",
+                json={"records": records},
+                headers=bearer(self.keys[POLICE]),
+            )
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["accepted"] == len(records), answer.text
+        self.expected.update(r["source_ref"] for r in records)
+        return str(answer.json()["batch_id"])
+
+    def retract(self, ref: str) -> None:
+        with self.client() as client:
+            answer = client.delete(
+                f"/v1/datasets/police-crime/records/{ref}", headers=bearer(self.keys[POLICE])
+            )
+        assert answer.status_code == 204, answer.text
+        self.expected.discard(ref)
+
+    def load_layer(self) -> str:
+        name = f"fc-layer-{next(_layers)}"
+        with self.client() as client:
+            answer = client.post(
+                f"/v1/geographies/{name}",
+                params={"code_field": "code", "name_field": "name"},
+                json=demo_layer(),
+                headers=bearer(ADMIN_KEY),
+            )
+        assert answer.status_code in (201, 202), answer.text
+        return name
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        with self.client() as client:
+            return dict(
+                client.get(f"/v1/batches/{batch_id}", headers=bearer(self.keys[POLICE])).json()
+            )
+
+    def rebuild_state(self) -> dict[str, Any]:
+        with self.client() as client:
+            answer = client.get("/v1/geographies", headers=bearer(ADMIN_KEY))
+        return dict(answer.json().get("rebuild") or {}) if answer.status_code == 200 else {}
+
+    def wait_rebuilding(self, processed: int = 1, timeout: float = 60) -> None:
+        """Until the replay of a rebuild has written at least ``processed`` records."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.rebuild_state()
+            if state.get("state") == "running" and state.get("processed", 0) >= processed:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"no rebuild running: {self.rebuild_state()}")
+
+    def converged(self, batch_ids: list[str], timeout: float = 60) -> None:
+        """Every batch exact within ``timeout`` s, the layers served, the store exactly right."""
+        deadline = time.monotonic() + timeout
+        pending: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            counts = {b: self.batch(b) for b in batch_ids}
+            pending = {
+                b: c
+                for b, c in counts.items()
+                if not c["delivered"] == c["depersonalised"] == c["accepted"]
+            }
+            if not pending and self.rebuild_state().get("state") != "running":
+                break
+            for c in counts.values():
+                assert c["delivered"] <= c["accepted"], c
+                assert c["depersonalised"] <= c["accepted"], c
+            time.sleep(0.25)
+        assert not pending, f"counts stuck after {timeout} s: {pending}"
+        time.sleep(1.0)  # nothing counted twice after converging
+        for b in batch_ids:
+            c = self.batch(b)
+            assert c["delivered"] == c["depersonalised"] == c["accepted"], c
+        self.check_store()
+
+    def check_store(self) -> None:
+        """Depersonalise holds each expected record once in the served generation, nothing else."""
+        url = self.hub["depersonalise"].env["CSP_DEPERSONALISE_DATABASE_URL"]
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                generation = conn.execute(text("SELECT generation FROM service_state")).scalar()
+                live, keys = conn.execute(
+                    text(
+                        "SELECT count(*), count(DISTINCT record_key) FROM derived_record "
+                        "WHERE generation = :g AND dataset = 'police-crime' AND provider = :p "
+                        "AND deleted = :f"
+                    ),
+                    {"g": generation, "p": POLICE, "f": False},
+                ).one()
+        finally:
+            engine.dispose()
+        assert keys == live, f"{live - keys} records duplicated"
+        assert live == len(self.expected), f"held {live}, expected {len(self.expected)}"
+
+
+@pytest.fixture(scope="module")
+def partner(hub: Hub) -> Iterator[Partner]:
+    admin = bearer(ADMIN_KEY)
+    keys: dict[str, str] = {}
+    with httpx.Client(base_url=hub.gateway_url, timeout=120) as client:
+        for code, kind in ((POLICE, "police"), (COUNCIL, "local-authority")):
+            created = client.post(
+                "/v1/agencies", json={"code": code, "name": code, "kind": kind}, headers=admin
+            )
+            assert created.status_code == 201, created.text
+            keys[code] = client.post(f"/v1/agencies/{code}/keys", headers=admin).json()["key"]
+        agreement = client.post(
+            "/v1/agreements",
+            json={
+                "title": "Crime data for the fault tests",
+                "purpose": "strategic-assessment",
+                "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
+                "providers": [POLICE],
+                "recipients": [COUNCIL],
+                "datasets": [{"dataset": "police-crime", "level": "aggregate"}],
+                "start": "2024-01-01",
+                "end": "2030-12-31",
+                "review_by": "2030-06-30",
+                "retention_days": 3650,
+            },
+            headers=admin,
+        )
+        assert agreement.status_code == 201, agreement.text
+        for code in keys:
+            signed = client.post(
+                f"/v1/agreements/{agreement.json()['id']}/sign",
+                json={"signatory": "Fault tests"},
+                headers=bearer(keys[code]),
+            )
+            assert signed.status_code == 200, signed.text
+    held = Partner(hub, keys)
+    held.load_layer()
+    seeded = [held.push(rows(HELD // 2)), held.push(rows(HELD // 2))]
+    held.converged(seeded, timeout=120)
+    yield held
+
+
+def _in_thread(function: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(function(*args)))
+    thread.start()
+    return thread, out
+
+
+def test_push_during_a_rebuild_converges(partner: Partner) -> None:
+    pushing, out = _in_thread(partner.push, rows(9_784))
+    partner.load_layer()
+    pushing.join(300)
+    partner.converged(out)
+
+
+def test_second_load_while_the_first_rebuild_runs(partner: Partner) -> None:
+    partner.load_layer()
+    partner.wait_rebuilding()
+    pushing, out = _in_thread(partner.push, rows(4_000))
+    partner.load_layer()
+    pushing.join(300)
+    partner.converged(out)
+
+
+def test_depersonalise_killed_mid_rebuild_and_restarted(partner: Partner, hub: Hub) -> None:
+    first = partner.push(rows(3_000))
+    partner.load_layer()
+    partner.wait_rebuilding(processed=2_000)
+    hub["depersonalise"].stop(signal.SIGKILL)
+    later = partner.push(rows(3_000))  # accepted by ingest while depersonalise is down
+    hub["depersonalise"].start()
+    hub["depersonalise"].wait_ready(60)
+    partner.converged([first, later])
+
+
+def test_ingest_down_during_a_rebuild(partner: Partner, hub: Hub) -> None:
+    first = partner.push(rows(3_000))
+    partner.load_layer()
+    partner.wait_rebuilding(processed=2_000)
+    hub["ingest"].stop()
+    time.sleep(3)
+    hub["ingest"].start()
+    hub["ingest"].wait_ready(60)
+    partner.converged([first])
+
+
+def test_correction_and_retraction_of_a_batch_in_flight(partner: Partner) -> None:
+    original = rows(6_000)
+    refs = [r["source_ref"] for r in original]
+    first = partner.push(original)
+    corrected = partner.push(rows(200, refs=refs[-200:], category="Robbery"))
+    for ref in refs[-300:-250] + refs[-20:]:
+        partner.retract(ref)
+    partner.converged([first, corrected])
