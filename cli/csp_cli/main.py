@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -24,6 +27,8 @@ from csp_cli.chunks import FileFormat, detect_format
 from csp_cli.config import ConfigError, config_path, load_config
 from csp_cli.gateway import Gateway, GatewayError
 from csp_cli.upload import push_file
+
+POLL_SECONDS = 1.0
 
 app = typer.Typer(help="Client of a CSP information-sharing hub.", no_args_is_help=True)
 agencies_app = typer.Typer(help="Agencies (operators).", no_args_is_help=True)
@@ -435,25 +440,69 @@ def geographies_load(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     code_field: Annotated[str, typer.Option(help="attribute with the GSS code, e.g. LSOA21CD")],
     name_field: Annotated[str, typer.Option(help="attribute with the name, e.g. LSOA21NM")],
+    wait: Annotated[bool, typer.Option(help="wait until the layer is served")] = True,
+    timeout: Annotated[float, typer.Option(help="seconds to wait at most")] = 3600.0,
 ) -> None:
-    """Load a boundary layer: GeoJSON, GeoPackage or zipped shapefile, any declared CRS."""
+    """Load a boundary layer: GeoJSON, GeoPackage or zipped shapefile, any declared CRS; waits
+    with a progress bar until the layer is served (the derived records rebuilt)."""
     content_type = GEO_TYPES.get(file.suffix.lower())
     if content_type is None:
         _fail(f"{file.name}: expected .geojson, .json, .gpkg or .zip")
-    answer = _upload(
+    response = _upload_response(
         ctx,
         file,
         f"/v1/geographies/{layer}",
         {"code_field": code_field, "name_field": name_field},
         content_type,
     )
+    answer = response.json()
+    location = response.headers.get("location")
+    if wait and location and answer.get("status") != "active":
+        answer = {**answer, **_wait_for_layer(_gateway(ctx), location, timeout)}
     _print_json(answer)
+
+
+def _wait_for_layer(gateway: Gateway, location: str, timeout: float) -> dict[str, Any]:
+    """Poll the layer's status (the load's ``Location``) with a bar until it is served."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        "[progress.percentage]{task.percentage:>3.0f}%",
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("rebuilding the derived records", total=1.0)
+        while time.monotonic() < deadline:
+            try:
+                status = gateway.get_json(location)
+            except GatewayError as exc:
+                progress.stop()
+                _fail(str(exc))
+            progress.update(task, completed=float(status.get("progress") or 0.0))
+            if status.get("status") == "active":
+                return {"status": "active", "progress": 1.0}
+            if (status.get("rebuild") or {}).get("state") == "failed":
+                progress.stop()
+                _fail(f"the rebuild failed: {status['rebuild'].get('error')}; retry the load")
+            time.sleep(POLL_SECONDS)
+    _fail(f"the layer was not served within {timeout:.0f} s; `csp geographies list` shows it")
+    return status
 
 
 def _upload(
     ctx: typer.Context, file: Path, path: str, params: dict[str, Any], content_type: str
 ) -> Any:
     """POST a file as the body, streamed with a progress bar; the JSON answer."""
+    return _upload_response(ctx, file, path, params, content_type).json()
+
+
+def _upload_response(
+    ctx: typer.Context, file: Path, path: str, params: dict[str, Any], content_type: str
+) -> httpx.Response:
+    """POST a file as the body, streamed with a progress bar; the answer."""
     gateway = _gateway(ctx)
     size = file.stat().st_size
     with _bytes_progress("uploading", size) as progress:
@@ -477,7 +526,7 @@ def _upload(
         except GatewayError as exc:
             progress.stop()
             _fail(str(exc))
-    return response.json()
+    return response
 
 
 @snap_app.command("from-postcodes")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,6 +23,30 @@ from shared.catalogue import Dataset, load_catalogue
 from shared.tokens import issue_token
 
 log = logging.getLogger("csp.depersonalise.replay")
+
+
+def layer_progress(rebuild: dict[str, Any]) -> float:
+    """How far the rebuild that will serve a pending layer is, from 0 to 1 (1 once served)."""
+    if rebuild.get("state") == "complete":
+        return 1.0
+    total, processed = rebuild.get("total") or 0, rebuild.get("processed") or 0
+    if rebuild.get("state") != "running" or total <= 0:
+        return 0.0
+    return round(min(processed / total, 0.99), 3)
+
+
+def retry_after(rebuild: dict[str, Any], moment: datetime | None = None) -> str:
+    """Seconds a client should wait before asking again, from the rebuild's pace so far (1-60)."""
+    processed, total = rebuild.get("processed") or 0, rebuild.get("total") or 0
+    try:
+        started = datetime.fromisoformat(rebuild["started_at"])
+    except (KeyError, TypeError, ValueError):
+        return "5"
+    elapsed = ((moment or datetime.now(UTC)) - started).total_seconds()
+    if rebuild.get("state") != "running" or processed <= 0 or elapsed <= 0:
+        return "5"
+    remaining = max(total - processed, 0) / (processed / elapsed)
+    return str(int(min(max(remaining, 1), 60)))
 
 
 class IngestUnreachableError(Exception):
@@ -70,15 +95,18 @@ async def rebuild(
     restarting mid-rebuild), so the rebuild completes by itself once ingest is back."""
     building = await asyncio.to_thread(store.start_building, engine)
     registry = await asyncio.to_thread(registry_loader)
+    current = registry.generation
+    held = await asyncio.to_thread(store.live_records, engine, current)
     progress: dict[str, Any] = {
         "state": "running",
         "generation": building,
         "processed": 0,
+        "total": held,  # what the replay is expected to bring back: the records served now
         "datasets_done": [],
         "started_at": store.now().isoformat(),
     }
-    current = registry.generation
-    if await asyncio.to_thread(store.live_records, engine, current) == 0:
+    await asyncio.to_thread(store.set_progress, engine, dict(progress))
+    if held == 0:
         # Nothing derived yet: no replay needed, the new layers are served at once.
         progress.update(state="complete", finished_at=store.now().isoformat(), replayed=False)
         await asyncio.to_thread(store.activate, engine, building, progress)

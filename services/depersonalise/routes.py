@@ -33,6 +33,7 @@ from services.depersonalise.models import (
     EventBatch,
     EventsAnswer,
 )
+from services.depersonalise.replay import layer_progress, retry_after
 from services.depersonalise.service import (
     LOCATION_FIELDS,
     allowed_fields,
@@ -132,6 +133,7 @@ def list_geographies(registry: RegistryDep, engine: EngineDep, claims: ClaimsDep
             entry.update(_layer_summary(meta))
         if pending:
             entry["pending"] = _layer_summary(pending)
+            entry["progress"] = layer_progress(registry.rebuild)
         layers.append(entry)
     listing: dict[str, Any] = {
         "layers": layers,
@@ -161,6 +163,22 @@ def _layer_summary(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 LAYER_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+@router.get("/geographies/{layer}/status")
+def geography_status(layer: str, registry: RegistryDep, _claims: ClaimsDep) -> JSONResponse:
+    """Where the latest load of a layer stands: ``pending`` while it is built, ``active`` once
+    served; what a client polls after the 202 of a load (its ``Location``)."""
+    if layer in registry.pending:
+        status = "pending"
+    elif layer in registry.active:
+        status = "active"
+    else:
+        raise ProblemError(404, f"No layer {layer!r}.", slug="unknown-layer", field="layer")
+    progress = 1.0 if status == "active" else layer_progress(registry.rebuild)
+    headers = {} if status == "active" else {"Retry-After": retry_after(registry.rebuild)}
+    body = {"name": layer, "status": status, "progress": progress, "rebuild": registry.rebuild}
+    return JSONResponse(jsonable_encoder(body), headers=headers)
 
 
 @router.get("/geographies/{layer}")
@@ -203,7 +221,7 @@ async def retry_rebuild(request: Request, _admin: AdminDep) -> dict[str, Any]:
     return {"rebuild": await trigger_rebuild(request)}
 
 
-@router.post("/geographies/{layer}", status_code=201)
+@router.post("/geographies/{layer}", status_code=202)
 async def load_geography(
     request: Request,
     layer: str,
@@ -212,7 +230,7 @@ async def load_geography(
     settings: SettingsDep,
     engine: EngineDep,
     name_field: str | None = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     _check_name(layer)
     body = await _body(request, settings.max_upload_bytes)
     parsed = await asyncio.to_thread(
@@ -220,13 +238,21 @@ async def load_geography(
     )
     await asyncio.to_thread(store.save_layer, engine, parsed, code_field, name_field)
     rebuild = await trigger_rebuild(request)
-    return {
+    served = rebuild.get("state") == "complete"
+    answer = {
         "layer": layer,
         "areas": len(parsed),
         "repaired": parsed.repaired,
         "source_crs": parsed.source_crs,
+        "status": "active" if served else "pending",
+        "progress": 1.0 if served else layer_progress(rebuild),
         "rebuild": rebuild,
     }
+    return JSONResponse(
+        jsonable_encoder(answer),
+        status_code=202,
+        headers={"Location": f"/v1/geographies/{layer}/status"},
+    )
 
 
 def _check_name(name: str) -> None:
@@ -443,6 +469,7 @@ def read_aggregates(
             f"Layer {geography!r} is still being built." if pending else f"No layer {geography!r}.",
             slug="layer-rebuilding" if pending else "unknown-layer",
             field="geography",
+            headers={"Retry-After": retry_after(registry.rebuild)} if pending else None,
         )
     if not coarser_or_equal(period, spec.time_resolution):
         raise ProblemError(

@@ -110,6 +110,7 @@ def _routes() -> list[Route]:
         ),
         r("GET", "/v1/geographies", DEPERSONALISE),
         r("GET", "/v1/geographies/{layer}", DEPERSONALISE),
+        r("GET", "/v1/geographies/{layer}/status", DEPERSONALISE),
         r("POST", "/v1/geographies/{layer}", DEPERSONALISE, admin_only=True),
         r("POST", "/v1/geographies/{layer}/derive", DEPERSONALISE, admin_only=True),
         r("POST", "/v1/populations/{layer}", DEPERSONALISE, admin_only=True),

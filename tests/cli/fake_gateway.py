@@ -36,6 +36,7 @@ class FakeGateway:
         self.requests: list[httpx.Request] = []
         self.uploads: list[tuple[str, dict[str, list[str]], bytes, str]] = []
         self.postcode_bodies: list[str] = []
+        self.layer_polls = 0  # status polls answered so far; served after the third
         self.agencies: list[dict[str, Any]] = [
             {"code": f"agency-{i}", "name": f"Agency {i}", "kind": "police"} for i in range(3)
         ]
@@ -89,7 +90,24 @@ class FakeGateway:
             self.uploads.append(
                 (path, parse_qs(request.url.query.decode()), body, request.headers["content-type"])
             )
-            return httpx.Response(201, json={"layer": path.rsplit("/", 1)[1], "areas": 2})
+            name = path.rsplit("/", 1)[1]
+            return httpx.Response(
+                202,
+                json={"layer": name, "areas": 2, "status": "pending", "progress": 0.0},
+                headers={"Location": f"/v1/geographies/{name}/status"},
+            )
+        if path.startswith("/v1/geographies/") and path.endswith("/status"):
+            self.layer_polls += 1
+            served = self.layer_polls >= 3
+            return httpx.Response(
+                200,
+                json={
+                    "name": path.split("/")[3],
+                    "status": "active" if served else "pending",
+                    "progress": 1.0 if served else self.layer_polls / 3,
+                    "rebuild": {"state": "complete" if served else "running"},
+                },
+            )
         if path == "/v1/postcodes" and method == "POST":
             text = request.read().decode()
             self.postcode_bodies.append(text)

@@ -141,7 +141,10 @@ def test_agencies_keys_and_agreements(fake: FakeGateway, tmp_path: Path) -> None
     assert "active" in runner.invoke(app, ["agreements", "list"]).output
 
 
-def test_geography_upload_streams_the_file(fake: FakeGateway, tmp_path: Path) -> None:
+def test_geography_upload_streams_the_file(
+    fake: FakeGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("csp_cli.main.POLL_SECONDS", 0.01)
     layer = tmp_path / "lsoa.geojson"
     layer.write_bytes(b'{"type": "FeatureCollection", "features": []}' + b" " * 3_000_000)
     result = runner.invoke(
@@ -158,6 +161,9 @@ def test_geography_upload_streams_the_file(fake: FakeGateway, tmp_path: Path) ->
         ],
     )
     assert result.exit_code == 0, result.output
+    # It waited, polling the answer's Location, until the layer was served.
+    assert fake.layer_polls == 3
+    assert json.loads(result.stdout[result.stdout.index("{") :])["status"] == "active"
     path, query, body, content_type = fake.uploads[-1]
     assert path == "/v1/geographies/lsoa21"
     assert query == {"code_field": ["LSOA21CD"], "name_field": ["LSOA21NM"]}

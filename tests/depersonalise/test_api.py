@@ -25,7 +25,8 @@ def load_demo(client, name: str = "demo") -> dict:
         content=json.dumps(demo_layer()),
         headers={**admin(), "Content-Type": "application/geo+json"},
     )
-    assert answer.status_code == 201, answer.text
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["location"] == f"/v1/geographies/{name}/status"
     return answer.json()
 
 

@@ -155,10 +155,15 @@ def test_replacing_a_layer_replays_from_ingest_and_serves_old_answers_meanwhile(
         content=json.dumps(bigger),
         headers={**admin(), "Content-Type": "application/geo+json"},
     )
-    assert answer.status_code == 201
+    assert answer.status_code == 202
     assert answer.json()["rebuild"]["state"] == "running"
+    assert answer.json()["status"] == "pending" and 0 <= answer.json()["progress"] < 1
     listing = client.get("/v1/geographies", headers=admin()).json()
     assert listing["layers"][0]["areas"] == 36 and listing["layers"][0]["pending"]["areas"] == 4
+    assert 0 <= listing["layers"][0]["progress"] < 1
+    status = client.get(answer.headers["location"], headers=admin())
+    assert status.status_code == 200
+    assert status.json()["status"] == "pending" and int(status.headers["retry-after"]) >= 1
     during = client.get(
         "/v1/datasets/police-crime/aggregates?geography=demo&from=2024-01-01&to=2024-01-31",
         headers=reader(),
@@ -201,6 +206,8 @@ def test_when_ingest_is_down_the_old_records_stay_and_the_failure_shows(make_cli
     assert body["disclosure"]["records"] == 6
     pending = client.get("/v1/datasets/police-crime/aggregates?geography=other", headers=reader())
     assert pending.status_code == 409
+    assert pending.json()["type"].endswith("layer-rebuilding")
+    assert 1 <= int(pending.headers["retry-after"]) <= 60
     fake.down = False
     retried = client.post("/v1/geographies/rebuild", headers=admin())
     assert retried.status_code == 202
@@ -231,6 +238,9 @@ def test_a_rebuild_waits_for_ingest_to_come_back_and_completes_by_itself(make_cl
     fake.down = False
     done = wait_rebuild(client)
     assert done["state"] == "complete" and "waiting" not in done
+    served = client.get("/v1/geographies/other/status", headers=admin())
+    assert served.json()["status"] == "active" and served.json()["progress"] == 1.0
+    assert "retry-after" not in served.headers
     listing = client.get("/v1/geographies", headers=admin()).json()
     assert {e["name"]: e["status"] for e in listing["layers"]} == {
         "demo": "active",
@@ -429,3 +439,20 @@ def test_snap_layer_from_postcode_centroids_and_a_people_table(make_client) -> N
         "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
     ).json()["records"][0]
     assert record["location_method"] == "snap" and record["k"] >= 8
+
+
+def test_progress_and_retry_after_follow_the_rebuild_pace() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.depersonalise.replay import layer_progress, retry_after
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    running = {"state": "running", "processed": 500, "total": 600, "started_at": start.isoformat()}
+    assert layer_progress(running) == 0.833
+    assert retry_after(running, start + timedelta(seconds=10)) == "2"  # 100 left at 50/s
+    slow = {**running, "processed": 100, "total": 100_000}
+    assert retry_after(slow, start + timedelta(seconds=10)) == "60"  # capped
+    assert layer_progress({**running, "processed": 900}) == 0.99  # never 1 until served
+    assert layer_progress({"state": "complete"}) == 1.0
+    assert layer_progress({"state": "failed", "processed": 5, "total": 10}) == 0.0
+    assert retry_after({}) == "5"

@@ -76,7 +76,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             content=zipped_shapefile(shp),
             headers={**admin(), "Content-Type": "application/zip"},
         )
-        assert loaded.status_code == 201, loaded.text
+        assert loaded.status_code == 202, loaded.text
         layer = read_layer(zipped_shapefile(shp), "lsoa21", "lsoa21cd", "lsoa21nm")
         candidates = postcode_candidates(require_data(*POSTCODES), layer, require_data(*POPULATION))
         snap = client.post(
@@ -285,7 +285,7 @@ def test_nottingham_wards_in_wgs84_load_and_assign_correctly(world: dict[str, An
         content=path.read_bytes(),
         headers={**admin(), "Content-Type": "application/geopackage+sqlite3"},
     )
-    assert answer.status_code == 201, answer.text
+    assert answer.status_code == 202, answer.text
     assert answer.json()["areas"] == 20
     assert "4326" in answer.json()["source_crs"]
     wards = gpd.read_file(path)

@@ -611,7 +611,7 @@ ROUTES: tuple[Route, ...] = (
             params={"code_field": "code", "name_field": "name"},
             json=tiny_layer(),
         ),
-        operators_only(201),
+        operators_only(202),
     ),
 )
 
@@ -714,7 +714,7 @@ def build_world(client: httpx.Client) -> World:
     world.revoked_key = revoked["key"]
 
     layer = {"code_field": "code", "name_field": "name"}
-    ok(client.post(f"/v1/geographies/{GRID}", params=layer, json=demo_layer(), headers=admin), 201)
+    ok(client.post(f"/v1/geographies/{GRID}", params=layer, json=demo_layer(), headers=admin), 202)
 
     outsider = {
         **agreement_body(BY_NAME["active"], "aggregate"),

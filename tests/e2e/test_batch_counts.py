@@ -87,7 +87,7 @@ class Partner:
                 json=demo_layer(),
                 headers=bearer(ADMIN_KEY),
             )
-        assert answer.status_code in (201, 202), answer.text
+        assert answer.status_code == 202, answer.text
         return name
 
     def batch(self, batch_id: str) -> dict[str, Any]:
