@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
 
@@ -42,6 +45,41 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def write_lock(engine: Engine) -> threading.Lock:
+    """The one writer lock of a SQLite engine in this process."""
+    with _LOCKS_GUARD:
+        lock = _WRITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _WRITE_LOCKS[engine] = threading.Lock()
+        return lock
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction, committed on leaving and rolled back on an error.
+
+    SQLite admits one writer: writers of this process queue on one lock, with no timeout, and take
+    the database's write lock at ``BEGIN IMMEDIATE``, so a writer waits its turn instead of failing
+    with "database is locked" (or on a stale read snapshot); readers never wait (WAL). PostgreSQL
+    writers run in parallel."""
+    if not is_sqlite(engine):
+        with engine.begin() as connection:
+            yield connection
+        return
+    with write_lock(engine), engine.connect() as connection:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
 
 
 def ping(engine: Engine) -> None:

@@ -33,6 +33,7 @@ from services.depersonalise.models import (
 from services.depersonalise.service import displacement_histogram, mask_records, merge_histograms
 from services.depersonalise.snapping import SnapLayer, combine_snap_layers
 from shared.catalogue import Dataset
+from shared.db import write_transaction
 from shared.grants import Slices
 
 T_LAYER = GeographyLayerRow.__table__  # type: ignore[attr-defined]
@@ -79,7 +80,7 @@ class Registry:
 
 
 def ensure_state(engine: Engine) -> None:
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         if conn.execute(select(T_STATE.c.id)).first() is None:
             conn.execute(insert(T_STATE).values(id=1, generation=1, layers_version=0, rebuild={}))
 
@@ -160,7 +161,7 @@ def save_layer(
     derived_from: str | None = None,
 ) -> int:
     """Store a layer as pending, replacing any earlier pending version, in one transaction."""
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         _drop_layers(conn, (T_LAYER.c.name == layer.name) & (T_LAYER.c.status == "pending"))
         layer_id = conn.execute(
             insert(T_LAYER).values(
@@ -199,7 +200,7 @@ def _drop_layers(conn: Connection, condition: Any) -> None:
 
 def save_snap_layer(engine: Engine, snap: SnapLayer) -> None:
     points = np.column_stack([snap.x, snap.y, snap.catchment]).astype(np.float64)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(
             delete(T_SNAP).where((T_SNAP.c.status == "pending") & (T_SNAP.c.name == snap.name))
         )
@@ -217,7 +218,7 @@ def save_snap_layer(engine: Engine, snap: SnapLayer) -> None:
 
 def start_building(engine: Engine) -> int:
     """Open the next generation for a rebuild (dropping any half-built one)."""
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         state = read_state(conn)
         # Strictly above any earlier building generation, so a cancelled rebuild's late writes
         # land in a generation that activation drops.
@@ -233,7 +234,7 @@ def start_building(engine: Engine) -> int:
 
 
 def set_progress(engine: Engine, rebuild: dict[str, Any]) -> None:
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(update(T_STATE).where(T_STATE.c.id == 1).values(rebuild=rebuild))
 
 
@@ -250,7 +251,7 @@ def live_records(engine: Engine, generation: int) -> int:
 
 def activate(engine: Engine, building: int, rebuild: dict[str, Any]) -> None:
     """Serve the rebuilt generation with the pending layers, in one transaction."""
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         pending = [
             r[0] for r in conn.execute(select(T_LAYER.c.name).where(T_LAYER.c.status == "pending"))
         ]
@@ -275,7 +276,7 @@ def activate(engine: Engine, building: int, rebuild: dict[str, Any]) -> None:
 
 def abandon(engine: Engine, rebuild: dict[str, Any]) -> None:
     """Keep serving the old generation; the pending layers wait for a retried rebuild."""
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         state = read_state(conn)
         conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != state["generation"]))
         conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != state["generation"]))
@@ -296,7 +297,7 @@ def apply_events(
     stored = 0
     for attempt in range(3):
         try:
-            with engine.begin() as conn:
+            with write_transaction(engine) as conn:
                 for position, (generation, layers, snap) in enumerate(targets):
                     outcome = _apply_to_generation(
                         conn, events, catalogue, generation, layers, snap
@@ -561,7 +562,7 @@ def records_without_area(engine: Engine, generation: int) -> int:
 
 
 def save_population(engine: Engine, layer: str, values: dict[str, float]) -> None:
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(delete(T_POP).where(T_POP.c.layer == layer))
         items = [{"layer": layer, "code": c, "population": p} for c, p in values.items()]
         for start in range(0, len(items), 2000):
@@ -597,7 +598,7 @@ def record_release(
     disclosure: dict[str, Any],
 ) -> str:
     release_id = secrets.token_hex(12)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         conn.execute(
             insert(T_RELEASE).values(
                 id=release_id,

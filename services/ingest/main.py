@@ -22,7 +22,7 @@ from services.ingest.service import forget_expired_keys
 from services.ingest.settings import Settings
 from shared.app import build_app
 from shared.catalogue import load_catalogue
-from shared.db import make_engine, ping, prepare_schema
+from shared.db import is_sqlite, make_engine, ping, prepare_schema
 from shared.tokens import HEADER, issue_token
 from shared.validation import compile_dataset
 
@@ -105,6 +105,8 @@ def create_app(
         app.state.linkage = linkage
         app.state.purge_now = purge_now
         app.state.running_keys = set()
+        # SQLite: pushes wait their turn here, holding no worker thread, so reads stay answered.
+        app.state.push_turns = asyncio.Semaphore(1 if is_sqlite(engine) else 64)
         tasks = []
         if settings.relay_enabled:
             tasks.append(

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, Row, select, update
 from services.ingest.linkage import people_of, share_pseudonym
 from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key
 from shared.catalogue import Dataset
+from shared.db import write_transaction
 from shared.tokens import HEADER, issue_token
 
 log = logging.getLogger("csp.ingest.relay")
@@ -162,7 +163,7 @@ class Relay:
             for r in results
             if r.get("event_id") in seq_of and r.get("status") in DEPERSONALISED
         )
-        with self.engine.begin() as connection:
+        with write_transaction(self.engine) as connection:
             for outbox_id, cursor, done, seq in progress:
                 connection.execute(
                     update(OUTBOX)

@@ -9,6 +9,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from services.ingest.location import parse_postcode_rows
 from services.ingest.service_sql import POSTCODE, dialect_insert
+from shared.db import write_transaction
 
 
 def load_postcodes(
@@ -16,7 +17,7 @@ def load_postcodes(
 ) -> dict[str, Any]:
     """Merge (or with ``replace`` swap in) a postcode file; counts loaded and skipped."""
     loaded = skipped = 0
-    with engine.begin() as connection:
+    with write_transaction(engine) as connection:
         if replace:
             connection.execute(delete(POSTCODE))
         statement: Any = dialect_insert(connection, POSTCODE)

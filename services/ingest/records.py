@@ -23,6 +23,7 @@ from services.ingest.service_sql import (
     utc_now,
 )
 from shared.catalogue import Dataset
+from shared.db import write_transaction
 from shared.errors import ProblemError
 from shared.grants import Slices
 
@@ -75,7 +76,7 @@ def retract(
     source_ref: str,
     linkage: tuple[dict[str, Dataset], LinkageConfig | None] | None = None,
 ) -> str:
-    with engine.begin() as connection:
+    with write_transaction(engine) as connection:
         found = connection.execute(
             select(RECORD.c.id).where(
                 RECORD.c.provider == provider,

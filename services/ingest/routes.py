@@ -168,7 +168,8 @@ async def push_records(
             return push(engine, compiled, rows, options).answer()
 
         try:
-            answer = await asyncio.to_thread(run)
+            async with request.app.state.push_turns:
+                answer = await asyncio.to_thread(run)
         except IntegrityError:
             # Another replica committed the same key first: answer as it did.
             if slot is None:
@@ -178,7 +179,8 @@ async def push_records(
                 raise
             answer = first
         except OperationalError as exc:
-            # SQLite admits one writer: a push that waited out the lock may simply retry.
+            # Writers of this process queue (shared.db.write_transaction); this is only for
+            # another process holding a SQLite file longer than its busy timeout.
             raise ProblemError(
                 503,
                 "The store is busy with another batch; retry shortly.",

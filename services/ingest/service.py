@@ -28,6 +28,7 @@ from services.ingest.service_sql import (
     utc_now,
 )
 from services.ingest.storage import record_writer
+from shared.db import write_transaction
 from shared.errors import ProblemError
 from shared.validation import CompiledDataset, validate_row
 
@@ -150,7 +151,7 @@ def push(
     moment = now or utc_now()
     outcome = PushOutcome(batch_id=uuid.uuid4().hex)
     try:
-        with engine.begin() as connection:
+        with write_transaction(engine) as connection:
             _push_in(connection, compiled, rows, options, moment, outcome)
             if options.atomic and outcome.errors_total:
                 raise _AtomicRollbackError
@@ -160,7 +161,7 @@ def push(
             outcome.reasons[(None, "refused with the rest of its atomic batch")] += valid
         outcome.rejected, outcome.accepted = outcome.received, 0
         outcome.corrections = outcome.unlocated = outcome.late = 0
-        with engine.begin() as connection:
+        with write_transaction(engine) as connection:
             seq = _insert_batch(connection, compiled, options, moment, outcome, "rejected")
             _record_rejections(connection, seq, compiled, options, moment, outcome)
             _remember(connection, options, moment, outcome)
@@ -392,7 +393,7 @@ def stored_answer(
 def forget_expired_keys(engine: Engine, moment: datetime | None = None) -> int:
     from sqlalchemy import delete
 
-    with engine.begin() as connection:
+    with write_transaction(engine) as connection:
         result = connection.execute(
             delete(IDEMPOTENCY).where(IDEMPOTENCY.c.expires_at <= iso(moment or utc_now()))
         )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -130,6 +132,30 @@ async def test_batch_counts_reach_accepted_once_when_rows_are_replaced_before_de
     for answer, accepted in ((first, 11), (corrected, 1)):
         counts = await batch(client, answer["batch_id"])
         assert counts["delivered"] == counts["depersonalised"] == accepted, counts
+
+
+async def test_concurrent_pushes_all_succeed_while_reads_are_answered(
+    client: Client, receiver: Any
+) -> None:
+    # Eight providers at once on one store: every push is accepted (queued on SQLite, never 503),
+    # and a batch status read is answered while they run.
+    bodies = [[crime(f"p{p}-{i}") for i in range(1500)] for p in range(8)]
+    first = (await push(client, bodies[0][:10], sub="agency-0")).json()
+    pushes = [
+        asyncio.create_task(push(client, body, sub=f"agency-{p}")) for p, body in enumerate(bodies)
+    ]
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    read = await client.get(f"/v1/batches/{first['batch_id']}", headers=token("agency-0"))
+    read_seconds = time.monotonic() - started
+    answers = await asyncio.gather(*pushes)
+    assert [a.status_code for a in answers] == [202] * 8, [a.text[:200] for a in answers]
+    assert sum(a.json()["accepted"] for a in answers) == 8 * 1500
+    assert read.status_code == 200 and read_seconds < 2.0, read_seconds
+    await drain(client)
+    for p, answer in enumerate(answers):
+        counts = await batch(client, answer.json()["batch_id"], sub=f"agency-{p}")
+        assert counts["delivered"] == counts["depersonalised"] == 1500, counts
 
 
 async def test_relay_backs_off_while_receiver_down(client: Client, receiver: Any) -> None:
