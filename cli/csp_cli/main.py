@@ -296,6 +296,25 @@ def quality(ctx: typer.Context, dataset: str) -> None:
 
 
 @app.command()
+def reconcile(
+    ctx: typer.Context,
+    last: Annotated[bool, typer.Option(help="show the last report instead of running one")] = False,
+) -> None:
+    """Operators: compare raw (ingest) with derived records per dataset x provider and repair;
+    exits 1 if they disagreed or the run failed."""
+    if last:
+        report = _call(ctx, "get_json", "/v1/reconcile")
+    else:
+        report = _call(ctx, "post_json", "/v1/reconcile")
+    pairs = report.get("pairs") or []
+    if pairs:
+        _table(pairs, ["dataset", "provider", "raw", "derived", "agreed", "redelivered", "removed"])
+    _print_json({k: v for k, v in report.items() if k != "pairs"})
+    if report.get("state") == "failed" or report.get("lag_records"):
+        raise typer.Exit(1)
+
+
+@app.command()
 def datasets(ctx: typer.Context) -> None:
     """The dataset catalogue."""
     rows = _items(_call(ctx, "get_json", "/v1/datasets"), "datasets")

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client.core import GaugeMetricFamily
 
 from services.depersonalise import replay, store
 from services.depersonalise.models import Base
+from services.depersonalise.reconcile import reconcile
+from services.depersonalise.replay import layer_progress
 from services.depersonalise.routes import internal, router
 from services.depersonalise.settings import Settings
 from shared.app import build_app
 from shared.db import make_engine, ping, prepare_schema
+
+log = logging.getLogger("csp.depersonalise")
 
 
 async def _ingest_answers(app: FastAPI) -> None:
@@ -23,6 +31,54 @@ async def _ingest_answers(app: FastAPI) -> None:
         f"{app.state.settings.ingest_url.rstrip('/')}/healthz", timeout=2.0
     )
     response.raise_for_status()
+
+
+async def _every(seconds: float, state: Any) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await reconcile(state)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("reconcile failed", extra={"error": type(exc).__name__})
+
+
+class ReconcileCollector:
+    """Derived lag and rebuild progress, from this replica's last reconciliation and state."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        report = getattr(self.app.state, "reconcile", None) or {}
+        registry = getattr(self.app.state, "registry", None)
+        rebuild = registry.rebuild if registry is not None else {}
+        since = report.get("disagree_since")
+        figures = (
+            (
+                "derived_lag_records",
+                "records raw and derived disagreed on",
+                report.get("lag_records", 0),
+            ),
+            (
+                "derived_lag_seconds",
+                "seconds raw and derived have disagreed",
+                time.time() - since if since else 0,
+            ),
+            (
+                "reconcile_last_run_timestamp_seconds",
+                "when the reconciler last ran",
+                report.get("ran_at", 0),
+            ),
+            (
+                "rebuild_progress",
+                "progress of a running rebuild (1 when none runs)",
+                1.0 if rebuild.get("state") != "running" else layer_progress(rebuild),
+            ),
+        )
+        for name, help_text, value in figures:
+            yield GaugeMetricFamily(f"csp_{name}", help_text, value=float(value))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,9 +98,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.registry = store.load_registry(engine)
         app.state.rebuild_task = None
         app.state.wire_cache = {}
+        app.state.reconcile = None
+        app.state.reconcile_lock = asyncio.Lock()
         if app.state.registry.building is not None:
             # A rebuild was interrupted (restart or crash): run it again from the start.
             await replay.restart(app.state)
+        scheduled = None
+        if settings.reconcile_interval_seconds > 0:
+            scheduled = asyncio.create_task(_every(settings.reconcile_interval_seconds, app.state))
         try:
             yield
         finally:
@@ -52,6 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            if scheduled is not None:
+                scheduled.cancel()
+                await asyncio.gather(scheduled, return_exceptions=True)
             await app.state.http.aclose()
             engine.dispose()
 
@@ -62,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Geography layers, depersonalised records, aggregates with disclosure control.",
     )
     app.state.settings = settings
+    app.state.metrics_registry.register(ReconcileCollector(app))
     app.include_router(internal)
     app.include_router(router)
     return app

@@ -188,11 +188,14 @@ async def _page(
     dataset: str,
     after: Any,
     limit: int,
+    provider: str | None = None,
 ) -> tuple[list[Event], Any, bool]:
     """One page of ``GET /internal/records``: events, the next cursor, whether more follow."""
     params: dict[str, Any] = {"dataset": dataset, "limit": limit}
     if after is not None:
         params["after"] = after
+    if provider is not None:
+        params["provider"] = provider
     token = issue_token(secret, {"sub": "depersonalise", "roles": ["service"]})
     try:
         response = await client.get(

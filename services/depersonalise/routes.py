@@ -33,6 +33,7 @@ from services.depersonalise.models import (
     EventBatch,
     EventsAnswer,
 )
+from services.depersonalise.reconcile import reconcile
 from services.depersonalise.replay import layer_progress, retry_after
 from services.depersonalise.service import (
     LOCATION_FIELDS,
@@ -163,6 +164,21 @@ def _layer_summary(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 LAYER_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+@router.post("/reconcile")
+async def reconcile_now(request: Request, _admin: AdminDep) -> dict[str, Any]:
+    """Compare raw (ingest) with derived records per dataset x provider now, and repair."""
+    return await reconcile(request.app.state)
+
+
+@router.get("/reconcile")
+def last_reconcile(request: Request, _admin: AdminDep) -> dict[str, Any]:
+    """The last reconciliation of this replica (scheduled or asked for)."""
+    report = request.app.state.reconcile
+    if report is None:
+        return {"state": "never", "pairs": [], "lag_records": 0}
+    return dict(report)
 
 
 @router.get("/geographies/{layer}/status")

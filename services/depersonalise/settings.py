@@ -18,9 +18,7 @@ class Settings(ServiceSettings):
     ingest_timeout_seconds: float = 30.0
     replay_page_size: int = 2000
     replay_retry_seconds: float = 600.0  # how long a rebuild waits for ingest before it fails
-    max_upload_bytes: int = 250_000_000  # operators' layer uploads
-    # Any read key's POST /v1/depersonalise: about 23,000 records, answered within 2 s.
-    max_depersonalise_bytes: int = 3_000_000
+    reconcile_interval_seconds: float = 300.0  # raw against derived on this schedule; 0: never
     records_page_max: int = 5000
     max_cells: int = 2_000_000  # largest aggregate table one query may ask for
     wire_simplify_metres: float = 10.0

@@ -612,3 +612,43 @@ def record_release(
             )
         )
     return release_id
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+
+def held_revisions(engine: Engine, generation: int, dataset: str) -> dict[str, list[int]]:
+    """Per provider, the revisions of the live derived records of a dataset."""
+    found: dict[str, list[int]] = defaultdict(list)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(T_RECORD.c.provider, T_RECORD.c.revision).where(
+                (T_RECORD.c.generation == generation)
+                & (T_RECORD.c.dataset == dataset)
+                & (T_RECORD.c.deleted.is_(False))
+            )
+        )
+        for provider, revision in rows:
+            found[provider].append(revision)
+    return dict(found)
+
+
+def drop_unheld(
+    engine: Engine, generation: int, dataset: str, provider: str, keep: set[int], horizon: int
+) -> int:
+    """Remove live derived records of a dataset x provider whose revision ingest no longer holds
+    (a retraction or purge whose delete never arrived); how many went. Revisions from
+    ``horizon`` up (given out after ingest was read) stay."""
+    with write_transaction(engine) as conn:
+        rows = conn.execute(
+            select(T_RECORD.c.id, T_RECORD.c.revision).where(
+                (T_RECORD.c.generation == generation)
+                & (T_RECORD.c.dataset == dataset)
+                & (T_RECORD.c.provider == provider)
+                & (T_RECORD.c.deleted.is_(False))
+            )
+        ).all()
+        gone = [row_id for row_id, revision in rows if revision < horizon and revision not in keep]
+        for start in range(0, len(gone), 500):
+            conn.execute(delete(T_RECORD).where(T_RECORD.c.id.in_(gone[start : start + 500])))
+    return len(gone)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from prometheus_client.core import GaugeMetricFamily
 
 from services.ingest.linkage import config_from
 from services.ingest.linkage_routes import linkage as linkage_routes
 from services.ingest.models import Base
-from services.ingest.outbox import Relay
+from services.ingest.outbox import Relay, outbox_figures
 from services.ingest.retention import purge
 from services.ingest.routes import batches, datasets, internal, operations, reports
 from services.ingest.service import forget_expired_keys
@@ -38,6 +39,26 @@ async def _every(seconds: float, job: Any, name: str) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed round is retried next interval
             log.warning(f"{name} failed", extra={"error": type(exc).__name__})
+
+
+class OutboxCollector:
+    """Outbox depth and age, read from the database when Prometheus scrapes."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        engine = getattr(self.app.state, "engine", None)
+        figures = {"depth": 0.0, "pending_records": 0.0, "oldest_age_seconds": 0.0}
+        if engine is not None:
+            with contextlib.suppress(Exception):  # a scrape never fails on a busy database
+                figures = outbox_figures(engine)
+        for name, help_text in (
+            ("depth", "outbox rows not yet delivered to depersonalise"),
+            ("pending_records", "accepted records of those rows not yet delivered"),
+            ("oldest_age_seconds", "age of the oldest outbox row not yet delivered"),
+        ):
+            yield GaugeMetricFamily(f"csp_outbox_{name}", help_text, value=figures[name])
 
 
 def create_app(
@@ -139,6 +160,7 @@ def create_app(
         description="Dataset catalogue, validated batches, raw records and the outbox.",
     )
     app.state.settings = settings
+    app.state.metrics_registry.register(OutboxCollector(app))
     for router in (datasets, batches, operations, reports, internal, linkage_routes):
         app.include_router(router)
     return app

@@ -12,16 +12,18 @@ import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import msgspec
-from sqlalchemy import Connection, Engine, Row, select, update
+from sqlalchemy import Connection, Engine, Row, func, select, update
 
 from services.ingest.linkage import people_of, share_pseudonym
-from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key
+from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key, revision_range
 from shared.catalogue import Dataset
 from shared.db import write_transaction
+from shared.holdings import revision_digest
 from shared.tokens import HEADER, issue_token
 
 log = logging.getLogger("csp.ingest.relay")
@@ -232,15 +234,16 @@ class Relay:
                 backoff = min(backoff * 2, backoff_max)
 
     def replay(
-        self, dataset: str, after: int, limit: int
+        self, dataset: str, after: int, limit: int, provider: str | None = None
     ) -> tuple[list[dict[str, Any]], int | None]:
-        """The current records of a dataset as upsert events, in revision order."""
+        """The current records of a dataset (of one provider, if given) as upsert events, in
+        revision order."""
+        where = [RECORD.c.dataset == dataset, RECORD.c.revision > after]
+        if provider is not None:
+            where.append(RECORD.c.provider == provider)
         with self.engine.connect() as connection:
             records = connection.execute(
-                select(RECORD)
-                .where(RECORD.c.dataset == dataset, RECORD.c.revision > after)
-                .order_by(RECORD.c.revision)
-                .limit(limit)
+                select(RECORD).where(*where).order_by(RECORD.c.revision).limit(limit)
             ).all()
             batch_ids = _batch_ids(connection, {r.batch_seq for r in records})
             people = self.people(connection, list(records))
@@ -249,3 +252,42 @@ class Relay:
         ]
         following = records[-1].revision if len(records) == limit else None
         return events, following
+
+
+def holdings(engine: Engine, dataset: str) -> dict[str, Any]:
+    """Per provider of a dataset: how many records are held raw, and their revision digest; and
+    the ``horizon``: every revision given out so far is below it."""
+    by_provider: dict[str, list[int]] = {}
+    with engine.connect() as connection:
+        last_seq = connection.execute(select(func.max(BATCH.c.seq))).scalar() or 0
+        rows = connection.execute(
+            select(RECORD.c.provider, RECORD.c.revision).where(RECORD.c.dataset == dataset)
+        )
+        for provider, revision in rows:
+            by_provider.setdefault(provider, []).append(revision)
+    return {
+        "dataset": dataset,
+        "horizon": revision_range(last_seq)[1],
+        "holdings": [
+            {"provider": p, "count": len(r), "digest": revision_digest(r)}
+            for p, r in sorted(by_provider.items())
+        ],
+    }
+
+
+def outbox_figures(engine: Engine, moment: datetime | None = None) -> dict[str, float]:
+    """Outbox rows not yet delivered, the records they still hold, and the oldest one's age."""
+    with engine.connect() as connection:
+        depth, oldest = connection.execute(
+            select(func.count(), func.min(OUTBOX.c.created_at)).where(OUTBOX.c.delivered.is_(False))
+        ).one()
+        pending = connection.execute(
+            select(func.coalesce(func.sum(BATCH.c.accepted - BATCH.c.delivered), 0)).where(
+                BATCH.c.seq.in_(select(OUTBOX.c.batch_seq).where(OUTBOX.c.delivered.is_(False)))
+            )
+        ).scalar_one()
+    age = 0.0
+    if oldest:
+        created = datetime.fromisoformat(str(oldest).replace("Z", "+00:00"))
+        age = max(((moment or datetime.now(UTC)) - created).total_seconds(), 0.0)
+    return {"depth": float(depth), "pending_records": float(pending), "oldest_age_seconds": age}

@@ -16,6 +16,7 @@ from services.ingest import schema
 from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows, json_rows, spool
 from services.ingest.deps import DatasetDep, EngineDep, SettingsDep
 from services.ingest.models import BatchPublic, ErasureRequest, PushAnswer
+from services.ingest.outbox import holdings
 from services.ingest.postcodes import load_postcodes, postcode_count
 from services.ingest.report import QUARTER_PATTERN, parse_quarter, provider_rows, report
 from services.ingest.report_render import report_csv, report_html
@@ -417,14 +418,24 @@ async def replay_records(
     dataset: str,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    provider: str | None = None,
 ) -> dict[str, Any]:
-    """Current records of a dataset as upsert events, for depersonalise to rebuild from."""
+    """Current records of a dataset (optionally one provider's) as upsert events, for
+    depersonalise to rebuild or reconcile from."""
     if not (claims.is_service or claims.is_admin):
         raise ProblemError(403, "Services only.", rule="service-only")
     events, following = await asyncio.to_thread(
-        request.app.state.relay.replay, dataset, after, limit
+        request.app.state.relay.replay, dataset, after, limit, provider
     )
     return {"events": events, "next": following}
+
+
+@internal.get("/holdings")
+async def dataset_holdings(claims: ClaimsDep, engine: EngineDep, dataset: str) -> dict[str, Any]:
+    """Per provider: records held raw and a digest of their revisions (the reconciler's side)."""
+    if not (claims.is_service or claims.is_admin):
+        raise ProblemError(403, "Services only.", rule="service-only")
+    return await asyncio.to_thread(holdings, engine, dataset)
 
 
 @internal.get("/purges")

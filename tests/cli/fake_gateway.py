@@ -85,6 +85,16 @@ class FakeGateway:
                 (path, parse_qs(request.url.query.decode()), body, request.headers["content-type"])
             )
             return httpx.Response(201, json={"matched": 2, "areas": 2, "points": 1})
+        if path == "/v1/reconcile":
+            pair = {"dataset": "police-crime", "provider": "gmp", "raw": 5, "derived": 4}
+            return httpx.Response(
+                200,
+                json={
+                    "state": "complete",
+                    "pairs": [{**pair, "agreed": False, "redelivered": 1, "removed": 0}],
+                    "lag_records": 1 if method == "POST" else 0,
+                },
+            )
         if path.startswith("/v1/geographies/") and method == "POST":
             body = request.read()
             self.uploads.append(

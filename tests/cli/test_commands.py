@@ -226,10 +226,10 @@ def test_snap_layer_from_postcodes_uploads_the_people_table_then_the_postcodes(
     assert kind == "text/csv" and '"points": 1' in result.output
 
 
-def test_audit_witness_reports_what_it_holds(fake: FakeGateway, tmp_path: Path) -> None:
-    state = tmp_path / "witness.json"
-    answer = runner.invoke(app, ["audit", "witness", "--state", str(state)])
-    assert answer.exit_code == 0, answer.output
-    said = " ".join(answer.output.split())
-    assert "0 new checkpoints" in said and "holding checkpoint 0 " in said
-    assert fake.requests[-1].url.path == "/v1/audit/checkpoints"
+def test_reconcile_runs_shows_pairs_and_fails_on_disagreement(fake: FakeGateway) -> None:
+    ran = runner.invoke(app, ["reconcile"])
+    assert ran.exit_code == 1 and "police-crime" in ran.stdout and "lag_records" in ran.stdout
+    assert fake.requests[-1].method == "POST" and fake.requests[-1].url.path == "/v1/reconcile"
+    last = runner.invoke(app, ["reconcile", "--last"])
+    assert last.exit_code == 0, last.output
+    assert fake.requests[-1].method == "GET"

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from services.depersonalise.main import create_app
 from services.depersonalise.settings import Settings
+from shared.holdings import revision_digest
 from shared.tokens import issue_token
 from tests.conftest import INTERNAL_SECRET
 
@@ -103,19 +104,40 @@ class FakeIngest:
             else:
                 self.records[event["record_key"]] = event
 
+    def holdings(self, dataset: str) -> dict[str, Any]:
+        by_provider: dict[str, list[int]] = {}
+        for e in self.records.values():
+            if e["dataset"] == dataset:
+                by_provider.setdefault(e["provider"], []).append(e["revision"])
+        return {
+            "dataset": dataset,
+            "horizon": 1 + max((e["revision"] for e in self.records.values()), default=0),
+            "holdings": [
+                {"provider": p, "count": len(r), "digest": revision_digest(r)}
+                for p, r in sorted(by_provider.items())
+            ],
+        }
+
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.calls += 1
         while not self.gate.is_set():  # a polling wait stays cancellable when the app stops
             await asyncio.sleep(0.01)
         if self.down:
             raise httpx.ConnectError("ingest is down", request=request)
+        if request.url.path == "/internal/holdings":
+            return httpx.Response(200, json=self.holdings(request.url.params["dataset"]))
         assert request.url.path == "/internal/records"
         assert request.headers.get("CSP-Internal-Token")
         dataset = request.url.params["dataset"]
         after = int(request.url.params.get("after", 0))
         limit = int(request.url.params["limit"])
+        provider = request.url.params.get("provider")
         rows = sorted(
-            (e for e in self.records.values() if e["dataset"] == dataset),
+            (
+                e
+                for e in self.records.values()
+                if e["dataset"] == dataset and provider in (None, e["provider"])
+            ),
             key=lambda e: e["event_id"],
         )
         page = [e for e in rows if e["event_id"] > after][:limit]

@@ -12,7 +12,12 @@ import pytest
 import typer.main
 import yaml
 from csp_cli.main import app
+from pydantic import SecretStr
 
+from services.depersonalise.main import create_app as create_depersonalise
+from services.depersonalise.settings import Settings as DepersonaliseSettings
+from services.ingest.main import create_app as create_ingest
+from services.ingest.settings import Settings as IngestSettings
 from shared.app import build_app
 from tests.conftest import REPO
 
@@ -89,10 +94,16 @@ def test_every_alert_is_explained_in_the_runbook() -> None:
 async def test_alerts_use_metrics_the_services_export() -> None:
     text = (REPO / "deploy" / "prometheus" / "alerts.yml").read_text()
     used = set(re.findall(r"\b(csp_[a-z_]+)\b", text))
-    service = build_app("probe", lifespan=None)
-    transport = httpx.ASGITransport(app=service)
-    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
-        await client.get("/healthz")
-        exported = (await client.get("/metrics")).text
+    exported = ""
+    apps = (
+        build_app("probe", lifespan=None),
+        create_ingest(IngestSettings(internal_secret=SecretStr("x" * 32))),
+        create_depersonalise(DepersonaliseSettings(internal_secret=SecretStr("x" * 32))),
+    )
+    for service in apps:
+        transport = httpx.ASGITransport(app=service)
+        async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+            await client.get("/healthz")
+            exported += (await client.get("/metrics")).text
     for metric in used:
         assert re.search(rf"^{metric}[{{ ]", exported, flags=re.M), f"{metric} is not exported"

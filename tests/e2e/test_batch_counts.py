@@ -134,6 +134,12 @@ class Partner:
             c = self.batch(b)
             assert c["delivered"] == c["depersonalised"] == c["accepted"], c
         self.check_store()
+        # The reconciler, through the gateway, finds raw and derived in agreement.
+        with self.client() as client:
+            report = client.post("/v1/reconcile", headers=bearer(ADMIN_KEY))
+        assert report.status_code == 200, report.text
+        assert report.json()["state"] == "complete", report.json()
+        assert report.json()["lag_records"] == 0, report.json()
 
     def check_store(self) -> None:
         """Depersonalise holds each expected record once in the served generation, nothing else."""

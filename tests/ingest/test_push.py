@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from services.ingest.models import BatchPublic, PushAnswer
+from shared.holdings import revision_digest
 from tests.ingest.conftest import Client, crime, drain, token
 
 PUSH = "/v1/datasets/police-crime/records"
@@ -242,33 +243,24 @@ async def test_push_and_batch_answers_match_their_declared_schemas(client: Clien
     }
 
 
-@pytest.mark.parametrize(
-    "claims",
-    [{}, {"action": "read", "dataset": "police-crime"}, {"action": "retract", "dataset": "x"}],
-)
-async def test_retraction_needs_a_retract_decision_for_that_dataset(
-    client: Client, claims: dict[str, str]
+async def test_holdings_digest_what_is_held_and_outbox_metrics_follow_the_relay(
+    client: Client, receiver: Any
 ) -> None:
-    await push(client, [crime("c1")])
-    refused = await client.delete(f"{PUSH}/c1", headers=token("gmp", **claims))
-    assert refused.status_code == 403
-    assert refused.json()["rule"] == "decision-mismatch"
-    decided = {"action": "retract", "dataset": "police-crime"}
-    assert (await client.delete(f"{PUSH}/c1", headers=token("gmp", **decided))).status_code == 204
-
-
-@pytest.mark.parametrize("ref", ["CR/2024/1", "50%", "A/../B", "..", "two words", "a/b/"])
-async def test_any_reference_can_be_retracted(client: Client, ref: str) -> None:
-    assert (await push(client, [crime(ref)])).json()["accepted"] == 1
-    decided = {"action": "retract", "dataset": "police-crime"}
-    path = f"{PUSH}/{quote(ref, safe='').replace('.', '%2E')}"
-    assert (await client.delete(path, headers=token("gmp", **decided))).status_code == 204
-    assert (await client.delete(path, headers=token("gmp", **decided))).status_code == 404
-
-
-async def test_a_push_and_a_retraction_report_their_record_count(client: Client) -> None:
-    pushed = await push(client, [crime("n1"), crime("n2"), {"source_ref": "bad"}])
-    assert pushed.headers["csp-record-count"] == "2"  # the accepted records, for the audit
-    decided = {"action": "retract", "dataset": "police-crime"}
-    gone = await client.delete(f"{PUSH}/n1", headers=token("gmp", **decided))
-    assert gone.headers["csp-record-count"] == "1"
+    await push(client, [crime(f"h{i}") for i in range(3)])
+    service = token("depersonalise", ["service"])
+    metrics = (await client.get("/metrics")).text
+    assert "csp_outbox_depth 1.0" in metrics and "csp_outbox_pending_records 3.0" in metrics
+    assert await drain(client) == 3
+    assert (await client.delete(f"{PUSH}/h1", headers=token("gmp"))).status_code == 204
+    answer = (await client.get("/internal/holdings?dataset=police-crime", headers=service)).json()
+    replayed = (await client.get("/internal/records?dataset=police-crime", headers=service)).json()
+    [held] = answer["holdings"]
+    assert (held["provider"], held["count"]) == ("gmp", 2)
+    assert held["digest"] == revision_digest(e["revision"] for e in replayed["events"])
+    assert all(e["revision"] < answer["horizon"] for e in replayed["events"])
+    assert (
+        await client.get("/internal/holdings?dataset=police-crime", headers=token())
+    ).status_code == 403
+    await drain(client)
+    metrics = (await client.get("/metrics")).text
+    assert "csp_outbox_depth 0.0" in metrics and "csp_outbox_oldest_age_seconds 0.0" in metrics

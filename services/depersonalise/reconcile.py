@@ -1,0 +1,131 @@
+"""The reconciler: what ingest holds raw against what depersonalise holds derived.
+
+Per dataset x provider both sides count their records and digest their revisions
+(``shared.holdings``). Where they differ, depersonalise asks ingest for that provider's records
+again and applies them (only revisions newer than held are stored, so this is harmless), and drops
+derived records whose revision ingest no longer holds (a retraction whose delete never arrived).
+It runs on a schedule and on demand (``POST /v1/reconcile``); a running rebuild replays
+everything anyway, so the reconciler waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from services.depersonalise import store
+from services.depersonalise.replay import IngestUnreachableError, _page
+from shared.catalogue import load_catalogue
+from shared.holdings import revision_digest
+from shared.tokens import issue_token
+
+log = logging.getLogger("csp.depersonalise.reconcile")
+
+
+async def reconcile(state: Any) -> dict[str, Any]:
+    """One reconciliation over every dataset; the report (also kept as ``state.reconcile``)."""
+    async with state.reconcile_lock:
+        report = await _run(state)
+    previous = getattr(state, "reconcile", None) or {}
+    if report["state"] == "complete":
+        agreed = report["lag_records"] == 0
+        since = None if agreed else (previous.get("disagree_since") or report["ran_at"])
+        report["disagree_since"] = since
+    state.reconcile = report
+    return report
+
+
+async def _run(state: Any) -> dict[str, Any]:
+    engine, settings = state.engine, state.settings
+    registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+    started = time.time()
+    base: dict[str, Any] = {"ran_at": started, "pairs": [], "lag_records": 0}
+    if registry.building is not None:
+        return {**base, "state": "skipped", "reason": "a rebuild is running"}
+    secret = settings.internal_secret.get_secret_value()
+    url = settings.ingest_url.rstrip("/")
+    catalogue = load_catalogue()
+    try:
+        for dataset in sorted(catalogue):
+            theirs, horizon = await _holdings(state.http, url, secret, dataset)
+            ours = await asyncio.to_thread(
+                store.held_revisions, engine, registry.generation, dataset
+            )
+            for provider in sorted(set(theirs) | set(ours)):
+                raw_count, raw_digest = theirs.get(provider, (0, revision_digest([])))
+                derived = ours.get(provider, [])
+                pair: dict[str, Any] = {
+                    "dataset": dataset,
+                    "provider": provider,
+                    "raw": raw_count,
+                    "derived": len(derived),
+                    "agreed": raw_count == len(derived) and raw_digest == revision_digest(derived),
+                }
+                if not pair["agreed"]:
+                    pair.update(
+                        await _repair(
+                            state, url, secret, catalogue, dataset, provider, set(derived), horizon
+                        )
+                    )
+                    base["lag_records"] += pair["redelivered"] + pair["removed"]
+                base["pairs"].append(pair)
+    except IngestUnreachableError as exc:
+        log.warning("reconcile could not reach ingest", extra={"error": str(exc)})
+        return {**base, "state": "failed", "error": f"ingest unreachable: {exc}"}
+    log.info(
+        "reconciled",
+        extra={"pairs": len(base["pairs"]), "lag_records": base["lag_records"]},
+    )
+    return {**base, "state": "complete", "seconds": round(time.time() - started, 3)}
+
+
+async def _holdings(client: Any, url: str, secret: str, dataset: str) -> tuple[dict[str, Any], int]:
+    token = issue_token(secret, {"sub": "depersonalise", "roles": ["service"]})
+    try:
+        response = await client.get(
+            f"{url}/internal/holdings",
+            params={"dataset": dataset},
+            headers={"CSP-Internal-Token": token},
+        )
+    except Exception as exc:
+        raise IngestUnreachableError(type(exc).__name__) from exc
+    if response.status_code != 200:
+        raise IngestUnreachableError(f"status {response.status_code}")
+    body = response.json()
+    found = {h["provider"]: (h["count"], h["digest"]) for h in body["holdings"]}
+    return found, int(body["horizon"])
+
+
+async def _repair(
+    state: Any,
+    url: str,
+    secret: str,
+    catalogue: Any,
+    dataset: str,
+    provider: str,
+    held: set[int],
+    horizon: int,
+) -> dict[str, int]:
+    """Re-deliver one provider's records of a dataset; drop derived ones ingest no longer has."""
+    engine = state.engine
+    seen: set[int] = set()
+    after: Any = None
+    while True:
+        events, after, more = await _page(
+            state.http, url, secret, dataset, after, state.settings.replay_page_size, provider
+        )
+        if events:
+            registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+            await asyncio.to_thread(
+                store.apply_events, engine, events, catalogue, registry.targets()
+            )
+            seen.update(e.revision for e in events)
+        if not more:
+            break
+    registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+    removed = await asyncio.to_thread(
+        store.drop_unheld, engine, registry.generation, dataset, provider, seen, horizon
+    )
+    return {"redelivered": len(seen - held), "removed": removed}
