@@ -16,6 +16,7 @@ MODULES = (
     "bench.linkage",
     "bench.privacy",
     "bench.hostile",
+    "bench.soak",
 )
 
 
