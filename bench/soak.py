@@ -27,6 +27,7 @@ import httpx
 import psutil
 
 from bench.results import record
+from scripts.demo import crime_agreement
 from scripts.hub import DEFAULT_PORTS, Hub, free_port
 from services.depersonalise.demo import demo_layer
 
@@ -77,25 +78,8 @@ def setup(gateway: str) -> tuple[list[str], str]:
             _ok(client.post("/v1/agencies", json={"code": code, "name": code, "kind": kind},
                             headers=admin), "agency")  # fmt: skip
             keys[code] = _ok(client.post(f"/v1/agencies/{code}/keys", headers=admin), "key")["key"]
-        agreement = _ok(
-            client.post(
-                "/v1/agreements",
-                json={
-                    "title": "Soak benchmark",
-                    "purpose": "strategic-assessment",
-                    "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
-                    "providers": providers,
-                    "recipients": [RECIPIENT],
-                    "datasets": [{"dataset": "police-crime", "level": "depersonalised"}],
-                    "start": "2024-01-01",
-                    "end": "2030-12-31",
-                    "review_by": "2030-06-30",
-                    "retention_days": 3650,
-                },
-                headers=admin,
-            ),
-            "agreement",
-        )
+        body = crime_agreement("Soak benchmark", providers, [RECIPIENT])
+        agreement = _ok(client.post("/v1/agreements", json=body, headers=admin), "agreement")
         for key in keys.values():
             _ok(client.post(f"/v1/agreements/{agreement['id']}/sign",
                             json={"signatory": "Soak"}, headers=bearer(key)), "sign")  # fmt: skip

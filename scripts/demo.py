@@ -80,19 +80,30 @@ def demo_address_points(spacing: float = 80.0, seed: int = 7) -> str:
     return "\n".join(lines) + "\n"
 
 
-def demo_agreement() -> dict[str, Any]:
+def crime_agreement(
+    title: str, providers: list[str], recipients: list[str], level: str = "depersonalised"
+) -> dict[str, Any]:
+    """An agreement body for police-crime under s115 for the strategic assessment, 2024-2030."""
     return {
-        "title": "DEMO: police crime data for the strategic assessment",
+        "title": title,
         "purpose": "strategic-assessment",
         "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
-        "providers": [DEMO_PROVIDER["code"]],
-        "recipients": [DEMO_RECIPIENT["code"]],
-        "datasets": [{"dataset": "police-crime", "level": "depersonalised"}],
+        "providers": providers,
+        "recipients": recipients,
+        "datasets": [{"dataset": "police-crime", "level": level}],
         "start": "2024-01-01",
         "end": "2030-12-31",
         "review_by": "2030-06-30",
         "retention_days": 3650,
     }
+
+
+def demo_agreement() -> dict[str, Any]:
+    return crime_agreement(
+        "DEMO: police crime data for the strategic assessment",
+        [DEMO_PROVIDER["code"]],
+        [DEMO_RECIPIENT["code"]],
+    )
 
 
 def _check(response: httpx.Response, what: str) -> dict[str, Any]:

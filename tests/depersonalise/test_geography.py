@@ -182,8 +182,7 @@ def test_replacing_a_layer_replays_from_ingest_and_serves_old_answers_meanwhile(
     assert sorted(c["count"] or 0 for c in after["cells"]) == [0, 0, 0, 9]
 
 
-def test_when_ingest_is_down_the_old_records_stay_and_the_failure_shows(make_client) -> None:
-    client, fake = make_client(replay_retry_seconds=0)
+def load_other_while_ingest_is_down(client, fake) -> None:
     load_demo(client)
     push(client, fake, [event(i + 1, f"k{i}", 380100, 394100) for i in range(6)])
     fake.down = True
@@ -192,6 +191,11 @@ def test_when_ingest_is_down_the_old_records_stay_and_the_failure_shows(make_cli
         content=json.dumps(demo_layer(size_metres=500)),
         headers={**admin(), "Content-Type": "application/geo+json"},
     )
+
+
+def test_when_ingest_is_down_the_old_records_stay_and_the_failure_shows(make_client) -> None:
+    client, fake = make_client(replay_retry_seconds=0)
+    load_other_while_ingest_is_down(client, fake)
     state = wait_rebuild(client)
     assert state["state"] == "failed" and "ingest unreachable" in state["error"]
     listing = client.get("/v1/geographies", headers=admin()).json()
@@ -221,14 +225,7 @@ def test_when_ingest_is_down_the_old_records_stay_and_the_failure_shows(make_cli
 
 def test_a_rebuild_waits_for_ingest_to_come_back_and_completes_by_itself(make_client) -> None:
     client, fake = make_client(replay_retry_seconds=30)
-    load_demo(client)
-    push(client, fake, [event(i + 1, f"k{i}", 380100, 394100) for i in range(6)])
-    fake.down = True
-    client.post(
-        "/v1/geographies/other?code_field=code",
-        content=json.dumps(demo_layer(size_metres=500)),
-        headers={**admin(), "Content-Type": "application/geo+json"},
-    )
+    load_other_while_ingest_is_down(client, fake)
     deadline = time.monotonic() + 10
     state: dict[str, Any] = {}
     while time.monotonic() < deadline and not state.get("waiting"):

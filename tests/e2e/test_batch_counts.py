@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from scripts.demo import crime_agreement
 from scripts.hub import Hub
 from services.depersonalise.demo import demo_layer
 from tests.e2e.conftest import ADMIN_KEY
@@ -173,22 +174,8 @@ def partner(hub: Hub) -> Iterator[Partner]:
             )
             assert created.status_code == 201, created.text
             keys[code] = client.post(f"/v1/agencies/{code}/keys", headers=admin).json()["key"]
-        agreement = client.post(
-            "/v1/agreements",
-            json={
-                "title": "Crime data for the fault tests",
-                "purpose": "strategic-assessment",
-                "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
-                "providers": [POLICE],
-                "recipients": [COUNCIL],
-                "datasets": [{"dataset": "police-crime", "level": "aggregate"}],
-                "start": "2024-01-01",
-                "end": "2030-12-31",
-                "review_by": "2030-06-30",
-                "retention_days": 3650,
-            },
-            headers=admin,
-        )
+        body = crime_agreement("Crime data for the fault tests", [POLICE], [COUNCIL], "aggregate")
+        agreement = client.post("/v1/agreements", json=body, headers=admin)
         assert agreement.status_code == 201, agreement.text
         for code in keys:
             signed = client.post(
