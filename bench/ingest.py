@@ -132,9 +132,8 @@ def run_copy(url: str) -> float:
     return elapsed
 
 
-def bench_database(create: bool) -> str | None:
+def bench_database(create: bool, name: str = "csp_bench_ingest") -> str | None:
     """A database of its own on the PostgreSQL server (None when it does not answer)."""
-    name = "csp_bench_ingest"
     try:
         admin = make_engine(PG_URL, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:

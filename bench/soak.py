@@ -1,13 +1,14 @@
 """Soak: eight providers push at once while 32 readers query aggregates and records.
 ``python -m bench.soak``.
 
-Starts the four services as processes on free 127.0.0.1 ports with fresh SQLite files, creates
+Starts the four services as processes on free 127.0.0.1 ports with fresh databases, creates
 eight provider agencies and one recipient under one agreement, loads the demo grid, then pushes
 ``CSP_BENCH_SOAK_ROWS`` rows (50,000 by default) per provider, all eight at once, while 32 reader
 threads query aggregates and record pages until the pushes are answered (at most
 ``CSP_BENCH_SOAK_SECONDS``). Same-run baselines: one provider's push of the same size alone, and
 the readers with no push running. Reports rows/s accepted, read p50/p99, errors (the target is 0),
-the time until every batch is depersonalised, and each service's peak RSS.
+the time until every batch is depersonalised, and each service's peak RSS; then the same on
+PostgreSQL (``CSP_BENCH_PG_URL``) when it answers.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench.ingest import bench_database
 from bench.results import record
 from scripts.demo import crime_agreement
 from scripts.hub import DEFAULT_PORTS, Hub, free_port
@@ -205,10 +207,9 @@ def batches_done(gateway: str, pushed: list[tuple[str, str]]) -> Callable[[], bo
     return done
 
 
-def main() -> int:
-    folder = Path(tempfile.mkdtemp(prefix="csp-soak-"))
+def soak(label: str, databases: dict[str, str]) -> int:
+    """One soak on the given databases; its figures are named ``soak_<label>_...``."""
     ports = {name: free_port() for name in DEFAULT_PORTS}
-    databases = {name: f"sqlite:///{folder / name}.db" for name in DEFAULT_PORTS}
     extra = {
         "CSP_ADMIN_KEY": ADMIN_KEY,
         "CSP_GATEWAY_RATE_LIMIT": "100000000/second",
@@ -222,7 +223,7 @@ def main() -> int:
     try:
         gateway = hub.gateway_url
         provider_keys, reader_key = setup(gateway)
-        print(f"soak: {PROVIDERS} providers x {ROWS:,} rows, {READERS} readers", flush=True)
+        print(f"soak on {label}: {PROVIDERS} providers x {ROWS:,} rows, {READERS} readers")
 
         idle = Readers(gateway, reader_key)
         idle.run(limit=IDLE_READS)
@@ -254,26 +255,48 @@ def main() -> int:
         peak = rss.close()
         p50, p99 = readers.quantiles()
         read_errors = sum(readers.errors.values())
-        rate = accepted / push_seconds
         print(
             f"pushes {accepted:,} rows in {push_seconds:.1f} s; {len(readers.latencies):,} reads "
             f"(errors {readers.errors or 0}); depersonalised {converge:.1f} s after the last "
             f"answer; idle reads p50 {idle_p50:.1f} ms p99 {idle_p99:.1f} ms",
             flush=True,
         )
-        record("soak_sqlite_rows_per_s", rate, "rows/s", baseline=solo_rate, target=0.5,
-               note="8 concurrent pushes vs one push of the same size alone")  # fmt: skip
-        record("soak_sqlite_read_p50_ms", p50, "ms", baseline=idle_p50, higher_is_better=False)
-        record("soak_sqlite_read_p99_ms", p99, "ms", baseline=idle_p99, higher_is_better=False)
-        record("soak_sqlite_errors", push_errors + read_errors, "requests", target=None,
+        name = f"soak_{label}"
+        record(
+            f"{name}_rows_per_s",
+            accepted / push_seconds,
+            "rows/s",
+            baseline=solo_rate,
+            target=0.5,
+            note="concurrent pushes vs one push of the same size alone",
+        )
+        record(f"{name}_read_p50_ms", p50, "ms", baseline=idle_p50, higher_is_better=False)
+        record(f"{name}_read_p99_ms", p99, "ms", baseline=idle_p99, higher_is_better=False)
+        record(f"{name}_errors", push_errors + read_errors, "requests", target=None,
                push_errors=push_errors, read_errors=readers.errors)  # fmt: skip
-        record("soak_sqlite_depersonalised_after_s", converge, "s", target=None)
-        for name, mb in sorted(peak.items()):
-            record(f"soak_sqlite_peak_rss_{name}_mb", mb, "MiB", baseline=500.0,
+        record(f"{name}_depersonalised_after_s", converge, "s", target=None)
+        for service, mb in sorted(peak.items()):
+            record(f"{name}_peak_rss_{service}_mb", mb, "MiB", baseline=500.0,
                    higher_is_better=False, target=1.0)  # fmt: skip
-        return 1 if push_errors + read_errors else 0
+        return push_errors + read_errors
     finally:
         hub.stop()
+
+
+def main() -> int:
+    folder = Path(tempfile.mkdtemp(prefix="csp-soak-"))
+    errors = soak("sqlite", {name: f"sqlite:///{folder / name}.db" for name in DEFAULT_PORTS})
+    names = {name: f"csp_bench_soak_{name}" for name in DEFAULT_PORTS}
+    urls = {name: bench_database(True, database) for name, database in names.items()}
+    if all(urls.values()):
+        try:
+            errors += soak("postgresql", {k: str(v) for k, v in urls.items()})
+        finally:
+            for database in names.values():
+                bench_database(False, database)
+    else:
+        print("PostgreSQL does not answer: skipped the soak on it", flush=True)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":
