@@ -19,6 +19,9 @@ class Settings(ServiceSettings):
     replay_page_size: int = 2000
     replay_retry_seconds: float = 600.0  # how long a rebuild waits for ingest before it fails
     reconcile_interval_seconds: float = 300.0  # raw against derived on this schedule; 0: never
+    max_upload_bytes: int = 250_000_000  # operators' layer uploads
+    # Any read key's POST /v1/depersonalise: about 23,000 records, answered within 2 s.
+    max_depersonalise_bytes: int = 3_000_000
     records_page_max: int = 5000
     max_cells: int = 2_000_000  # largest aggregate table one query may ask for
     wire_simplify_metres: float = 10.0

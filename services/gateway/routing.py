@@ -128,6 +128,7 @@ def _routes() -> list[Route]:
         r("GET", "/v1/snap-layers", DEPERSONALISE),
         r("POST", "/v1/snap-layers/{layer}", DEPERSONALISE, admin_only=True),
         r("POST", "/v1/snap-layers/{layer}/postcodes", DEPERSONALISE, admin_only=True),
+        r("GET", "/v1/releases/{release_id}", DEPERSONALISE, scope=READ),
         r("GET", "/v1/reconcile", DEPERSONALISE, admin_only=True),
         r("POST", "/v1/reconcile", DEPERSONALISE, admin_only=True),
     ]

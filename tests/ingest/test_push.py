@@ -3,10 +3,8 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-import pytest
 
 from services.ingest.models import BatchPublic, PushAnswer
 from shared.holdings import revision_digest
