@@ -126,7 +126,11 @@ async def test_batch_counts_reach_accepted_once_when_rows_are_replaced_before_de
 ) -> None:
     first = (await push(client, [crime(f"f{i}") for i in range(10)] + [crime("f0")])).json()
     corrected = (await push(client, [crime("f1", category="Robbery")])).json()
-    assert (await client.delete(f"{PUSH}/f2", headers=token("gmp"))).status_code == 204
+    assert (
+        await client.delete(
+            f"{PUSH}/f2", headers=token("gmp", action="retract", dataset="police-crime")
+        )
+    ).status_code == 204
     await drain(client)
     for answer, accepted in ((first, 11), (corrected, 1)):
         counts = await batch(client, answer["batch_id"])
@@ -249,7 +253,11 @@ async def test_holdings_digest_what_is_held_and_outbox_metrics_follow_the_relay(
     metrics = (await client.get("/metrics")).text
     assert "csp_outbox_depth 1.0" in metrics and "csp_outbox_pending_records 3.0" in metrics
     assert await drain(client) == 3
-    assert (await client.delete(f"{PUSH}/h1", headers=token("gmp"))).status_code == 204
+    assert (
+        await client.delete(
+            f"{PUSH}/h1", headers=token("gmp", action="retract", dataset="police-crime")
+        )
+    ).status_code == 204
     answer = (await client.get("/internal/holdings?dataset=police-crime", headers=service)).json()
     replayed = (await client.get("/internal/records?dataset=police-crime", headers=service)).json()
     [held] = answer["holdings"]
