@@ -83,15 +83,21 @@ class Slices:
         return sorted(names)
 
 
+def slices_of(grants: Iterable[dict[str, Any]]) -> Slices:
+    """The provider slices of a decision's grants."""
+    found: dict[str, list[Term]] = {}
+    for grant in grants:
+        term = _term(grant.get("fields"), grant.get("from"), grant.get("to"))
+        found.setdefault(str(grant["provider"]), []).append(term)
+    return Slices({p: tuple(terms) for p, terms in found.items()})
+
+
 def slices(claims: InternalClaims) -> Slices:
     """The provider slices of a forwarded read."""
-    found: dict[str, list[Term]] = {}
     if claims.grants is not None:
-        for grant in claims.grants:
-            term = _term(grant.get("fields"), grant.get("from"), grant.get("to"))
-            found.setdefault(str(grant["provider"]), []).append(term)
-    else:
-        start, end = (claims.window[0], claims.window[1]) if claims.window else (None, None)
-        for provider in claims.providers or []:
-            found.setdefault(provider, []).append(_term(claims.fields, start, end))
+        return slices_of(claims.grants)
+    found: dict[str, list[Term]] = {}
+    start, end = (claims.window[0], claims.window[1]) if claims.window else (None, None)
+    for provider in claims.providers or []:
+        found.setdefault(provider, []).append(_term(claims.fields, start, end))
     return Slices({p: tuple(terms) for p, terms in found.items()})

@@ -55,6 +55,8 @@ class InternalClaims(BaseModel):
     aud: str | None = Field(default=None, description="the service the token is for")
     htm: str | None = Field(default=None, description="the HTTP method it is for")
     htu: str | None = Field(default=None, description="the (encoded) path it is for")
+    # For a cohort query (aggregates with cohort=): the decision's grants on offender-cohort.
+    cohort_grants: list[dict[str, Any]] | None = None
     iat: int = 0
     exp: int = 0
     jti: str = ""

@@ -86,6 +86,12 @@ class DerivedRecord(Base, table=True):
     occurred_on: date | None = None  # never published: grants' windows select records by it
     category: str | None = SQLField(default=None, max_length=100)
     attributes: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
+    # Never published: the depersonalise-only pseudonym of the record's person (linked records),
+    # the end of its window (cohort membership: left), and special-category values that only
+    # aggregates count.
+    person: str | None = SQLField(default=None, max_length=128)
+    occurred_until: date | None = None
+    counted: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JSON))
     areas: dict[str, Any] = SQLField(default_factory=dict, sa_column=Column(JSON))
     # The published point's codes (records carry these; ``areas`` serves counting).
     point_areas: dict[str, Any] | None = SQLField(default=None, sa_column=Column(JSON))
@@ -149,6 +155,8 @@ class Event(BaseModel):
     easting: float | None = None
     northing: float | None = None
     record: dict[str, Any] = {}
+    # The depersonalise-only pseudonym of the record's person (linked records only).
+    person: str | None = Field(default=None, max_length=128)
 
 
 class EventBatch(BaseModel):
@@ -182,6 +190,8 @@ class SuppressionRule(BaseModel):
 
 
 class AggregateCell(BaseModel):
+    """One cell; with ``by=<field>`` other than category the cell has a member of that name."""
+
     area: str
     area_name: str | None
     period: str
@@ -211,3 +221,7 @@ class AggregateTable(BaseModel):
     disclosure: Disclosure
     agreement: str | None
     release_id: str
+    providers_left_out: list[str] = Field(
+        default=[],
+        description="cohort queries: providers holding records counted here, not granted",
+    )

@@ -15,7 +15,19 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
 from services.depersonalise import replay, store
-from services.depersonalise.aggregates import Rule, aggregate, granted_rows
+from services.depersonalise.aggregates import (
+    ALL,
+    RELATIVE_REACH,
+    Fact,
+    Rule,
+    aggregate,
+    cohort_of,
+    granted_rows,
+    in_cohort,
+    membership_facts,
+    relative_aggregate,
+    relative_facts,
+)
 from services.depersonalise.deps import CatalogueDep, EngineDep, RegistryDep, SettingsDep
 from services.depersonalise.formats import (
     MEDIA,
@@ -57,7 +69,7 @@ from services.depersonalise.snapping import (
 )
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
-from shared.grants import Slices, slices
+from shared.grants import Slices, slices, slices_of
 from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
 from shared.validation import CompiledDataset, compile_dataset, validate_row
 
@@ -456,6 +468,10 @@ AGGREGATE_FORMATS: dict[int | str, dict[str, Any]] = {
 }
 
 
+COHORT_DATASET = "offender-cohort"
+BREAKDOWN_CLASSES = {"attribute", "special-category"}
+
+
 @router.get("/datasets/{dataset}/aggregates", responses=AGGREGATE_FORMATS)
 def read_aggregates(
     request: Request,
@@ -465,18 +481,168 @@ def read_aggregates(
     registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
-    geography: str,
+    geography: str | None = None,
     period: Annotated[str, Period] = "month",
     from_: Annotated[date | None, Query(alias="from")] = None,
     to: date | None = None,
-    by: Annotated[str | None, Query(pattern="^category$")] = None,
+    by: Annotated[str | None, Query(max_length=100)] = None,
     threshold: Annotated[int | None, Query(ge=1)] = None,
+    cohort: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    count: Annotated[str, Query(pattern="^(records|people)$")] = "records",
+    relative: Annotated[str | None, Query(pattern="^joined$")] = None,
     format: str | None = None,
 ) -> Response:
     spec = dataset_or_404(catalogue, dataset)
     scope = _read_scope(claims, dataset)
     providers = scope.providers
     fmt = choose_format(format, request.headers.get("accept"))
+    if relative is not None and cohort is None:
+        raise ProblemError(
+            422, "relative=joined needs cohort.", slug="relative-without-cohort", field="relative"
+        )
+    if geography is None and cohort is None:
+        raise ProblemError(
+            422, "geography is required unless cohort is given.", slug="missing", field="geography"
+        )
+    if relative is not None and period not in RELATIVE_REACH:
+        raise ProblemError(
+            422,
+            "relative=joined counts by month or quarter.",
+            slug="period-not-relative",
+            field="period",
+        )
+    if count == "people" and not spec.link_fields:
+        raise ProblemError(
+            422,
+            f"{dataset} has no person fields: it cannot be counted by people.",
+            slug="no-person-fields",
+            field="count",
+        )
+    _check_breakdown(spec, scope, by)
+    layer = _layer_or_error(registry, geography) if geography is not None else None
+    if not coarser_or_equal(period, spec.time_resolution):
+        raise ProblemError(
+            422,
+            f"{dataset} is held by {spec.time_resolution}; it cannot be counted by {period}.",
+            slug="period-too-fine",
+            field="period",
+        )
+    if from_ and to and from_ > to:
+        raise ProblemError(422, "from is after to.", slug="invalid-range", field="from")
+    area_list = (
+        list(zip(layer.codes.tolist(), layer.names.tolist(), strict=True))
+        if layer is not None
+        else [(ALL, ALL)]
+    )
+    _check_table_size(from_, to, period, len(area_list), settings.max_cells)
+    rule = _rule(spec, threshold)
+    held = store.providers_holding(engine, registry.generation, dataset)
+    facts = granted_rows(
+        store.aggregate_rows(engine, registry.generation, dataset, scope, geography, by),
+        scope,
+        by or "category",
+    )
+    people = count == "people"
+    cohort_scope = scope
+    answer: dict[str, Any] | None = None
+    if cohort is not None:
+        cohort_scope = _cohort_scope(claims, dataset, scope)
+        if dataset != COHORT_DATASET:
+            cohort_spec = dataset_or_404(catalogue, COHORT_DATASET)
+            rule = rule.stricter(_rule(cohort_spec, threshold))
+            held |= store.providers_holding(engine, registry.generation, COHORT_DATASET)
+        memberships = granted_rows(
+            store.aggregate_rows(
+                engine, registry.generation, COHORT_DATASET, cohort_scope, None, "category"
+            ),
+            cohort_scope,
+        )
+        members = cohort_of(memberships, cohort)
+        if not members.spans:
+            raise ProblemError(404, f"No cohort {cohort!r}.", slug="unknown-cohort", field="cohort")
+        if relative is not None:
+            answer = relative_aggregate(
+                [
+                    (fact, offset)
+                    for fact, offset in relative_facts(facts, members, period)
+                    if (from_ is None or (fact.day and fact.day >= from_))
+                    and (to is None or (fact.day and fact.day <= to))
+                ],
+                area_list,
+                period,
+                rule,
+                by,
+                people,
+            )
+        else:
+            if dataset == COHORT_DATASET:
+                # Cohort size: each membership of the strand counts in every period it spans.
+                keys = {_key(f) for f in memberships if f.value == cohort}
+                facts = membership_facts(
+                    [f for f in facts if _key(f) in keys], period, to or date.today()
+                )
+            facts = in_cohort(facts, members, period)
+    if answer is None:
+        # Rates per resident are for whole populations, not for a cohort's counts.
+        residents = store.population(engine, geography) if geography and not cohort else None
+        answer = aggregate(facts, area_list, period, rule, from_, to, by, residents, people)
+    left_out = sorted(held - set(providers) - set(cohort_scope.providers if cohort else []))
+    query = {
+        "geography": geography,
+        "period": period,
+        "from": str(from_ or ""),
+        "to": str(to or ""),
+        "by": by,
+        "threshold": rule.threshold,
+        "providers": providers,
+        "format": fmt,
+        "cohort": cohort,
+        "count": count,
+        "relative": relative,
+    }
+    release_id = store.record_release(
+        engine, "aggregates", dataset, claims.sub, claims.agreement, query, answer["disclosure"]
+    )
+    body = {
+        "dataset": dataset,
+        "geography": geography or ALL,
+        "period": period,
+        "rule": rule.as_dict(),
+        "cells": answer["cells"],
+        "disclosure": answer["disclosure"],
+        "agreement": claims.agreement,
+        "release_id": release_id,
+    }
+    if cohort is not None:
+        body.update(cohort=cohort, count=count, relative=relative, providers_left_out=left_out)
+    headers = {"CSP-Release-ID": release_id}
+    if answer["disclosure"].get("records") is not None:
+        headers[RECORD_COUNT] = str(answer["disclosure"]["records"])
+    if fmt == "csv":
+        first = ["area", "area_name", "period"] + ([by] if by else []) + ["count", "suppressed"]
+        headers["CSP-Disclosure"] = json.dumps(answer["disclosure"], separators=(",", ":"))
+        return Response(
+            to_csv(body["cells"], columns_of(body["cells"], first)),
+            media_type=MEDIA["csv"],
+            headers=headers,
+        )
+    if fmt == "geojson":
+        if geography is None or layer is None:
+            raise ProblemError(
+                422, "GeoJSON needs geography.", slug="geojson-without-layer", field="format"
+            )
+        shapes = _wire_shapes(request, geography, layer, settings.wire_simplify_metres, registry)
+        return JSONResponse(
+            aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
+        )
+    return JSONResponse(body, headers=headers)
+
+
+def _key(fact: Fact) -> tuple[Any, ...]:
+    return (fact.person, fact.day, fact.until, fact.provider)
+
+
+def _layer_or_error(registry: store.Registry, geography: str) -> Any:
     layer = registry.active.get(geography)
     if layer is None:
         pending = geography in registry.pending
@@ -487,70 +653,38 @@ def read_aggregates(
             field="geography",
             headers={"Retry-After": retry_after(registry.rebuild)} if pending else None,
         )
-    if not coarser_or_equal(period, spec.time_resolution):
+    return layer
+
+
+def _check_breakdown(spec: Dataset, scope: Slices, by: str | None) -> None:
+    """``by`` names the dataset's category or one of its attribute fields that a grant shows."""
+    if by is None:
+        return
+    field = spec.field(by)
+    known = by == "category" or (field is not None and field.classification in BREAKDOWN_CLASSES)
+    granted = scope.uniform_fields()
+    if not known or (granted is not None and by not in granted):
         raise ProblemError(
             422,
-            f"{dataset} is held by {spec.time_resolution}; it cannot be counted by {period}.",
-            slug="period-too-fine",
-            field="period",
+            f"{spec.name} cannot be counted by {by!r}: "
+            + ("not one of its attribute fields." if not known else "no grant includes it."),
+            slug="invalid-breakdown",
+            field="by",
         )
-    if from_ and to and from_ > to:
-        raise ProblemError(422, "from is after to.", slug="invalid-range", field="from")
-    _check_table_size(from_, to, period, len(layer.codes), settings.max_cells)
-    rule = _rule(spec, threshold)
-    rows = store.aggregate_rows(engine, registry.generation, dataset, scope, geography)
-    answer = aggregate(
-        granted_rows(rows, scope),
-        list(zip(layer.codes.tolist(), layer.names.tolist(), strict=True)),
-        period,
-        rule,
-        from_,
-        to,
-        by == "category",
-        store.population(engine, geography),
-    )
-    query = {
-        "geography": geography,
-        "period": period,
-        "from": str(from_ or ""),
-        "to": str(to or ""),
-        "by": by,
-        "threshold": rule.threshold,
-        "providers": providers,
-        "format": fmt,
-    }
-    release_id = store.record_release(
-        engine, "aggregates", dataset, claims.sub, claims.agreement, query, answer["disclosure"]
-    )
-    body = {
-        "dataset": dataset,
-        "geography": geography,
-        "period": period,
-        "rule": rule.as_dict(),
-        "cells": answer["cells"],
-        "disclosure": answer["disclosure"],
-        "agreement": claims.agreement,
-        "release_id": release_id,
-    }
-    headers = {"CSP-Release-ID": release_id}
-    if answer["disclosure"].get("records") is not None:
-        headers[RECORD_COUNT] = str(answer["disclosure"]["records"])
-    if fmt == "csv":
-        first = (
-            ["area", "area_name", "period"] + (["category"] if by else []) + ["count", "suppressed"]
+
+
+def _cohort_scope(claims: InternalClaims, dataset: str, scope: Slices) -> Slices:
+    """The caller's grants on offender-cohort, carried beside those on the dataset counted."""
+    if dataset == COHORT_DATASET:
+        return scope
+    if claims.cohort_grants is None:
+        raise ProblemError(
+            403,
+            "A cohort query needs a grant on offender-cohort.",
+            slug="forbidden",
+            rule="cohort-not-granted",
         )
-        headers["CSP-Disclosure"] = json.dumps(answer["disclosure"], separators=(",", ":"))
-        return Response(
-            to_csv(body["cells"], columns_of(body["cells"], first)),
-            media_type=MEDIA["csv"],
-            headers=headers,
-        )
-    if fmt == "geojson":
-        shapes = _wire_shapes(request, geography, layer, settings.wire_simplify_metres, registry)
-        return JSONResponse(
-            aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
-        )
-    return JSONResponse(body, headers=headers)
+    return slices_of(claims.cohort_grants)
 
 
 def _check_table_size(

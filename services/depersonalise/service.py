@@ -46,6 +46,10 @@ class Masked:
     # Codes of the published point (empty without one): a point and its codes never narrow
     # each other. ``areas`` (the precise point's) serves counting, and codes that meet k.
     point_areas: dict[str, str | None] = field(default_factory=dict)
+    # Never published: the end of the record's window (a cohort member's leaving day) and the
+    # special-category values only aggregates count.
+    occurred_until: date | None = None
+    counted: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -82,6 +86,11 @@ def parse_instant(value: Any) -> datetime | None:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def _day_of(value: Any) -> date | None:
+    moment = parse_instant(value)
+    return moment.date() if moment else None
 
 
 def period_start(day: date, period: str) -> date:
@@ -248,6 +257,12 @@ def mask_records(
                 method=str(method[i]),
                 k=None if np.isnan(k[i]) else float(k[i]),
                 occurred_on=day,
+                occurred_until=_day_of(record.get("occurred_to")),
+                counted={
+                    f.name: record[f.name]
+                    for f in dataset.fields
+                    if f.classification == "special-category" and record.get(f.name) is not None
+                },
                 point_areas={
                     name: (str(layers[name].codes[idx[i]]) if idx[i] >= 0 else None)
                     for name, idx in published.items()

@@ -18,6 +18,7 @@ from sqlalchemy import delete, false, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from services.depersonalise.aggregates import ALL, Fact
 from services.depersonalise.geography import Layer, layer_from_wkb, layer_to_wkb
 from services.depersonalise.models import (
     DerivedRecord,
@@ -382,6 +383,9 @@ def _apply_to_generation(
             row.update(
                 period_start=masked.period_start,
                 occurred_on=masked.occurred_on,
+                occurred_until=masked.occurred_until,
+                counted=masked.counted or None,
+                person=event.person,
                 category=masked.category,
                 attributes=masked.attributes,
                 areas=masked.areas,
@@ -414,6 +418,9 @@ def _row(generation: int, event: Event, deleted: bool) -> dict[str, Any]:
         "deleted": deleted,
         "period_start": None,
         "occurred_on": None,
+        "occurred_until": None,
+        "counted": None,
+        "person": None,
         "category": None,
         "attributes": {},
         "areas": {},
@@ -473,9 +480,15 @@ def _live(generation: int, dataset: str, scope: Slices) -> Any:
 
 
 def aggregate_rows(
-    engine: Engine, generation: int, dataset: str, scope: Slices, layer: str
-) -> list[tuple[str | None, Any, str | None, str, Any]]:
-    """(area in ``layer``, period start, category, provider, day) of every record in scope."""
+    engine: Engine,
+    generation: int,
+    dataset: str,
+    scope: Slices,
+    layer: str | None,
+    by: str | None = "category",
+) -> list[Fact]:
+    """A fact of every record in scope: its area in ``layer`` (``all`` without one), period
+    start, day, end of window, the ``by`` field's value, provider and person pseudonym."""
     with engine.connect() as conn:
         result = conn.execute(
             select(
@@ -484,12 +497,46 @@ def aggregate_rows(
                 T_RECORD.c.category,
                 T_RECORD.c.provider,
                 func.coalesce(T_RECORD.c.occurred_on, T_RECORD.c.period_start),
+                T_RECORD.c.occurred_until,
+                T_RECORD.c.person,
+                T_RECORD.c.attributes,
+                T_RECORD.c.counted,
             ).where(_live(generation, dataset, scope))
         )
-        return [
-            ((areas or {}).get(layer), start, category, provider, _as_date(day))
-            for areas, start, category, provider, day in result
-        ]
+        facts = []
+        for areas, start, category, provider, day, until, person, attrs, counted in result:
+            if by in (None, "category"):
+                value = category
+            else:
+                value = (attrs or {}).get(by, (counted or {}).get(by))
+            facts.append(
+                Fact(
+                    (areas or {}).get(layer) if layer is not None else ALL,
+                    start,
+                    None if value is None else str(value),
+                    provider,
+                    _as_date(day),
+                    _as_date(until),
+                    person,
+                )
+            )
+        return facts
+
+
+def providers_holding(engine: Engine, generation: int, dataset: str) -> set[str]:
+    """Every provider with live records of ``dataset``."""
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                select(T_RECORD.c.provider)
+                .where(
+                    (T_RECORD.c.generation == generation)
+                    & (T_RECORD.c.dataset == dataset)
+                    & (T_RECORD.c.deleted.is_(False))
+                )
+                .distinct()
+            ).scalars()
+        )
 
 
 def _as_date(value: Any) -> date | None:

@@ -284,16 +284,7 @@ class GatewayMiddleware:
             exchange.caller.agency, route.action, exchange.dataset, level, purpose, fields
         )
         exchange.decision = decision
-        if not decision.get("allow"):
-            rule = decision.get("rule") or "denied"
-            raise ProblemError(
-                403,
-                f"Refused by rule {rule}.",
-                slug="forbidden",
-                rule=rule,
-                agreement=decision.get("agreement"),
-                version=decision.get("version"),
-            )
+        _refuse_unless_allowed(decision)
         claims.update(
             action=route.action,
             dataset=exchange.dataset,
@@ -308,9 +299,47 @@ class GatewayMiddleware:
             window=decision.get("window"),
             grants=decision.get("grants"),
         )
+        if route.level == "aggregate" and routing.query_param(query, "cohort") is not None:
+            await self._decide_cohort(gw, exchange, claims, purpose)
         if route.action == "read" and level == "personal":
             return routing.INGEST
         return route.backend
+
+    async def _decide_cohort(
+        self, gw: Gateway, exchange: Exchange, claims: dict[str, Any], purpose: str | None
+    ) -> None:
+        """A cohort query needs a grant on the cohort's memberships as well: their grants travel
+        as ``cohort_grants`` and the audit entry names both decisions' agreements."""
+        assert exchange.caller is not None
+        if exchange.dataset == routing.COHORT_DATASET:
+            claims["cohort_grants"] = claims.get("grants")
+            return
+        decision = await gw.decisions.decide(
+            exchange.caller.agency, "read", routing.COHORT_DATASET, "aggregate", purpose, None
+        )
+        _refuse_unless_allowed(decision, f" on {routing.COHORT_DATASET}")
+        claims["cohort_grants"] = decision.get("grants") or []
+        first = exchange.decision
+        exchange.decision = {
+            **first,
+            "providers": sorted(
+                set(first.get("providers") or []) | set(decision.get("providers") or [])
+            ),
+            "grants": [*(first.get("grants") or []), *claims["cohort_grants"]],
+        }
+
+
+def _refuse_unless_allowed(decision: dict[str, Any], about: str = "") -> None:
+    if not decision.get("allow"):
+        rule = decision.get("rule") or "denied"
+        raise ProblemError(
+            403,
+            f"Refused by rule {rule}{about}.",
+            slug="forbidden",
+            rule=rule,
+            agreement=decision.get("agreement"),
+            version=decision.get("version"),
+        )
 
 
 def _raw_path(scope: Scope) -> str:

@@ -190,12 +190,21 @@ def read_level(query_string: bytes) -> str:
     return values[-1] if values else "depersonalised"
 
 
+def query_param(query_string: bytes, name: str) -> str | None:
+    """The last value of ``?name=``, if any."""
+    if name.encode() + b"=" not in query_string:
+        return None
+    values = parse_qs(query_string.decode("latin-1")).get(name)
+    return values[-1] if values else None
+
+
 def query_dataset(query_string: bytes) -> str | None:
     """``?dataset=`` of a route that names its dataset in the query (the stateless tool)."""
-    if b"dataset=" not in query_string:
-        return None
-    values = parse_qs(query_string.decode("latin-1")).get("dataset")
-    return values[-1] if values else None
+    return query_param(query_string, "dataset")
+
+
+# A cohort query (aggregates with ?cohort=) also reads the cohort's memberships.
+COHORT_DATASET = "offender-cohort"
 
 
 def requested_fields(query_string: bytes) -> list[str] | None:
