@@ -4,13 +4,15 @@ inside ingest, with nothing that identifies a person in any answer below level p
 from __future__ import annotations
 
 import json
+from collections import Counter, defaultdict
+from datetime import date
 from typing import Any
 
 import httpx
 import pytest
 
 from scripts.hub import Hub
-from scripts.synthetic_cohort import generate
+from scripts.synthetic_cohort import NEEDS, SyntheticCohort, generate
 from tests.e2e.conftest import ADMIN_KEY
 from tests.e2e.test_end_to_end import bearer, wait_depersonalised
 
@@ -121,3 +123,121 @@ def test_three_providers_cohort_is_linked_and_never_identified_below_personal(hu
         )
         assert personal.status_code == 200, personal.text
         assert all("/" in row["pnc_id"] for row in personal.json()["records"])
+
+        profile(client, iom, cohort)
+
+
+QUARTERS = [
+    (date(y, m, 1), date(y, m + 2, 31 if m in (1, 10) else 30))
+    for y in (2023, 2024)
+    for m in (1, 4, 7, 10)
+]
+
+
+def _months(day: date) -> int:
+    return day.year * 12 + day.month - 1
+
+
+def truth_of(cohort: SyntheticCohort) -> dict[str, Any]:
+    """The PPO profile from the generator's truth: size per quarter, offences relative to joining
+    by month, and members with each need (level 2) and with treatment by substance, per quarter."""
+    spans: dict[int, tuple[date, date | None]] = {}
+    for row in cohort.records["offender-cohort"]:
+        person = cohort.truth[("offender-cohort", row["source_ref"])]
+        if row["category"] == "PPO":
+            left = row["occurred_to"]
+            spans[person] = (
+                date.fromisoformat(row["occurred_at"]),
+                date.fromisoformat(left) if left else None,
+            )
+
+    def member(person: int, first: date, last: date) -> bool:
+        span = spans.get(person)
+        return span is not None and span[0] <= last and (span[1] is None or span[1] >= first)
+
+    size = {
+        f"{q.year}-Q{(q.month - 1) // 3 + 1}": sum(member(p, q, e) for p in spans)
+        for q, e in QUARTERS
+    }
+    relative: Counter[str] = Counter()
+    for row in cohort.records["offender-offence"]:
+        person = cohort.truth[("offender-offence", row["source_ref"])]
+        if person in spans:
+            offset = _months(date.fromisoformat(row["occurred_at"])) - _months(spans[person][0])
+            if -12 <= offset <= 12:
+                relative[str(offset)] += 1
+    substance: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for row in cohort.records["drug-treatment"]:
+        person = cohort.truth[("drug-treatment", row["source_ref"])]
+        day = date.fromisoformat(row["occurred_at"])
+        for q, e in QUARTERS:
+            if q <= day <= e and member(person, q, e):
+                label = f"{q.year}-Q{(q.month - 1) // 3 + 1}"
+                substance[(label, row["substance"])].add(person)
+    needs: dict[tuple[str, str, str], set[int]] = defaultdict(set)
+    for row in cohort.records["oasys-assessment"]:
+        person = cohort.truth[("oasys-assessment", row["source_ref"])]
+        day = date.fromisoformat(row["occurred_at"])
+        year = (date(day.year, 1, 1), date(day.year, 12, 31))
+        if member(person, *year) and day.year in (2023, 2024):
+            for need in NEEDS:
+                needs[(str(day.year), need, str(row[need]))].add(person)
+    return {
+        "needs": {key: len(people) for key, people in needs.items()},
+        "size": size,
+        "relative": relative,
+        "substance": {key: len(people) for key, people in substance.items()},
+    }
+
+
+def profile(client: httpx.Client, iom: dict[str, str], cohort: SyntheticCohort) -> None:
+    """The council's profile of the PPO cohort, checked against the truth where published."""
+    truth = truth_of(cohort)
+    years = {"from": "2023-01-01", "to": "2024-12-31"}
+
+    def table(dataset: str, **params: Any) -> dict[str, Any]:
+        answer = client.get(f"/v1/datasets/{dataset}/aggregates", params=params, headers=iom)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["geography"] == "all" and body["providers_left_out"] == []
+        text = json.dumps(body)
+        for person in cohort.people[:50]:
+            assert person.surname not in text
+        return body
+
+    size = table("offender-cohort", cohort="PPO", count="people", period="quarter", **years)
+    published = {c["period"]: c["count"] for c in size["cells"] if c["count"] is not None}
+    assert published and all(published[q] == truth["size"][q] for q in published)
+
+    offences = table("offender-offence", cohort="PPO", relative="joined", period="month")
+    cells = {c["period"]: c["count"] for c in offences["cells"]}
+    assert list(cells) == [str(m) for m in range(-12, 13)]
+    assert sum(1 for v in cells.values() if v is not None) >= 10
+    assert all(v == truth["relative"][k] for k, v in cells.items() if v is not None)
+
+    treated = table(
+        "drug-treatment", cohort="PPO", count="people", by="substance", period="quarter", **years
+    )
+    assert treated["rule"]["threshold"] == 8 and treated["rule"]["round_to"] == 5
+    for cell in treated["cells"]:
+        if cell["count"] is not None:
+            # rounded to 5, from probabilistic links (precision and recall >= 0.98)
+            exact = truth["substance"].get((cell["period"], cell["substance"]), 0)
+            assert abs(cell["count"] - exact) <= 3, (cell, exact)
+
+    shown = 0
+    for need in NEEDS:
+        needs = table(
+            "oasys-assessment", cohort="PPO", count="people", by=need, period="year", **years
+        )
+        assert {c[need] for c in needs["cells"]} <= {"0", "1", "2"}
+        for cell in needs["cells"]:
+            if cell["count"] is not None:
+                shown += 1
+                assert cell["count"] == truth["needs"].get((cell["period"], need, cell[need]), 0)
+    assert shown > 0
+
+    missing = client.get(
+        "/v1/datasets/offender-offence/aggregates", params={"cohort": "NOPE"}, headers=iom
+    )
+    assert missing.status_code == 404 and missing.json()["field"] == "cohort"
