@@ -357,3 +357,31 @@ async def test_too_many_request_headers_are_431(hub: Hub) -> None:
 async def test_request_headers_over_16_kib_in_all_are_431(hub: Hub) -> None:
     answer = await hub.client.get("/v1/me", headers={**hub.admin(), "X-Filler": "x" * 17_000})
     assert answer.status_code == 431
+
+
+async def test_a_cohort_query_needs_a_grant_on_the_cohort_and_carries_its_grants(hub: Hub) -> None:
+    headers = await hub.issue("manchester-cc")
+    cohort_query = "/v1/datasets/police-crime/aggregates?cohort=PPO&period=month"
+    police = {"provider": "gmp", "agreement": "agr-1", "version": 3, "fields": None}
+    hub.allow("manchester-cc", "read", "police-crime", "aggregate", grants=[police])
+    refused = await hub.client.get(cohort_query, headers=headers)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["rule"] == "no-active-agreement"
+    assert "offender-cohort" in refused.json()["detail"]
+    assert hub.depersonalise.state.seen == []
+    probation = {"provider": "probation", "agreement": "agr-9", "version": 2, "fields": None}
+    hub.allow(
+        "manchester-cc",
+        "read",
+        "offender-cohort",
+        "aggregate",
+        providers=["probation"],
+        grants=[probation],
+    )
+    answer = await hub.client.get(cohort_query, headers=headers)
+    assert answer.status_code == 200, answer.text
+    _, claims, _ = hub.depersonalise.state.seen[-1]
+    assert claims.grants == [police] and claims.cohort_grants == [probation]
+    # Without cohort= no second decision is asked and no cohort grants travel.
+    await hub.client.get(AGGREGATES, headers=headers)
+    assert hub.depersonalise.state.seen[-1][1].cohort_grants is None
