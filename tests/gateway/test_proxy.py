@@ -11,6 +11,7 @@ import pytest
 from shared.tokens import issue_token
 from tests.conftest import INTERNAL_SECRET
 from tests.gateway.conftest import Hub, MakeHub, closed_port
+from tests.gateway.test_audit import entries
 
 AGGREGATES = "/v1/datasets/police-crime/aggregates?geography=lsoa21&period=month"
 
@@ -378,10 +379,13 @@ async def test_a_cohort_query_needs_a_grant_on_the_cohort_and_carries_its_grants
         providers=["probation"],
         grants=[probation],
     )
-    answer = await hub.client.get(cohort_query, headers=headers)
+    answer = await hub.client.get(cohort_query, headers={**headers, "X-Request-ID": "r-cohort"})
     assert answer.status_code == 200, answer.text
     _, claims, _ = hub.depersonalise.state.seen[-1]
     assert claims.grants == [police] and claims.cohort_grants == [probation]
+    # The audit entry names both providers and both agreements that governed the answer.
+    entry = next(e for e in await entries(hub) if e["request_id"] == "r-cohort")
+    assert entry["providers"] == ["gmp", "probation", "agr-1:3", "agr-9:2"]
     # Without cohort= no second decision is asked and no cohort grants travel.
     await hub.client.get(AGGREGATES, headers=headers)
     assert hub.depersonalise.state.seen[-1][1].cohort_grants is None
