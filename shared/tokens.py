@@ -57,6 +57,8 @@ class InternalClaims(BaseModel):
     htu: str | None = Field(default=None, description="the (encoded) path it is for")
     # For a cohort query (aggregates with cohort=): the decision's grants on offender-cohort.
     cohort_grants: list[dict[str, Any]] | None = None
+    # For the case view (/v1/people...): dataset -> the grants of its personal-level decision.
+    dataset_grants: dict[str, list[dict[str, Any]]] | None = None
     iat: int = 0
     exp: int = 0
     jti: str = ""

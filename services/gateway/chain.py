@@ -42,6 +42,7 @@ CONTENT_FIELDS = (
     "status",
     "outcome",
     "records",
+    "reason",  # the CSP-Reason of a case-view read; absent from the digest when there is none
 )
 
 
@@ -54,7 +55,11 @@ def digest(entry: Mapping[str, Any]) -> str:
 
 def digest_values(values: Iterable[Any]) -> str:
     """The digest of an entry given as its values in ``CONTENT_FIELDS`` order."""
-    canonical = _CANONICAL.encode(dict(zip(CONTENT_FIELDS, values, strict=True)))
+    content = dict(zip(CONTENT_FIELDS, values, strict=True))
+    if content["reason"] is None:
+        # Entries written before the reason existed keep their digests.
+        del content["reason"]
+    canonical = _CANONICAL.encode(content)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 

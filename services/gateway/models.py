@@ -54,6 +54,7 @@ class AuditEntry(Base, table=True):
     status: int | None = None
     outcome: str = Field(max_length=16)
     records: int | None = None
+    reason: str | None = Field(default=None, max_length=300)
     digest: str = Field(max_length=64)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)

@@ -113,6 +113,7 @@ class Exchange:
     action: str | None = None
     level: str | None = None
     purpose: str | None = None
+    reason: str | None = None
     decision: dict[str, Any] = field(default_factory=dict)
 
     def entry(self, phase: str, status: int | None, records: int | None) -> dict[str, Any]:
@@ -136,6 +137,7 @@ class Exchange:
             "status": status,
             "outcome": outcome_of(status, phase),
             "records": records,
+            "reason": self.reason,
         }
 
 
@@ -275,7 +277,13 @@ class GatewayMiddleware:
             level = level or routing.read_level(query)
             fields = routing.requested_fields(query)
         purpose = _header(scope["headers"], b"csp-purpose")
-        exchange.dataset = match.params.get("dataset") or routing.query_dataset(query)
+        if route.reason:
+            exchange.reason = _reason(scope["headers"])
+        if route.dataset == routing.PEOPLE:
+            return await self._decide_people(gw, exchange, claims, level, purpose)
+        exchange.dataset = (
+            match.params.get("dataset") or route.dataset or routing.query_dataset(query)
+        )
         exchange.action = route.action
         exchange.level = level
         exchange.purpose = purpose
@@ -305,6 +313,48 @@ class GatewayMiddleware:
             return routing.INGEST
         return route.backend
 
+    async def _decide_people(
+        self,
+        gw: Gateway,
+        exchange: Exchange,
+        claims: dict[str, Any],
+        level: str | None,
+        purpose: str | None,
+    ) -> str:
+        """The case view reads each person dataset the caller is granted at level personal; its
+        grants travel per dataset as ``dataset_grants``; refused when none is granted."""
+        assert exchange.caller is not None
+        exchange.action, exchange.level, exchange.purpose = "read", level, purpose
+        granted: dict[str, list[dict[str, Any]]] = {}
+        decisions = []
+        for dataset in routing.person_datasets():
+            decision = await gw.decisions.decide(
+                exchange.caller.agency, "read", dataset, level, purpose, None
+            )
+            decisions.append(decision)
+            if decision.get("allow"):
+                granted[dataset] = decision.get("grants") or []
+        allowed = [d for d in decisions if d.get("allow")]
+        exchange.decision = allowed[0] if allowed else decisions[0]
+        if not allowed:
+            _refuse_unless_allowed(exchange.decision)
+        exchange.decision = {
+            **exchange.decision,
+            "providers": sorted({p for d in allowed for p in d.get("providers") or []}),
+            "grants": [g for d in allowed for g in d.get("grants") or []],
+        }
+        claims.update(
+            action="read",
+            level=level,
+            purpose=purpose or exchange.decision.get("purpose"),
+            rule=exchange.decision.get("rule"),
+            agreement=exchange.decision.get("agreement"),
+            version=exchange.decision.get("version"),
+            providers=exchange.decision["providers"],
+            dataset_grants=granted,
+        )
+        return routing.INGEST
+
     async def _decide_cohort(
         self, gw: Gateway, exchange: Exchange, claims: dict[str, Any], purpose: str | None
     ) -> None:
@@ -327,6 +377,29 @@ class GatewayMiddleware:
             ),
             "grants": [*(first.get("grants") or []), *claims["cohort_grants"]],
         }
+
+
+REASON_LENGTH = 300
+
+
+def _reason(headers: list[tuple[bytes, bytes]]) -> str:
+    """The grounds a case-view read must state, kept in its audit entry."""
+    reason = (_header(headers, b"csp-reason") or "").strip()
+    if not reason:
+        raise ProblemError(
+            422,
+            "A case-view read must state its grounds in the CSP-Reason header.",
+            slug="reason-required",
+            field="CSP-Reason",
+        )
+    if len(reason) > REASON_LENGTH:
+        raise ProblemError(
+            422,
+            f"CSP-Reason is longer than {REASON_LENGTH} characters.",
+            slug="reason-too-long",
+            field="CSP-Reason",
+        )
+    return reason
 
 
 def _refuse_unless_allowed(decision: dict[str, Any], about: str = "") -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
 
+from shared.catalogue import load_catalogue
+
 GATEWAY = "gateway"
 AGREEMENTS = "agreements"
 INGEST = "ingest"
@@ -29,6 +31,8 @@ class Route:
     admin_only: bool = False
     operators_free: bool = False  # operators pass without a decision
     scope: str | None = None
+    dataset: str | None = None  # the dataset decided on, for a route that names none
+    reason: bool = False  # the request must carry CSP-Reason (kept in the audit entry)
     segments: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -41,6 +45,21 @@ class Route:
 class Match:
     route: Route
     params: dict[str, str]
+
+
+# A cohort query (aggregates with ?cohort=) also reads the cohort's memberships.
+COHORT_DATASET = "offender-cohort"
+# The case view reads every dataset that is shared at level personal and identifies people.
+PEOPLE = "people"
+
+
+def person_datasets() -> list[str]:
+    catalogue = load_catalogue()
+    return sorted(
+        name
+        for name, spec in catalogue.items()
+        if spec.max_level == "personal" and spec.link_fields
+    )
 
 
 def _routes() -> list[Route]:
@@ -98,6 +117,28 @@ def _routes() -> list[Route]:
         r("GET", "/v1/linkage/quality", INGEST, admin_only=True),
         r("POST", "/v1/linkage/quality", INGEST, admin_only=True),
         r("POST", "/v1/erasures", INGEST, admin_only=True),
+        # the case view: personal reads of linked people, decided on every person dataset
+        r(
+            "GET",
+            "/v1/cohorts/{strand}/members",
+            INGEST,
+            "read",
+            "personal",
+            dataset=COHORT_DATASET,
+            reason=True,
+            scope=READ,
+        ),
+        r("GET", "/v1/people", INGEST, "read", "personal", dataset=PEOPLE, reason=True, scope=READ),
+        r(
+            "GET",
+            "/v1/people/{person}",
+            INGEST,
+            "read",
+            "personal",
+            dataset=PEOPLE,
+            reason=True,
+            scope=READ,
+        ),
         # depersonalise (record reads at level personal go to ingest, see ``match``)
         r("GET", "/v1/datasets/{dataset}/records", DEPERSONALISE, "read", scope=READ),
         r(
@@ -201,10 +242,6 @@ def query_param(query_string: bytes, name: str) -> str | None:
 def query_dataset(query_string: bytes) -> str | None:
     """``?dataset=`` of a route that names its dataset in the query (the stateless tool)."""
     return query_param(query_string, "dataset")
-
-
-# A cohort query (aggregates with ?cohort=) also reads the cohort's memberships.
-COHORT_DATASET = "offender-cohort"
 
 
 def requested_fields(query_string: bytes) -> list[str] | None:

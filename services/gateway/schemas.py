@@ -52,6 +52,7 @@ class AuditRecord(BaseModel):
     status: int | None
     outcome: Literal["allowed", "denied", "error", "pending"]
     records: int | None
+    reason: str | None = None  # the CSP-Reason of a case-view read
     digest: str
     prev_hash: str
     hash: str

@@ -90,6 +90,14 @@ def share_pseudonym(key: str, person_id: int) -> str:
     return hmac.new(derived, f"person/{person_id}".encode(), hashlib.sha256).hexdigest()
 
 
+def person_handle(key: str, recipient: str, person_id: int) -> str:
+    """The case view's name for a person, issued to one recipient only: it matches neither the
+    hub's pseudonym nor any other recipient's handle of the same person."""
+    derived = hmac.new(key.encode(), b"csp-case-view-handle", hashlib.sha256).digest()
+    text = f"{recipient}/person/{person_id}".encode()
+    return "p-" + hmac.new(derived, text, hashlib.sha256).hexdigest()[:32]
+
+
 def person_fields(dataset: Dataset, data: dict[str, Any]) -> dict[str, str | None]:
     """A stored record's person fields, normalised for comparison (values already validated)."""
     out: dict[str, str | None] = dict.fromkeys((*STRONG, *COMPARED, *KEYS))

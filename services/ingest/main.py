@@ -17,6 +17,7 @@ from services.ingest.linkage import config_from
 from services.ingest.linkage_routes import linkage as linkage_routes
 from services.ingest.models import Base
 from services.ingest.outbox import Relay, outbox_figures
+from services.ingest.people_routes import case_view
 from services.ingest.retention import purge
 from services.ingest.routes import batches, datasets, internal, operations, reports
 from services.ingest.service import forget_expired_keys
@@ -161,6 +162,6 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics_registry.register(OutboxCollector(app))
-    for router in (datasets, batches, operations, reports, internal, linkage_routes):
+    for router in (datasets, batches, operations, reports, internal, linkage_routes, case_view):
         app.include_router(router)
     return app

@@ -164,19 +164,27 @@ def personal_page(
     )
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    out = []
-    for row in rows:
-        data = _decode(row.data)
-        data["provider"] = row.provider
-        shown = scope.fields_for(row.provider, date.fromisoformat(row.occurred_at[:10]))
-        if shown is None:
-            continue
-        # A field outside this provider's grant is absent, not null.
-        out.append(
-            {name: data.get(name) for name in columns if name == "provider" or name in shown}
-        )
+    out = [
+        shown
+        for row in rows
+        if (shown := granted_record(row.provider, row.occurred_at, row.data, scope, columns))
+        is not None
+    ]
     following = rows[-1].id if len(rows) == limit else None
     return columns, out, following
+
+
+def granted_record(
+    provider: str, occurred_at: str, data: Any, scope: Slices, columns: list[str]
+) -> dict[str, Any] | None:
+    """A stored record as its provider's grants show it (None when no grant covers it): a field
+    outside the grant is absent, not null."""
+    shown = scope.fields_for(provider, date.fromisoformat(occurred_at[:10]))
+    if shown is None:
+        return None
+    values = _decode(data)
+    values["provider"] = provider
+    return {name: values.get(name) for name in columns if name == "provider" or name in shown}
 
 
 def record_read(engine: Engine, **entry: Any) -> None:

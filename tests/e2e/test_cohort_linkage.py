@@ -4,6 +4,7 @@ inside ingest, with nothing that identifies a person in any answer below level p
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter, defaultdict
 from datetime import date
 from typing import Any
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from scripts.hub import Hub
-from scripts.synthetic_cohort import NEEDS, SyntheticCohort, generate
+from scripts.synthetic_cohort import NEEDS, SyntheticCohort, generate, written_pnc
 from tests.e2e.conftest import ADMIN_KEY
 from tests.e2e.test_end_to_end import bearer, wait_depersonalised
 
@@ -125,6 +126,7 @@ def test_three_providers_cohort_is_linked_and_never_identified_below_personal(hu
         assert all("/" in row["pnc_id"] for row in personal.json()["records"])
 
         profile(client, iom, cohort)
+        case_view(client, keys, cohort)
 
 
 QUARTERS = [
@@ -241,3 +243,47 @@ def profile(client: httpx.Client, iom: dict[str, str], cohort: SyntheticCohort) 
         "/v1/datasets/offender-offence/aggregates", params={"cohort": "NOPE"}, headers=iom
     )
     assert missing.status_code == 404 and missing.json()["field"] == "cohort"
+
+
+def case_view(client: httpx.Client, keys: dict[str, str], cohort: SyntheticCohort) -> None:
+    """A case manager of the recipient lists the PPO members, finds one by a PNC ID it holds and
+    reads the person's linked records; every access is in the providers' audit views."""
+    iom = bearer(keys["e2e-iom"])
+    reason = {"CSP-Reason": "IOM case review"}
+    missing = client.get("/v1/cohorts/PPO/members", headers=iom)
+    assert missing.status_code == 422 and missing.json()["field"] == "CSP-Reason"
+    listed = client.get("/v1/cohorts/PPO/members", headers={**iom, **reason})
+    assert listed.status_code == 200, listed.text
+    members = listed.json()["members"]
+    ppo = [i for i, strand in cohort.strand.items() if strand == "PPO"]
+    assert len({m["person"] for m in members}) == len(ppo)
+    assert client.get("/v1/cohorts/NOPE/members", headers={**iom, **reason}).status_code == 404
+
+    person = cohort.people[ppo[0]]
+    assert person.pnc is not None
+    found = client.get(
+        "/v1/people",
+        params={"pnc_id": written_pnc(random.Random(5), *person.pnc)},
+        headers={**iom, **reason},
+    )
+    assert found.status_code == 200, found.text
+    [handle] = [p["person"] for p in found.json()["people"]]
+    assert handle in {m["person"] for m in members}
+    read = client.get(f"/v1/people/{handle}", headers={**iom, **reason})
+    assert read.status_code == 200, read.text
+    records = read.json()["records"]
+    mine = Counter(d for (d, _), p in cohort.truth.items() if p == person.index)
+    assert {d: len(rows) for d, rows in records.items()} == {
+        d: n
+        for d, n in mine.items()
+        if d != "drug-treatment"  # aggregate only: never here
+    }
+    assert records["offender-cohort"][0]["surname"] == person.surname
+    assert client.get("/v1/people/p-unknown", headers={**iom, **reason}).status_code == 404
+
+    # The police see the case-view read of their offences, with its grounds.
+    audit = client.get("/v1/audit", params={"limit": 1000}, headers=bearer(keys["e2e-force"]))
+    assert audit.status_code == 200, audit.text
+    seen = [e for e in audit.json()["entries"] if e["route"] == "/v1/people/{person}"]
+    assert seen and all(e["reason"] == "IOM case review" for e in seen)
+    assert all(e["agency"] == "e2e-iom" for e in seen)
