@@ -131,6 +131,11 @@ def ingest_app() -> FastAPI:
         app.state.seen.append((request.url.path, claims, dict(request.headers)))
         return JSONResponse({"served_by": "ingest"}, headers={"CSP-Record-Count": "2"})
 
+    @app.get("/v1/people/{person}")
+    async def person(person: str, claims: ClaimsDep, request: Request) -> Response:
+        app.state.seen.append((request.url.path, claims, dict(request.headers)))
+        return JSONResponse({"person": person, "records": {}})
+
     return app
 
 

@@ -655,3 +655,11 @@ async def test_a_witness_holds_checkpoints_and_catches_a_re_signed_rewrite(
     with pytest.raises(witness.WitnessError, match="no longer agrees"):
         await asyncio.to_thread(witness.witness, get_json, state)
     assert json.loads(state.read_text()) == held  # nothing kept from a failed check
+
+
+def test_an_entry_without_a_reason_keeps_the_digest_it_had_before_reasons_existed() -> None:
+    entry = {name: None for name in chain.CONTENT_FIELDS if name != "reason"}
+    entry.update(seq=1, at="2026-01-01T00:00:00Z", request_id="r", phase="complete")
+    before = chain.hashlib.sha256(chain._CANONICAL.encode(entry).encode("ascii")).hexdigest()
+    assert chain.digest({**entry, "reason": None}) == before
+    assert chain.digest({**entry, "reason": "IOM case review"}) != before

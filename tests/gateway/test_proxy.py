@@ -389,3 +389,27 @@ async def test_a_cohort_query_needs_a_grant_on_the_cohort_and_carries_its_grants
     # Without cohort= no second decision is asked and no cohort grants travel.
     await hub.client.get(AGGREGATES, headers=headers)
     assert hub.depersonalise.state.seen[-1][1].cohort_grants is None
+
+
+async def test_the_case_view_needs_a_reason_and_a_personal_grant_on_some_person_dataset(
+    hub: Hub,
+) -> None:
+    headers = await hub.issue("manchester-cc")
+    path = "/v1/people/p-0123"
+    missing = await hub.client.get(path, headers=headers)
+    assert missing.status_code == 422, missing.text
+    assert missing.json()["field"] == "CSP-Reason"
+    reason = {**headers, "CSP-Reason": "IOM case review", "X-Request-ID": "r-case"}
+    refused = await hub.client.get(path, headers=reason)
+    assert refused.status_code == 403 and refused.json()["rule"] == "no-active-agreement"
+    assert hub.ingest.state.seen == []
+    offences = {"provider": "gmp", "agreement": "agr-1", "version": 3, "fields": None}
+    hub.allow("manchester-cc", "read", "offender-offence", "personal", grants=[offences])
+    answer = await hub.client.get(path, headers=reason)
+    assert answer.status_code == 200, answer.text
+    _, claims, _ = hub.ingest.state.seen[-1]
+    assert claims.level == "personal" and claims.dataset_grants == {"offender-offence": [offences]}
+    entry = [e for e in await entries(hub) if e["request_id"] == "r-case"][-1]
+    assert entry["reason"] == "IOM case review" and entry["providers"] == ["gmp", "agr-1:3"]
+    check = await hub.client.get("/v1/audit/verify", headers=hub.admin())
+    assert check.json()["ok"] is True
