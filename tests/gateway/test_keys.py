@@ -174,8 +174,9 @@ async def test_a_push_key_cannot_read(hub: Hub) -> None:
         "/v1/datasets/police-crime/records", headers=pusher, json={"records": []}
     )
     assert pushed.status_code == 202
-    for path in ("/v1/datasets/police-crime/records", "/v1/audit"):
-        answer = await hub.client.get(path, headers=pusher)
+    case_view = ("/v1/people/p-1", "/v1/people?pnc_id=19/1A", "/v1/cohorts/PPO/members")
+    for path in ("/v1/datasets/police-crime/records", "/v1/audit", *case_view):
+        answer = await hub.client.get(path, headers={**pusher, "CSP-Reason": "case review"})
         assert answer.status_code == 403
         assert answer.json()["rule"] == "key-scope"
 
