@@ -32,6 +32,15 @@ class KeyIssued(BaseModel):
     expires: str | None = None
 
 
+class AccessToken(BaseModel):
+    """An OAuth2 access token (RFC 6749 5.1): a JWT the hub signed, used as a bearer."""
+
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the RFC 6749 token type
+    expires_in: int
+    scope: str
+
+
 class AuditRecord(BaseModel):
     seq: int
     at: str
