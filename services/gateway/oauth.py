@@ -53,7 +53,7 @@ class Grant:
 def load_private_key(
     pem: str | None, path: str | None, default_path: Path | None
 ) -> Ed25519PrivateKey:
-    """The signing key from PEM text, from a file, or generated into ``default_path`` (mode 0600)
+    """The signing key from the setting, from a file, or generated into ``default_path`` (mode 0600)
     on first use; without any of them a key for this process only."""
     if pem:
         return _parse(pem.encode())
@@ -78,6 +78,13 @@ def load_private_key(
 
 
 def _parse(data: bytes) -> Ed25519PrivateKey:
+    """PEM (PKCS8), or the base64 of a 32-byte Ed25519 seed (as the audit's key is given)."""
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            seed = base64.b64decode(data.strip(), validate=True)
+        except binascii.Error as exc:
+            raise ValueError("the OAuth signing key is neither PEM nor base64") from exc
+        return Ed25519PrivateKey.from_private_bytes(seed)
     key = serialization.load_pem_private_key(data, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the OAuth signing key must be an Ed25519 private key (PEM, PKCS8)")

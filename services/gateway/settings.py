@@ -63,7 +63,7 @@ class Settings(ServiceSettings):
         description="base64 public keys of earlier signing keys, trusted besides the current one",
     )
     oauth_signing_key: SecretStr | None = Field(
-        default=None, description="PEM (PKCS8) of the Ed25519 key signing OAuth access tokens"
+        default=None, description="the Ed25519 key signing OAuth access tokens: base64 seed or PEM"
     )
     oauth_signing_key_file: str | None = Field(
         default=None,

@@ -266,12 +266,23 @@ async def test_the_signing_key_is_generated_0600_beside_the_database_and_kept(
     assert (await second.client.get("/v1/me", headers=_bearer(token))).status_code == 200
 
 
-async def test_a_configured_signing_key_signs(make_hub: MakeHub) -> None:
+@pytest.mark.parametrize("form", ["pem", "seed"])
+async def test_a_configured_signing_key_signs(make_hub: MakeHub, form: str) -> None:
     private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    hub = await make_hub(oauth_signing_key=pem)
+    if form == "pem":
+        given = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode()
+    else:
+        raw = private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        given = base64.b64encode(raw).decode()
+    hub = await make_hub(oauth_signing_key=given)
     key_id, key = await _client(hub)
     token = (await _token(hub, key_id, key))["access_token"]
     claims = jwt.decode(token, private.public_key(), algorithms=["EdDSA"], audience="csp-hub")
