@@ -179,7 +179,7 @@ def client_credentials(authorization: str | None, form: dict[str, str]) -> tuple
             raise OAuthError(400, "invalid_request", "Give the credentials one way only.")
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # binascii.Error, UnicodeDecodeError, non-ASCII text
             raise OAuthError(401, "invalid_client", "The Basic credentials are malformed.") from exc
         client_id, colon, secret = decoded.partition(":")
         if not colon:

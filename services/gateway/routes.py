@@ -28,6 +28,7 @@ from services.gateway.schemas import (
     ConsistencyProof,
     KeyIssued,
     KeyRequest,
+    TokenError,
 )
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
 from shared.app import request_id
@@ -102,9 +103,13 @@ async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[s
 
 @router.post(
     "/oauth/token",
+    response_model=AccessToken,
     responses={
-        400: {"description": "invalid_request, unsupported_grant_type or invalid_scope"},
-        401: {"description": "invalid_client"},
+        400: {
+            "model": TokenError,
+            "description": "invalid_request, unsupported_grant_type, invalid_scope",
+        },
+        401: {"model": TokenError, "description": "invalid_client"},
     },
     openapi_extra={
         "requestBody": {

@@ -41,6 +41,17 @@ class AccessToken(BaseModel):
     scope: str
 
 
+class TokenError(BaseModel):
+    """An OAuth2 error (RFC 6749 5.2) with the problem members beside it."""
+
+    error: Literal["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope"]
+    error_description: str
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
 class AuditRecord(BaseModel):
     seq: int
     at: str

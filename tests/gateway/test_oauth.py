@@ -126,7 +126,7 @@ async def test_an_operators_token_without_admin_is_no_admin(hub: Hub) -> None:
 
 @pytest.mark.parametrize(
     "credentials",
-    ["wrong-secret", "other-key", "wrong-id", "none", "malformed"],
+    ["wrong-secret", "other-key", "wrong-id", "none", "malformed", "not-ascii"],
 )
 async def test_bad_client_credentials_are_invalid_client_401(hub: Hub, credentials: str) -> None:
     key_id, key = await _client(hub)
@@ -137,6 +137,7 @@ async def test_bad_client_credentials_are_invalid_client_401(hub: Hub, credentia
         "wrong-id": _basic("000000000000", key),
         "none": {},
         "malformed": {"Authorization": "Basic %%%"},
+        "not-ascii": {"Authorization": "Basic \u00e9\u00e9\u00e9\u00e9".encode("latin-1")},
     }[credentials]
     answer = await hub.client.post(
         TOKEN, data={"grant_type": "client_credentials"}, headers=headers
