@@ -252,28 +252,6 @@ def test_a_csv_header_far_wider_than_the_dataset_is_refused_at_once(
     assert answer.json()["field"] == "header"
 
 
-# ------------------------------------------------------------------ admin key rotation (last)
-
-
-def test_a_new_admin_key_at_start_retires_the_old_one(hub: Hub, client: httpx.Client) -> None:
-    gateway = hub["gateway"]
-    rotated = "csp_ops_rotated-operators-key-for-the-attack-suite"
-    gateway.stop()
-    gateway.env["CSP_ADMIN_KEY"] = rotated
-    gateway.start()
-    gateway.wait_ready()
-    assert client.get("/v1/me", headers=bearer(ADMIN_KEY)).status_code == 401
-    assert client.get("/v1/me", headers=bearer(rotated)).status_code == 200
-    assert any("previous operators' key retired" in line for line in gateway.lines)
-    assert not any(ADMIN_KEY in line for line in gateway.lines)
-    # A retired key stays retired, even if an operator configures it again by mistake.
-    gateway.stop()
-    gateway.env["CSP_ADMIN_KEY"] = ADMIN_KEY
-    gateway.start()
-    gateway.wait_ready()
-    assert client.get("/v1/me", headers=bearer(ADMIN_KEY)).status_code == 401
-
-
 # ------------------------------------------------------------------ OAuth2 access tokens
 
 
@@ -306,3 +284,25 @@ def test_an_access_token_acts_as_its_key_until_the_key_is_revoked(
         assert time.monotonic() < deadline, "a revoked key's token still works"
         time.sleep(0.2)
     assert client.get("/v1/me", headers=token).status_code == 401
+
+
+# ------------------------------------------------------------------ admin key rotation (last)
+
+
+def test_a_new_admin_key_at_start_retires_the_old_one(hub: Hub, client: httpx.Client) -> None:
+    gateway = hub["gateway"]
+    rotated = "csp_ops_rotated-operators-key-for-the-attack-suite"
+    gateway.stop()
+    gateway.env["CSP_ADMIN_KEY"] = rotated
+    gateway.start()
+    gateway.wait_ready()
+    assert client.get("/v1/me", headers=bearer(ADMIN_KEY)).status_code == 401
+    assert client.get("/v1/me", headers=bearer(rotated)).status_code == 200
+    assert any("previous operators' key retired" in line for line in gateway.lines)
+    assert not any(ADMIN_KEY in line for line in gateway.lines)
+    # A retired key stays retired, even if an operator configures it again by mistake.
+    gateway.stop()
+    gateway.env["CSP_ADMIN_KEY"] = ADMIN_KEY
+    gateway.start()
+    gateway.wait_ready()
+    assert client.get("/v1/me", headers=bearer(ADMIN_KEY)).status_code == 401
