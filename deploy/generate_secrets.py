@@ -22,7 +22,7 @@ def new_value(kind: str) -> str:
     if kind == "admin-key":
         # The gateway's own key format: csp_<public key id>_<secret>.
         return f"csp_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
-    if kind == "audit-signing-key":
+    if kind in ("audit-signing-key", "oauth-signing-key"):
         return base64.b64encode(secrets.token_bytes(32)).decode("ascii")  # an Ed25519 seed
     if kind == "internal-secret":
         return secrets.token_urlsafe(48)
@@ -37,6 +37,7 @@ def compose_env() -> dict[str, str]:
         "CSP_INTERNAL_SECRET": new_value("internal-secret"),
         "CSP_ADMIN_KEY": new_value("admin-key"),
         "CSP_GATEWAY_AUDIT_SIGNING_KEY": new_value("audit-signing-key"),
+        "CSP_GATEWAY_OAUTH_SIGNING_KEY": new_value("oauth-signing-key"),
     }
     for service in SERVICES:
         values[f"CSP_{service.upper()}_DB_PASSWORD"] = new_value("password")
@@ -64,6 +65,7 @@ def k8s_env_files(host: str, port: int, prefix: str) -> dict[str, dict[str, str]
         }
     files["gateway.env"]["CSP_ADMIN_KEY"] = new_value("admin-key")
     files["gateway.env"]["CSP_GATEWAY_AUDIT_SIGNING_KEY"] = new_value("audit-signing-key")
+    files["gateway.env"]["CSP_GATEWAY_OAUTH_SIGNING_KEY"] = new_value("oauth-signing-key")
     return files
 
 
@@ -89,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     k8s.add_argument("--db-prefix", default="csp_")
     value = commands.add_parser("value", help="print one new value")
     value.add_argument(
-        "kind", choices=("admin-key", "internal-secret", "password", "audit-signing-key")
+        "kind",
+        choices=(
+            "admin-key",
+            "internal-secret",
+            "password",
+            "audit-signing-key",
+            "oauth-signing-key",
+        ),
     )
     args = parser.parse_args(argv)
 

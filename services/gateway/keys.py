@@ -183,7 +183,18 @@ class KeyStore:
         self._used: dict[str, float] = {}
 
     async def authenticate(self, key: str) -> Caller | None:
-        key_id = key_id_of(key)
+        stored = await self.valid(key_id_of(key))
+        if stored is None or not hmac.compare_digest(stored.key_hash, hash_key(key)):
+            return None
+        self.used(stored.caller.key_id)
+        return stored.caller
+
+    def used(self, key_id: str) -> None:
+        self._used[key_id] = time.time()
+
+    async def valid(self, key_id: str) -> StoredKey | None:
+        """The key with this id if it is neither revoked nor expired (through the cache).
+        Access tokens are checked against their key this way on every use."""
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached is not None and now - cached[0] < self.ttl:
@@ -194,10 +205,7 @@ class KeyStore:
             return None
         if stored.expires_at is not None and time.time() >= stored.expires_at:
             return None
-        if not hmac.compare_digest(stored.key_hash, hash_key(key)):
-            return None
-        self._used[key_id] = time.time()
-        return stored.caller
+        return stored
 
     async def _load(self, key_id: str) -> StoredKey | None:
         # One database read per key per TTL, however many requests arrive meanwhile.

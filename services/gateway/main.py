@@ -22,9 +22,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from limits import parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
+from sqlalchemy.engine import make_url
 from starlette.middleware import Middleware
 
-from services.gateway import audit, keys, retention_audit
+from services.gateway import audit, keys, oauth, retention_audit
 from services.gateway.decisions import DecisionCache
 from services.gateway.models import Base
 from services.gateway.openapi import OpenApiMerger
@@ -78,6 +79,14 @@ def _service_token(secret: str, ttl: int) -> Callable[[], str]:
         return current[0]
 
     return token
+
+
+def _beside_database(url: str, name: str) -> Path | None:
+    """A file next to a SQLite database (var/ for ``make run``); None for other databases."""
+    made = make_url(url)
+    if not made.drivername.startswith("sqlite") or made.database in (None, "", ":memory:"):
+        return None
+    return Path(made.database).parent / name
 
 
 def _rate_storage(settings: Settings) -> tuple[Storage, Callable[[], Awaitable[None]] | None]:
@@ -138,6 +147,11 @@ def create_app(
         service_token = _service_token(secret, settings.internal_token_ttl_seconds)
         storage, close_storage = _rate_storage(settings)
         key_store = keys.KeyStore(engine, settings.key_cache_seconds)
+        oauth_key = oauth.load_private_key(
+            settings.oauth_signing_key.get_secret_value() if settings.oauth_signing_key else None,
+            settings.oauth_signing_key_file,
+            _beside_database(settings.database_url, "gateway-oauth-key.pem"),
+        )
         app.state.engine = engine
         app.state.gateway = Gateway(
             secret=secret,
@@ -152,6 +166,7 @@ def create_app(
             limits=parse_many(settings.rate_limit),
             max_body_bytes=settings.max_body_bytes,
             service_token=service_token,
+            tokens=oauth.TokenIssuer(oauth_key, settings.oauth_token_ttl_seconds),
         )
         app.state.openapi = OpenApiMerger(app.openapi(), upstreams, settings.openapi_cache_seconds)
         tasks = [

@@ -24,6 +24,7 @@ from services.gateway import routing
 from services.gateway.audit import AuditLog, AuditUnavailableError, now_iso, outcome_of
 from services.gateway.decisions import DecisionCache
 from services.gateway.keys import Caller, KeyStore, scopes_for
+from services.gateway.oauth import TokenIssuer, authenticate, looks_like_jwt
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, Upstream
 from shared.errors import PROBLEM_JSON, ProblemError, problem_body
 from shared.serve import MAX_HEADER_BYTES
@@ -155,6 +156,7 @@ class Gateway:
     limits: list[RateLimitItem]
     max_body_bytes: int
     service_token: Callable[[], str]
+    tokens: TokenIssuer | None = None
 
 
 class GatewayMiddleware:
@@ -210,8 +212,14 @@ class GatewayMiddleware:
         if match is not None:
             exchange.route = match.route.path
             scope["route"] = match.route
+        if match is not None and match.route.path == routing.TOKEN_PATH:
+            # The token endpoint authenticates its client itself (RFC 6749 2.3).
+            client = scope.get("client")
+            await _rate_limit(gw, "token:" + (str(client[0]) if client else "-"))
+            await self.app(scope, receive, send)
+            return
         key = _bearer(scope["headers"])
-        caller = await gw.keys.authenticate(key) if key else None
+        caller = await _authenticate(gw, key) if key else None
         if caller is None:
             client = scope.get("client")
             # Failed attempts count against the client's address, which slows key guessing.
@@ -413,6 +421,13 @@ def _refuse_unless_allowed(decision: dict[str, Any], about: str = "") -> None:
             agreement=decision.get("agreement"),
             version=decision.get("version"),
         )
+
+
+async def _authenticate(gw: Gateway, bearer: str) -> Caller | None:
+    """An API key, or an access token the hub signed for one (checked against its key)."""
+    if gw.tokens is not None and looks_like_jwt(bearer):
+        return await authenticate(gw.tokens, gw.keys, bearer)
+    return await gw.keys.authenticate(bearer)
 
 
 def _raw_path(scope: Scope) -> str:

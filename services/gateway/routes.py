@@ -17,20 +17,22 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from services.gateway import audit, keys
+from services.gateway import audit, keys, oauth
 from services.gateway.deps import AdminDep, CallerDep, GatewayDep, SettingsDep
 from services.gateway.proxy import Gateway
 from services.gateway.schemas import (
+    AccessToken,
     AuditPage,
     ChainCheck,
     CheckpointPage,
     ConsistencyProof,
     KeyIssued,
     KeyRequest,
+    TokenError,
 )
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
 from shared.app import request_id
-from shared.errors import ProblemError
+from shared.errors import ProblemError, problem_body
 from shared.tokens import issue_token
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
@@ -97,6 +99,78 @@ async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[s
             503, "The agreements service could not answer.", slug="backend-unavailable"
         )
     return {**body, "roles": list(caller.roles), "key_id": caller.key_id}
+
+
+@router.post(
+    "/oauth/token",
+    response_model=AccessToken,
+    responses={
+        400: {
+            "model": TokenError,
+            "description": "invalid_request, unsupported_grant_type, invalid_scope",
+        },
+        401: {"model": TokenError, "description": "invalid_client"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type"],
+                        "properties": {
+                            "grant_type": {"type": "string", "enum": ["client_credentials"]},
+                            "client_id": {"type": "string"},
+                            "client_secret": {"type": "string"},
+                            "scope": {"type": "string"},
+                        },
+                    }
+                }
+            }
+        },
+        "security": [],
+    },
+)
+async def token(request: Request, gateway: GatewayDep) -> Response:
+    """OAuth2 client credentials (RFC 6749 4.4): the client id is a key id, the secret its key,
+    by HTTP Basic or in the form; ``scope`` (space-separated) narrows the key's scopes."""
+    try:
+        kind = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
+        if kind != "application/x-www-form-urlencoded":
+            raise oauth.OAuthError(
+                400, "invalid_request", "The body must be application/x-www-form-urlencoded."
+            )
+        form = oauth.parse_form(await _limited_body(request, oauth.MAX_FORM_BYTES))
+        if gateway.tokens is None:
+            raise ProblemError(503, "Access tokens are not available.")
+        granted = await oauth.grant(
+            gateway.tokens, gateway.keys, request.headers.get("authorization"), form
+        )
+    except oauth.OAuthError as error:
+        body = {
+            "error": error.error,
+            "error_description": error.description,
+            **problem_body(error.status, error.description, slug=error.error.replace("_", "-")),
+        }
+        headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+        if error.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="csp-hub"'
+        return JSONResponse(body, status_code=error.status, headers=headers)
+    answer = AccessToken(
+        access_token=granted.access_token, expires_in=granted.expires_in, scope=granted.scope
+    )
+    return JSONResponse(
+        answer.model_dump(), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+    )
+
+
+async def _limited_body(request: Request, limit: int) -> bytes:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise oauth.OAuthError(400, "invalid_request", "The form is too large.")
+    return body
 
 
 @router.post("/agencies/{code}/keys", status_code=201)

@@ -19,6 +19,8 @@ AGREEMENTS = "agreements"
 INGEST = "ingest"
 DEPERSONALISE = "depersonalise"
 PUSH, READ, SIGN, ADMIN = "push", "read", "sign", "admin"
+# OAuth2 client credentials: the one /v1 route without a bearer; it authenticates its client.
+TOKEN_PATH = "/v1/oauth/token"  # noqa: S105 - a path
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ def _routes() -> list[Route]:
     return [
         # the gateway's own
         r("GET", "/v1/me", GATEWAY),
+        r("POST", TOKEN_PATH, GATEWAY),
         r("POST", "/v1/agencies/{code}/keys", GATEWAY, admin_only=True),
         r("DELETE", "/v1/agencies/{code}/keys/{key_id}", GATEWAY, admin_only=True),
         r("GET", "/v1/audit", GATEWAY, scope=READ),

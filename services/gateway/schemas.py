@@ -32,6 +32,26 @@ class KeyIssued(BaseModel):
     expires: str | None = None
 
 
+class AccessToken(BaseModel):
+    """An OAuth2 access token (RFC 6749 5.1): a JWT the hub signed, used as a bearer."""
+
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - the RFC 6749 token type
+    expires_in: int
+    scope: str
+
+
+class TokenError(BaseModel):
+    """An OAuth2 error (RFC 6749 5.2) with the problem members beside it."""
+
+    error: Literal["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope"]
+    error_description: str
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
 class AuditRecord(BaseModel):
     seq: int
     at: str

@@ -62,6 +62,14 @@ class Settings(ServiceSettings):
         default_factory=list,
         description="base64 public keys of earlier signing keys, trusted besides the current one",
     )
+    oauth_signing_key: SecretStr | None = Field(
+        default=None, description="the Ed25519 key signing OAuth access tokens: base64 seed or PEM"
+    )
+    oauth_signing_key_file: str | None = Field(
+        default=None,
+        description="a file holding that key; unset: generated (0600) beside a SQLite database",
+    )
+    oauth_token_ttl_seconds: int = Field(default=900, ge=1, le=3600)
     openapi_cache_seconds: float = 60.0
 
     # Where ``make web`` (or the image build) installed the analysts' page's npm packages.

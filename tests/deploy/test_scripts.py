@@ -56,6 +56,7 @@ def test_k8s_secret_files_are_private(tmp_path: Path) -> None:
     url = make_url(gateway["CSP_GATEWAY_DATABASE_URL"])
     assert (url.host, url.database, url.username) == ("db", "csp_gateway", "csp_gateway")
     assert len(base64.b64decode(gateway["CSP_GATEWAY_AUDIT_SIGNING_KEY"])) == 32  # Ed25519 seed
+    assert len(base64.b64decode(gateway["CSP_GATEWAY_OAUTH_SIGNING_KEY"])) == 32
 
 
 @pytest.fixture

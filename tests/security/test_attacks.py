@@ -252,6 +252,40 @@ def test_a_csv_header_far_wider_than_the_dataset_is_refused_at_once(
     assert answer.json()["field"] == "header"
 
 
+# ------------------------------------------------------------------ OAuth2 access tokens
+
+
+def test_an_access_token_acts_as_its_key_until_the_key_is_revoked(
+    client: httpx.Client, world: dict[str, str]
+) -> None:
+    issued = ok(client.post(f"/v1/agencies/{RECIPIENT}/keys", json={},
+                            headers=bearer(ADMIN_KEY)), 201)  # fmt: skip
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": issued["key_id"],
+        "client_secret": issued["key"],
+    }
+    reader = ok(client.post("/v1/oauth/token", data={**form, "scope": "read"}), 200)
+    assert reader["token_type"] == "Bearer" and reader["scope"] == "read"
+    token = bearer(reader["access_token"])
+    assert ok(client.get("/v1/me", headers=token), 200)["key_id"] == issued["key_id"]
+    ok(client.get(RECORDS, params={"level": "personal"}, headers=token), 200)
+    refused = ok(client.post(RECORDS, json={"records": [crime("OAUTH-1")]}, headers=token), 403)
+    assert refused["rule"] == "key-scope"
+    # Claims widened by hand break the signature.
+    head, payload, signature = reader["access_token"].split(".")
+    assert ok(client.get("/v1/me", headers=bearer(f"{head}.{payload}x.{signature}")), 401)
+    wrong = ok(client.post("/v1/oauth/token", data={**form, "client_secret": "csp_x"}), 401)
+    assert wrong["error"] == "invalid_client"
+    ok(client.delete(f"/v1/agencies/{RECIPIENT}/keys/{issued['key_id']}",
+                     headers=bearer(ADMIN_KEY)), 204)  # fmt: skip
+    deadline = time.monotonic() + 5
+    while client.get("/v1/me", headers=token).status_code == 200:
+        assert time.monotonic() < deadline, "a revoked key's token still works"
+        time.sleep(0.2)
+    assert client.get("/v1/me", headers=token).status_code == 401
+
+
 # ------------------------------------------------------------------ admin key rotation (last)
 
 
