@@ -6,6 +6,7 @@ is area codes, a generalised point, a period, the kept attributes, and masking f
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -410,7 +411,7 @@ def disclosure_report(
 ) -> dict[str, Any]:
     return {
         "records": records,
-        "k_min": min(ks) if ks else None,
+        "k_min": math.floor(min(ks)) if ks else None,  # an integer, rounded down: never overstated
         "k_median": float(np.median(ks)) if ks else None,
         "displacement_median_m": histogram_quantile(displacement, 0.5),
         "displacement_p95_m": histogram_quantile(displacement, 0.95),

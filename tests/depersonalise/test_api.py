@@ -548,10 +548,13 @@ def test_record_codes_come_from_the_published_point_and_otherwise_meet_k(make_cl
     )
     assert snapped.status_code == 201, snapped.text
     assert wait_rebuild(client)["state"] == "complete"
-    record = client.get(
+    page = client.get(
         "/v1/datasets/police-crime/records", headers=reader(level="depersonalised")
-    ).json()["records"][0]
+    ).json()
+    record = page["records"][0]
     assert record["location_method"] == "snap" and record["k"] == 20
+    # k is published as an integer, in the disclosure report too.
+    assert page["disclosure"]["k_min"] == 20 and isinstance(page["disclosure"]["k_min"], int)
     assert record["areas"] == {"demo": "DEMO0002"}
     table = client.get(
         "/v1/datasets/police-crime/aggregates?geography=demo&from=2024-01-01&to=2024-01-31"
