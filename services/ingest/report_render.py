@@ -7,6 +7,8 @@ import html
 import io
 from typing import Any
 
+from services.ingest.bodies import neutralise
+
 CSV_COLUMNS = (
     "quarter",
     "provider",
@@ -24,7 +26,6 @@ CSV_COLUMNS = (
     "rejected",
     "rejected_reasons",
 )
-FORMULA_START = ("=", "+", "-", "@")
 
 
 def _flat(quarter: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -42,20 +43,14 @@ def _reason(refusal: dict[str, Any]) -> str:
     return f"{where} {refusal['reason']} ({refusal['rows']})"
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value  # a spreadsheet would run it as a formula
-    return value
-
-
 def report_csv(body: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in body["rows"]:
-        writer.writerow({k: _cell(v) for k, v in _flat(body["quarter"], row).items()})
+        writer.writerow(
+            {k: "" if v is None else neutralise(v) for k, v in _flat(body["quarter"], row).items()}
+        )
     return out.getvalue()
 
 
