@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench.results import record
-from scripts.hub import Hub, free_port
+from scripts.hub import Hub, HubKeys, free_port
 
 BUDGET_SECONDS = 2.0
 RECORDS = "/v1/datasets/police-crime/records"
@@ -144,7 +144,6 @@ def attacks() -> dict[str, tuple[str, str, dict[str, str], bytes, bool]]:
 
 
 def main() -> int:
-    secret = secrets.token_urlsafe(32)
     admin_key = f"csp_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
     with tempfile.TemporaryDirectory(prefix="csp-bench-hostile-") as folder:
         names = ("agreements", "ingest", "depersonalise", "gateway")
@@ -152,7 +151,7 @@ def main() -> int:
         databases = {name: f"sqlite:///{Path(folder) / name}.db" for name in names}
         env = {"CSP_ADMIN_KEY": admin_key, "CSP_GATEWAY_RATE_LIMIT": "100000/second",
                "CSP_GATEWAY_LOG_LEVEL": "WARNING"}  # fmt: skip
-        hub = Hub(ports, databases, secret, env, sink=_quiet)
+        hub = Hub(ports, databases, HubKeys.generate(), env, sink=_quiet)
         hub.start()
         try:
             from scripts.demo import seed

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from services.depersonalise import store
 from services.depersonalise.models import Event
 from shared.catalogue import Dataset, load_catalogue
-from shared.tokens import issue_token
+from shared.tokens import TokenKey, service_token
 
 log = logging.getLogger("csp.depersonalise.replay")
 
@@ -68,7 +68,7 @@ async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
             state.engine,
             state.http,
             settings.ingest_url,
-            settings.internal_secret.get_secret_value(),
+            state.token_key,
             load_catalogue(),
             settings.replay_page_size,
             lambda: store.load_registry(state.engine),
@@ -83,7 +83,7 @@ async def rebuild(
     engine: Engine,
     client: httpx.AsyncClient,
     ingest_url: str,
-    secret: str,
+    secret: TokenKey,
     catalogue: dict[str, Dataset],
     page_size: int,
     registry_loader: Callable[[], store.Registry],
@@ -184,7 +184,7 @@ async def _page_with_retries(
 async def _page(
     client: httpx.AsyncClient,
     ingest_url: str,
-    secret: str,
+    secret: TokenKey,
     dataset: str,
     after: Any,
     limit: int,
@@ -196,7 +196,7 @@ async def _page(
         params["after"] = after
     if provider is not None:
         params["provider"] = provider
-    token = issue_token(secret, {"sub": "depersonalise", "roles": ["service"]})
+    token = service_token(secret, "ingest", "GET", "/internal/records")
     try:
         response = await client.get(
             f"{ingest_url.rstrip('/')}/internal/records",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -25,3 +26,6 @@ class Settings(ServiceSettings):
     records_page_max: int = 5000
     max_cells: int = 2_000_000  # largest aggregate table one query may ask for
     wire_simplify_metres: float = 10.0
+    # The secret of record and cell keys (cellkey.key_secret): depersonalise's own, never a token
+    # key. key_secret(<this>) reproduces keys made under a former CSP_INTERNAL_SECRET of that value.
+    cell_key_secret: SecretStr | None = Field(default=None, min_length=16)

@@ -23,7 +23,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from shared.db import make_engine, prepare_schema
-from tests.conftest import INTERNAL_SECRET, REPO, create_pg_database, drop_pg_database
+from tests.conftest import REPO, create_pg_database, drop_pg_database
 from tests.deploy.files import SERVICES
 
 BACKENDS = ("sqlite", "postgresql")
@@ -148,7 +148,7 @@ def test_database_made_before_migrations_is_adopted_only_if_identical(
 
 def job_environment(service: str, url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSP_")}
-    env.update({"CSP_INTERNAL_SECRET": INTERNAL_SECRET, f"CSP_{service.upper()}_DATABASE_URL": url})
+    env.update({f"CSP_{service.upper()}_DATABASE_URL": url})
     return env
 
 

@@ -162,10 +162,10 @@ def test_a_read_token_replayed_at_ingest_cannot_retract(hub: Hub, world: dict[st
     """An attacker on the internal network captures the token of a read and sends it to ingest's
     retract route for the same agency: the token was decided for a read, so nothing is retracted."""
     from shared.tokens import issue_token
-    from tests.conftest import INTERNAL_SECRET
+    from tests.conftest import GATEWAY_KEY
 
     captured = issue_token(
-        INTERNAL_SECRET,
+        GATEWAY_KEY,
         {"sub": PROVIDER, "roles": ["agency"], "action": "read", "dataset": "police-crime"},
         60,
     )
@@ -182,12 +182,12 @@ def test_a_captured_push_token_cannot_be_replayed_or_used_elsewhere(
     """The gateway binds every token it forwards to its service, method and path, and a
     state-changing one is good once: here a token like the gateway's for one retraction."""
     from shared.tokens import issue_token
-    from tests.conftest import INTERNAL_SECRET
+    from tests.conftest import GATEWAY_KEY
 
     path = path_of("BOUND-1")
     claims = {"sub": PROVIDER, "roles": ["agency"], "action": "retract",
               "dataset": "police-crime", "aud": "ingest", "htm": "DELETE", "htu": path}  # fmt: skip
-    captured = {"CSP-Internal-Token": issue_token(INTERNAL_SECRET, claims, 10)}
+    captured = {"CSP-Internal-Token": issue_token(GATEWAY_KEY, claims, 10)}
     first = httpx.delete(hub["ingest"].url + path, headers=captured)
     assert first.status_code == 404  # used once (no such record)
     replayed = httpx.delete(hub["ingest"].url + path, headers=captured)
@@ -195,7 +195,7 @@ def test_a_captured_push_token_cannot_be_replayed_or_used_elsewhere(
     elsewhere = httpx.delete(hub["ingest"].url + path_of("OTHER-1"), headers=captured)
     assert elsewhere.status_code == 401
     for_ingest = {**claims, "htm": "GET", "htu": "/v1/geographies"}
-    token = {"CSP-Internal-Token": issue_token(INTERNAL_SECRET, for_ingest, 10)}
+    token = {"CSP-Internal-Token": issue_token(GATEWAY_KEY, for_ingest, 10)}
     other_service = httpx.get(hub["depersonalise"].url + "/v1/geographies", headers=token)
     assert other_service.status_code == 401
 
