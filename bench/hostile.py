@@ -29,6 +29,7 @@ from bench.results import record
 from scripts.hub import Hub, HubKeys, free_port
 
 BUDGET_SECONDS = 2.0
+GEOJSON_VERTICES = 250_000  # the depersonalise service's default bound
 RECORDS = "/v1/datasets/police-crime/records"
 CRIME = {"occurred_at": "2024-01-05T22:10:00Z", "category": "Burglary",
          "easting": 383500, "northing": 398000}  # fmt: skip
@@ -133,11 +134,20 @@ def attacks() -> dict[str, tuple[str, str, dict[str, str], bytes, bool]]:
             zip_bomb(),
             True,
         ),
+        # Refused while it streams (more than CSP_DEPERSONALISE_MAX_GEOJSON_VERTICES) ...
         "geojson_1m_vertex_polygon": (
             "POST",
             "/v1/geographies/big?code_field=code",
             {"Content-Type": "application/geo+json"},
             big_polygon(1_000_000),
+            True,
+        ),
+        # ... and the largest GeoJSON layer allowed, loaded.
+        "geojson_250k_vertex_polygon": (
+            "POST",
+            "/v1/geographies/largest?code_field=code",
+            {"Content-Type": "application/geo+json"},
+            big_polygon(GEOJSON_VERTICES - 1),  # the ring closes on its first vertex
             True,
         ),
     }

@@ -22,7 +22,12 @@ PREFIX = "csp:jti:"
 class ReplayMemory:
     def __init__(self, redis_url: str | None = None) -> None:
         self._seen: dict[str, int] = {}
-        self._redis = redis.asyncio.Redis.from_url(redis_url) if redis_url else None
+        self._redis = (
+            # Bounded waits: an unreachable Redis costs a request half a second, not a hang.
+            redis.asyncio.Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
+            if redis_url
+            else None
+        )
 
     @property
     def shared(self) -> bool:

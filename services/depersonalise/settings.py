@@ -21,6 +21,9 @@ class Settings(ServiceSettings):
     replay_retry_seconds: float = 600.0  # how long a rebuild waits for ingest before it fails
     reconcile_interval_seconds: float = 300.0  # raw against derived on this schedule; 0: never
     max_upload_bytes: int = 250_000_000  # operators' layer uploads
+    # A GeoJSON layer is counted as it streams (its text is slow to parse): one this large
+    # loads within 2 s; larger layers come as a zipped shapefile or a GeoPackage.
+    max_geojson_vertices: int = 250_000
     # Any read key's POST /v1/depersonalise: about 23,000 records, answered within 2 s.
     max_depersonalise_bytes: int = 3_000_000
     records_page_max: int = 5000

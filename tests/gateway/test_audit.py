@@ -530,6 +530,17 @@ async def test_checkpoints_are_written_every_n_entries_whatever_the_batch(
     assert seqs == list(range(3, int(last) + 1, 3))  # type: ignore[call-overload]
 
 
+async def test_full_verification_checks_every_signed_tree_head(make_hub: MakeHub) -> None:
+    hub = await make_hub(audit_checkpoint_every=5)
+    for _ in range(12):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    assert (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()["ok"] is True
+    sql(hub, "UPDATE audit_checkpoint SET root = :r WHERE seq = 10", r="ab" * 32)
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is False and check["first_bad_entry"] == 10
+    assert check["reason"] == "signed tree head does not match the entries"
+
+
 async def test_deleting_checkpoints_to_rewrite_the_chain_fails_verification(
     make_hub: MakeHub,
 ) -> None:
