@@ -44,6 +44,15 @@ def using_postgres() -> bool:
     return os.environ.get("CSP_TEST_DATABASE", "sqlite") == "postgresql"
 
 
+def key_settings(service: str) -> dict[str, str]:
+    """The test keys as settings arguments, for settings made outside a test (module fixtures)."""
+    prefix = f"CSP_{service.upper()}_"
+    return {
+        name.removeprefix(prefix).removeprefix("CSP_").lower(): value
+        for name, value in TEST_KEYS.environment(service).items()
+    }
+
+
 @pytest.fixture(autouse=True)
 def _hub_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     for service in SERVICES:

@@ -22,6 +22,7 @@ from shared.catalogue import load_catalogue
 from tests.conftest import (
     create_pg_database,
     drop_pg_database,
+    key_settings,
     require_data,
     using_postgres,
 )
@@ -61,7 +62,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         if using_postgres()
         else f"sqlite:///{tmp_path_factory.mktemp('dep') / 'depersonalise.db'}"
     )
-    settings = Settings(database_url=url)
+    settings = Settings(database_url=url, **key_settings("depersonalise"))
     fake = FakeIngest()
     app = create_app(settings)
     import httpx
