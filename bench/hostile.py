@@ -29,7 +29,7 @@ from bench.results import record
 from scripts.hub import Hub, HubKeys, free_port
 
 BUDGET_SECONDS = 2.0
-GEOJSON_VERTICES = 250_000  # the depersonalise service's default bound
+GEOJSON_VERTICES = 200_000  # the depersonalise service's default bound
 RECORDS = "/v1/datasets/police-crime/records"
 CRIME = {"occurred_at": "2024-01-05T22:10:00Z", "category": "Burglary",
          "easting": 383500, "northing": 398000}  # fmt: skip
@@ -143,7 +143,7 @@ def attacks() -> dict[str, tuple[str, str, dict[str, str], bytes, bool]]:
             True,
         ),
         # ... and the largest GeoJSON layer allowed, loaded.
-        "geojson_250k_vertex_polygon": (
+        "geojson_200k_vertex_polygon": (
             "POST",
             "/v1/geographies/largest?code_field=code",
             {"Content-Type": "application/geo+json"},

@@ -23,7 +23,7 @@ class Settings(ServiceSettings):
     max_upload_bytes: int = 250_000_000  # operators' layer uploads
     # A GeoJSON layer is counted as it streams (its text is slow to parse): one this large
     # loads within 2 s; larger layers come as a zipped shapefile or a GeoPackage.
-    max_geojson_vertices: int = 250_000
+    max_geojson_vertices: int = 200_000
     # Any read key's POST /v1/depersonalise: about 23,000 records, answered within 2 s.
     max_depersonalise_bytes: int = 3_000_000
     records_page_max: int = 5000
