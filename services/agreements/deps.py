@@ -16,7 +16,7 @@ from services.agreements.settings import Settings
 from services.agreements.snapshot import SnapshotCache
 from shared.catalogue import Dataset
 from shared.db import get_session
-from shared.errors import ProblemError
+from shared.http import require_service
 from shared.tokens import InternalClaims, internal_claims
 
 
@@ -56,16 +56,8 @@ async def caller_claims(request: Request) -> InternalClaims:
     return internal_claims(request)
 
 
-async def require_service(request: Request) -> InternalClaims:
-    claims = internal_claims(request)
-    if not claims.is_service:
-        raise ProblemError(
-            403,
-            "Only the gateway and peer services call this.",
-            slug="forbidden",
-            rule="service-only",
-        )
-    return claims
+async def service_caller(request: Request) -> InternalClaims:
+    return require_service(internal_claims(request))
 
 
 # Commit before the response leaves, so a caller's next request sees the change.
@@ -73,4 +65,4 @@ SessionDep = Annotated[Session, Depends(session_then_refresh, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 CallerDep = Annotated[InternalClaims, Depends(caller_claims)]
-ServiceDep = Annotated[InternalClaims, Depends(require_service)]
+ServiceDep = Annotated[InternalClaims, Depends(service_caller)]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -41,28 +38,11 @@ from services.agreements.views import (
     report_entry,
 )
 from shared.errors import ProblemError
+from shared.http import CSV_MEDIA, decode_cursor, encode_cursor, negotiate
 from shared.tokens import AdminDep, ClaimsDep, InternalClaims
 
-_CURSOR = re.compile(r"^[A-Za-z0-9_-]+$")
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200)]
-
-
-def _encode(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str | None) -> str:
-    if not cursor:
-        return ""
-    try:
-        if not _CURSOR.match(cursor):
-            raise ValueError("not base64url")
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ProblemError(
-            422, "The cursor is not one this service gave.", slug="bad-cursor", field="cursor"
-        ) from exc
 
 
 def _page(items: Sequence[tuple[str, dict[str, Any]]], limit: int) -> Page:
@@ -71,7 +51,7 @@ def _page(items: Sequence[tuple[str, dict[str, Any]]], limit: int) -> Page:
     more = len(items) > limit
     return Page(
         items=[item for _, item in shown],
-        next_cursor=_encode(shown[-1][0]) if more and shown else None,
+        next_cursor=encode_cursor(shown[-1][0]) if more and shown else None,
     )
 
 
@@ -99,7 +79,7 @@ def list_agencies(
 ) -> Page:
     rows = session.exec(
         select(AgencyRow)
-        .where(col(AgencyRow.code) > _decode(cursor))
+        .where(col(AgencyRow.code) > decode_cursor(cursor))
         .order_by(col(AgencyRow.code))
         .limit(limit + 1)
     )
@@ -192,7 +172,7 @@ def list_agreements(
     limit: Limit = 50,
 ) -> Page:
     snapshot = runtime.snapshots.current()
-    after = _decode(cursor)
+    after = decode_cursor(cursor)
     pool = (
         snapshot.agreements.values()
         if _sees_everything(claims)
@@ -207,16 +187,8 @@ def list_agreements(
 
 
 RegisterFormat = Literal["csv", "html", "json"]
-
-
-def _register_format(request: Request, requested: str | None) -> str:
-    if requested:
-        return requested
-    accept = request.headers.get("accept", "")
-    for media, name in (("text/html", "html"), ("text/csv", "csv"), ("application/json", "json")):
-        if media in accept:
-            return name
-    return "csv"
+# The register is a document: CSV unless the caller asks for a page or JSON.
+REGISTER_FORMATS = [("text/html", "html"), ("text/csv", "csv"), ("application/json", "json")]
 
 
 @agreements.get("/register", response_model=None)
@@ -237,14 +209,14 @@ def agreement_register(
     )
     now = utcnow()
     rows = register_rows(pool, usage(session), now, settings.review_grace_days)
-    chosen = _register_format(request, format)
+    chosen = negotiate(format, request.headers.get("accept"), REGISTER_FORMATS, "csv")
     if chosen == "html":
         return HTMLResponse(register_html(rows, now))
     if chosen == "json":
         return {"items": rows}
     return PlainTextResponse(
         register_csv(rows),
-        media_type="text/csv; charset=utf-8",
+        media_type=CSV_MEDIA,
         headers={"Content-Disposition": 'attachment; filename="agreements-register.csv"'},
     )
 
@@ -329,7 +301,7 @@ def agreement_history(
     limit: Limit = 100,
 ) -> Page:
     _load(session, agreement_id, claims)
-    after = _decode(cursor)
+    after = decode_cursor(cursor)
     start = int(after) if after.isdigit() else 0
     rows, next_id = service.history(session, agreement_id, start, limit)
     return Page(
@@ -343,7 +315,7 @@ def agreement_history(
             }
             for r in rows
         ],
-        next_cursor=_encode(str(next_id)) if next_id is not None else None,
+        next_cursor=encode_cursor(str(next_id)) if next_id is not None else None,
     )
 
 

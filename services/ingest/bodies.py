@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Any, NoReturn
 
 from shared.errors import ProblemError
+from shared.http import neutralise
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -286,16 +287,6 @@ def json_rows(text: IO[str]) -> Iterator[RawRow]:
         )
     if stream.peek() != "":
         stream.fail("trailing content")
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(cell: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula gets a leading apostrophe."""
-    if isinstance(cell, str) and cell.startswith(FORMULA_START):
-        return "'" + cell
-    return cell
 
 
 def csv_lines(header: list[str], rows: Iterable[Iterable[Any]]) -> Iterator[str]:

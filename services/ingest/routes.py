@@ -26,6 +26,7 @@ from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
+from shared.http import CSV_MEDIA, negotiate, require_service
 from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
 
 datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -57,9 +58,7 @@ def _push_openapi() -> dict[str, Any]:
 
 
 def _wants_csv(request: Request, format: str | None) -> bool:
-    if format is not None:
-        return format == "csv"
-    return "text/csv" in request.headers.get("accept", "")
+    return negotiate(format, request.headers.get("accept"), [("text/csv", "csv")], "json") == "csv"
 
 
 @datasets.get("")
@@ -77,7 +76,7 @@ async def get_dataset(
     if _wants_csv(request, format):
         return Response(
             schema.csv_template(compiled.dataset),
-            media_type="text/csv; charset=utf-8",
+            media_type=CSV_MEDIA,
             headers={"Content-Disposition": f'attachment; filename="{compiled.dataset.name}.csv"'},
         )
     return schema.describe(compiled.dataset)
@@ -279,7 +278,7 @@ async def read_personal(
         headers["Link"] = f'<{following_url.path}?{following_url.query}>; rel="next"'
     if _wants_csv(request, format):
         lines = csv_lines(columns, ([row.get(c) for c in columns] for row in rows))
-        return StreamingResponse(lines, media_type="text/csv; charset=utf-8", headers=headers)
+        return StreamingResponse(lines, media_type=CSV_MEDIA, headers=headers)
     body = {
         "dataset": compiled.dataset.name,
         "level": "personal",
@@ -313,10 +312,8 @@ async def get_batch(batch_id: str, claims: ClaimsDep, engine: EngineDep) -> Batc
 
 
 def _report_format(request: Request, format: str | None) -> str:
-    if format is not None:
-        return format
-    accept = request.headers.get("accept", "")
-    return "html" if "text/html" in accept else "csv" if "text/csv" in accept else "json"
+    offered = [("text/html", "html"), ("text/csv", "csv")]
+    return negotiate(format, request.headers.get("accept"), offered, "json")
 
 
 @reports.get("/partnership", response_model=None)
@@ -350,7 +347,7 @@ async def partnership_report(
     if chosen == "csv":
         return Response(
             report_csv(body),
-            media_type="text/csv; charset=utf-8",
+            media_type=CSV_MEDIA,
             headers={"Content-Disposition": f'attachment; filename="partnership-{quarter}.csv"'},
         )
     if chosen == "html":
@@ -422,8 +419,7 @@ async def replay_records(
 ) -> dict[str, Any]:
     """Current records of a dataset (optionally one provider's) as upsert events, for
     depersonalise to rebuild or reconcile from."""
-    if not (claims.is_service or claims.is_admin):
-        raise ProblemError(403, "Services only.", rule="service-only")
+    require_service(claims, operators=True)
     events, following = await asyncio.to_thread(
         request.app.state.relay.replay, dataset, after, limit, provider
     )
@@ -433,8 +429,7 @@ async def replay_records(
 @internal.get("/holdings")
 async def dataset_holdings(claims: ClaimsDep, engine: EngineDep, dataset: str) -> dict[str, Any]:
     """Per provider: records held raw and a digest of their revisions (the reconciler's side)."""
-    if not (claims.is_service or claims.is_admin):
-        raise ProblemError(403, "Services only.", rule="service-only")
+    require_service(claims, operators=True)
     return await asyncio.to_thread(holdings, engine, dataset)
 
 
@@ -446,6 +441,5 @@ async def purges_since(
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> dict[str, Any]:
     """Purge log entries after a cursor, oldest first: the gateway records each in its audit."""
-    if not (claims.is_service or claims.is_admin):
-        raise ProblemError(403, "Services only.", rule="service-only")
+    require_service(claims, operators=True)
     return {"purges": await asyncio.to_thread(purges_after, engine, after, limit)}
