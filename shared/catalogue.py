@@ -14,14 +14,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.levels import Level
+
 Classification = Literal[
     "identifier", "free-text", "address", "location", "datetime", "special-category", "attribute"
 ]
 FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime", "postcode"]
-Level = Literal["aggregate", "depersonalised", "personal"]
 # What a field says about who a record is about; ingest links records of one person on them.
 LinkKind = Literal["pnc", "cro", "nhs", "surname", "forenames", "date_of_birth", "postcode"]
-LEVELS: tuple[Level, ...] = ("aggregate", "depersonalised", "personal")
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "catalogue"
 
