@@ -3,31 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from services.ingest import records as record_store
 from services.ingest import schema
 from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows, json_rows, spool
-from services.ingest.deps import DatasetDep, EngineDep, SettingsDep
+from services.ingest.deps import DatasetDep, EngineDep, SettingsDep, StateDep, app_state
+from services.ingest.idempotency import fingerprint, push_once
 from services.ingest.models import BatchPublic, ErasureRequest, PushAnswer
 from services.ingest.outbox import holdings
 from services.ingest.postcodes import load_postcodes, postcode_count
 from services.ingest.report import QUARTER_PATTERN, parse_quarter, provider_rows, report
 from services.ingest.report_render import report_csv, report_html
 from services.ingest.retention import erase, purge_history, purges_after
-from services.ingest.service import PushOptions, check_header, push, stored_answer
+from services.ingest.service import PushOptions, check_header, push
+from services.ingest.settings import Settings
+from services.ingest.state import IngestState
 from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
 from shared.http import CSV_MEDIA, negotiate, require_service
 from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
+from shared.validation import CompiledDataset
 
 datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 batches = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -63,7 +67,9 @@ def _wants_csv(request: Request, format: str | None) -> bool:
 
 @datasets.get("")
 async def list_datasets(request: Request, _claims: ClaimsDep) -> dict[str, Any]:
-    return {"datasets": [schema.summary(c.dataset) for c in request.app.state.datasets.values()]}
+    return {
+        "datasets": [schema.summary(c.dataset) for c in app_state(request.app).datasets.values()]
+    }
 
 
 @datasets.get("/{dataset}", response_model=None)
@@ -82,12 +88,6 @@ async def get_dataset(
     return schema.describe(compiled.dataset)
 
 
-def _fingerprint(request: Request, body: SpooledBody) -> str:
-    parts = [request.method, request.url.path, request.url.query, body.sha256]
-    parts.append(request.headers.get("content-type", ""))
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
 @datasets.post(
     "/{dataset}/records",
     status_code=202,
@@ -100,6 +100,7 @@ async def push_records(
     claims: ClaimsDep,
     settings: SettingsDep,
     engine: EngineDep,
+    state: StateDep,
     atomic: bool = False,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> JSONResponse:
@@ -130,54 +131,69 @@ async def push_records(
         settings.max_body_bytes,
         csv_columns=len(compiled.names) if is_csv else None,
     )
-    running: set[tuple[str, str]] = request.app.state.running_keys
-    slot = (claims.sub, idempotency_key) if idempotency_key else None
     try:
-        fingerprint = _fingerprint(request, body)
-        if slot is not None:
-            first = await asyncio.to_thread(stored_answer, engine, claims.sub, slot[1], fingerprint)
-            if first is not None:
-                return JSONResponse(first, status_code=202, headers={"Idempotent-Replayed": "true"})
-            if slot in running:
-                raise ProblemError(
-                    409,
-                    "A request with this Idempotency-Key is still being processed.",
-                    slug="idempotency-key-in-use",
-                    field="Idempotency-Key",
-                )
-            running.add(slot)
-        options = PushOptions(
-            provider=claims.sub,
-            atomic=atomic,
-            allowed_fields=claims.fields,
-            chunk_rows=settings.chunk_rows,
-            max_rows=settings.max_rows_per_batch,
-            max_errors=settings.max_errors_listed,
-            idempotency=(slot[1], fingerprint, settings.idempotency_ttl_hours) if slot else None,
-            linkage=request.app.state.linkage,
+        return await _push_spooled(
+            request,
+            compiled,
+            claims,
+            settings,
+            engine,
+            state,
+            atomic,
+            idempotency_key or None,
+            body,
+            is_csv,
         )
+    finally:
+        body.close()
 
-        def run() -> dict[str, Any]:
-            text = body.text()
-            if is_csv:
-                header, reader = csv_header(text, len(compiled.names))
-                check_header(compiled, header, claims.fields)
-                rows = csv_rows(header, reader)
-            else:
-                rows = json_rows(text)
-            return push(engine, compiled, rows, options).answer()
 
+async def _push_spooled(
+    request: Request,
+    compiled: CompiledDataset,
+    claims: InternalClaims,
+    settings: Settings,
+    engine: Engine,
+    state: IngestState,
+    atomic: bool,
+    idempotency_key: str | None,
+    body: SpooledBody,
+    is_csv: bool,
+) -> JSONResponse:
+    request_fingerprint = fingerprint(
+        request.method,
+        request.url.path,
+        request.url.query,
+        body.sha256,
+        request.headers.get("content-type", ""),
+    )
+    options = PushOptions(
+        provider=claims.sub,
+        atomic=atomic,
+        allowed_fields=claims.fields,
+        chunk_rows=settings.chunk_rows,
+        max_rows=settings.max_rows_per_batch,
+        max_errors=settings.max_errors_listed,
+        idempotency=(idempotency_key, request_fingerprint, settings.idempotency_ttl_hours)
+        if idempotency_key
+        else None,
+        linkage=state.linkage,
+    )
+
+    def work() -> dict[str, Any]:
+        text = body.text()
+        if is_csv:
+            header, reader = csv_header(text, len(compiled.names))
+            check_header(compiled, header, claims.fields)
+            rows = csv_rows(header, reader)
+        else:
+            rows = json_rows(text)
+        return push(engine, compiled, rows, options).answer()
+
+    async def run() -> dict[str, Any]:
         try:
-            async with request.app.state.push_turns:
-                answer = await asyncio.to_thread(run)
-        except IntegrityError:
-            # Another replica committed the same key first: answer as it did.
-            if slot is None:
-                raise
-            first = await asyncio.to_thread(stored_answer, engine, claims.sub, slot[1], fingerprint)
-            if first is None:
-                raise
-            answer = first
+            async with state.push_turns:
+                return await asyncio.to_thread(work)
         except OperationalError as exc:
             # Writers of this process queue (shared.db.write_transaction); this is only for
             # another process holding a SQLite file longer than its busy timeout.
@@ -187,10 +203,12 @@ async def push_records(
                 slug="store-busy",
                 headers={"Retry-After": "5"},
             ) from exc
-    finally:
-        if slot is not None:
-            running.discard(slot)
-        body.close()
+
+    answer, replayed = await push_once(
+        engine, state.in_flight, claims.sub, idempotency_key, request_fingerprint, run
+    )
+    if replayed:
+        return JSONResponse(answer, status_code=202, headers={"Idempotent-Replayed": "true"})
     return JSONResponse(answer, status_code=202, headers={RECORD_COUNT: str(answer["accepted"])})
 
 
@@ -218,7 +236,7 @@ async def retract_record(
         claims.sub,
         compiled.dataset.name,
         source_ref,
-        linkage=(request.app.state.catalogue, request.app.state.linkage),
+        linkage=(app_state(request.app).catalogue, app_state(request.app).linkage),
     )
     return Response(status_code=204, headers={RECORD_COUNT: "1"})
 
@@ -334,12 +352,14 @@ async def partnership_report(
         ) from exc
     agency = None if claims.is_admin else claims.sub
     try:
-        agreements = await request.app.state.agreement_entries(agency)
+        agreements = await app_state(request.app).agreement_entries(agency)
     except httpx.HTTPError as exc:
         raise ProblemError(
             503, "The agreements service could not answer.", slug="backend-unavailable"
         ) from exc
-    rows = await asyncio.to_thread(provider_rows, engine, request.app.state.catalogue, period, None)
+    rows = await asyncio.to_thread(
+        provider_rows, engine, app_state(request.app).catalogue, period, None
+    )
     body = report(period, rows, agreements)
     if agency is not None:
         body["rows"] = [r for r in rows if r["provider"] == agency]
@@ -384,7 +404,7 @@ async def list_purges(_admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
 @operations.post("/purges", tags=["retention"])
 async def run_purge(request: Request, _admin: AdminDep) -> dict[str, Any]:
     """Run the retention purge now (it also runs on its schedule)."""
-    return {"purges": await request.app.state.purge_now()}
+    return {"purges": await app_state(request.app).purge_now()}
 
 
 @operations.post("/erasures", tags=["retention"])
@@ -421,7 +441,7 @@ async def replay_records(
     depersonalise to rebuild or reconcile from."""
     require_service(claims, operators=True)
     events, following = await asyncio.to_thread(
-        request.app.state.relay.replay, dataset, after, limit, provider
+        app_state(request.app).relay.replay, dataset, after, limit, provider
     )
     return {"events": events, "next": following}
 
