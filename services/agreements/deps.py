@@ -3,52 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from services.agreements.decision_log import DecisionRecorder
-from services.agreements.reference import CodeLists
 from services.agreements.settings import Settings
-from services.agreements.snapshot import SnapshotCache
-from shared.catalogue import Dataset
+from services.agreements.state import Runtime
+from shared.app import state_of
 from shared.db import get_session
 from shared.http import require_service
 from shared.tokens import InternalClaims, internal_claims
-
-
-@dataclass
-class Runtime:
-    """What the lifespan creates and the routes use."""
-
-    engine: Engine
-    snapshots: SnapshotCache
-    recorder: DecisionRecorder
-    codes: CodeLists
-    catalogue: dict[str, Dataset]
-
 
 # The dependencies below are async only to run on the event loop: FastAPI would send a plain
 # function to a worker thread, which costs more than they do on the decision path.
 
 
 async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return state_of(request.app, "settings", Settings)
 
 
 async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+    return state_of(request.app, "runtime", Runtime)
 
 
 def session_then_refresh(request: Request) -> Iterator[Session]:
     """The shared request session; once it has committed, this replica re-reads its snapshot."""
     yield from get_session(request)
-    request.app.state.runtime.snapshots.invalidate()
+    state_of(request.app, "runtime", Runtime).snapshots.invalidate()
 
 
 async def caller_claims(request: Request) -> InternalClaims:

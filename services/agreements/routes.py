@@ -10,11 +10,11 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlmodel import col, select
 
 from services.agreements import service
-from services.agreements.decision_log import recent, usage, window_start
-from services.agreements.decisions import AgencyFacts, Decision, DecisionRequest
+from services.agreements.decision_log import usage
+from services.agreements.decisions import Decision, DecisionRequest
 from services.agreements.deps import CallerDep, RuntimeDep, ServiceDep, SessionDep, SettingsDep
-from services.agreements.dry_run import replay
-from services.agreements.lifecycle import Agreement, iso_utc
+from services.agreements.dry_run import dry_run as dry_run_report
+from services.agreements.lifecycle import iso_utc
 from services.agreements.models import (
     AgencyCreate,
     AgencyPublic,
@@ -27,8 +27,8 @@ from services.agreements.models import (
     Page,
     SignBody,
 )
-from services.agreements.retention import retention_rules
-from services.agreements.service import StoredAgreement, utcnow, version_from_terms
+from services.agreements.retention import retention_in_force
+from services.agreements.service import StoredAgreement, utcnow
 from services.agreements.views import (
     agreement_view,
     party_summary,
@@ -329,31 +329,7 @@ def dry_run(
     admin: AdminDep,
 ) -> dict[str, Any]:
     stored = _load(session, agreement_id, admin)
-    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
-    target = stored.agreement
-    draft = version_from_terms(agreement_id, target.latest.version + 1, terms, {})
-    runtime.recorder.flush()
-    snapshot = runtime.snapshots.current()
-    now = utcnow()
-    parties = {p for v in target.versions for p in v.parties} | set(draft.parties)
-    decisions = recent(session, window_start(now, body.days), parties)
-    candidates: dict[str, list[Agreement]] = {
-        code: [s.agreement for s in snapshot.by_agency.get(code, [])] for code in parties
-    }
-    facts = {
-        code: AgencyFacts(info.code, info.status)  # type: ignore[arg-type]
-        for code, info in snapshot.agencies.items()
-    }
-    outcome = replay(
-        target,
-        draft,
-        decisions,
-        candidates,
-        facts,
-        snapshot.suspended,
-        settings.review_grace_days,
-    )
-    return {"agreement": agreement_id, "draft_version": draft.version, "days": body.days, **outcome}
+    return dry_run_report(session, runtime, stored, body, settings.review_grace_days)
 
 
 # ---------------------------------------------------------------- decisions and the caller
@@ -432,10 +408,7 @@ def internal_agency(code: str, runtime: RuntimeDep, _caller: ServiceDep) -> dict
 def internal_retention(
     runtime: RuntimeDep, session: SessionDep, _caller: ServiceDep
 ) -> list[dict[str, Any]]:
-    stored = runtime.snapshots.current().agreements.values()
-    revoked = [s.agreement.id for s in stored if s.agreement.operator_state == "revoked"]
-    revoked_on = service.revocation_days(session, revoked)
-    return retention_rules((s.agreement for s in stored), revoked_on, utcnow())
+    return retention_in_force(session, runtime.snapshots.current().agreements.values(), utcnow())
 
 
 @internal.get("/agreements")
