@@ -101,12 +101,12 @@ class Dataset(BaseModel):
         return {f.name: f.link for f in self.fields if f.link is not None}
 
 
-def _read(path: Path) -> dict:  # type: ignore[type-arg]
+def _read(path: Path) -> dict:
     with path.open("rb") as handle:
         return tomllib.load(handle)
 
 
-def load_dataset(path: Path, envelope: list[dict] | None = None) -> Dataset:  # type: ignore[type-arg]
+def load_dataset(path: Path, envelope: list[dict] | None = None) -> Dataset:
     raw = _read(path)
     if raw.get("kind", "event") == "event" and envelope is not None:
         own = raw.get("fields", [])

@@ -5,4 +5,4 @@ from shared.serve import serve
 
 if __name__ == "__main__":
     # The secret comes from CSP_INTERNAL_SECRET in the environment.
-    serve("depersonalise", Settings(), "services.depersonalise.main:create_app")  # type: ignore[call-arg]
+    serve("depersonalise", Settings(), "services.depersonalise.main:create_app")

@@ -31,11 +31,11 @@ async def admin(found: Annotated[Caller, Depends(caller)]) -> Caller:
 
 
 async def gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    return request.app.state.gateway
 
 
 async def settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

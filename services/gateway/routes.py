@@ -49,7 +49,7 @@ NO_NUL = r"^[^\x00]*$"
 
 async def _peer(coro: Any) -> tuple[int, Any]:
     try:
-        return await coro  # type: ignore[no-any-return]
+        return await coro
     except (BackendUnavailableError, BackendTimeoutError) as exc:
         raise ProblemError(
             503, "The agreements service is unavailable.", slug="backend-unavailable"

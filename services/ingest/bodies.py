@@ -34,7 +34,7 @@ class SpooledBody:
 
     def text(self) -> IO[str]:
         self.file.seek(0)
-        return io.TextIOWrapper(self.file, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+        return io.TextIOWrapper(self.file, encoding="utf-8-sig", newline="")
 
     def close(self) -> None:
         self.file.close()
@@ -117,7 +117,7 @@ async def spool(
         file.close()
         raise ProblemError(400, "The body is empty.", slug="empty-body", field="body")
     file.seek(0)
-    return SpooledBody(file=file, size=size, sha256=digest.hexdigest())  # type: ignore[arg-type]
+    return SpooledBody(file=file, size=size, sha256=digest.hexdigest())
 
 
 RawRow = tuple[int, dict[str, Any] | str]

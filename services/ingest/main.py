@@ -69,7 +69,7 @@ def create_app(
     depersonalise_transport: httpx.AsyncBaseTransport | None = None,
     agreements_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]
+    settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -23,12 +23,12 @@ from services.ingest.service_sql import (
     utc_now,
 )
 from shared.catalogue import Dataset
-from shared.db import write_transaction
+from shared.db import table_of, write_transaction
 from shared.errors import ProblemError
 from shared.grants import Slices
 from shared.periods import stored_period_label
 
-PERSONAL_READ = PersonalRead.__table__  # type: ignore[attr-defined]
+PERSONAL_READ = table_of(PersonalRead)
 _decode = msgspec.json.Decoder().decode
 
 

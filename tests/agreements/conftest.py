@@ -23,7 +23,9 @@ def days(offset: int) -> str:
 
 
 def token(sub: str, *roles: str) -> dict[str, str]:
-    return {HEADER: issue_token(INTERNAL_SECRET, {"sub": sub, "roles": list(roles)})}
+    # ADMIN and SERVICE are made at import: they must outlive the whole run on a busy machine.
+    claims = {"sub": sub, "roles": list(roles)}
+    return {HEADER: issue_token(INTERNAL_SECRET, claims, ttl_seconds=3600)}
 
 
 ADMIN = token("ops", "agency", "admin")
