@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from services.ingest import records as record_store
 from services.ingest import schema
-from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows, json_rows, spool
+from services.ingest.bodies import HeaderWatch, csv_header, csv_lines, csv_rows, json_rows
 from services.ingest.deps import DatasetDep, EngineDep, SettingsDep, StateDep, app_state
 from services.ingest.idempotency import fingerprint, push_once
 from services.ingest.models import BatchPublic, ErasureRequest, PushAnswer
@@ -29,7 +29,14 @@ from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
-from shared.http import CSV_MEDIA, negotiate, require_service
+from shared.http import (
+    CSV_MEDIA,
+    SpooledBody,
+    negotiate,
+    refuse_declared_over,
+    require_service,
+    spool,
+)
 from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
 from shared.validation import CompiledDataset
 
@@ -119,18 +126,9 @@ async def push_records(
             slug="unsupported-media-type",
             field="Content-Type",
         )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise ProblemError(
-            413,
-            f"The body is larger than the limit of {settings.max_body_bytes} bytes.",
-            slug="too-large",
-        )
-    body = await spool(
-        request.stream(),
-        settings.max_body_bytes,
-        csv_columns=len(compiled.names) if is_csv else None,
-    )
+    refuse_declared_over(request.headers.get("content-length"), settings.max_body_bytes)
+    watch = HeaderWatch(len(compiled.names)).feed if is_csv else None
+    body = await spool(request.stream(), settings.max_body_bytes, watch=watch)
     try:
         return await _push_spooled(
             request,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import AsyncIterator
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +16,9 @@ from shared.http import (
     encode_cursor,
     negotiate,
     neutralise,
+    refuse_declared_over,
     require_service,
+    spool,
 )
 from shared.tokens import InternalClaims
 
@@ -111,3 +116,60 @@ def test_service_only_with_operators_admits_admins_too() -> None:
     with pytest.raises(ProblemError) as caught:
         require_service(_claims("agency"), operators=True)
     assert caught.value.status == 403 and caught.value.slug == "forbidden"
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_a_spooled_body_is_hashed_and_read_back_as_text_without_its_bom() -> None:
+    body = await spool(_chunks("\ufeffa,b\r\n".encode(), "é\r\n".encode()), limit=100)
+    try:
+        assert body.size == 12
+        assert body.sha256 == hashlib.sha256("\ufeffa,b\r\né\r\n".encode()).hexdigest()
+        assert body.text().read() == "a,b\r\né\r\n"
+    finally:
+        body.close()
+
+
+@pytest.mark.parametrize(
+    ("parts", "status", "slug"),
+    [
+        ((b"x" * 60, b"y" * 60), 413, "too-large"),
+        ((b"ok", b"\xff"), 400, "bad-encoding"),
+        (("é".encode()[:1],), 400, "bad-encoding"),
+        ((), 400, "empty-body"),
+    ],
+)
+async def test_a_body_over_the_limit_not_utf8_or_empty_is_refused(
+    parts: tuple[bytes, ...], status: int, slug: str
+) -> None:
+    with pytest.raises(ProblemError) as caught:
+        await spool(_chunks(*parts), limit=100)
+    assert (caught.value.status, caught.value.slug) == (status, slug)
+
+
+async def test_the_watch_sees_each_chunk_and_may_refuse_the_body() -> None:
+    seen: list[bytes] = []
+
+    def watch(chunk: bytes) -> None:
+        seen.append(chunk)
+        if b"!" in chunk:
+            raise ProblemError(422, "no shouting", field="body")
+
+    with pytest.raises(ProblemError):
+        await spool(_chunks(b"a", b"b!", b"c"), limit=100, watch=watch)
+    assert seen == [b"a", b"b!"]
+
+
+@pytest.mark.parametrize(("declared", "refused"), [("101", True), ("100", False), (None, False)])
+def test_a_declared_length_over_the_limit_is_refused_before_reading(
+    declared: str | None, refused: bool
+) -> None:
+    if refused:
+        with pytest.raises(ProblemError) as caught:
+            refuse_declared_over(declared, 100)
+        assert caught.value.status == 413
+    else:
+        refuse_declared_over(declared, 100)
