@@ -11,7 +11,7 @@ from sqlmodel import col, select
 
 from services.agreements import service
 from services.agreements.decision_log import usage
-from services.agreements.decisions import Decision, DecisionRequest
+from services.agreements.decisions import DecisionRequest
 from services.agreements.deps import CallerDep, RuntimeDep, ServiceDep, SessionDep, SettingsDep
 from services.agreements.dry_run import dry_run as dry_run_report
 from services.agreements.lifecycle import iso_utc
@@ -29,6 +29,8 @@ from services.agreements.models import (
 )
 from services.agreements.retention import retention_in_force
 from services.agreements.service import StoredAgreement, utcnow
+from services.agreements.settings import Settings
+from services.agreements.state import Runtime
 from services.agreements.views import (
     agreement_view,
     party_summary,
@@ -348,7 +350,14 @@ def _decision_request(agency: str, body: DecisionQuery | InternalDecisionQuery) 
     )
 
 
-def _public(decision: Decision) -> DecisionPublic:
+async def _decided(
+    request: DecisionRequest, settings: Settings, runtime: Runtime, *, explain: bool
+) -> DecisionPublic:
+    """The decision on the current snapshot, recorded in the decision log."""
+    now = utcnow()
+    snapshot = await runtime.snapshots.current_async()
+    decision = snapshot.decide(request, now, settings.review_grace_days)
+    runtime.recorder.record(request, decision, now, explain=explain)
     return DecisionPublic(**decision.as_dict())
 
 
@@ -356,13 +365,8 @@ def _public(decision: Decision) -> DecisionPublic:
 async def explain_decision(
     body: DecisionQuery, settings: SettingsDep, runtime: RuntimeDep, claims: CallerDep
 ) -> DecisionPublic:
-    request = _decision_request(claims.sub, body)
-    now = utcnow()
-    snapshot = await runtime.snapshots.current_async()
-    decision = snapshot.decide(request, now, settings.review_grace_days)
     # Logged as an explanation: not counted as use of an agreement, not replayed by dry runs.
-    runtime.recorder.record(request, decision, now, explain=True)
-    return _public(decision)
+    return await _decided(_decision_request(claims.sub, body), settings, runtime, explain=True)
 
 
 @decisions.get("/me")
@@ -388,12 +392,7 @@ internal = APIRouter(prefix="/internal", tags=["internal"])
 async def internal_decision(
     body: InternalDecisionQuery, settings: SettingsDep, runtime: RuntimeDep, _caller: ServiceDep
 ) -> DecisionPublic:
-    request = _decision_request(body.agency, body)
-    now = utcnow()
-    snapshot = await runtime.snapshots.current_async()
-    decision = snapshot.decide(request, now, settings.review_grace_days)
-    runtime.recorder.record(request, decision, now)
-    return _public(decision)
+    return await _decided(_decision_request(body.agency, body), settings, runtime, explain=False)
 
 
 @internal.get("/agencies/{code}")
