@@ -49,10 +49,12 @@ from services.depersonalise.replay import layer_progress, retry_after
 from services.depersonalise.service import (
     LOCATION_FIELDS,
     allowed_fields,
+    coarser_or_equal,
     dataset_or_404,
     disclosure_report,
     mask_records,
     masked_public,
+    period_count,
     points_of,
     public_record,
     record_areas,
@@ -68,7 +70,6 @@ from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices, slices, slices_of
 from shared.http import decode_int_cursor, encode_cursor, require_service
-from shared.periods import coarser_or_equal, period_count
 from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
 from shared.validation import CompiledDataset, compile_dataset, validate_row
 

@@ -22,8 +22,14 @@ from services.depersonalise.geography import Layer
 from services.depersonalise.snapping import PERSONS_PER_HOUSEHOLD, SnapLayer, grid_centre
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
+
+# PERIODS, coarser_or_equal, next_period, period_count and periods_between live in
+# shared/periods.py and stay importable from here, where other modules look for them.
+from shared.periods import PERIODS as PERIODS
+from shared.periods import coarser_or_equal as coarser_or_equal
 from shared.periods import day_of, parse_instant, period_label, period_start
-from shared.periods import next_period as next_period  # aggregates.py imports these from here
+from shared.periods import next_period as next_period
+from shared.periods import period_count as period_count
 from shared.periods import periods_between as periods_between
 
 REMOVED = {"identifier", "free-text", "address", "location", "special-category"}
