@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,11 @@ FIRST = {"batch_id": "b-1", "accepted": 2}
 
 
 @pytest.fixture
-def engine(database_url: Callable[[str], str]) -> Engine:
+def engine(database_url: Callable[[str], str]) -> Iterator[Engine]:
     made = make_engine(database_url("ingest"))
     prepare_schema(made, Base.metadata, MIGRATIONS)
-    return made
+    yield made
+    made.dispose()  # before the test database is dropped: no connection left to the collector
 
 
 def remember(engine: Engine, key: str, print_: str, hours: int = 24) -> None:
