@@ -104,7 +104,9 @@ def create_app(
             token = issue_token(secret, {"sub": "ingest", "roles": ["service"]})
             response = await agreements.get("/internal/retention", headers={HEADER: token})
             response.raise_for_status()
-            entries = await asyncio.to_thread(purge, engine, secret, response.json())
+            entries = await asyncio.to_thread(
+                purge, engine, secret, response.json(), linkage=(catalogue, linkage)
+            )
             await asyncio.to_thread(forget_expired_keys, engine)
             return entries
 

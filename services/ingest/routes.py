@@ -156,6 +156,7 @@ async def push_records(
             max_errors=settings.max_errors_listed,
             idempotency=(slot[1], fingerprint, settings.idempotency_ttl_hours) if slot else None,
             linkage=request.app.state.linkage,
+            catalogue=request.app.state.catalogue,
         )
 
         def run() -> dict[str, Any]:
@@ -392,7 +393,11 @@ async def run_purge(request: Request, _admin: AdminDep) -> dict[str, Any]:
 
 @operations.post("/erasures", tags=["retention"])
 async def erase_records(
-    body: ErasureRequest, _admin: AdminDep, settings: SettingsDep, engine: EngineDep
+    request: Request,
+    body: ErasureRequest,
+    _admin: AdminDep,
+    settings: SettingsDep,
+    engine: EngineDep,
 ) -> JSONResponse:
     """Erase a provider's records of a dataset on request (all, or the listed references)."""
     if body.dataset not in load_catalogue():
@@ -406,6 +411,7 @@ async def erase_records(
         body.provider,
         body.dataset,
         body.source_refs,
+        linkage=(request.app.state.catalogue, request.app.state.linkage),
     )
     answer = {k: entry[k] for k in ("provider", "dataset", "deleted", "batch_id")}
     return JSONResponse(answer, headers={"CSP-Record-Count": str(entry["deleted"])})
