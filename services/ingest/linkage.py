@@ -23,9 +23,11 @@ import hashlib
 import hmac
 import json
 import logging
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -67,6 +69,10 @@ class LinkageConfig:
     accept_weight: float = 6.0
     review_weight: float = 0.0
     min_training_records: int = 50
+    chunk_records: int | None = None
+    """Records linked in one Splink pass (None: ``LINK_CHUNK``); smaller bounds memory."""
+    duckdb_memory: str = "2GB"
+    """DuckDB's memory limit for a Splink pass; beyond it DuckDB spills to a temporary folder."""
 
 
 @dataclass
@@ -233,7 +239,7 @@ def train(engine: Engine, config: LinkageConfig, seed: int = 42) -> dict[str, An
             records=len(rows),
             labelled_pairs=labelled,
         )
-    api = DuckDBAPI()
+    api = DuckDBAPI(_duckdb(config.duckdb_memory))
     linker = Linker(api.register(_table(rows)), _settings(), log_level=logging.ERROR)
     linker.training.estimate_u_using_random_sampling(max_pairs=2e5, seed=seed)
     linker.training.estimate_m_from_label_column("label")
@@ -263,8 +269,21 @@ def current_model(connection: Connection) -> dict[str, Any] | None:
     return None if row is None else dict(json.loads(row.model))
 
 
+def _duckdb(memory: str) -> Any:
+    """An in-memory DuckDB bounded to ``memory`` that spills to a private temporary folder."""
+    import duckdb
+
+    connection = duckdb.connect(":memory:")
+    spill = Path(tempfile.gettempdir()) / "csp-linkage-duckdb"
+    spill.mkdir(mode=0o700, exist_ok=True)
+    connection.execute(f"SET memory_limit = '{memory}'")
+    connection.execute(f"SET temp_directory = '{spill}'")
+    connection.execute("SET preserve_insertion_order = false")
+    return connection
+
+
 def _predict(
-    model: dict[str, Any], rows: list[dict[str, Any]], min_weight: float
+    model: dict[str, Any], rows: list[dict[str, Any]], min_weight: float, memory: str = "2GB"
 ) -> list[tuple[str, str, float]]:
     """Scored pairs (unique id, unique id, match weight) with at least one fresh record."""
     from splink import DuckDBAPI, Linker
@@ -273,7 +292,7 @@ def _predict(
     settings["blocking_rules_to_generate_predictions"] = [
         {"blocking_rule": f"({rule}) AND (l.fresh OR r.fresh)"} for rule in _BLOCKS
     ]
-    api = DuckDBAPI()
+    api = DuckDBAPI(_duckdb(memory))
     linker = Linker(api.register(_table(rows)), settings, log_level=logging.ERROR)
     scored = linker.inference.predict(threshold_match_weight=min_weight)
     relation = scored.as_duckdbpyrelation()
@@ -370,6 +389,9 @@ def _strong_of_people(connection: Connection, people: set[int]) -> dict[int, dic
     return found
 
 
+_CANDIDATE_COLUMNS = tuple(LINK.c[n] for n in ("record_id", "person_id", *COMPARED, *KEYS))
+
+
 def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> list[Any]:
     """Known link rows sharing a blocking key with a fresh comparable record."""
     keys: dict[str, set[str]] = {"dob": set(), "name_key": set(), "forename_year": set()}
@@ -384,7 +406,9 @@ def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> lis
     rows: dict[int, Any] = {}
     for name, values in keys.items():
         for part in _chunked(sorted(values)):
-            query = select(LINK).where(LINK.c[name].in_(part), LINK.c.surname.is_not(None))
+            query = select(*_CANDIDATE_COLUMNS).where(
+                LINK.c[name].in_(part), LINK.c.surname.is_not(None)
+            )
             for row in connection.execute(query):
                 rows[row.record_id] = row
     return [row for record_id, row in rows.items() if record_id not in fresh]
@@ -412,8 +436,9 @@ def link_records(
     their earlier links (a correction) are replaced. ``probabilistic=False``: the exact pass
     alone (the benchmark's baseline). Large sets go in chunks, each seeing the ones before."""
     outcome = LinkOutcome()
-    for start in range(0, len(records), LINK_CHUNK):
-        part = records[start : start + LINK_CHUNK]
+    chunk = config.chunk_records or LINK_CHUNK
+    for start in range(0, len(records), chunk):
+        part = records[start : start + chunk]
         _add(outcome, _link_chunk(connection, dataset_of, part, config, moment, probabilistic))
     return outcome
 
@@ -513,7 +538,9 @@ def _link_chunk(
         strong_of_known = {
             f"k{row.record_id}": strong_of_candidate.get(row.person_id, {}) for row in candidates
         }
-        pairs = sorted(_predict(model, rows, config.review_weight), key=lambda p: -p[2])
+        pairs = sorted(
+            _predict(model, rows, config.review_weight, config.duckdb_memory), key=lambda p: -p[2]
+        )
         for left, right, score in pairs:
             for node in (left, right):
                 if node.startswith("k"):
@@ -643,7 +670,7 @@ def link_batch(
             )
             .where(RECORD.c.revision > cursor, RECORD.c.revision < end)
             .order_by(RECORD.c.revision)
-            .limit(LINK_CHUNK)
+            .limit(config.chunk_records or LINK_CHUNK)
         ).all()
         if not records:
             break
@@ -1022,11 +1049,16 @@ def pair_quality(assigned: dict[int, int], truth: dict[int, str]) -> dict[str, A
 
 
 def config_from(
-    key: str | None, accept: float, review: float, min_training_records: int
+    key: str | None,
+    accept: float,
+    review: float,
+    min_training_records: int,
+    chunk_records: int | None = None,
+    duckdb_memory: str = "2GB",
 ) -> LinkageConfig | None:
     """The linkage configuration from ingest's settings; None (no linkage) without a key."""
     if not key:
         return None
     if review > accept:
         raise ValueError("the review weight must not exceed the accept weight")
-    return LinkageConfig(key, accept, review, min_training_records)
+    return LinkageConfig(key, accept, review, min_training_records, chunk_records, duckdb_memory)

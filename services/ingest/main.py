@@ -88,6 +88,8 @@ def create_app(
             settings.link_accept_weight,
             settings.link_review_weight,
             settings.link_min_training_records,
+            settings.link_chunk_records,
+            settings.link_duckdb_memory,
         )
         if linkage is None:
             log.warning("no CSP_INGEST_LINKAGE_KEY: records are stored without person links")
