@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, or_, select, update
 
-from services.ingest.models import LinkageModel, LinkReview, Person, PersonLink
+from services.ingest.models import LinkageKeyInUse, LinkageModel, LinkReview, Person, PersonLink
 from services.ingest.service_sql import (
     OUTBOX,
     RECORD,
@@ -43,6 +43,7 @@ from services.ingest.service_sql import (
     utc_now,
 )
 from shared.catalogue import Dataset
+from shared.db import write_transaction
 from shared.errors import ProblemError
 from shared.identifiers import first_forename, normalise_name, postcode_district
 
@@ -52,6 +53,7 @@ PERSON: Table = Person.__table__  # type: ignore[attr-defined]
 LINK: Table = PersonLink.__table__  # type: ignore[attr-defined]
 REVIEW: Table = LinkReview.__table__  # type: ignore[attr-defined]
 MODEL: Table = LinkageModel.__table__  # type: ignore[attr-defined]
+KEY_IN_USE: Table = LinkageKeyInUse.__table__  # type: ignore[attr-defined]
 
 STRONG = ("pnc", "cro", "nhs")
 COMPARED = ("surname", "forename", "dob", "district")
@@ -823,6 +825,47 @@ def republish(connection: Connection, record_ids: Iterable[int], moment: datetim
             )
         )
     return sum(len(m) for m in groups.values())
+
+
+def key_fingerprint(key: str) -> str:
+    """Names a linkage key without revealing it (a keyed hash of a constant)."""
+    return hmac.new(key.encode(), b"csp-linkage-key-fingerprint", hashlib.sha256).hexdigest()
+
+
+def rekey(engine: Engine, config: LinkageConfig, chunk: int = 20_000) -> int:
+    """At start: when the linkage key is not the one ingest last ran with (a rotation), send
+    every linked record to depersonalise again, so it holds only pseudonyms under the new key
+    (they are computed when sent; no stored hash needs rewriting). Answers the records re-sent."""
+    fingerprint = key_fingerprint(config.key)
+    with engine.connect() as connection:
+        latest = connection.execute(
+            select(KEY_IN_USE.c.fingerprint).order_by(KEY_IN_USE.c.id.desc()).limit(1)
+        ).scalar()
+    resent = 0
+    if latest is not None and latest != fingerprint:
+        after = 0
+        while True:
+            with write_transaction(engine) as connection:
+                ids = list(
+                    connection.execute(
+                        select(LINK.c.record_id)
+                        .where(LINK.c.record_id > after)
+                        .order_by(LINK.c.record_id)
+                        .limit(chunk)
+                    ).scalars()
+                )
+                if not ids:
+                    break
+                resent += republish(connection, ids, utc_now())
+            after = ids[-1]
+        log.info("linkage key rotated: linked records re-sent", extra={"records": resent})
+    if latest != fingerprint:
+        with write_transaction(engine) as connection:
+            connection.execute(delete(KEY_IN_USE).where(KEY_IN_USE.c.fingerprint == fingerprint))
+            connection.execute(
+                insert(KEY_IN_USE).values(fingerprint=fingerprint, since=iso(utc_now()))
+            )
+    return resent
 
 
 def people_of(connection: Connection, record_ids: list[int]) -> dict[int, int]:

@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
 
-from services.ingest.linkage import config_from
+from services.ingest.linkage import config_from, rekey
 from services.ingest.linkage_routes import linkage as linkage_routes
 from services.ingest.models import Base
 from services.ingest.outbox import Relay, outbox_figures
@@ -93,6 +93,8 @@ def create_app(
         )
         if linkage is None:
             log.warning("no CSP_INGEST_LINKAGE_KEY: records are stored without person links")
+        else:
+            await asyncio.to_thread(rekey, engine, linkage)  # a rotated key: re-send the linked
         relay = Relay(
             engine,
             depersonalise,

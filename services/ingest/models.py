@@ -279,3 +279,14 @@ class ErasureRequest(SQLModel):
     source_refs: list[str] | None = Field(
         default=None, min_length=1, max_length=10_000, description="only these; all when absent"
     )
+
+
+class LinkageKeyInUse(Base, table=True):
+    """Fingerprints of the linkage keys ingest has run with (never the key): a new one at start
+    means the key was rotated, and every linked record is re-sent under the new pseudonyms."""
+
+    __tablename__ = "linkage_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=64, unique=True)
+    since: str = Field(max_length=20)

@@ -57,6 +57,11 @@ def test_k8s_secret_files_are_private(tmp_path: Path) -> None:
     assert (url.host, url.database, url.username) == ("db", "csp_gateway", "csp_gateway")
     assert len(base64.b64decode(gateway["CSP_GATEWAY_AUDIT_SIGNING_KEY"])) == 32  # Ed25519 seed
     assert len(base64.b64decode(gateway["CSP_GATEWAY_OAUTH_SIGNING_KEY"])) == 32
+    ingest = dict(line.split("=", 1) for line in (tmp_path / "ingest.env").read_text().splitlines())
+    # ingest's own linkage key, in ingest's Secret only (never the internal secret)
+    assert len(ingest["CSP_INGEST_LINKAGE_KEY"]) >= 48
+    assert ingest["CSP_INGEST_LINKAGE_KEY"] not in (tmp_path / "internal.env").read_text()
+    assert "CSP_INGEST_LINKAGE_KEY" not in (tmp_path / "gateway.env").read_text()
 
 
 @pytest.fixture

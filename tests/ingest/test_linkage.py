@@ -578,3 +578,30 @@ async def test_names_never_join_a_record_to_a_person_holding_another_nhs_number(
     conflict = [r for r in await pending(linked) if r["reason"] == "conflict"]
     assert {r["record"]["nhs"] for r in conflict} == {"4010232137"}
     assert {r["candidate"]["nhs"] for r in conflict} <= {"9434765919", None}
+
+
+async def test_a_rotated_linkage_key_re_sends_every_linked_record_under_the_new_pseudonyms(
+    make_client: Callable[..., Awaitable[Client]], receiver: Any
+) -> None:
+    from pydantic import SecretStr
+
+    first = await make_client(linkage_key=SecretStr(KEY))
+    await push(first, "offender-cohort", "probation", [member("C-1", "19/123456E", **NAMES)])
+    await push(first, "offender-offence", "gmp", [offence("O-1", "19/123456E")])
+    await drain(first)
+    person = links(first)[("offender-cohort", "C-1")][0]
+    old = share_pseudonym(KEY, person)
+    assert {e["person"] for e in receiver.state.current.values()} == {old}
+    # the same key again: nothing to re-send
+    same = await make_client(linkage_key=SecretStr(KEY))
+    assert await drain(same) == 0
+    rotated = "a-new-linkage-key-after-rotation-0123"
+    after = await make_client(linkage_key=SecretStr(rotated))
+    assert await drain(after) == 2
+    assert links(after) == links(first)  # the same people, re-keyed
+    assert {e["person"] for e in receiver.state.current.values()} == {
+        share_pseudonym(rotated, person)
+    }
+    assert old not in json.dumps(list(receiver.state.current.values()))
+    handle = linkage.person_handle(rotated, "iom-team", person)
+    assert handle != linkage.person_handle(KEY, "iom-team", person)  # handles change too

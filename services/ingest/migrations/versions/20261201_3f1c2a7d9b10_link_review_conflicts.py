@@ -1,4 +1,5 @@
-"""link review conflicts: a reason per review item, no match weight for conflicts
+"""link review conflicts and linkage key fingerprints: a reason per review item, no match
+weight for conflicts; the fingerprints of the linkage keys ingest has run with
 
 Revision ID: 3f1c2a7d9b10
 Revises: e7b6d07ff3fc
@@ -28,9 +29,18 @@ def upgrade() -> None:
             )
         )
         batch_op.alter_column("match_weight", existing_type=sa.Float(), nullable=True)
+    op.create_table(
+        "linkage_key",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("fingerprint", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+        sa.Column("since", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("fingerprint"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("linkage_key")
     op.execute("DELETE FROM link_review WHERE match_weight IS NULL")
     with op.batch_alter_table("link_review", schema=None) as batch_op:
         batch_op.alter_column("match_weight", existing_type=sa.Float(), nullable=False)
