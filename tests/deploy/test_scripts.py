@@ -41,6 +41,13 @@ def test_generated_env_satisfies_every_required_compose_variable() -> None:
     assert set(again.splitlines()).isdisjoint(result.stdout.splitlines()), "values are random"
 
 
+def test_a_new_linkage_key_for_rotation_is_random_and_long() -> None:
+    first = run(sys.executable, "deploy/generate_secrets.py", "value", "linkage-key")
+    second = run(sys.executable, "deploy/generate_secrets.py", "value", "linkage-key")
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.strip()) >= 48 and first.stdout != second.stdout
+
+
 def test_k8s_secret_files_are_private(tmp_path: Path) -> None:
     result = run(
         sys.executable, "deploy/generate_secrets.py", "k8s", str(tmp_path), "--pg-host", "db"
