@@ -15,7 +15,9 @@ issue's size: 100,000 incoming records against 1,000,000 known people (2,250,000
 generated, of whom the offenders are known); there the offences are linked by the exact pass
 alone while the database is built (each carries its PNC ID), Splink runs in passes of
 ``CSP_BENCH_LINKAGE_CHUNK`` records (default 5,000) with DuckDB bounded to 2 GB and spilling to
-disk. Long (tens of minutes here): opt in.
+disk. Long (tens of minutes here): opt in. ``CSP_BENCH_LINKAGE_DATABASE=PATH`` builds the
+database there and keeps it (or, when it exists, links in it without building; it is changed by
+the run, so a copy of it serves a second run).
 """
 
 from __future__ import annotations
@@ -150,11 +152,12 @@ def quality(path: str) -> dict[str, Any]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        path = str(Path(folder) / "ingest.db")
-        child = multiprocessing.get_context("fork").Process(target=build, args=(path,))
-        child.start()
-        child.join()
-        assert child.exitcode == 0, f"building the database failed ({child.exitcode})"
+        path = os.environ.get("CSP_BENCH_LINKAGE_DATABASE") or str(Path(folder) / "ingest.db")
+        if not Path(path).exists():
+            child = multiprocessing.get_context("fork").Process(target=build, args=(path,))
+            child.start()
+            child.join()
+            assert child.exitcode == 0, f"building the database failed ({child.exitcode})"
         engine = make_engine(f"sqlite:///{path}")
         catalogue = load_catalogue()
         with engine.connect() as connection:

@@ -391,25 +391,31 @@ def _strong_of_people(connection: Connection, people: set[int]) -> dict[int, dic
     return found
 
 
-_CANDIDATE_COLUMNS = tuple(LINK.c[n] for n in ("record_id", "person_id", *COMPARED, *KEYS))
+_VARIANT = tuple(LINK.c[n] for n in ("person_id", *COMPARED, *KEYS))
+_CANDIDATE_COLUMNS = (func.min(LINK.c.record_id).label("record_id"), *_VARIANT)
 
 
 def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> list[Any]:
-    """Known link rows sharing a blocking key with a fresh comparable record."""
-    keys: dict[str, set[str]] = {"dob": set(), "name_key": set(), "forename_year": set()}
+    """Known records sharing a date of birth (or its transposition) or a surname and forename
+    with a fresh comparable record: one per person and way of writing them down (its lowest
+    record), so a person's many offences under one name are compared once. Forename and birth
+    year stay a Splink blocking rule among these, not a key to fetch by: at a million people
+    each such key holds hundreds of people, and a record with a date of birth is reached by it."""
+    keys: dict[str, set[str]] = {"dob": set(), "name_key": set()}
     for fields in fresh.values():
         if fields.get("dob"):
             keys["dob"].add(fields["dob"])
             if swapped := _swapped(fields["dob"]):
                 keys["dob"].add(swapped)
-        for name in KEYS:
-            if fields.get(name):
-                keys[name].add(fields[name])
+        if fields.get("name_key"):
+            keys["name_key"].add(fields["name_key"])
     rows: dict[int, Any] = {}
     for name, values in keys.items():
         for part in _chunked(sorted(values)):
-            query = select(*_CANDIDATE_COLUMNS).where(
-                LINK.c[name].in_(part), LINK.c.surname.is_not(None)
+            query = (
+                select(*_CANDIDATE_COLUMNS)
+                .where(LINK.c[name].in_(part), LINK.c.surname.is_not(None))
+                .group_by(*_VARIANT)
             )
             for row in connection.execute(query):
                 rows[row.record_id] = row
