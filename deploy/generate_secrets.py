@@ -65,7 +65,7 @@ def new_value(kind: str) -> str:
         return f"csp_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
     if kind in ("audit-signing-key", "oauth-signing-key", "token-key"):
         return base64.b64encode(secrets.token_bytes(32)).decode("ascii")  # an Ed25519 seed
-    if kind == "key-secret":  # the record or cell key secret
+    if kind in ("key-secret", "linkage-key"):  # record/cell key secrets, the linkage key
         return secrets.token_urlsafe(48)
     if kind == "password":
         return secrets.token_urlsafe(24)
@@ -81,6 +81,7 @@ def compose_env() -> dict[str, str]:
         "CSP_ADMIN_KEY": new_value("admin-key"),
         "CSP_GATEWAY_AUDIT_SIGNING_KEY": new_value("audit-signing-key"),
         "CSP_GATEWAY_OAUTH_SIGNING_KEY": new_value("oauth-signing-key"),
+        "CSP_INGEST_LINKAGE_KEY": new_value("linkage-key"),
     }
     for service in SERVICES:
         values[f"CSP_{service.upper()}_DB_PASSWORD"] = new_value("password")
@@ -116,6 +117,7 @@ def k8s_env_files(host: str, port: int, prefix: str) -> dict[str, dict[str, str]
     files["gateway.env"]["CSP_ADMIN_KEY"] = new_value("admin-key")
     files["gateway.env"]["CSP_GATEWAY_AUDIT_SIGNING_KEY"] = new_value("audit-signing-key")
     files["gateway.env"]["CSP_GATEWAY_OAUTH_SIGNING_KEY"] = new_value("oauth-signing-key")
+    files["ingest.env"]["CSP_INGEST_LINKAGE_KEY"] = new_value("linkage-key")
     return files
 
 
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "admin-key",
             "token-key",
             "key-secret",
+            "linkage-key",
             "password",
             "audit-signing-key",
             "oauth-signing-key",

@@ -23,15 +23,17 @@ import hashlib
 import hmac
 import json
 import logging
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, or_, select, update
 
-from services.ingest.models import LinkageModel, LinkReview, Person, PersonLink
+from services.ingest.models import LinkageKeyInUse, LinkageModel, LinkReview, Person, PersonLink
 from services.ingest.service_sql import (
     OUTBOX,
     RECORD,
@@ -41,6 +43,7 @@ from services.ingest.service_sql import (
     utc_now,
 )
 from shared.catalogue import Dataset
+from shared.db import write_transaction
 from shared.errors import ProblemError
 from shared.identifiers import first_forename, normalise_name, postcode_district
 
@@ -50,6 +53,7 @@ PERSON: Table = Person.__table__  # type: ignore[attr-defined]
 LINK: Table = PersonLink.__table__  # type: ignore[attr-defined]
 REVIEW: Table = LinkReview.__table__  # type: ignore[attr-defined]
 MODEL: Table = LinkageModel.__table__  # type: ignore[attr-defined]
+KEY_IN_USE: Table = LinkageKeyInUse.__table__  # type: ignore[attr-defined]
 
 STRONG = ("pnc", "cro", "nhs")
 COMPARED = ("surname", "forename", "dob", "district")
@@ -67,6 +71,10 @@ class LinkageConfig:
     accept_weight: float = 6.0
     review_weight: float = 0.0
     min_training_records: int = 50
+    chunk_records: int | None = None
+    """Records linked in one Splink pass (None: ``LINK_CHUNK``); smaller bounds memory."""
+    duckdb_memory: str = "2GB"
+    """DuckDB's memory limit for a Splink pass; beyond it DuckDB spills to a temporary folder."""
 
 
 @dataclass
@@ -76,6 +84,8 @@ class LinkOutcome:
     probabilistic: int = 0
     new_people: int = 0
     queued: int = 0
+    conflicts: int = 0
+    created: list[int] = field(default_factory=list)
 
 
 def person_pseudonym(key: str, person_id: int) -> str:
@@ -231,7 +241,7 @@ def train(engine: Engine, config: LinkageConfig, seed: int = 42) -> dict[str, An
             records=len(rows),
             labelled_pairs=labelled,
         )
-    api = DuckDBAPI()
+    api = DuckDBAPI(_duckdb(config.duckdb_memory))
     linker = Linker(api.register(_table(rows)), _settings(), log_level=logging.ERROR)
     linker.training.estimate_u_using_random_sampling(max_pairs=2e5, seed=seed)
     linker.training.estimate_m_from_label_column("label")
@@ -261,8 +271,21 @@ def current_model(connection: Connection) -> dict[str, Any] | None:
     return None if row is None else dict(json.loads(row.model))
 
 
+def _duckdb(memory: str) -> Any:
+    """An in-memory DuckDB bounded to ``memory`` that spills to a private temporary folder."""
+    import duckdb
+
+    connection = duckdb.connect(":memory:")
+    spill = Path(tempfile.gettempdir()) / "csp-linkage-duckdb"
+    spill.mkdir(mode=0o700, exist_ok=True)
+    connection.execute(f"SET memory_limit = '{memory}'")
+    connection.execute(f"SET temp_directory = '{spill}'")
+    connection.execute("SET preserve_insertion_order = false")
+    return connection
+
+
 def _predict(
-    model: dict[str, Any], rows: list[dict[str, Any]], min_weight: float
+    model: dict[str, Any], rows: list[dict[str, Any]], min_weight: float, memory: str = "2GB"
 ) -> list[tuple[str, str, float]]:
     """Scored pairs (unique id, unique id, match weight) with at least one fresh record."""
     from splink import DuckDBAPI, Linker
@@ -271,7 +294,7 @@ def _predict(
     settings["blocking_rules_to_generate_predictions"] = [
         {"blocking_rule": f"({rule}) AND (l.fresh OR r.fresh)"} for rule in _BLOCKS
     ]
-    api = DuckDBAPI()
+    api = DuckDBAPI(_duckdb(memory))
     linker = Linker(api.register(_table(rows)), settings, log_level=logging.ERROR)
     scored = linker.inference.predict(threshold_match_weight=min_weight)
     relation = scored.as_duckdbpyrelation()
@@ -284,22 +307,32 @@ def _predict(
 
 class PersonComponents:
     """Union-find over records and known people that never joins two known people, nor two
-    records carrying different values of one strong identifier."""
+    components that carry disjoint values of one kind of strong identifier (a person merged by
+    review may hold two values of a kind; a record agreeing with either may join it)."""
 
     def __init__(self) -> None:
         self.parent: dict[str, str] = {}
         self.person: dict[str, int | None] = {}
-        self.strong: dict[str, dict[str, str]] = {}
+        self.strong: dict[str, dict[str, frozenset[str]]] = {}
 
-    def add(self, node: str, person: int | None, strong: dict[str, str]) -> None:
+    def add(self, node: str, person: int | None, strong: Mapping[str, str | Iterable[str]]) -> None:
         if node not in self.parent:
-            self.parent[node], self.person[node], self.strong[node] = node, person, dict(strong)
+            self.parent[node], self.person[node] = node, person
+            self.strong[node] = {
+                kind: frozenset((values,) if isinstance(values, str) else values)
+                for kind, values in strong.items()
+            }
 
     def find(self, node: str) -> str:
         while self.parent[node] != node:
             self.parent[node] = self.parent[self.parent[node]]
             node = self.parent[node]
         return node
+
+    def conflicting(self, a: str, b: str) -> bool:
+        """Whether the two components hold disjoint values of one kind of strong identifier."""
+        sa, sb = self.strong[self.find(a)], self.strong[self.find(b)]
+        return any(kind in sa and sa[kind].isdisjoint(values) for kind, values in sb.items())
 
     def union(self, a: str, b: str) -> bool:
         ra, rb = self.find(a), self.find(b)
@@ -308,12 +341,14 @@ class PersonComponents:
         pa, pb = self.person[ra], self.person[rb]
         if pa is not None and pb is not None and pa != pb:
             return False
-        sa, sb = self.strong[ra], self.strong[rb]
-        if any(sa.get(kind) not in (None, sb[kind]) for kind in sb):
+        if self.conflicting(ra, rb):
             return False
+        sa, sb = self.strong[ra], self.strong[rb]
         self.parent[rb] = ra
         self.person[ra] = pa if pa is not None else pb
-        self.strong[ra] = {**sb, **sa}
+        self.strong[ra] = {
+            kind: sa.get(kind, frozenset()) | sb.get(kind, frozenset()) for kind in {*sa, *sb}
+        }
         return True
 
 
@@ -324,21 +359,26 @@ def _chunked(values: Sequence[Any]) -> Iterator[list[Any]]:
 
 def _known_by_strong(
     connection: Connection, fresh: dict[int, dict[str, Any]]
-) -> dict[tuple[str, str], int]:
-    found: dict[tuple[str, str], int] = {}
+) -> dict[tuple[str, str], dict[int, int]]:
+    """(kind, value) → {person id: the first record of that person carrying it}."""
+    found: dict[tuple[str, str], dict[int, int]] = {}
     for kind in STRONG:
         values = sorted({f[kind] for f in fresh.values() if f.get(kind)})
         column = LINK.c[kind]
         for part in _chunked(values):
-            query = select(column, LINK.c.person_id).where(column.in_(part))
-            for value, person in connection.execute(query):
-                found.setdefault((kind, value), person)
+            query = (
+                select(column, LINK.c.person_id, LINK.c.record_id)
+                .where(column.in_(part))
+                .order_by(LINK.c.person_id, LINK.c.record_id)
+            )
+            for value, person, record_id in connection.execute(query):
+                found.setdefault((kind, value), {}).setdefault(person, record_id)
     return found
 
 
-def _strong_of_people(connection: Connection, people: set[int]) -> dict[int, dict[str, str]]:
-    """Person id → the strong identifiers its records carry (the first value of each kind)."""
-    found: dict[int, dict[str, str]] = {}
+def _strong_of_people(connection: Connection, people: set[int]) -> dict[int, dict[str, set[str]]]:
+    """Person id → every value of each strong identifier its records carry."""
+    found: dict[int, dict[str, set[str]]] = {}
     query = select(LINK.c.person_id, *(LINK.c[kind] for kind in STRONG)).where(
         or_(*(LINK.c[kind].is_not(None) for kind in STRONG))
     )
@@ -347,25 +387,36 @@ def _strong_of_people(connection: Connection, people: set[int]) -> dict[int, dic
             held = found.setdefault(row.person_id, {})
             for kind in STRONG:
                 if getattr(row, kind):
-                    held.setdefault(kind, getattr(row, kind))
+                    held.setdefault(kind, set()).add(getattr(row, kind))
     return found
 
 
+_VARIANT = tuple(LINK.c[n] for n in ("person_id", *COMPARED, *KEYS))
+_CANDIDATE_COLUMNS = (func.min(LINK.c.record_id).label("record_id"), *_VARIANT)
+
+
 def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> list[Any]:
-    """Known link rows sharing a blocking key with a fresh comparable record."""
-    keys: dict[str, set[str]] = {"dob": set(), "name_key": set(), "forename_year": set()}
+    """Known records sharing a date of birth (or its transposition) or a surname and forename
+    with a fresh comparable record: one per person and way of writing them down (its lowest
+    record), so a person's many offences under one name are compared once. Forename and birth
+    year stay a Splink blocking rule among these, not a key to fetch by: at a million people
+    each such key holds hundreds of people, and a record with a date of birth is reached by it."""
+    keys: dict[str, set[str]] = {"dob": set(), "name_key": set()}
     for fields in fresh.values():
         if fields.get("dob"):
             keys["dob"].add(fields["dob"])
             if swapped := _swapped(fields["dob"]):
                 keys["dob"].add(swapped)
-        for name in KEYS:
-            if fields.get(name):
-                keys[name].add(fields[name])
+        if fields.get("name_key"):
+            keys["name_key"].add(fields["name_key"])
     rows: dict[int, Any] = {}
     for name, values in keys.items():
         for part in _chunked(sorted(values)):
-            query = select(LINK).where(LINK.c[name].in_(part), LINK.c.surname.is_not(None))
+            query = (
+                select(*_CANDIDATE_COLUMNS)
+                .where(LINK.c[name].in_(part), LINK.c.surname.is_not(None))
+                .group_by(*_VARIANT)
+            )
             for row in connection.execute(query):
                 rows[row.record_id] = row
     return [row for record_id, row in rows.items() if record_id not in fresh]
@@ -393,15 +444,17 @@ def link_records(
     their earlier links (a correction) are replaced. ``probabilistic=False``: the exact pass
     alone (the benchmark's baseline). Large sets go in chunks, each seeing the ones before."""
     outcome = LinkOutcome()
-    for start in range(0, len(records), LINK_CHUNK):
-        part = records[start : start + LINK_CHUNK]
+    chunk = config.chunk_records or LINK_CHUNK
+    for start in range(0, len(records), chunk):
+        part = records[start : start + chunk]
         _add(outcome, _link_chunk(connection, dataset_of, part, config, moment, probabilistic))
     return outcome
 
 
 def _add(total: LinkOutcome, part: LinkOutcome) -> None:
-    for name in ("records", "exact", "probabilistic", "new_people", "queued"):
+    for name in ("records", "exact", "probabilistic", "new_people", "queued", "conflicts"):
         setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.created.extend(part.created)
 
 
 def _link_chunk(
@@ -436,23 +489,41 @@ def _link_chunk(
     method: dict[int, str] = {}
     weight: dict[int, float] = {}
     matched: dict[int, int] = {}
-    # 1. exact, on strong identifiers, against the known people and within the batch
+    # 1. exact, on strong identifiers, against the known people and within the batch. A record
+    # whose identifiers point at two people, or at a person holding another value of one of its
+    # identifiers (same PNC ID, another NHS number), joins neither: it stays apart, and a review
+    # item pairs it with each person it pointed at (``conflicts``).
     known = _known_by_strong(connection, fresh)
+    pointed_people = {p for people in known.values() for p in people}
+    strong_of_person = _strong_of_people(connection, pointed_people)
     first_with: dict[tuple[str, str], str] = {}
+    conflicts: list[tuple[int, int]] = []
     for record_id in ids:
         fields = fresh[record_id]
         strong = {kind: fields[kind] for kind in STRONG if fields.get(kind)}
         node = f"n{record_id}"
         components.add(node, None, strong)
+        pointed: dict[int, int] = {}  # person → a record of it sharing an identifier
         for kind, value in strong.items():
-            person = known.get((kind, value))
-            if person is not None:
-                components.add(f"p{person}", person, {})
-                if components.union(node, f"p{person}"):
-                    method[record_id] = "exact"
+            for known_person, known_record in known.get((kind, value), {}).items():
+                pointed.setdefault(known_person, known_record)
+        if len(pointed) > 1:
+            conflicts.extend((record_id, known_record) for known_record in pointed.values())
+            continue
+        for known_person, known_record in pointed.items():
+            components.add(f"p{known_person}", known_person, strong_of_person.get(known_person, {}))
+            if components.union(node, f"p{known_person}"):
+                method[record_id] = "exact"
+            else:
+                conflicts.append((record_id, known_record))
+        for kind, value in strong.items():
             earlier = first_with.setdefault((kind, value), node)
-            if earlier != node and components.union(earlier, node):
+            if earlier == node:
+                continue
+            if components.union(earlier, node):
                 method.setdefault(record_id, "exact")
+            else:
+                conflicts.append((record_id, int(earlier[1:])))
     # 2. probabilistic, for comparable records the exact pass left without a known person
     model = current_model(connection) if probabilistic else None
     open_ids = [
@@ -460,7 +531,9 @@ def _link_chunk(
         for i in ids
         if _comparable(fresh[i]) and components.person[components.find(f"n{i}")] is None
     ]
-    reviews: list[tuple[int, int, float]] = []
+    reviews: list[tuple[int, int, float | None, str]] = [
+        (rec, other, None, "conflict") for rec, other in conflicts
+    ]
     if model is not None and open_ids:
         candidates = _candidates(connection, {i: fresh[i] for i in open_ids})
         rows = [_comparison_row(f"n{i}", fresh[i], fresh=True) for i in open_ids]
@@ -469,11 +542,13 @@ def _link_chunk(
         ]
         person_of_known = {f"k{row.record_id}": row.person_id for row in candidates}
         # a known record stands for its whole person: every strong identifier the person has
-        strong_of_person = _strong_of_people(connection, {row.person_id for row in candidates})
+        strong_of_candidate = _strong_of_people(connection, {row.person_id for row in candidates})
         strong_of_known = {
-            f"k{row.record_id}": strong_of_person.get(row.person_id, {}) for row in candidates
+            f"k{row.record_id}": strong_of_candidate.get(row.person_id, {}) for row in candidates
         }
-        pairs = sorted(_predict(model, rows, config.review_weight), key=lambda p: -p[2])
+        pairs = sorted(
+            _predict(model, rows, config.review_weight, config.duckdb_memory), key=lambda p: -p[2]
+        )
         for left, right, score in pairs:
             for node in (left, right):
                 if node.startswith("k"):
@@ -486,7 +561,10 @@ def _link_chunk(
                         weight[record_id] = score
                         matched[record_id] = int(other[1:])
             elif score < config.accept_weight:
-                reviews.append((int(left[1:]), int(right[1:]), score))
+                reviews.append((int(left[1:]), int(right[1:]), score, "weight"))
+            elif components.conflicting(left, right):
+                # as good as certain on names, yet another value of a strong identifier
+                reviews.append((int(left[1:]), int(right[1:]), score, "conflict"))
     # 3. a person for every component: the known one, or a new one
     values: list[dict[str, Any]] = []
     sizes: dict[str, int] = {}
@@ -496,13 +574,17 @@ def _link_chunk(
     unknown = [root for root in sizes if components.person[root] is None]
     new_person = dict(zip(unknown, _new_people(connection, len(unknown), moment), strict=True))
     outcome.new_people = len(unknown)
+    outcome.created = list(new_person.values())
+    conflicted = {record_id for record_id, _ in conflicts}
     for record_id in ids:
         root = components.find(f"n{record_id}")
         person = components.person[root]
         if person is None:
             person = new_person[root]
         # no method of its own but not alone: it shares a strong identifier within the batch
-        how = method.get(record_id) or ("exact" if sizes[root] > 1 else "new")
+        how = method.get(record_id) or (
+            "exact" if sizes[root] > 1 else "conflict" if record_id in conflicted else "new"
+        )
         outcome.exact += how == "exact"
         outcome.probabilistic += how == "probabilistic"
         provider, dataset_name = meta[record_id]
@@ -523,34 +605,45 @@ def _link_chunk(
     for part in _chunked(values):
         connection.execute(insert(LINK), part)
     outcome.records = len(values)
-    # 4. uncertain pairs whose records ended with different people go to clerical review
+    # 4. uncertain pairs, and records kept apart on conflicting identifiers, whose records ended
+    # with different people go to clerical review (once per pair: a decided pair stays decided)
     person_by_record: dict[int, int] = {v["record_id"]: v["person_id"] for v in values}
     queued: set[tuple[int, int]] = set()
-    for rec, cand, score in reviews:
+    for rec, cand, score_or_none, reason in reviews:
         pl = person_by_record.get(rec)
         pr = person_by_record.get(cand)
         if pl is None:
             rec, cand, pl, pr = cand, rec, pr, pl  # the fresh record first
-        if pl is None or (rec, cand) in queued:
+        if pl is None:
             continue
         if pr is None:
             pr = connection.execute(
                 select(LINK.c.person_id).where(LINK.c.record_id == cand)
             ).scalar()
-        if pr is None or pr == pl:
+        if pr is None or pr == pl or (rec, pr) in queued or _reviewed(connection, rec, cand):
             continue
-        queued.add((rec, cand))
+        queued.add((rec, pr))
         connection.execute(
             insert(REVIEW).values(
                 record_id=rec,
                 candidate_record=cand,
-                match_weight=score,
+                match_weight=score_or_none,
+                reason=reason,
                 status="pending",
                 created_at=iso(moment),
             )
         )
     outcome.queued = len(queued)
+    outcome.conflicts = len(conflicted)
     return outcome
+
+
+def _reviewed(connection: Connection, a: int, b: int) -> bool:
+    """Whether the pair already has a review item, either way round."""
+    pair = ((REVIEW.c.record_id == a) & (REVIEW.c.candidate_record == b)) | (
+        (REVIEW.c.record_id == b) & (REVIEW.c.candidate_record == a)
+    )
+    return connection.execute(select(REVIEW.c.id).where(pair).limit(1)).first() is not None
 
 
 def link_batch(
@@ -559,11 +652,22 @@ def link_batch(
     batch_seq: int,
     config: LinkageConfig,
     moment: datetime,
+    catalogue: Mapping[str, Dataset] | None = None,
 ) -> LinkOutcome:
     """Link the records a push just stored (its revision range), in the push transaction,
-    a chunk at a time; the earlier links of corrected records go first."""
+    a chunk at a time; the earlier links of corrected records go first, and the other records
+    of the people those corrections leave are linked again (``relink_people``)."""
     start, end = revision_range(batch_seq)
     in_batch = select(RECORD.c.id).where(RECORD.c.revision > start, RECORD.c.revision < end)
+    compared = (*STRONG, *COMPARED)
+    earlier = {
+        row.record_id: row
+        for row in connection.execute(
+            select(LINK.c.record_id, LINK.c.person_id, *(LINK.c[n] for n in compared)).where(
+                LINK.c.record_id.in_(in_batch)
+            )
+        )
+    }
     connection.execute(delete(LINK).where(LINK.c.record_id.in_(in_batch)))
     outcome = LinkOutcome()
     cursor = start
@@ -574,33 +678,48 @@ def link_batch(
             )
             .where(RECORD.c.revision > cursor, RECORD.c.revision < end)
             .order_by(RECORD.c.revision)
-            .limit(LINK_CHUNK)
+            .limit(config.chunk_records or LINK_CHUNK)
         ).all()
         if not records:
-            return outcome
+            break
         _add(
             outcome, _link_chunk(connection, {dataset.name: dataset}, records, config, moment, True)
         )
         cursor = records[-1].revision
+    if earlier:
+        # corrections that changed a person field or the person: the people they were part of
+        now = {
+            row.record_id: row
+            for part in _chunked(sorted(earlier))
+            for row in connection.execute(
+                select(LINK.c.record_id, LINK.c.person_id, *(LINK.c[n] for n in compared)).where(
+                    LINK.c.record_id.in_(part)
+                )
+            )
+        }
+        left = {row.person_id for rid, row in earlier.items() if now.get(rid) != row}
+        relink_people(
+            connection, left, set(earlier), catalogue or {dataset.name: dataset}, config, moment
+        )
+    return outcome
 
 
 def forget(
     connection: Connection,
     record_ids: list[int],
-    catalogue: dict[str, Dataset] | None,
+    catalogue: Mapping[str, Dataset] | None,
     config: LinkageConfig | None,
     moment: datetime,
 ) -> None:
-    """Records going away (retraction, purge): their links and reviews go, and records that
-    were linked probabilistically through them are linked again without them."""
+    """Records going away (retraction, purge, erasure): their links and reviews go, the other
+    records of their people are linked again without them (``relink_people``), and a person
+    left with no record goes too."""
     if not record_ids:
         return
-    relink: set[int] = set()
+    people: set[int] = set()
     for part in _chunked(record_ids):
-        relink.update(
-            connection.execute(
-                select(LINK.c.record_id).where(LINK.c.matched_record.in_(part))
-            ).scalars()
+        people.update(
+            connection.execute(select(LINK.c.person_id).where(LINK.c.record_id.in_(part))).scalars()
         )
         connection.execute(delete(LINK).where(LINK.c.record_id.in_(part)))
         connection.execute(
@@ -608,15 +727,73 @@ def forget(
                 or_(REVIEW.c.record_id.in_(part), REVIEW.c.candidate_record.in_(part))
             )
         )
-    relink -= set(record_ids)
-    if relink and catalogue is not None and config is not None:
-        rows = connection.execute(
-            select(RECORD.c.id, RECORD.c.provider, RECORD.c.dataset, RECORD.c.data).where(
-                RECORD.c.id.in_(sorted(relink))
+    if catalogue is not None and config is not None:
+        relink_people(connection, people, set(record_ids), catalogue, config, moment)
+    else:
+        _drop_empty_people(connection, people)
+
+
+def relink_people(
+    connection: Connection,
+    people: set[int],
+    leaving: set[int],
+    catalogue: Mapping[str, Dataset],
+    config: LinkageConfig,
+    moment: datetime,
+) -> int:
+    """Link again every remaining record of ``people`` (not those ``leaving``), as if they
+    arrived now: a record joined to its person only through one that left or changed goes its
+    own way. The largest group of a person's records that no other known person claims keeps
+    the person's id, so its pseudonym and handles stay; records whose person changed are sent
+    to depersonalise again. Answers how many were re-sent."""
+    if not people:
+        return 0
+    before: dict[int, int] = {}
+    for part in _chunked(sorted(people)):
+        query = select(LINK.c.record_id, LINK.c.person_id).where(LINK.c.person_id.in_(part))
+        before.update(
+            {rid: person for rid, person in connection.execute(query) if rid not in leaving}
+        )
+    if before:
+        rows = [
+            row
+            for part in _chunked(sorted(before))
+            for row in connection.execute(
+                select(RECORD.c.id, RECORD.c.provider, RECORD.c.dataset, RECORD.c.data).where(
+                    RECORD.c.id.in_(part)
+                )
             )
-        ).all()
-        link_records(connection, catalogue, list(rows), config, moment)
-        republish(connection, relink, moment)
+        ]
+        outcome = link_records(connection, dict(catalogue), rows, config, moment)
+        after = people_of(connection, sorted(before))
+        created = set(outcome.created)
+        for person in sorted(people):
+            groups: dict[int, list[int]] = {}
+            for rid, old in before.items():
+                if old == person and after.get(rid) in created:
+                    groups.setdefault(after[rid], []).append(rid)
+            if not groups or person in after.values():
+                continue
+            largest = min(groups, key=lambda new: (-len(groups[new]), min(groups[new])))
+            connection.execute(
+                update(LINK).where(LINK.c.person_id == largest).values(person_id=person)
+            )
+            connection.execute(delete(PERSON).where(PERSON.c.id == largest))
+            created.discard(largest)
+            for rid in groups[largest]:
+                after[rid] = person
+        changed = [rid for rid, old in before.items() if after.get(rid) != old]
+        republish(connection, changed, moment)
+    else:
+        changed = []
+    _drop_empty_people(connection, people)
+    return len(changed)
+
+
+def _drop_empty_people(connection: Connection, people: set[int]) -> None:
+    for part in _chunked(sorted(people)):
+        held = select(LINK.c.person_id).where(LINK.c.person_id.in_(part))
+        connection.execute(delete(PERSON).where(PERSON.c.id.in_(part), PERSON.c.id.not_in(held)))
 
 
 def republish(connection: Connection, record_ids: Iterable[int], moment: datetime) -> int:
@@ -656,6 +833,47 @@ def republish(connection: Connection, record_ids: Iterable[int], moment: datetim
     return sum(len(m) for m in groups.values())
 
 
+def key_fingerprint(key: str) -> str:
+    """Names a linkage key without revealing it (a keyed hash of a constant)."""
+    return hmac.new(key.encode(), b"csp-linkage-key-fingerprint", hashlib.sha256).hexdigest()
+
+
+def rekey(engine: Engine, config: LinkageConfig, chunk: int = 20_000) -> int:
+    """At start: when the linkage key is not the one ingest last ran with (a rotation), send
+    every linked record to depersonalise again, so it holds only pseudonyms under the new key
+    (they are computed when sent; no stored hash needs rewriting). Answers the records re-sent."""
+    fingerprint = key_fingerprint(config.key)
+    with engine.connect() as connection:
+        latest = connection.execute(
+            select(KEY_IN_USE.c.fingerprint).order_by(KEY_IN_USE.c.id.desc()).limit(1)
+        ).scalar()
+    resent = 0
+    if latest is not None and latest != fingerprint:
+        after = 0
+        while True:
+            with write_transaction(engine) as connection:
+                ids = list(
+                    connection.execute(
+                        select(LINK.c.record_id)
+                        .where(LINK.c.record_id > after)
+                        .order_by(LINK.c.record_id)
+                        .limit(chunk)
+                    ).scalars()
+                )
+                if not ids:
+                    break
+                resent += republish(connection, ids, utc_now())
+            after = ids[-1]
+        log.info("linkage key rotated: linked records re-sent", extra={"records": resent})
+    if latest != fingerprint:
+        with write_transaction(engine) as connection:
+            connection.execute(delete(KEY_IN_USE).where(KEY_IN_USE.c.fingerprint == fingerprint))
+            connection.execute(
+                insert(KEY_IN_USE).values(fingerprint=fingerprint, since=iso(utc_now()))
+            )
+    return resent
+
+
 def people_of(connection: Connection, record_ids: list[int]) -> dict[int, int]:
     """Record id → person id, for the records that have one."""
     found: dict[int, int] = {}
@@ -669,8 +887,9 @@ def people_of(connection: Connection, record_ids: list[int]) -> dict[int, int]:
 
 
 def pending_reviews(engine: Engine, after: int = 0, limit: int = 100) -> dict[str, Any]:
-    """Uncertain pairs awaiting review, with both records' person fields side by side (for
-    operators: personal data, admin scope only)."""
+    """Pairs awaiting review — uncertain (``reason`` weight) or kept apart on conflicting strong
+    identifiers (``conflict``, no match weight) — with both records' person fields side by side
+    (for operators: personal data, admin scope only)."""
     with engine.connect() as connection:
         rows = connection.execute(
             select(REVIEW)
@@ -695,7 +914,8 @@ def pending_reviews(engine: Engine, after: int = 0, limit: int = 100) -> dict[st
     reviews = [
         {
             "review_id": r.id,
-            "match_weight": round(r.match_weight, 3),
+            "reason": r.reason,
+            "match_weight": None if r.match_weight is None else round(r.match_weight, 3),
             "created_at": r.created_at,
             "record": side(r.record_id),
             "candidate": side(r.candidate_record),
@@ -782,9 +1002,14 @@ def quality_report(engine: Engine, truth: dict[int, str] | None = None) -> dict[
             .scalars()
             .all()
         )
-        pending = connection.execute(
-            select(func.count()).select_from(REVIEW).where(REVIEW.c.status == "pending")
-        ).scalar()
+        pending_by_reason: dict[str, int] = dict(
+            connection.execute(
+                select(REVIEW.c.reason, func.count())
+                .where(REVIEW.c.status == "pending")
+                .group_by(REVIEW.c.reason)
+            ).all()
+        )
+        pending = sum(pending_by_reason.values())
         model = connection.execute(
             select(MODEL.c.id, MODEL.c.trained_at, MODEL.c.records, MODEL.c.labelled_pairs)
             .order_by(MODEL.c.id.desc())
@@ -819,6 +1044,7 @@ def quality_report(engine: Engine, truth: dict[int, str] | None = None) -> dict[
         "people_with_several_records": len(multi),
         "match_weights": bands,
         "pending_reviews": int(pending or 0),
+        "pending_conflicts": int(pending_by_reason.get("conflict", 0)),
         "model": None if model is None else dict(model._mapping),
     }
     if truth is not None:
@@ -872,11 +1098,16 @@ def pair_quality(assigned: dict[int, int], truth: dict[int, str]) -> dict[str, A
 
 
 def config_from(
-    key: str | None, accept: float, review: float, min_training_records: int
+    key: str | None,
+    accept: float,
+    review: float,
+    min_training_records: int,
+    chunk_records: int | None = None,
+    duckdb_memory: str = "2GB",
 ) -> LinkageConfig | None:
     """The linkage configuration from ingest's settings; None (no linkage) without a key."""
     if not key:
         return None
     if review > accept:
         raise ValueError("the review weight must not exceed the accept weight")
-    return LinkageConfig(key, accept, review, min_training_records)
+    return LinkageConfig(key, accept, review, min_training_records, chunk_records, duckdb_memory)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
 
 from services.ingest.idempotency import forget_expired_keys
-from services.ingest.linkage import config_from
+from services.ingest.linkage import config_from, rekey
 from services.ingest.linkage_routes import linkage as linkage_routes
 from services.ingest.models import Base
 from services.ingest.outbox import Relay, outbox_figures
@@ -93,9 +93,13 @@ def create_app(
             settings.link_accept_weight,
             settings.link_review_weight,
             settings.link_min_training_records,
+            settings.link_chunk_records,
+            settings.link_duckdb_memory,
         )
         if linkage is None:
             log.warning("no CSP_INGEST_LINKAGE_KEY: records are stored without person links")
+        else:
+            await asyncio.to_thread(rekey, engine, linkage)  # a rotated key: re-send the linked
         relay = Relay(
             engine,
             depersonalise,
@@ -110,7 +114,9 @@ def create_app(
             token = service_token(token_key, "agreements", "GET", "/internal/retention")
             response = await agreements.get("/internal/retention", headers={HEADER: token})
             response.raise_for_status()
-            entries = await asyncio.to_thread(purge, engine, secret, response.json())
+            entries = await asyncio.to_thread(
+                purge, engine, secret, response.json(), linkage=(catalogue, linkage)
+            )
             await asyncio.to_thread(forget_expired_keys, engine)
             return entries
 

@@ -236,7 +236,9 @@ class PersonLink(Base, table=True):
 
 
 class LinkReview(Base, table=True):
-    """An uncertain pair for clerical review; accepting moves the record to the other's person."""
+    """A pair for clerical review: ``weight`` (a match weight between the review and the accept
+    weight) or ``conflict`` (a strong identifier shared, another one disagreeing: kept apart);
+    accepting moves the record's person into the other's."""
 
     __tablename__ = "link_review"
     __table_args__ = (
@@ -247,7 +249,10 @@ class LinkReview(Base, table=True):
     id: int | None = Field(default=None, primary_key=True)
     record_id: int
     candidate_record: int
-    match_weight: float
+    match_weight: float | None = None
+    reason: str = Field(
+        default="weight", max_length=10, sa_column_kwargs={"server_default": "weight"}
+    )
     status: str = Field(max_length=10)
     created_at: str = Field(max_length=20)
     decided_at: str | None = Field(default=None, max_length=20)
@@ -274,3 +279,14 @@ class ErasureRequest(SQLModel):
     source_refs: list[str] | None = Field(
         default=None, min_length=1, max_length=10_000, description="only these; all when absent"
     )
+
+
+class LinkageKeyInUse(Base, table=True):
+    """Fingerprints of the linkage keys ingest has run with (never the key): a new one at start
+    means the key was rotated, and every linked record is re-sent under the new pseudonyms."""
+
+    __tablename__ = "linkage_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=64, unique=True)
+    since: str = Field(max_length=20)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -29,6 +29,8 @@ from shared.grants import Slices
 from shared.periods import stored_period_label
 
 PERSONAL_READ = table_of(PersonalRead)
+Linkage = tuple[Mapping[str, Dataset], LinkageConfig | None]
+"""The catalogue and ingest's linkage configuration (None: linkage off)."""
 _decode = msgspec.json.Decoder().decode
 
 
@@ -40,13 +42,16 @@ def delete_records(
     records: list[tuple[int, str]],
     kind: str,
     moment: datetime,
+    linkage: Linkage | None = None,
 ) -> str:
     """Delete (id, source_ref) records of one provider and dataset, with a delete event each,
-    as a batch of ``kind`` (retract or purge) in the caller's transaction; its batch id."""
+    as a batch of ``kind`` (retract or purge) in the caller's transaction; its batch id. Their
+    person links go, and with ``linkage`` the other records of their people are linked again."""
     batch_id, seq = insert_accepted_batch(connection, provider, dataset, kind, len(records), moment)
     base, _ = revision_range(seq)
     ids = [record_id for record_id, _ref in records]
-    forget(connection, ids, None, None, moment)
+    catalogue, config = linkage if linkage is not None else (None, None)
+    forget(connection, ids, catalogue, config, moment)
     for start in range(0, len(ids), 500):
         connection.execute(delete(RECORD).where(RECORD.c.id.in_(ids[start : start + 500])))
     if records:
@@ -75,7 +80,7 @@ def retract(
     provider: str,
     dataset: str,
     source_ref: str,
-    linkage: tuple[dict[str, Dataset], LinkageConfig | None] | None = None,
+    linkage: Linkage | None = None,
 ) -> str:
     with write_transaction(engine) as connection:
         found = connection.execute(
@@ -95,11 +100,15 @@ def retract(
                 field="source_ref",
                 source_ref=source_ref,
             )
-        moment = utc_now()
-        if linkage is not None:
-            forget(connection, [found], linkage[0], linkage[1], moment)
         return delete_records(
-            connection, secret, provider, dataset, [(found, source_ref)], "retract", moment
+            connection,
+            secret,
+            provider,
+            dataset,
+            [(found, source_ref)],
+            "retract",
+            utc_now(),
+            linkage,
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, desc, insert, select, true
 
 from services.ingest.models import PurgeLog
-from services.ingest.records import delete_records
+from services.ingest.records import Linkage, delete_records
 from services.ingest.service_sql import RECORD, iso, utc_now
 from shared.db import table_of
 
@@ -26,6 +26,7 @@ def purge(
     rules: list[dict[str, Any]],
     now: datetime | None = None,
     chunk: int = 5000,
+    linkage: Linkage | None = None,
 ) -> list[dict[str, Any]]:
     """Apply ``[{"provider", "dataset", "retention_days", "ended"?}]``; one log entry per rule."""
     moment = now or utc_now()
@@ -38,7 +39,14 @@ def purge(
         if ended and moment.date() >= date.fromisoformat(str(ended)) + timedelta(days=days):
             cutoff = iso(moment + timedelta(seconds=1))  # no legal basis left: everything goes
         deleted, batch_id = _delete_where(
-            engine, secret, provider, dataset, RECORD.c.received_at < cutoff, moment, chunk
+            engine,
+            secret,
+            provider,
+            dataset,
+            RECORD.c.received_at < cutoff,
+            moment,
+            chunk,
+            linkage,
         )
         entry = {
             "ran_at": iso(moment),
@@ -67,6 +75,7 @@ def _delete_where(
     condition: Any,
     moment: datetime,
     chunk: int,
+    linkage: Linkage | None,
 ) -> tuple[int, str | None]:
     """Delete, chunk by chunk, the provider's records of the dataset that meet ``condition``."""
     deleted = 0
@@ -81,7 +90,14 @@ def _delete_where(
             if not old:
                 return deleted, batch_id
             batch_id = delete_records(
-                connection, secret, provider, dataset, [tuple(r) for r in old], "purge", moment
+                connection,
+                secret,
+                provider,
+                dataset,
+                [tuple(r) for r in old],
+                "purge",
+                moment,
+                linkage,
             )
             deleted += len(old)
 
@@ -98,12 +114,15 @@ def erase(
     source_refs: list[str] | None,
     now: datetime | None = None,
     chunk: int = 5000,
+    linkage: Linkage | None = None,
 ) -> dict[str, Any]:
     """Erase a provider's records of a dataset (all, or those with these references) raw and,
     through delete events, derived; logged like a purge so the audit chain records it."""
     moment = now or utc_now()
     condition = true() if source_refs is None else RECORD.c.source_ref.in_(source_refs)
-    deleted, batch_id = _delete_where(engine, secret, provider, dataset, condition, moment, chunk)
+    deleted, batch_id = _delete_where(
+        engine, secret, provider, dataset, condition, moment, chunk, linkage
+    )
     entry = {
         "ran_at": iso(moment),
         "provider": provider,

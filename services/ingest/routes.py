@@ -176,6 +176,7 @@ async def _push_spooled(
         if idempotency_key
         else None,
         linkage=state.linkage,
+        catalogue=state.catalogue,
     )
 
     def work() -> dict[str, Any]:
@@ -407,7 +408,11 @@ async def run_purge(request: Request, _admin: AdminDep) -> dict[str, Any]:
 
 @operations.post("/erasures", tags=["retention"])
 async def erase_records(
-    body: ErasureRequest, _admin: AdminDep, settings: SettingsDep, engine: EngineDep
+    request: Request,
+    body: ErasureRequest,
+    _admin: AdminDep,
+    settings: SettingsDep,
+    engine: EngineDep,
 ) -> JSONResponse:
     """Erase a provider's records of a dataset on request (all, or the listed references)."""
     if body.dataset not in load_catalogue():
@@ -421,6 +426,7 @@ async def erase_records(
         body.provider,
         body.dataset,
         body.source_refs,
+        linkage=(app_state(request.app).catalogue, app_state(request.app).linkage),
     )
     answer = {k: entry[k] for k in ("provider", "dataset", "deleted", "batch_id")}
     return JSONResponse(answer, headers={"CSP-Record-Count": str(entry["deleted"])})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from services.ingest.service_sql import (
     utc_now,
 )
 from services.ingest.storage import record_writer
+from shared.catalogue import Dataset
 from shared.db import write_transaction
 from shared.errors import ProblemError
 from shared.validation import CompiledDataset, validate_row
@@ -46,6 +47,8 @@ class PushOptions:
     idempotency: tuple[str, str, int] | None = None
     """(key, request fingerprint, hours to keep) when the sender gave an Idempotency-Key."""
     linkage: LinkageConfig | None = None
+    catalogue: Mapping[str, Dataset] | None = None
+    """Every dataset, so corrections can re-link the other records of the people they leave."""
 
 
 @dataclass
@@ -336,7 +339,7 @@ def _push_in(
     )
     if outcome.accepted and options.linkage is not None and dataset.link_fields:
         # people are linked before the outbox row exists, so every event carries its person
-        link_batch(connection, dataset, seq, options.linkage, moment)
+        link_batch(connection, dataset, seq, options.linkage, moment, options.catalogue)
     if outcome.accepted:
         start, end = revision_range(seq)
         connection.execute(

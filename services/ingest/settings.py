@@ -44,6 +44,14 @@ class Settings(ServiceSettings):
     link_accept_weight: float = Field(default=6.0, description="match weight that links a pair")
     link_review_weight: float = Field(default=0.0, description="weight that queues it for review")
     link_min_training_records: int = Field(default=50, ge=2)
+    link_chunk_records: int | None = Field(
+        default=None, ge=100, description="records per Splink pass (default 20,000; memory bound)"
+    )
+    link_duckdb_memory: str = Field(
+        default="2GB",
+        pattern=r"^[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|KiB|MiB|GiB)$",
+        description="DuckDB memory limit per Splink pass; it spills to disk beyond it",
+    )
 
 
 def record_key_secret(settings: Settings) -> str:

@@ -116,6 +116,7 @@ def test_compose_gives_each_service_every_required_setting_and_no_unknown_one(
         "POSTGRES_PASSWORD",
         "CSP_GATEWAY_AUDIT_SIGNING_KEY",
         "CSP_GATEWAY_OAUTH_SIGNING_KEY",
+        "CSP_INGEST_LINKAGE_KEY",
     )
     for secret in required:
         assert secret in required_variables(text), f"{secret} must be ${{{secret}:?...}}"

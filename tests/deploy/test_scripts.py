@@ -48,6 +48,13 @@ def test_generated_env_satisfies_every_required_compose_variable() -> None:
     assert set(again.splitlines()).isdisjoint(result.stdout.splitlines()), "values are random"
 
 
+def test_a_new_linkage_key_for_rotation_is_random_and_long() -> None:
+    first = run(sys.executable, "deploy/generate_secrets.py", "value", "linkage-key")
+    second = run(sys.executable, "deploy/generate_secrets.py", "value", "linkage-key")
+    assert first.returncode == 0, first.stderr
+    assert len(first.stdout.strip()) >= 48 and first.stdout != second.stdout
+
+
 def test_k8s_secret_files_are_private(tmp_path: Path) -> None:
     result = run(
         sys.executable, "deploy/generate_secrets.py", "k8s", str(tmp_path), "--pg-host", "db"
@@ -67,6 +74,11 @@ def test_k8s_secret_files_are_private(tmp_path: Path) -> None:
     assert len(base64.b64decode(gateway["CSP_GATEWAY_TOKEN_KEY"])) == 32
     internal = (tmp_path / "internal.env").read_text()
     assert internal.startswith("CSP_INTERNAL_PUBLIC_KEYS=") and "TOKEN_KEY" not in internal
+    ingest = dict(line.split("=", 1) for line in (tmp_path / "ingest.env").read_text().splitlines())
+    # ingest's own linkage key, in ingest's Secret only (never a token or key secret)
+    assert len(ingest["CSP_INGEST_LINKAGE_KEY"]) >= 48
+    assert ingest["CSP_INGEST_LINKAGE_KEY"] not in (tmp_path / "internal.env").read_text()
+    assert "CSP_INGEST_LINKAGE_KEY" not in (tmp_path / "gateway.env").read_text()
 
 
 @pytest.fixture

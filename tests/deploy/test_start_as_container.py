@@ -37,6 +37,7 @@ SECRETS = {
     "CSP_ADMIN_KEY": "csp_container-start-test-operators-key",
     "CSP_GATEWAY_AUDIT_SIGNING_KEY": base64.b64encode(bytes(range(32))).decode(),
     "CSP_GATEWAY_OAUTH_SIGNING_KEY": base64.b64encode(bytes(range(32, 64))).decode(),
+    "CSP_INGEST_LINKAGE_KEY": "container-start-test-linkage-key-0123456789",
     "POSTGRES_PASSWORD": "unused",
     **{f"CSP_{name.upper()}_DB_PASSWORD": "unused" for name in SERVICES},
 }

@@ -21,9 +21,11 @@ import pytest
 
 from scripts.demo import DEMO_LAYER, seed
 from scripts.hub import Hub
+from scripts.synthetic_cohort import NEEDS, generate
 from services.depersonalise.demo import demo_layer
 from services.gateway.settings import REPO, Settings
 from tests.e2e.conftest import ADMIN_KEY
+from tests.e2e.test_end_to_end import wait_depersonalised
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
 
@@ -90,6 +92,76 @@ def demo(hub: Hub) -> dict[str, str]:
         else:
             raise AssertionError("the demo was not depersonalised in time")
     return keys
+
+
+COHORT_PROVIDERS = {
+    "offender-cohort": "cohort-probation",
+    "oasys-assessment": "cohort-probation",
+    "offender-offence": "cohort-force",
+}
+COHORT_RANGE = {"from": "2023-01-01", "to": "2024-12-31"}
+
+
+@pytest.fixture(scope="module")
+def cohort(hub: Hub, demo: dict[str, str]) -> dict[str, str]:
+    """A synthetic PPO cohort, assessments and offences shared with the demo council at level
+    aggregate (drug treatment is not: the page shows that part's refusal)."""
+    admin = bearer(ADMIN_KEY)
+    made = generate(people=150, cohort=40, seed=21)
+    keys: dict[str, str] = {}
+    with httpx.Client(base_url=hub.gateway_url, timeout=120) as client:
+        for code, kind in (("cohort-probation", "probation"), ("cohort-force", "police")):
+            body = {"code": code, "name": f"{code} (synthetic)", "kind": kind}
+            assert client.post("/v1/agencies", json=body, headers=admin).status_code == 201
+            keys[code] = client.post(f"/v1/agencies/{code}/keys", headers=admin).json()["key"]
+        agreement = client.post(
+            "/v1/agreements",
+            json={
+                "title": "IOM cohort profile for the council",
+                "purpose": "integrated-offender-management",
+                "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e", "dpa-2018-part-3"],
+                "providers": ["cohort-probation", "cohort-force"],
+                "recipients": ["demo-council"],
+                "datasets": [{"dataset": d, "level": "aggregate"} for d in COHORT_PROVIDERS],
+                "start": "2020-01-01",
+                "end": "2030-12-31",
+                "review_by": "2030-06-30",
+                "retention_days": 3650,
+            },
+            headers=admin,
+        )
+        assert agreement.status_code == 201, agreement.text
+        for key in (*keys.values(), demo["demo-council"]):
+            signed = client.post(
+                f"/v1/agreements/{agreement.json()['id']}/sign", headers=bearer(key)
+            )
+            assert signed.status_code == 200, signed.text
+        for dataset, provider in COHORT_PROVIDERS.items():
+            rows = made.records[dataset]
+            pushed = client.post(
+                f"/v1/datasets/{dataset}/records",
+                json={"records": rows},
+                headers=bearer(keys[provider]),
+            )
+            assert pushed.status_code == 202 and pushed.json()["rejected"] == 0, pushed.text
+            wait_depersonalised(client, pushed.json()["batch_id"], keys[provider], len(rows))
+    return keys
+
+
+def _cohort_api(hub: Hub, key: str, dataset: str, **params: Any) -> dict[str, Any]:
+    answer = httpx.get(
+        f"{hub.gateway_url}/v1/datasets/{dataset}/aggregates",
+        params={"cohort": "PPO", **params},
+        headers=bearer(key),
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _shown(cell: dict[str, Any]) -> str:
+    return "suppressed" if cell["count"] is None or cell.get("suppressed") else str(cell["count"])
 
 
 @pytest.fixture(scope="module")
@@ -223,13 +295,17 @@ def test_the_map_draws_what_the_api_answers(
     assert all(demo["demo-council"] not in url for url in page.requests)
 
 
-def test_no_serious_accessibility_violation(hub: Hub, demo: dict[str, str], open_page: Any) -> None:
+def test_no_serious_accessibility_violation(
+    hub: Hub, demo: dict[str, str], cohort: dict[str, str], open_page: Any
+) -> None:
     # axe-core is injected as a script, which the page's own policy rightly forbids.
     page = open_page(bypass_csp=True)
     page.sign_in(demo["demo-council"])
     page.tab.wait_for_selector("path.area", timeout=30_000)
     page.tab.click("#report-form button[type=submit]")
     page.tab.wait_for_selector("#report table")
+    page.tab.click("#cohort-form button[type=submit]")
+    page.tab.wait_for_selector('#cohort [data-part="needs"] table', timeout=60_000)
     page.tab.add_script_tag(path=str(AXE))
     result = page.tab.evaluate("async () => await axe.run(document)")
     serious = [
@@ -313,3 +389,103 @@ def test_the_report_and_agreements_due_for_review(demo: dict[str, str], open_pag
     tab.click("#report-form button[type=submit]")
     tab.locator("#problem").wait_for(state="visible")
     tab.wait_for_function("document.querySelector('#problem').innerText.includes('quarter')")
+
+
+def test_map_areas_are_tab_stops_announced_and_chosen_with_enter(
+    hub: Hub, demo: dict[str, str], open_page: Any
+) -> None:
+    key = demo["demo-council"]
+    api = _api_geojson(hub, key)
+    first = sorted({c["period"] for f in api["features"] for c in f["properties"]["cells"]})[0]
+    by_area = {
+        f["properties"]["area"]: (
+            f["properties"]["area_name"],
+            _shown(next(c for c in f["properties"]["cells"] if c["period"] == first)),
+        )
+        for f in api["features"]
+    }
+    page = open_page()
+    tab = page.tab
+    page.sign_in(key)
+    tab.wait_for_selector("path.area", timeout=30_000)
+    focused = ""
+    for _ in range(60):  # the keyboard alone reaches the map's areas
+        tab.keyboard.press("Tab")
+        focused = tab.evaluate("document.activeElement.getAttribute('data-area') || ''")
+        if focused:
+            break
+    assert focused in by_area, "no map area is reachable with Tab"
+    name, shown = by_area[focused]
+    label = tab.evaluate("document.activeElement.getAttribute('aria-label')")
+    assert name in label and f"{first}: {shown}" in label
+    assert tab.evaluate("document.activeElement.getAttribute('role')") == "button"
+    # Enter chooses the area for the time series (a suppressed one says so, never zero)
+    tab.keyboard.press("Enter")
+    assert tab.locator("#series-area").input_value() == focused
+    assert name in tab.locator("#series-summary").inner_text()
+    title = tab.locator("#series svg title").text_content() or ""
+    assert name in title
+    tab.keyboard.press("Tab")
+    following = tab.evaluate("document.activeElement.getAttribute('data-area') || ''")
+    assert following in by_area and following != focused  # each area its own tab stop
+    tab.keyboard.press(" ")
+    assert tab.locator("#series-area").input_value() == following
+    page.shot("map-keyboard-1280x800.png")
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)])
+def test_the_cohort_profile_shows_what_the_api_answers(
+    hub: Hub, demo: dict[str, str], cohort: dict[str, str], open_page: Any, width: int, height: int
+) -> None:
+    key = demo["demo-council"]
+    size = _cohort_api(
+        hub, key, "offender-cohort", count="people", period="quarter", **COHORT_RANGE
+    )
+    offences = _cohort_api(hub, key, "offender-offence", relative="joined", period="month")
+    needs = {
+        need: _cohort_api(
+            hub, key, "oasys-assessment", count="people", period="year", by=need, **COHORT_RANGE
+        )
+        for need in NEEDS
+    }
+    assert any(_shown(c) == "suppressed" for c in size["cells"] + offences["cells"])
+    page = open_page(width, height)
+    tab = page.tab
+    page.sign_in(key)
+    tab.locator("#workspace").wait_for(state="visible", timeout=30_000)
+    tab.click("#cohort-form button[type=submit]")
+    tab.wait_for_selector('#cohort [data-part="needs"] table', timeout=60_000)
+
+    def shown(part: str) -> list[str]:
+        rows = tab.locator(f'#cohort [data-part="{part}"] tbody tr')
+        return [rows.nth(i).get_attribute("data-count") or "" for i in range(rows.count())]
+
+    # every cell as the API gives it; suppressed ones say so and are never 0
+    assert shown("size") == [_shown(c) for c in size["cells"]]
+    assert shown("reoffending") == [_shown(c) for c in offences["cells"]]
+    assert len(shown("reoffending")) == 25  # months -12 … 12 around joining
+    assert shown("needs") == [_shown(c) for need in NEEDS for c in needs[need]["cells"]]
+    parts = ("size", "reoffending", "needs")
+    assert any(
+        "suppressed" in tab.locator(f'#cohort [data-part="{p}"]').inner_text() for p in parts
+    )
+    for part, answer in (("size", size), ("reoffending", offences)):
+        perturbation = (answer["rule"] or {}).get("perturbation")
+        note = tab.locator(f'#cohort [data-part="{part}"] .perturbation')
+        if perturbation:
+            assert note.get_attribute("data-perturbation") == str(perturbation["max"])
+        else:
+            assert note.count() == 0
+    # drug treatment is not granted to the council: that part shows the refusal and its rule
+    refused = tab.locator('#cohort [data-part="substance"] .part-problem')
+    assert refused.count() == 1 and "Rule:" in refused.inner_text()
+    assert tab.locator('#cohort [data-part="substance"] table').count() == 0
+    assert tab.evaluate("document.documentElement.scrollWidth") <= width
+    page.shot(f"cohort-{width}x{height}.png")
+    # an unknown strand: the problem detail naming it, nothing drawn
+    tab.fill("#strand", "NOPE")
+    tab.click("#cohort-form button[type=submit]")
+    alert = tab.locator("#problem")
+    alert.wait_for(state="visible", timeout=30_000)
+    assert "NOPE" in alert.inner_text()
+    assert tab.locator("#cohort table").count() == 0

@@ -305,8 +305,10 @@ async def test_a_retraction_re_links_what_was_linked_through_the_record(
     assert gone.status_code == 204
     after = links(linked)
     assert ("offender-cohort", "X-1") not in after
+    # linked again without X-1: T-1 stands alone, keeping the person's id (its only record now)
     person, how = after[("drug-treatment", "T-1")]
-    assert how == "new" and person != found[("offender-cohort", "X-1")][0]
+    assert how == "new" and person == found[("offender-cohort", "X-1")][0]
+    assert [key for key, (p, _) in after.items() if p == person] == [("drug-treatment", "T-1")]
     await drain(linked)
     key = record_key(RECORD_KEY_SECRET, "cgl", "drug-treatment", "T-1")
     assert receiver.state.current[key]["person"] == share_pseudonym(KEY, person)
@@ -330,3 +332,277 @@ def test_components_never_join_different_strong_identifiers(
         if pnc:
             groups.setdefault(components.find(f"n{index}"), set()).add(pnc)
     assert all(len(values) == 1 for values in groups.values())
+
+
+# --- re-evaluation on correction, retraction and purge; conflicting strong identifiers ---------
+
+
+async def trained(client: Client, seed: int) -> None:
+    cohort = generate(people=120, cohort=40, seed=seed)
+    await push(client, "offender-cohort", "probation", cohort.records["offender-cohort"])
+    await push(client, "oasys-assessment", "probation", cohort.records["oasys-assessment"])
+    answer = await client.post("/v1/linkage/model", headers=admin())
+    assert answer.status_code == 200, answer.text
+
+
+def treatment(ref: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "source_ref": ref,
+        "occurred_at": "2024-03-01",
+        "category": "start",
+        "substance": "Opiates",
+        **extra,
+    }
+
+
+def people_rows(client: Client) -> set[int]:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        return set(connection.execute(select(linkage.PERSON.c.id)).scalars())
+
+
+async def one_person_three_ways(client: Client) -> tuple[int, dict[str, Any]]:
+    """X-1 (PNC ID and names), O-1 (the PNC ID alone), T-1 (the names alone): one person."""
+    await trained(client, seed=7)
+    await push(client, "offender-cohort", "probation", [member("X-1", "19/123456E", **NAMES)])
+    await push(client, "offender-offence", "gmp", [offence("O-1", "19/123456E")])
+    await push(client, "drug-treatment", "cgl", [treatment("T-1", **NAMES)])
+    found = links(client)
+    person = found[("offender-cohort", "X-1")][0]
+    assert found[("offender-offence", "O-1")] == (person, "exact")
+    assert found[("drug-treatment", "T-1")] == (person, "probabilistic")
+    return person, found
+
+
+def sent_person(receiver: Any, provider: str, dataset: str, ref: str) -> Any:
+    return receiver.state.current[record_key(INTERNAL_SECRET, provider, dataset, ref)]["person"]
+
+
+async def test_a_retraction_removes_the_persons_link_everywhere_and_re_links_the_survivors(
+    linked: Client, receiver: Any
+) -> None:
+    person, _ = await one_person_three_ways(linked)
+    await drain(linked)
+    assert sent_person(receiver, "cgl", "drug-treatment", "T-1") == share_pseudonym(KEY, person)
+    gone = await linked.delete(
+        "/v1/datasets/offender-cohort/records/X-1",
+        headers=token("probation", action="retract", dataset="offender-cohort"),
+    )
+    assert gone.status_code == 204
+    after = links(linked)
+    # only X-1 joined the PNC ID to the names: the offence keeps the person, the episode splits
+    assert after[("offender-offence", "O-1")][0] == person
+    split, how = after[("drug-treatment", "T-1")]
+    assert split != person and how == "new"
+    await drain(linked)
+    assert sent_person(receiver, "cgl", "drug-treatment", "T-1") == share_pseudonym(KEY, split)
+    assert sent_person(receiver, "gmp", "offender-offence", "O-1") == share_pseudonym(KEY, person)
+    # the last records go: no link, no person, no review names them
+    for provider, dataset, ref in (
+        ("gmp", "offender-offence", "O-1"),
+        ("cgl", "drug-treatment", "T-1"),
+    ):
+        answer = await linked.delete(
+            f"/v1/datasets/{dataset}/records/{ref}",
+            headers=token(provider, action="retract", dataset=dataset),
+        )
+        assert answer.status_code == 204
+    assert not {p for p, _ in links(linked).values()} & {person, split}
+    assert not people_rows(linked) & {person, split}
+
+
+async def test_a_purge_re_links_the_survivors_as_a_retraction_does(
+    linked: Client, receiver: Any
+) -> None:
+    from datetime import timedelta
+
+    from services.ingest.retention import purge
+    from services.ingest.service_sql import utc_now
+
+    person, _ = await one_person_three_ways(linked)
+    app = linked.app  # type: ignore[attr-defined]
+    entries = purge(
+        app.state.engine,
+        INTERNAL_SECRET,
+        [{"provider": "gmp", "dataset": "offender-offence", "retention_days": 0}],
+        now=utc_now() + timedelta(seconds=2),
+        linkage=(app.state.catalogue, app.state.linkage),
+    )
+    assert entries[0]["deleted"] == 1
+    after = links(linked)
+    assert ("offender-offence", "O-1") not in after
+    assert after[("offender-cohort", "X-1")][0] == person  # X-1 and T-1 still one person
+    assert after[("drug-treatment", "T-1")] == (person, "probabilistic")
+    # the erasure route too: X-1 erased, T-1 linked again on its own
+    erased = await linked.post(
+        "/v1/erasures",
+        json={"provider": "probation", "dataset": "offender-cohort", "source_refs": ["X-1"]},
+        headers=admin(),
+    )
+    assert erased.status_code == 200, erased.text
+    assert links(linked)[("drug-treatment", "T-1")] == (person, "new")
+    await drain(linked)
+    assert sent_person(receiver, "cgl", "drug-treatment", "T-1") == share_pseudonym(KEY, person)
+
+
+async def test_a_correction_of_names_re_links_what_was_linked_through_them(
+    linked: Client, receiver: Any
+) -> None:
+    person, _ = await one_person_three_ways(linked)
+    await drain(linked)
+    other = {"surname": "Achterberg", "forenames": "Wilhelmina", "date_of_birth": "1971-12-30"}
+    await push(linked, "offender-cohort", "probation", [member("X-1", "19/123456E", **other)])
+    after = links(linked)
+    assert after[("offender-cohort", "X-1")][0] == person
+    assert after[("offender-offence", "O-1")][0] == person
+    split, how = after[("drug-treatment", "T-1")]
+    assert split != person and how == "new"
+    await drain(linked)
+    assert sent_person(receiver, "cgl", "drug-treatment", "T-1") == share_pseudonym(KEY, split)
+    # a correction that changes no person field leaves every link as it was
+    await push(linked, "offender-offence", "gmp", [offence("O-1", "19/123456E", outcome="Charged")])
+    assert links(linked) == after
+
+
+async def pending(client: Client) -> list[dict[str, Any]]:
+    listed = await client.get("/v1/linkage/reviews", headers=admin())
+    assert listed.status_code == 200
+    reviews: list[dict[str, Any]] = listed.json()["reviews"]
+    return reviews
+
+
+async def test_conflicting_strong_identifiers_keep_people_apart_and_queue_a_review(
+    linked: Client,
+) -> None:
+    # same PNC ID, another CRO number: kept apart, with a conflict review
+    await push(
+        linked,
+        "offender-cohort",
+        "probation",
+        [member("C-1", "19/123456E", cro_number="123456/19E")],
+    )
+    await push(
+        linked, "offender-offence", "gmp", [offence("O-1", "19/123456E", cro_number="654321/19P")]
+    )
+    found = links(linked)
+    assert found[("offender-offence", "O-1")][0] != found[("offender-cohort", "C-1")][0]
+    assert found[("offender-offence", "O-1")][1] == "conflict"
+    reviews = await pending(linked)
+    assert len(reviews) == 1
+    review = reviews[0]
+    assert review["reason"] == "conflict" and review["match_weight"] is None
+    assert (review["record"]["dataset"], review["candidate"]["dataset"]) == (
+        "offender-offence",
+        "offender-cohort",
+    )
+    # a record whose PNC ID is one person's and CRO number another's joins neither
+    await push(linked, "offender-cohort", "probation", [member("C-2", "19/42J")])
+    await push(
+        linked, "offender-offence", "gmp", [offence("O-2", "18/1Z", cro_number="111111/18C")]
+    )
+    await push(
+        linked,
+        "oasys-assessment",
+        "probation",
+        [
+            {
+                "source_ref": "A-1",
+                "occurred_at": "2024-03-01",
+                "category": "initial",
+                "pnc_id": "19/42J",
+                "cro_number": "111111/18C",
+            }
+        ],
+    )
+    found = links(linked)
+    apart = found[("oasys-assessment", "A-1")][0]
+    assert apart not in {
+        found[("offender-cohort", "C-2")][0],
+        found[("offender-offence", "O-2")][0],
+    }
+    assert found[("offender-cohort", "C-2")][0] != found[("offender-offence", "O-2")][0]
+    about = [r for r in await pending(linked) if r["record"]["dataset"] == "oasys-assessment"]
+    assert sorted(r["candidate"]["dataset"] for r in about) == [
+        "offender-cohort",
+        "offender-offence",
+    ]
+    assert {r["reason"] for r in about} == {"conflict"}
+    quality = (await linked.get("/v1/linkage/quality", headers=admin())).json()
+    assert quality["pending_conflicts"] == 3
+    # an operator who knows them to be one person merges them; the person then holds both CROs
+    merged = await linked.post(
+        f"/v1/linkage/reviews/{review['review_id']}", json={"decision": "accept"}, headers=admin()
+    )
+    assert merged.json()["status"] == "accepted"
+    await push(
+        linked, "offender-offence", "gmp", [offence("O-3", "19/123456E", cro_number="654321/19P")]
+    )
+    found = links(linked)
+    assert found[("offender-offence", "O-3")] == (found[("offender-cohort", "C-1")][0], "exact")
+    # a rejected pair is not queued again when its records are linked again
+    rejected = await linked.post(
+        f"/v1/linkage/reviews/{about[0]['review_id']}", json={"decision": "reject"}, headers=admin()
+    )
+    assert rejected.json()["status"] == "rejected"
+    await push(
+        linked,
+        "oasys-assessment",
+        "probation",
+        [
+            {
+                "source_ref": "A-1",
+                "occurred_at": "2024-03-02",
+                "category": "initial",
+                "pnc_id": "19/42J",
+                "cro_number": "111111/18C",
+            }
+        ],
+    )
+    again = [r for r in await pending(linked) if r["record"]["dataset"] == "oasys-assessment"]
+    # the pending pair is queued again (a new item); the rejected one is not
+    assert [r["candidate"]["dataset"] for r in again] == [about[1]["candidate"]["dataset"]]
+
+
+async def test_names_never_join_a_record_to_a_person_holding_another_nhs_number(
+    linked: Client,
+) -> None:
+    person, _ = await one_person_three_ways(linked)
+    await push(
+        linked, "drug-treatment", "cgl", [treatment("T-2", nhs_number="9434765919", **NAMES)]
+    )
+    assert links(linked)[("drug-treatment", "T-2")][0] == person  # no NHS number held yet
+    await push(
+        linked, "drug-treatment", "cgl", [treatment("T-3", nhs_number="4010232137", **NAMES)]
+    )
+    found = links(linked)
+    assert found[("drug-treatment", "T-3")][0] != person
+    conflict = [r for r in await pending(linked) if r["reason"] == "conflict"]
+    assert {r["record"]["nhs"] for r in conflict} == {"4010232137"}
+    assert {r["candidate"]["nhs"] for r in conflict} <= {"9434765919", None}
+
+
+async def test_a_rotated_linkage_key_re_sends_every_linked_record_under_the_new_pseudonyms(
+    make_client: Callable[..., Awaitable[Client]], receiver: Any
+) -> None:
+    from pydantic import SecretStr
+
+    first = await make_client(linkage_key=SecretStr(KEY))
+    await push(first, "offender-cohort", "probation", [member("C-1", "19/123456E", **NAMES)])
+    await push(first, "offender-offence", "gmp", [offence("O-1", "19/123456E")])
+    await drain(first)
+    person = links(first)[("offender-cohort", "C-1")][0]
+    old = share_pseudonym(KEY, person)
+    assert {e["person"] for e in receiver.state.current.values()} == {old}
+    # the same key again: nothing to re-send
+    same = await make_client(linkage_key=SecretStr(KEY))
+    assert await drain(same) == 0
+    rotated = "a-new-linkage-key-after-rotation-0123"
+    after = await make_client(linkage_key=SecretStr(rotated))
+    assert await drain(after) == 2
+    assert links(after) == links(first)  # the same people, re-keyed
+    assert {e["person"] for e in receiver.state.current.values()} == {
+        share_pseudonym(rotated, person)
+    }
+    assert old not in json.dumps(list(receiver.state.current.values()))
+    handle = linkage.person_handle(rotated, "iom-team", person)
+    assert handle != linkage.person_handle(KEY, "iom-team", person)  # handles change too

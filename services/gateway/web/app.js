@@ -6,6 +6,9 @@ const KEY_SLOT = "csp-hub-key";
 const COLOURS = ["#f7fbff", "#c6dbef", "#6baed6", "#2171b5", "#08306b"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
+// A cell is suppressed when its count is withheld or it says so, whatever reason it gives
+// ("primary", "secondary", true): never drawn or written as zero.
+const isSuppressed = (cell) => !cell || cell.count === null || cell.count === undefined || Boolean(cell.suppressed);
 
 class Problem extends Error {
   constructor(status, body) {
@@ -209,14 +212,14 @@ function renderAreas() {
   const map = ensureMap();
   const period = $("map-period").value;
   const features = state.answer.features;
-  const counts = features.map((f) => cellOf(f, period)).filter((c) => c && c.count !== null).map((c) => c.count);
+  const counts = features.map((f) => cellOf(f, period)).filter((c) => !isSuppressed(c)).map((c) => c.count);
   const breaks = classes(counts);
   if (state.areas) state.areas.remove();
   state.areas = L.geoJSON({ type: "FeatureCollection", features: features.filter((f) => f.geometry) }, {
     renderer: state.renderer,
     style: (feature) => {
       const cell = cellOf(feature, period);
-      const hidden = !cell || cell.count === null;
+      const hidden = isSuppressed(cell);
       return {
         color: "#333333",
         weight: 1,
@@ -226,18 +229,27 @@ function renderAreas() {
     },
     onEachFeature: (feature, layer) => {
       const cell = cellOf(feature, period);
-      const hidden = !cell || cell.count === null;
-      const label = element("span", `${feature.properties.area_name}: ${hidden ? "suppressed (not zero, not shown)" : cell.count}`);
+      const hidden = isSuppressed(cell);
+      const shown = hidden ? "suppressed (not zero, not shown)" : cell.count;
+      const label = element("span", `${feature.properties.area_name}: ${shown}`);
       layer.bindTooltip(label, { sticky: true });
-      layer.on("click", () => {
-        $("series-area").value = feature.properties.area;
-        renderSeries();
-      });
+      layer.on("click", () => selectArea(feature));
       layer.on("add", () => {
         const path = layer.getElement();
         path.classList.add("area", hidden ? "area-suppressed" : "area-published");
         path.dataset.area = feature.properties.area;
         path.dataset.count = hidden ? "suppressed" : String(cell.count);
+        // Each area is a tab stop of its own: its name and count are announced, Enter (or
+        // Space) chooses it for the time series.
+        path.setAttribute("tabindex", "0");
+        path.setAttribute("role", "button");
+        path.setAttribute("aria-label",
+          `${feature.properties.area_name} (${feature.properties.area}), ${period}: ${shown}. Enter shows its time series.`);
+        path.addEventListener("keydown", (event) => {
+          if (event.key !== "Enter" && event.key !== " ") return;
+          event.preventDefault();
+          selectArea(feature);
+        });
       });
     },
   }).addTo(map);
@@ -245,6 +257,12 @@ function renderAreas() {
   renderLegend(breaks, counts, features.length - counts.length);
   const shown = features.filter((f) => f.geometry).length;
   $("map-summary").textContent = `${shown} areas drawn for ${period}; ${features.length - counts.length} suppressed.`;
+}
+
+function selectArea(feature) {
+  $("series-area").value = feature.properties.area;
+  renderSeries();
+  $("series-summary").textContent = `Time series of ${feature.properties.area_name} shown below the map.`;
 }
 
 function renderLegend(breaks, counts, suppressed) {
@@ -291,7 +309,7 @@ function renderTable() {
   for (const feature of state.answer.features) {
     for (const cell of feature.properties.cells) {
       const row = element("tr");
-      const hidden = cell.count === null;
+      const hidden = isSuppressed(cell);
       row.append(element("td", feature.properties.area), element("td", feature.properties.area_name),
         element("td", cell.period + (cell.category ? ` · ${cell.category}` : "")),
         element("td", hidden ? "suppressed" : cell.count, hidden ? "number suppressed-text" : "number"));
@@ -317,14 +335,14 @@ function renderSeries() {
   svg.setAttribute("role", "img");
   const title = document.createElementNS(SVG_NS, "title");
   title.textContent = `Counts by period for ${feature.properties.area_name}: ` +
-    cells.map((c, i) => `${state.periods[i]} ${c && c.count !== null ? c.count : "suppressed"}`).join(", ");
+    cells.map((c, i) => `${state.periods[i]} ${isSuppressed(c) ? "suppressed" : c.count}`).join(", ");
   svg.append(title);
   const defs = document.createElementNS(SVG_NS, "defs");
   defs.append(hatchPattern("series-hatch"));
   svg.append(defs);
   const slot = width / cells.length;
   cells.forEach((cell, i) => {
-    const hidden = !cell || cell.count === null;
+    const hidden = isSuppressed(cell);
     const value = hidden ? top : cell.count;
     const barHeight = ((height - 40) * value) / top;
     const bar = document.createElementNS(SVG_NS, "rect");
@@ -450,6 +468,91 @@ async function showReport() {
   if (!body.review_due.length) due.append(element("li", "None due by the end of the following quarter."));
 }
 
+// ------------------------------------------------------------------ the cohort profile
+
+const NEEDS = ["accommodation", "education_training_employability", "finance", "relationships",
+  "lifestyle", "drug_misuse", "alcohol_misuse", "emotional_wellbeing", "thinking_behaviour", "attitudes"];
+
+function cohortPart(key, title) {
+  const part = element("div", null, "part");
+  part.dataset.part = key;
+  part.append(element("h3", title));
+  $("cohort").append(part);
+  return part;
+}
+
+function partProblem(part, error) {
+  const box = element("p", null, "part-problem");
+  box.append(element("span", error.message, "detail"));
+  if (error.rule) box.append(element("span", ` Rule: ${error.rule}.`, "rule"));
+  part.append(box);
+}
+
+function cohortTable(part, caption, columns, cells, answer) {
+  const perturbation = answer.rule && answer.rule.perturbation;
+  if (perturbation) {
+    const note = element("p", `Counts are perturbed (${perturbation.method}): each published count may be off by at most ${perturbation.max}.`, "perturbation");
+    note.dataset.perturbation = String(perturbation.max);
+    part.append(note);
+  }
+  const shown = cells.map((cell) => ({ ...cell, shown: isSuppressed(cell) ? "suppressed" : String(cell.count) }));
+  const table = reportTable(caption, [...columns, ["count", (c) => c.shown]], shown);
+  table.querySelectorAll("tbody tr").forEach((row, i) => {
+    if (!shown[i]) return;
+    row.dataset.count = shown[i].shown;
+    row.lastChild.className = isSuppressed(shown[i]) ? "number suppressed-text" : "number";
+  });
+  part.append(table);
+}
+
+async function cohortQuery(dataset, params) {
+  return json(`/v1/datasets/${encodeURIComponent(dataset)}/aggregates`, { cohort: $("strand").value.trim(), ...params });
+}
+
+async function showCohort() {
+  $("cohort").textContent = "";
+  const range = { from: $("cohort-from").value, to: $("cohort-to").value };
+  const strand = $("strand").value.trim();
+  const parts = [
+    ["size", `${strand} cohort size per quarter (people)`, "offender-cohort",
+      { count: "people", period: "quarter", ...range }, []],
+    ["reoffending", "Offences per month relative to joining (the re-offending measure)", "offender-offence",
+      { relative: "joined", period: "month" }, []],
+    ["substance", "Members in drug treatment per quarter, by substance (people)", "drug-treatment",
+      { count: "people", period: "quarter", by: "substance", ...range }, [["substance", (c) => c.substance]]],
+  ];
+  for (const [key, title, dataset, params, extra] of parts) {
+    let answer;
+    try {
+      answer = await cohortQuery(dataset, params);
+    } catch (error) {
+      if (key === "size" && error.status === 404) throw error;  // no such strand: nothing to show
+      partProblem(cohortPart(key, title), error);
+      continue;
+    }
+    const part = cohortPart(key, title);
+    if ((answer.providers_left_out || []).length) {
+      part.append(element("p", `Left out (no grant): ${answer.providers_left_out.join(", ")}.`, "hint"));
+    }
+    cohortTable(part, title, [["period", (c) => c.period], ...extra], answer.cells, answer);
+  }
+  const needs = cohortPart("needs", "Members by OASys need level per year (people)");
+  const rows = [];
+  let last = null;
+  try {
+    for (const need of NEEDS) {
+      last = await cohortQuery("oasys-assessment", { count: "people", period: "year", by: need, ...range });
+      rows.push(...last.cells.map((c) => ({ ...c, need: need.replaceAll("_", " "), level: c[need] })));
+    }
+  } catch (error) {
+    partProblem(needs, error);
+    return;
+  }
+  cohortTable(needs, "Members by OASys need level per year (people)",
+    [["need", (c) => c.need], ["level (0 none, 1 some, 2 significant)", (c) => c.level], ["period", (c) => c.period]],
+    rows, last || {});
+}
+
 async function downloadReport(format) {
   const accept = format === "csv" ? "text/csv" : "text/html";
   const response = await api("/v1/reports/partnership", { quarter: $("quarter").value, format }, accept);
@@ -478,6 +581,10 @@ function wire() {
   $("report-form").addEventListener("submit", (event) => {
     event.preventDefault();
     guarded(showReport);
+  });
+  $("cohort-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    guarded(showCohort);
   });
   $("download-report").addEventListener("click", () => guarded(() => downloadReport("csv")));
   $("download-report-html").addEventListener("click", () => guarded(() => downloadReport("html")));
