@@ -10,7 +10,16 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import registry
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -100,6 +109,55 @@ class DerivedRecord(Base, table=True):
     y: float | None = None
     method: str = SQLField(default="none", max_length=16)
     k: float | None = None
+    # Never published: the record's and its person's stable secret keys (cellkey.py), kept so that
+    # per-record counting and the cube's key sums agree without the secret at read time.
+    key: int = SQLField(default=0, sa_column=Column(SmallInteger, nullable=False, default=0))
+    person_key: int | None = SQLField(default=None, sa_column=Column(SmallInteger))
+
+
+CUBE_KEY = ("generation", "dataset", "layer", "dim", "fine", "provider", "at", "area", "value")
+
+
+class CubeKey(Base):
+    """The key of a cube cell (the columns of CUBE_KEY)."""
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    generation: int
+    dataset: str = SQLField(max_length=64)
+    layer: str = SQLField(max_length=64)
+    dim: str = SQLField(max_length=100)
+    fine: bool
+    provider: str = SQLField(max_length=64)
+    at: date
+    area: str = SQLField(max_length=64)
+    value: str = SQLField(sa_type=Text, nullable=False)
+
+
+class CubeCell(CubeKey, table=True):
+    """The count cube: live records of one generation × dataset × provider × layer × area × day
+    or period × breakdown value, with the sum of their record keys.
+
+    ``fine`` false: ``at`` is the period start at the dataset's time resolution; true: ``at`` is
+    the record's day (kept so that a grant window cutting a period is answered exactly). ``dim``
+    is the breakdown field (``""``: the total of every record); ``area`` ``""``: outside the
+    layer; ``value`` ``""``: no value.
+    """
+
+    __tablename__ = "cube_cell"
+    __table_args__ = (UniqueConstraint(*CUBE_KEY, name="uq_cube_cell"),)
+    count: int = SQLField(sa_type=BigInteger, nullable=False)
+    key_sum: int = SQLField(sa_type=BigInteger, nullable=False)
+
+
+class CubePerson(CubeKey, table=True):
+    """The exact distinct people of each cube cell (linked datasets): ``count`` records of the
+    person in the cell, ``person_key`` the person's key (never published)."""
+
+    __tablename__ = "cube_person"
+    __table_args__ = (UniqueConstraint(*CUBE_KEY, "person", name="uq_cube_person"),)
+    person: str = SQLField(max_length=128)
+    person_key: int = SQLField(sa_type=SmallInteger, nullable=False)
+    count: int = SQLField(sa_type=BigInteger, nullable=False)
 
 
 class MaskingFigures(Base, table=True):

@@ -18,6 +18,7 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from services.depersonalise import store
+from services.depersonalise.cellkey import key_secret
 from services.depersonalise.models import Event
 from shared.catalogue import Dataset, load_catalogue
 from shared.tokens import issue_token
@@ -73,6 +74,7 @@ async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
             settings.replay_page_size,
             lambda: store.load_registry(state.engine),
             settings.replay_retry_seconds,
+            settings.record_key_secret(),
         )
     )
     state.rebuild_task = task
@@ -88,11 +90,13 @@ async def rebuild(
     page_size: int,
     registry_loader: Callable[[], store.Registry],
     retry_seconds: float = 0.0,
+    record_keys: bytes | None = None,
 ) -> dict[str, Any]:
     """Replay every dataset from ingest into the next generation, then serve it.
 
     A page ingest does not answer is asked again with backoff for up to ``retry_seconds`` (ingest
     restarting mid-rebuild), so the rebuild completes by itself once ingest is back."""
+    keys = record_keys if record_keys is not None else key_secret(secret)
     building = await asyncio.to_thread(store.start_building, engine)
     registry = await asyncio.to_thread(registry_loader)
     current = registry.generation
@@ -129,7 +133,9 @@ async def rebuild(
                 if events:
                     registry = await asyncio.to_thread(registry_loader)
                     targets = [(building, registry.building_layers(), registry.building_snap())]
-                    await asyncio.to_thread(store.apply_events, engine, events, catalogue, targets)
+                    await asyncio.to_thread(
+                        store.apply_events, engine, events, catalogue, targets, keys
+                    )
                     progress["processed"] += len(events)
                     await asyncio.to_thread(store.set_progress, engine, dict(progress))
                 if not more:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic_settings import SettingsConfigDict
 
+from services.depersonalise.cellkey import key_secret
 from shared.settings import ServiceSettings
 
 
@@ -25,3 +26,7 @@ class Settings(ServiceSettings):
     records_page_max: int = 5000
     max_cells: int = 2_000_000  # largest aggregate table one query may ask for
     wire_simplify_metres: float = 10.0
+
+    def record_key_secret(self) -> bytes:
+        """The secret of the stable record and person keys the count cube sums (cellkey.py)."""
+        return key_secret(self.internal_secret.get_secret_value())

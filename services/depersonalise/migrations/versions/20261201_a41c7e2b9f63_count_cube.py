@@ -1,0 +1,124 @@
+"""The count cube (cube_cell, cube_person), record and person keys on derived_record, the
+indexes per-record reads use; on PostgreSQL derived_record and the cube are partitioned by
+generation (a rebuild's old generation is dropped as whole partitions)
+
+Revision ID: a41c7e2b9f63
+Revises: 8c2f4a6b1d37
+Create Date: 2026-12-01 15:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+import sqlmodel
+from alembic import op
+
+revision: str = "a41c7e2b9f63"
+down_revision: str | None = "8c2f4a6b1d37"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+KEY = ["generation", "dataset", "layer", "dim", "fine", "provider", "at", "area", "value"]
+
+
+def _cube_columns() -> list[sa.Column]:  # type: ignore[type-arg]
+    text = sqlmodel.sql.sqltypes.AutoString
+    return [
+        sa.Column("id", sa.Integer(), nullable=False, autoincrement=True),
+        sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("dataset", text(length=64), nullable=False),
+        sa.Column("layer", text(length=64), nullable=False),
+        sa.Column("dim", text(length=100), nullable=False),
+        sa.Column("fine", sa.Boolean(), nullable=False),
+        sa.Column("provider", text(length=64), nullable=False),
+        sa.Column("at", sa.Date(), nullable=False),
+        sa.Column("area", text(length=64), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+    ]
+
+
+def _partitioned() -> dict[str, str]:
+    return (
+        {"postgresql_partition_by": "LIST (generation)"}
+        if op.get_bind().dialect.name == "postgresql"
+        else {}
+    )
+
+
+def _primary_key() -> sa.PrimaryKeyConstraint:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    return sa.PrimaryKeyConstraint(*(["generation", "id"] if postgres else ["id"]))
+
+
+def _default_partition(table: str) -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
+
+
+def _partition_derived_record() -> None:
+    """PostgreSQL: derived_record becomes a table partitioned by generation (rows copied)."""
+    op.execute("ALTER TABLE derived_record RENAME TO derived_record_unpartitioned")
+    op.execute(
+        "ALTER TABLE derived_record_unpartitioned "
+        "RENAME CONSTRAINT derived_record_pkey TO derived_record_unpartitioned_pkey"
+    )
+    op.execute("ALTER INDEX ix_derived_dataset RENAME TO ix_derived_dataset_unpartitioned")
+    op.execute(
+        "CREATE TABLE derived_record (LIKE derived_record_unpartitioned INCLUDING DEFAULTS, "
+        "PRIMARY KEY (generation, id), UNIQUE (generation, record_key)) "
+        "PARTITION BY LIST (generation)"
+    )
+    _default_partition("derived_record")
+    op.execute("INSERT INTO derived_record SELECT * FROM derived_record_unpartitioned")
+    op.execute("ALTER SEQUENCE derived_record_id_seq OWNED BY derived_record.id")
+    op.execute("DROP TABLE derived_record_unpartitioned")
+
+
+def upgrade() -> None:
+    # Records derived before this revision have no cube cells (their keys need the record-key
+    # secret, which a migration does not hold): the first rebuild after it counts them
+    # (README, "The count cube").
+    with op.batch_alter_table("derived_record") as batch:
+        batch.add_column(sa.Column("key", sa.SmallInteger(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("person_key", sa.SmallInteger(), nullable=True))
+    if op.get_bind().dialect.name == "postgresql":
+        _partition_derived_record()
+        op.create_index(
+            "ix_derived_dataset", "derived_record", ["generation", "dataset", "provider", "deleted"]
+        )
+    # Keyset pages of one dataset in id order; cohort reads by person and by strand.
+    op.create_index("ix_derived_page", "derived_record", ["generation", "dataset", "id"])
+    op.create_index("ix_derived_person", "derived_record", ["generation", "dataset", "person"])
+    op.create_index("ix_derived_category", "derived_record", ["generation", "dataset", "category"])
+    op.create_table(
+        "cube_cell",
+        *_cube_columns(),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("key_sum", sa.BigInteger(), nullable=False),
+        _primary_key(),
+        sa.UniqueConstraint(*KEY, name="uq_cube_cell"),
+        **_partitioned(),
+    )
+    _default_partition("cube_cell")
+    op.create_table(
+        "cube_person",
+        *_cube_columns(),
+        sa.Column("person", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("person_key", sa.SmallInteger(), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        _primary_key(),
+        sa.UniqueConstraint(*KEY, "person", name="uq_cube_person"),
+        **_partitioned(),
+    )
+    _default_partition("cube_person")
+
+
+def downgrade() -> None:
+    op.drop_table("cube_person")
+    op.drop_table("cube_cell")
+    op.drop_index("ix_derived_category", "derived_record")
+    op.drop_index("ix_derived_person", "derived_record")
+    op.drop_index("ix_derived_page", "derived_record")
+    with op.batch_alter_table("derived_record") as batch:
+        batch.drop_column("person_key")
+        batch.drop_column("key")
