@@ -22,7 +22,6 @@ from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from services.depersonalise.models import CUBE_KEY, CubeCell, CubePerson
@@ -71,6 +70,7 @@ def cells_of(row: dict[str, Any], spec: Dataset) -> list[Key]:
         return []
     grains = [(False, start)] if spec.time_resolution == "day" else [(False, start), (True, day)]
     values = [(dim, value_of(row, dim)) for dim in dims_of(spec)]
+    # Day cells have no total: the category cells of a day hold each of its records once.
     return [
         (
             row["generation"],
@@ -86,6 +86,7 @@ def cells_of(row: dict[str, Any], spec: Dataset) -> list[Key]:
         for layer, area in sorted((row.get("areas") or {}).items())
         for dim, value in values
         for fine, at in grains
+        if not (fine and dim == TOTAL)
     ]
 
 
@@ -112,41 +113,77 @@ class Delta:
                 held[1] = int(row.get("person_key") or 0)
 
 
-def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
+COPY_FROM = 500  # cells from which PostgreSQL is given a batch by COPY into a staging table
+
+
+def _upsert(conn: Connection, table: Any, rows: list[tuple[Any, ...]], added: list[str]) -> None:
+    """Add rows (CUBE_KEY [+ person, person_key], then the ``added`` columns) to the cube."""
+    if not rows:
+        return
+    postgres = conn.dialect.name == "postgresql"
     keys = [*CUBE_KEY, "person"] if table is T_PERSON else list(CUBE_KEY)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=keys,
-        set_={c: getattr(table.c, c) + getattr(stmt.excluded, c) for c in columns},
+    every = [*keys, "person_key", "count"] if table is T_PERSON else [*keys, *added]
+    if postgres and len(rows) >= COPY_FROM:
+        _copy_upsert(conn, table.name, rows, every, keys, added)
+        return
+    if postgres:
+        rows = sorted(rows, key=lambda row: tuple(str(v) for v in row))  # one lock order
+    else:
+        # SQLite: dates as ISO text and booleans as 0/1, as SQLAlchemy stores them.
+        rows = [(*r[:4], int(r[4]), r[5], r[6].isoformat(), *r[7:]) for r in rows]
+    mark = "%s" if postgres else "?"
+    update = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in added)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(every)}) VALUES ({', '.join([mark] * len(every))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
     )
-    for start in range(0, len(rows), 1000):
-        conn.execute(stmt, rows[start : start + 1000])
+    for start in range(0, len(rows), 5000):
+        conn.exec_driver_sql(sql, rows[start : start + 5000])
+
+
+def _copy_upsert(
+    conn: Connection,
+    name: str,
+    rows: list[tuple[Any, ...]],
+    every: list[str],
+    keys: list[str],
+    added: list[str],
+) -> None:
+    """COPY a large batch into a session's staging table, then one INSERT … ON CONFLICT (in key
+    order, so concurrent writers lock cells in one order) adds it to the cube."""
+    listed = ", ".join(every)
+    staging = f"{name}_delta"
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} AS SELECT {listed} FROM {name} WITH NO DATA"
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {staging} ({listed}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    update = ", ".join(f"{c} = {name}.{c} + EXCLUDED.{c}" for c in added)
+    conn.exec_driver_sql(
+        f"INSERT INTO {name} ({listed}) SELECT {listed} FROM {staging} ORDER BY "
+        f"{', '.join(keys)} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
+    )
+    conn.exec_driver_sql(f"TRUNCATE {staging}")
 
 
 def apply(conn: Connection, delta: Delta) -> None:
-    """Add a batch's changes to the cube, in the caller's transaction (cells in key order, so
-    concurrent writers lock them in one order), and drop cells that reach zero."""
-    cells = sorted((k, v) for k, v in delta.cells.items() if v[0] or v[1])
-    people = sorted((k, v) for k, v in delta.people.items() if v[0])
-    rows = [
-        {**dict(zip(CUBE_KEY, k, strict=True)), "count": c, "key_sum": s} for k, (c, s) in cells
-    ]
-    _upsert(conn, T_CELL, rows, ["count", "key_sum"])
-    persons = [
-        {**dict(zip(CUBE_KEY, k, strict=True)), "person": p, "person_key": pk, "count": c}
-        for (k, p), (c, pk) in people
-    ]
-    _upsert(conn, T_PERSON, persons, ["count"])
-    _drop_empty(conn, T_CELL, [k for k, (c, _) in cells if c < 0], None)
-    _drop_empty(conn, T_PERSON, [k for (k, _), (c, _) in people if c < 0], people)
+    """Add a batch's changes to the cube in the caller's transaction, and drop cells that reach
+    zero."""
+    cells = [(*k, c, s) for k, (c, s) in delta.cells.items() if c or s]
+    _upsert(conn, T_CELL, cells, ["count", "key_sum"])
+    people = [(*k, p, pk, c) for (k, p), (c, pk) in delta.people.items() if c]
+    _upsert(conn, T_PERSON, people, ["count"])
+    width = len(CUBE_KEY)
+    _drop_empty(conn, T_CELL, [r[:width] for r in cells if r[width] < 0])
+    _drop_empty(conn, T_PERSON, [r[: width + 1] for r in people if r[-1] < 0])
 
 
-def _drop_empty(conn: Connection, table: Any, keys: list[Key], people: list[Any] | None) -> None:
+def _drop_empty(conn: Connection, table: Any, keys: list[tuple[Any, ...]]) -> None:
     columns = [getattr(table.c, c) for c in CUBE_KEY]
-    if people is not None:
+    if table is T_PERSON:
         columns.append(table.c.person)
-        keys = [(*k, p) for (k, p), (c, _) in people if c < 0]
     for start in range(0, len(keys), 200):
         conn.execute(
             delete(table).where(
@@ -289,6 +326,14 @@ def read(
     """(area, period start, value, count, key_sum, person, person_key) of every cube cell a
     query counts, sliced by the caller's grants; value ``withheld`` where the record's grant
     leaves the ``by`` field out. With ``people`` also one row per person and cell (count 0)."""
+    cell = [T_CELL.c.area, T_CELL.c.at, T_CELL.c.value, T_CELL.c.count, T_CELL.c.key_sum]
+    person = [
+        T_PERSON.c.area,
+        T_PERSON.c.at,
+        T_PERSON.c.value,
+        T_PERSON.c.person,
+        T_PERSON.c.person_key,
+    ]
     for segment in segments(scope):
         withheld = query.by is not None and query.by not in segment.shown
         dim = TOTAL if query.by is None or withheld else query.by
@@ -296,28 +341,23 @@ def read(
             "generation": query.generation,
             "dataset": query.dataset,
             "layer": query.layer,
-            "dim": dim,
             "provider": segment.provider,
         }
+        starts: dict[Any, date] = {}
         for fine, lo, hi in ranges(segment, spec.time_resolution, query.first, query.last):
-            starts: dict[date, date] = {}
+            # Day cells have no total dim: their category cells hold each record once.
+            base["dim"] = "category" if fine and dim == TOTAL else dim
             for area, at, value, count, key_sum in conn.execute(
-                select(
-                    T_CELL.c.area, T_CELL.c.at, T_CELL.c.value, T_CELL.c.count, T_CELL.c.key_sum
-                ).where(_where(T_CELL, base, fine, lo, hi))
+                select(*cell).where(_where(T_CELL, base, fine, lo, hi))
             ):
                 start = _start(starts, at, spec.time_resolution)
-                yield area, start, WITHHELD if withheld else value, count, key_sum, None, 0
+                shown = WITHHELD if withheld else value if query.by else ""
+                yield area, start, shown, count, key_sum, None, 0
             if not people:
                 continue
-            for area, at, value, person, person_key in conn.execute(
-                select(
-                    T_PERSON.c.area,
-                    T_PERSON.c.at,
-                    T_PERSON.c.value,
-                    T_PERSON.c.person,
-                    T_PERSON.c.person_key,
-                ).where(_where(T_PERSON, base, fine, lo, hi))
+            for area, at, value, who, person_key in conn.execute(
+                select(*person).where(_where(T_PERSON, base, fine, lo, hi))
             ):
                 start = _start(starts, at, spec.time_resolution)
-                yield area, start, WITHHELD if withheld else value, 0, 0, person, person_key
+                shown = WITHHELD if withheld else value if query.by else ""
+                yield area, start, shown, 0, 0, who, person_key

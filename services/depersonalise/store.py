@@ -7,6 +7,7 @@ transaction makes the pending layers active, switches the generation and drops t
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -460,10 +461,33 @@ def _masked_row(generation: int, event: Event, masked: Any) -> dict[str, Any]:
     return row
 
 
+COPY_FROM = 200  # rows from which PostgreSQL is given a batch by COPY rather than INSERT
+JSON_COLUMNS = {"attributes", "areas", "point_areas", "counted"}
+
+
 def insert_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert derived rows (COPY on PostgreSQL for a large batch, executemany otherwise)."""
+    """Insert derived rows: by COPY on PostgreSQL for a batch of ``COPY_FROM`` or more (a
+    replay page, a bulk delivery), by executemany otherwise."""
+    if rows and conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+        _copy_records(conn, rows)
+        return
     for start in range(0, len(rows), 1000):
         conn.execute(insert(T_RECORD), rows[start : start + 1000])
+
+
+def _copy_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    columns = [c.name for c in T_RECORD.columns if c.name != "id"]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY derived_record ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row.get(c))
+                    if c in JSON_COLUMNS and row.get(c) is not None
+                    else row.get(c)
+                    for c in columns
+                ]
+            )
 
 
 def _row(generation: int, event: Event, deleted: bool) -> dict[str, Any]:
