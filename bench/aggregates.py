@@ -33,7 +33,7 @@ from sqlalchemy import text
 from bench.results import record
 from services.depersonalise import cube, routes, store
 from services.depersonalise.cellkey import key_secret, record_key_value
-from services.depersonalise.models import Base
+from services.depersonalise.models import Base, Event
 from shared.catalogue import Dataset, load_catalogue
 from shared.db import make_engine, prepare_schema
 from shared.grants import slices_of
@@ -59,7 +59,7 @@ def _rows(first: int, count: int, areas: int, rng: np.random.Generator) -> list[
         start = date(2024, int(month[i]), 1)
         rows.append(
             {
-                **store._row(1, _Event(key), deleted=False),
+                **store._row(1, _event(key), deleted=False),
                 "period_start": start,
                 "occurred_on": start.replace(day=int(day[i])),
                 "category": CATEGORIES[kind[i]],
@@ -71,11 +71,10 @@ def _rows(first: int, count: int, areas: int, rng: np.random.Generator) -> list[
     return rows
 
 
-class _Event:
-    """What store._row reads of an event."""
-
-    def __init__(self, key: str) -> None:
-        self.record_key, self.dataset, self.provider, self.revision = key, "police-crime", "gmp", 1
+def _event(key: str) -> Event:
+    return Event.model_construct(
+        event_id=0, op="upsert", dataset="police-crime", provider="gmp", record_key=key, revision=1
+    )
 
 
 def fill(url: str, records: int, areas: int, spec: Dataset) -> Any:
@@ -162,7 +161,7 @@ def pg_database(name: str) -> str | None:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name}"))
             conn.execute(text(f"CREATE DATABASE {name}"))
         admin.dispose()
-    except Exception as exc:  # noqa: BLE001 - the PostgreSQL figures are skipped, and say so
+    except Exception as exc:  # the PostgreSQL figures are skipped, and say so
         print(f"PostgreSQL does not answer ({type(exc).__name__}): skipped", flush=True)
         return None
     return PG_URL.rsplit("/", 1)[0] + f"/{name}"

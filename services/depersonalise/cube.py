@@ -310,6 +310,19 @@ def _start(starts: dict[Any, date], at: Any, resolution: str) -> date:
     return found
 
 
+def cell_select(base: dict[str, Any], fine: bool, lo: date | None, hi: date | None) -> Any:
+    """The cells of one provider, layer and dim in ``lo..hi`` (the unique key's index serves
+    it: equality on its first six columns, a range on ``at``)."""
+    columns = [T_CELL.c.area, T_CELL.c.at, T_CELL.c.value, T_CELL.c.count, T_CELL.c.key_sum]
+    return select(*columns).where(_where(T_CELL, base, fine, lo, hi))
+
+
+def person_select(base: dict[str, Any], fine: bool, lo: date | None, hi: date | None) -> Any:
+    t = T_PERSON.c
+    columns = [t.area, t.at, t.value, t.person, t.person_key]
+    return select(*columns).where(_where(T_PERSON, base, fine, lo, hi))
+
+
 @dataclass(frozen=True)
 class Query:
     generation: int
@@ -326,14 +339,6 @@ def read(
     """(area, period start, value, count, key_sum, person, person_key) of every cube cell a
     query counts, sliced by the caller's grants; value ``withheld`` where the record's grant
     leaves the ``by`` field out. With ``people`` also one row per person and cell (count 0)."""
-    cell = [T_CELL.c.area, T_CELL.c.at, T_CELL.c.value, T_CELL.c.count, T_CELL.c.key_sum]
-    person = [
-        T_PERSON.c.area,
-        T_PERSON.c.at,
-        T_PERSON.c.value,
-        T_PERSON.c.person,
-        T_PERSON.c.person_key,
-    ]
     for segment in segments(scope):
         withheld = query.by is not None and query.by not in segment.shown
         dim = TOTAL if query.by is None or withheld else query.by
@@ -347,17 +352,13 @@ def read(
         for fine, lo, hi in ranges(segment, spec.time_resolution, query.first, query.last):
             # Day cells have no total dim: their category cells hold each record once.
             base["dim"] = "category" if fine and dim == TOTAL else dim
-            for area, at, value, count, key_sum in conn.execute(
-                select(*cell).where(_where(T_CELL, base, fine, lo, hi))
-            ):
+            for area, at, value, count, key_sum in conn.execute(cell_select(base, fine, lo, hi)):
                 start = _start(starts, at, spec.time_resolution)
                 shown = WITHHELD if withheld else value if query.by else ""
                 yield area, start, shown, count, key_sum, None, 0
             if not people:
                 continue
-            for area, at, value, who, person_key in conn.execute(
-                select(*person).where(_where(T_PERSON, base, fine, lo, hi))
-            ):
+            for area, at, value, who, person_key in conn.execute(person_select(base, fine, lo, hi)):
                 start = _start(starts, at, spec.time_resolution)
                 shown = WITHHELD if withheld else value if query.by else ""
                 yield area, start, shown, 0, 0, who, person_key

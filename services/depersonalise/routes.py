@@ -53,7 +53,7 @@ from services.depersonalise.service import (
     allowed_fields,
     coarser_or_equal,
     dataset_or_404,
-    disclosure_report,
+    figures_report,
     mask_records,
     masked_public,
     period_count,
@@ -908,10 +908,10 @@ def read_records(
         if rows and full
         else None
     )
-    ks, histogram, total, without = store.record_figures(
+    k_min, k_median, histogram, total, without = store.record_figures(
         engine, registry.generation, dataset, scope
     )
-    report = disclosure_report(ks, histogram, total, without)
+    report = figures_report(k_min, k_median, histogram, total, without)
     release_id = store.record_release(
         engine,
         "records",

@@ -467,12 +467,39 @@ JSON_COLUMNS = {"attributes", "areas", "point_areas", "counted"}
 
 def insert_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert derived rows: by COPY on PostgreSQL for a batch of ``COPY_FROM`` or more (a
-    replay page, a bulk delivery), by executemany otherwise."""
-    if rows and conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
-        _copy_records(conn, rows)
+    replay page, a bulk delivery), by a plain executemany otherwise."""
+    if not rows:
         return
-    for start in range(0, len(rows), 1000):
-        conn.execute(insert(T_RECORD), rows[start : start + 1000])
+    if conn.dialect.name == "postgresql":
+        if len(rows) >= COPY_FROM:
+            _copy_records(conn, rows)
+            return
+        for start in range(0, len(rows), 1000):
+            conn.execute(insert(T_RECORD), rows[start : start + 1000])
+        return
+    columns = [c.name for c in T_RECORD.columns if c.name != "id"]
+    sql = (
+        f"INSERT INTO derived_record ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
+    )
+    for start in range(0, len(rows), 5000):
+        conn.exec_driver_sql(
+            sql,
+            [tuple(_sqlite(row.get(c), c) for c in columns) for row in rows[start : start + 5000]],
+        )
+
+
+def _sqlite(value: Any, column: str) -> Any:
+    """A value as SQLAlchemy stores it in SQLite (dates as ISO text, JSON as text)."""
+    if value is None:
+        return None
+    if column in JSON_COLUMNS:
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 def _copy_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -676,30 +703,50 @@ def record_page(
     limit: int,
 ) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        result = conn.execute(
-            select(T_RECORD)
-            .where(_live(generation, dataset, scope) & (T_RECORD.c.id > after))
-            .order_by(T_RECORD.c.id)
-            .limit(limit)
-        )
+        result = conn.execute(page_select(generation, dataset, scope, after, limit))
         return [dict(r) for r in result.mappings()]
+
+
+def page_select(generation: int, dataset: str, scope: Slices, after: int, limit: int) -> Any:
+    """One keyset page of live records in id order (index ix_derived_page)."""
+    return (
+        select(T_RECORD)
+        .where(_live(generation, dataset, scope) & (T_RECORD.c.id > after))
+        .order_by(T_RECORD.c.id)
+        .limit(limit)
+    )
 
 
 def record_figures(
     engine: Engine, generation: int, dataset: str, scope: Slices
-) -> tuple[list[float], dict[str, int], int, int]:
-    """k of every published point, the displacement histogram, records, records without point."""
+) -> tuple[float | None, float | None, dict[str, int], int, int]:
+    """Smallest and median k of the published points, the displacement histogram, records and
+    records without a point: counted by the database, no record loaded."""
     providers = scope.providers
     with engine.connect() as conn:
         live = _live(generation, dataset, scope)
-        ks = [
-            float(r[0])
-            for r in conn.execute(select(T_RECORD.c.k).where(live & T_RECORD.c.k.is_not(None)))
-        ]
-        total = conn.execute(select(func.count()).select_from(T_RECORD).where(live)).scalar_one()
-        without = conn.execute(
-            select(func.count()).select_from(T_RECORD).where(live & T_RECORD.c.x.is_(None))
-        ).scalar_one()
+        total, without, with_k, k_min = conn.execute(
+            select(
+                func.count(),
+                func.count().filter(T_RECORD.c.x.is_(None)),
+                func.count(T_RECORD.c.k),
+                func.min(T_RECORD.c.k),
+            ).where(live)
+        ).one()
+        middle = (
+            [
+                float(k)
+                for k in conn.execute(
+                    select(T_RECORD.c.k)
+                    .where(live & T_RECORD.c.k.is_not(None))
+                    .order_by(T_RECORD.c.k)
+                    .offset((with_k - 1) // 2)
+                    .limit(1 if with_k % 2 else 2)
+                ).scalars()
+            ]
+            if with_k
+            else []
+        )
         histograms = [
             r[0] or {}
             for r in conn.execute(
@@ -710,7 +757,8 @@ def record_figures(
                 )
             )
         ]
-    return ks, merge_histograms(histograms), int(total), int(without)
+    median = sum(middle) / len(middle) if middle else None
+    return k_min, median, merge_histograms(histograms), int(total), int(without)
 
 
 def records_without_area(engine: Engine, generation: int) -> int:
