@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CSP_INTERNAL_SECRET", "new-migration-" + uuid.uuid4().hex)
     models = importlib.import_module(f"services.{args.service}.models")
     from shared.db import make_engine
+    from shared.migrations import not_a_partition
 
     scratch = f"csp_newmig_{uuid.uuid4().hex[:10]}"
     admin = create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
@@ -64,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         config.attributes["engine"] = engine
         command.upgrade(config, "head")
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                connection,
+                opts={
+                    "compare_type": True,
+                    "include_object": not_a_partition(models.Base.metadata),
+                },
+            )
             differences = compare_metadata(context, models.Base.metadata)
         if args.check:
             for difference in differences:

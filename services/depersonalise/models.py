@@ -81,8 +81,13 @@ class DerivedRecord(Base, table=True):
 
     __tablename__ = "derived_record"
     __table_args__ = (
-        UniqueConstraint("generation", "record_key"),
+        # With the provider (record keys are unique across providers anyway): Citus needs the
+        # distribution column in every unique constraint (deploy/README.md, national scale).
+        UniqueConstraint("generation", "provider", "record_key", name="uq_derived_record_key"),
         Index("ix_derived_dataset", "generation", "dataset", "provider", "deleted"),
+        Index("ix_derived_page", "generation", "dataset", "id"),
+        Index("ix_derived_person", "generation", "dataset", "person"),
+        Index("ix_derived_category", "generation", "dataset", "category"),
     )
     id: int | None = SQLField(default=None, primary_key=True)
     generation: int

@@ -47,7 +47,7 @@ def _partitioned() -> dict[str, str]:
 
 def _primary_key() -> sa.PrimaryKeyConstraint:
     postgres = op.get_bind().dialect.name == "postgresql"
-    return sa.PrimaryKeyConstraint(*(["generation", "id"] if postgres else ["id"]))
+    return sa.PrimaryKeyConstraint(*(["generation", "provider", "id"] if postgres else ["id"]))
 
 
 def _default_partition(table: str) -> None:
@@ -65,13 +65,26 @@ def _partition_derived_record() -> None:
     op.execute("ALTER INDEX ix_derived_dataset RENAME TO ix_derived_dataset_unpartitioned")
     op.execute(
         "CREATE TABLE derived_record (LIKE derived_record_unpartitioned INCLUDING DEFAULTS, "
-        "PRIMARY KEY (generation, id), UNIQUE (generation, record_key)) "
+        "PRIMARY KEY (generation, provider, id), "
+        "CONSTRAINT uq_derived_record_key UNIQUE (generation, provider, record_key)) "
         "PARTITION BY LIST (generation)"
     )
     _default_partition("derived_record")
     op.execute("INSERT INTO derived_record SELECT * FROM derived_record_unpartitioned")
     op.execute("ALTER SEQUENCE derived_record_id_seq OWNED BY derived_record.id")
     op.execute("DROP TABLE derived_record_unpartitioned")
+
+
+UNNAMED = {"uq": "uq_%(table_name)s_%(column_0_name)s"}  # names SQLite's unnamed constraint
+
+
+def _unique_with_provider() -> None:
+    """SQLite: (generation, record_key) becomes (generation, provider, record_key)."""
+    with op.batch_alter_table("derived_record", naming_convention=UNNAMED) as batch:
+        batch.drop_constraint("uq_derived_record_generation", type_="unique")
+        batch.create_unique_constraint(
+            "uq_derived_record_key", ["generation", "provider", "record_key"]
+        )
 
 
 def upgrade() -> None:
@@ -86,6 +99,8 @@ def upgrade() -> None:
         op.create_index(
             "ix_derived_dataset", "derived_record", ["generation", "dataset", "provider", "deleted"]
         )
+    else:
+        _unique_with_provider()
     # Keyset pages of one dataset in id order; cohort reads by person and by strand.
     op.create_index("ix_derived_page", "derived_record", ["generation", "dataset", "id"])
     op.create_index("ix_derived_person", "derived_record", ["generation", "dataset", "person"])
@@ -120,5 +135,7 @@ def downgrade() -> None:
     op.drop_index("ix_derived_person", "derived_record")
     op.drop_index("ix_derived_page", "derived_record")
     with op.batch_alter_table("derived_record") as batch:
+        batch.drop_constraint("uq_derived_record_key", type_="unique")
+        batch.create_unique_constraint(None, ["generation", "record_key"])
         batch.drop_column("person_key")
         batch.drop_column("key")
