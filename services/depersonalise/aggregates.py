@@ -151,7 +151,7 @@ class Placed(NamedTuple):
     """Records counted in one cell (``person`` None), or one person of a cell (count 0)."""
 
     area: str | None
-    start: date | None  # period start at the dataset's resolution (calendar tables)
+    start: date | None  # period start at the dataset's resolution, or a day within it
     value: str
     tally: int  # records (0 for a person row)
     key_sum: int
@@ -206,22 +206,16 @@ def calendar_table(
 ) -> dict[str, Any]:
     """The table of cells already within ``first``..``last``, by calendar period: the columns
     span the range asked, or the periods counted when it is open."""
-    kept = list(rows)
-    days = [row.start for row in kept if row.start is not None]
-    lo = first or (min(days) if days else None)
-    hi = last or (max(days) if days else None)
+    kept = [row for row in rows if row.start is not None]
+    starts = {row.start for row in kept if row.start is not None}
+    lo = first or (min(starts) if starts else None)
+    hi = last or (max(starts) if starts else None)
     periods = periods_between(lo, hi, period) if lo and hi else []
     index = {start: i for i, (start, _) in enumerate(periods)}
-    starts: dict[date, int | None] = {}
-    placed = [
-        row._replace(slot=starts.setdefault(row.start, index.get(period_start(row.start, period))))
-        for row in kept
-        if row.start is not None
-    ]
+    slots: dict[date, int | None] = {s: index.get(period_start(s, period)) for s in starts}
     labels = [label for _, label in periods]
-    return _table(
-        tabulate(placed, areas, len(labels), by, people), areas, labels, rule, by, population
-    )
+    counted = tabulate(kept, areas, len(labels), by, people, slots)
+    return _table(counted, areas, labels, rule, by, population)
 
 
 def relative_aggregate(
@@ -256,16 +250,23 @@ class Counts:
 
 
 def tabulate(
-    placed: list[Placed], areas: list[tuple[str, str]], periods: int, by: str | None, people: bool
+    placed: list[Placed],
+    areas: list[tuple[str, str]],
+    periods: int,
+    by: str | None,
+    people: bool,
+    slots: dict[date, int | None] | None = None,
 ) -> Counts:
     """Counts and key sums by area × period × value (people: distinct people and the sum of
-    their keys)."""
+    their keys); a row's period column is its ``slot``, or ``slots[start]`` when given."""
     area_index = {code: i for i, (code, _) in enumerate(areas)}
     values = sorted({row.value for row in placed}) if by else [""]
     value_index = {c: i for i, c in enumerate(values)}
-    counts = np.zeros((len(areas), periods, len(values)), dtype=np.int64)
-    key_sums = np.zeros_like(counts)
+    shape = (len(areas), periods, len(values))
     records = outside = 0
+    cells: list[tuple[int, int, int]] = []
+    tallies: list[int] = []
+    sums: list[int] = []
     seen: set[tuple[int, int, int, str]] = set()
     for row in placed:
         a = area_index.get(row.area) if row.area is not None else None
@@ -274,17 +275,26 @@ def tabulate(
                 outside += row.tally
                 continue
             records += row.tally
-        if a is None or row.slot is None:
+        slot = row.slot if slots is None or row.start is None else slots[row.start]
+        if a is None or slot is None:
             continue
-        where = (a, row.slot, value_index[row.value] if by else 0)
+        where = (a, slot, value_index[row.value] if by else 0)
         if row.person is not None:
             if people and (*where, row.person) not in seen:
                 seen.add((*where, row.person))
-                counts[where] += 1
-                key_sums[where] += row.person_key
+                cells.append(where)
+                tallies.append(1)
+                sums.append(row.person_key)
         elif not people:
-            counts[where] += row.tally
-            key_sums[where] += row.key_sum
+            cells.append(where)
+            tallies.append(row.tally)
+            sums.append(row.key_sum)
+    counts = np.zeros(shape, dtype=np.int64)
+    key_sums = np.zeros_like(counts)
+    if cells:
+        at = tuple(np.array(cells, dtype=np.int64).T)
+        np.add.at(counts, at, np.array(tallies, dtype=np.int64))
+        np.add.at(key_sums, at, np.array(sums, dtype=np.int64))
     return Counts(counts, key_sums, values, records, outside)
 
 
@@ -301,8 +311,8 @@ def _table(
     counts, values = counted.counts, counted.values
     table = counts if by else counts[:, :, 0]
     outcome = apply_rule(table, rule.threshold, rule.round_to, rule.secondary)
-    status = outcome.status if by else outcome.status[:, :, None]
-    published = outcome.published if by else outcome.published[:, :, None]
+    # Nested lists (by: [area][period][value]; none: [area][period]) read faster than arrays.
+    status, published = outcome.status.tolist(), outcome.published.tolist()
     cells = []
     for a, (code, name) in enumerate(areas):
         residents = population.get(code) if population else None
@@ -311,9 +321,9 @@ def _table(
                 cell: dict[str, Any] = {"area": code, "area_name": name, "period": label}
                 if by:
                     cell[by] = value
-                state = status[a, p, c]
+                state = status[a][p][c] if by else status[a][p]
                 if state == PUBLISHED:
-                    cell["count"] = int(published[a, p, c])
+                    cell["count"] = int(published[a][p][c] if by else published[a][p])
                 else:
                     cell["count"] = None
                     cell["suppressed"] = "primary" if state == PRIMARY else "secondary"

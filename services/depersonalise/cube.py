@@ -301,15 +301,6 @@ def _where(table: Any, base: dict[str, Any], fine: bool, lo: date | None, hi: da
     return clause
 
 
-def _start(starts: dict[Any, date], at: Any, resolution: str) -> date:
-    found = starts.get(at)
-    if found is None:
-        day = _as_date(at)
-        assert day is not None
-        found = starts[at] = period_start(day, resolution)
-    return found
-
-
 def cell_select(base: dict[str, Any], fine: bool, lo: date | None, hi: date | None) -> Any:
     """The cells of one provider, layer and dim in ``lo..hi`` (the unique key's index serves
     it: equality on its first six columns, a range on ``at``)."""
@@ -336,9 +327,10 @@ class Query:
 def read(
     conn: Connection, query: Query, spec: Dataset, scope: Slices, people: bool
 ) -> Iterator[tuple[str, date, str, int, int, str | None, int]]:
-    """(area, period start, value, count, key_sum, person, person_key) of every cube cell a
+    """(area, at, value, count, key_sum, person, person_key) of every cube cell a
     query counts, sliced by the caller's grants; value ``withheld`` where the record's grant
-    leaves the ``by`` field out. With ``people`` also one row per person and cell (count 0)."""
+    leaves the ``by`` field out. With ``people`` also one row per person and cell (count 0).
+    ``at`` is the period start, or for day cells the day (the same period either way)."""
     for segment in segments(scope):
         withheld = query.by is not None and query.by not in segment.shown
         dim = TOTAL if query.by is None or withheld else query.by
@@ -348,17 +340,18 @@ def read(
             "layer": query.layer,
             "provider": segment.provider,
         }
-        starts: dict[Any, date] = {}
         for fine, lo, hi in ranges(segment, spec.time_resolution, query.first, query.last):
             # Day cells have no total dim: their category cells hold each record once.
             base["dim"] = "category" if fine and dim == TOTAL else dim
-            for area, at, value, count, key_sum in conn.execute(cell_select(base, fine, lo, hi)):
-                start = _start(starts, at, spec.time_resolution)
+            for area, at, value, count, key_sum in conn.execute(
+                cell_select(base, fine, lo, hi)
+            ).all():
                 shown = WITHHELD if withheld else value if query.by else ""
-                yield area, start, shown, count, key_sum, None, 0
+                yield area, at, shown, count, key_sum, None, 0
             if not people:
                 continue
-            for area, at, value, who, person_key in conn.execute(person_select(base, fine, lo, hi)):
-                start = _start(starts, at, spec.time_resolution)
+            for area, at, value, who, person_key in conn.execute(
+                person_select(base, fine, lo, hi)
+            ).all():
                 shown = WITHHELD if withheld else value if query.by else ""
-                yield area, start, shown, 0, 0, who, person_key
+                yield area, at, shown, 0, 0, who, person_key
