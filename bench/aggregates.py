@@ -12,7 +12,11 @@ their cube cells, then times in the same run:
 - ``depersonalise_aggregates_national_postgresql``: a 35,672-area × 12-month table on PostgreSQL
   (target under 2 s, as the ratio 2 s / time).
 
-Rows are written in bulk (executemany on SQLite, COPY on PostgreSQL, store.insert_records) and
+- ``depersonalise_rebuild_records_per_s`` and ``depersonalise_rebuild_peak_rss_mb``: a rebuild by
+  replay with ``CSP_BENCH_REBUILD_RECORDS`` (1,000,000) held (bench/rebuild.py; target under 1 GB).
+
+``CSP_BENCH_AGG_PARTS`` (``tables,rebuild``) chooses the parts. Rows are written in bulk
+(executemany on SQLite, COPY on PostgreSQL, store.insert_records) and
 the cube by the code that maintains it (cube.Delta, cube.apply), batch by batch.
 """
 
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,6 +46,7 @@ from shared.grants import slices_of
 
 RECORDS = int(os.environ.get("CSP_BENCH_AGG_RECORDS", "1000000"))
 SMALL = 100_000
+REBUILD = int(os.environ.get("CSP_BENCH_REBUILD_RECORDS", "1000000"))
 PG_URL = os.environ.get("CSP_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CATEGORIES = ["Burglary", "Robbery", "Vehicle crime", "Criminal damage and arson"]
 OUTCOMES = ["charged", "no-suspect"]
@@ -185,8 +192,48 @@ def compare(url: str, suffix: str, spec: Dataset) -> float:
     return hub
 
 
+def rebuild_figures(url: str, suffix: str) -> None:
+    """A rebuild by replay in a child process (bench/rebuild.py): records/s and peak RSS."""
+    found = subprocess.run(
+        [sys.executable, "-m", "bench.rebuild", url, str(REBUILD)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    figures = json.loads(found.stdout.strip().splitlines()[-1])
+    record(
+        f"depersonalise_rebuild_records_per_s{suffix}",
+        figures["records"] / figures["seconds"],
+        "records/s",
+        records=figures["records"],
+        seconds=round(figures["seconds"], 1),
+    )
+    record(
+        f"depersonalise_rebuild_peak_rss_mb{suffix}",
+        figures["peak_rss_mb"],
+        "MiB",
+        baseline=1024.0,
+        baseline_name="the 1 GB limit",
+        target=1.0,
+        higher_is_better=False,
+        records=figures["records"],
+    )
+
+
 def main() -> None:
     spec = load_catalogue()["police-crime"]
+    parts = os.environ.get("CSP_BENCH_AGG_PARTS", "tables,rebuild").split(",")
+    if "tables" in parts:
+        tables(spec)
+    if "rebuild" in parts:
+        with tempfile.TemporaryDirectory() as folder:
+            rebuild_figures(f"sqlite:///{folder}/rebuild.db", "")
+        url = pg_database("csp_bench_rebuild")
+        if url is not None:
+            rebuild_figures(url, "_postgresql")
+
+
+def tables(spec: Dataset) -> None:
     with tempfile.TemporaryDirectory() as folder:
         small = fill(f"sqlite:///{folder}/small.db", SMALL, 300, spec)
         small_hub = hub_seconds(small, 300, spec)

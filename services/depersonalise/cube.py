@@ -38,10 +38,19 @@ WITHHELD = "withheld"
 Key = tuple[Any, ...]  # the values of CUBE_KEY, in order
 
 
+_DIMS: dict[tuple[str, int], list[str]] = {}
+
+
 def dims_of(spec: Dataset) -> list[str]:
     """The dims a dataset's records are counted in: the total, category and each breakdown."""
-    fields = [f.name for f in spec.fields if f.classification in BREAKDOWN_CLASSES]
-    return [TOTAL, "category", *[name for name in fields if name != "category"]]
+    known = _DIMS.get((spec.name, id(spec)))
+    if known is None:
+        fields = [f.name for f in spec.fields if f.classification in BREAKDOWN_CLASSES]
+        known = [TOTAL, "category", *[name for name in fields if name != "category"]]
+        if len(_DIMS) > 64:
+            _DIMS.clear()
+        _DIMS[(spec.name, id(spec))] = known
+    return known
 
 
 def value_of(row: dict[str, Any], dim: str) -> str:

@@ -95,6 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=settings.ingest_timeout_seconds, transport=transport
         )
         app.state.engine = engine
+        # Answers (cube reads, record pages) from a read replica when one is given.
+        reader = make_engine(settings.read_database_url) if settings.read_database_url else engine
+        app.state.read_engine = reader
         app.state.registry = store.load_registry(engine)
         app.state.rebuild_task = None
         app.state.wire_cache = {}
@@ -117,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 scheduled.cancel()
                 await asyncio.gather(scheduled, return_exceptions=True)
             await app.state.http.aclose()
+            if reader is not engine:
+                reader.dispose()
             engine.dispose()
 
     app = build_app(

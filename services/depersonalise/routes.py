@@ -29,7 +29,13 @@ from services.depersonalise.aggregates import (
     relative_aggregate,
     relative_facts,
 )
-from services.depersonalise.deps import CatalogueDep, EngineDep, RegistryDep, SettingsDep
+from services.depersonalise.deps import (
+    CatalogueDep,
+    EngineDep,
+    ReadEngineDep,
+    RegistryDep,
+    SettingsDep,
+)
 from services.depersonalise.formats import (
     MEDIA,
     aggregates_geojson,
@@ -483,6 +489,7 @@ def read_aggregates(
     dataset: str,
     claims: ClaimsDep,
     engine: EngineDep,
+    reader: ReadEngineDep,
     registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
@@ -545,7 +552,7 @@ def read_aggregates(
     left_out: list[str] = []
     if cohort is None:
         answer = _cube_table(
-            engine,
+            reader,
             registry,
             spec,
             scope,
@@ -561,7 +568,7 @@ def read_aggregates(
         if dataset != COHORT_DATASET:
             rule = rule.stricter(_rule(dataset_or_404(catalogue, COHORT_DATASET), threshold))
         answer = _cohort_table(
-            engine,
+            reader,
             registry,
             dataset,
             (scope, cohort_scope),
@@ -572,9 +579,9 @@ def read_aggregates(
             rule,
             (cohort, people, relative),
         )
-        held = store.providers_holding(engine, registry.generation, dataset)
+        held = store.providers_holding(reader, registry.generation, dataset)
         if dataset != COHORT_DATASET:
-            held |= store.providers_holding(engine, registry.generation, COHORT_DATASET)
+            held |= store.providers_holding(reader, registry.generation, COHORT_DATASET)
         left_out = sorted(held - set(providers) - set(cohort_scope.providers))
     query = {
         "geography": geography,
@@ -833,6 +840,7 @@ def read_records(
     dataset: str,
     claims: ClaimsDep,
     engine: EngineDep,
+    reader: ReadEngineDep,
     registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
@@ -867,7 +875,7 @@ def read_records(
         )
     fmt = choose_format(format, request.headers.get("accept"))
     rows = store.record_page(
-        engine,
+        reader,
         registry.generation,
         dataset,
         scope,
@@ -875,7 +883,7 @@ def read_records(
         min(limit, settings.records_page_max),
     )
     allowed: dict[frozenset[str] | None, set[str]] = {}
-    residents = _residents(engine, registry)
+    residents = _residents(reader, registry)
     records = []
     for r in rows:
         # Each record shows only what its own provider's grants allow on the day it occurred.
@@ -909,7 +917,7 @@ def read_records(
         else None
     )
     k_min, k_median, histogram, total, without = store.record_figures(
-        engine, registry.generation, dataset, scope
+        reader, registry.generation, dataset, scope
     )
     report = figures_report(k_min, k_median, histogram, total, without)
     release_id = store.record_release(

@@ -14,6 +14,9 @@ class Settings(ServiceSettings):
     )
 
     database_url: str = "sqlite:///var/depersonalise.db"
+    # A read replica of database_url for answers (aggregates' cube reads, record pages); events,
+    # rebuilds and the record of each release always go to database_url.
+    read_database_url: str | None = None
     port: int = 8003
     ingest_url: str = "http://127.0.0.1:8002"
     ingest_timeout_seconds: float = 30.0
