@@ -124,18 +124,18 @@ CUBE_KEY = ("generation", "dataset", "layer", "dim", "fine", "provider", "at", "
 
 
 class CubeKey(Base):
-    """The key of a cube cell (the columns of CUBE_KEY)."""
+    """The key of a cube cell (the columns of CUBE_KEY): the primary key, so cells are stored in
+    key order (SQLite: WITHOUT ROWID) and a query's cells lie together."""
 
-    id: int | None = SQLField(default=None, primary_key=True)
-    generation: int
-    dataset: str = SQLField(max_length=64)
-    layer: str = SQLField(max_length=64)
-    dim: str = SQLField(max_length=100)
-    fine: bool
-    provider: str = SQLField(max_length=64)
-    at: date
-    area: str = SQLField(max_length=64)
-    value: str = SQLField(sa_type=Text, nullable=False)
+    generation: int = SQLField(primary_key=True)
+    dataset: str = SQLField(primary_key=True, max_length=64)
+    layer: str = SQLField(primary_key=True, max_length=64)
+    dim: str = SQLField(primary_key=True, max_length=100)
+    fine: bool = SQLField(primary_key=True)
+    provider: str = SQLField(primary_key=True, max_length=64)
+    at: date = SQLField(primary_key=True)
+    area: str = SQLField(primary_key=True, max_length=64)
+    value: str = SQLField(primary_key=True, sa_type=Text)
 
 
 class CubeCell(CubeKey, table=True):
@@ -149,7 +149,7 @@ class CubeCell(CubeKey, table=True):
     """
 
     __tablename__ = "cube_cell"
-    __table_args__ = (UniqueConstraint(*CUBE_KEY, name="uq_cube_cell"),)
+    __table_args__ = {"sqlite_with_rowid": False}
     count: int = SQLField(sa_type=BigInteger, nullable=False)
     key_sum: int = SQLField(sa_type=BigInteger, nullable=False)
 
@@ -159,8 +159,8 @@ class CubePerson(CubeKey, table=True):
     person in the cell, ``person_key`` the person's key (never published)."""
 
     __tablename__ = "cube_person"
-    __table_args__ = (UniqueConstraint(*CUBE_KEY, "person", name="uq_cube_person"),)
-    person: str = SQLField(max_length=128)
+    __table_args__ = {"sqlite_with_rowid": False}
+    person: str = SQLField(primary_key=True, max_length=128)
     person_key: int = SQLField(sa_type=SmallInteger, nullable=False)
     count: int = SQLField(sa_type=BigInteger, nullable=False)
 

@@ -8,6 +8,7 @@ Create Date: 2026-12-01 15:00:00
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 import sqlmodel
@@ -24,7 +25,6 @@ KEY = ["generation", "dataset", "layer", "dim", "fine", "provider", "at", "area"
 def _cube_columns() -> list[sa.Column]:  # type: ignore[type-arg]
     text = sqlmodel.sql.sqltypes.AutoString
     return [
-        sa.Column("id", sa.Integer(), nullable=False, autoincrement=True),
         sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("dataset", text(length=64), nullable=False),
         sa.Column("layer", text(length=64), nullable=False),
@@ -37,17 +37,12 @@ def _cube_columns() -> list[sa.Column]:  # type: ignore[type-arg]
     ]
 
 
-def _partitioned() -> dict[str, str]:
-    return (
-        {"postgresql_partition_by": "LIST (generation)"}
-        if op.get_bind().dialect.name == "postgresql"
-        else {}
-    )
-
-
-def _primary_key() -> sa.PrimaryKeyConstraint:
-    postgres = op.get_bind().dialect.name == "postgresql"
-    return sa.PrimaryKeyConstraint(*(["generation", "provider", "id"] if postgres else ["id"]))
+def _partitioned() -> dict[str, Any]:
+    """Cube tables: partitioned by generation on PostgreSQL, WITHOUT ROWID (stored in key
+    order) on SQLite."""
+    if op.get_bind().dialect.name == "postgresql":
+        return {"postgresql_partition_by": "LIST (generation)"}
+    return {"sqlite_with_rowid": False}
 
 
 def _default_partition(table: str) -> None:
@@ -110,8 +105,7 @@ def upgrade() -> None:
         *_cube_columns(),
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.Column("key_sum", sa.BigInteger(), nullable=False),
-        _primary_key(),
-        sa.UniqueConstraint(*KEY, name="uq_cube_cell"),
+        sa.PrimaryKeyConstraint(*KEY, name="pk_cube_cell"),
         **_partitioned(),
     )
     _default_partition("cube_cell")
@@ -121,8 +115,7 @@ def upgrade() -> None:
         sa.Column("person", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
         sa.Column("person_key", sa.SmallInteger(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
-        _primary_key(),
-        sa.UniqueConstraint(*KEY, "person", name="uq_cube_person"),
+        sa.PrimaryKeyConstraint(*KEY, "person", name="pk_cube_person"),
         **_partitioned(),
     )
     _default_partition("cube_person")
