@@ -15,9 +15,9 @@ their cube cells, then times in the same run:
 - ``depersonalise_rebuild_records_per_s`` and ``depersonalise_rebuild_peak_rss_mb``: a rebuild by
   replay with ``CSP_BENCH_REBUILD_RECORDS`` (1,000,000) held (bench/rebuild.py; target under 1 GB).
 
-``CSP_BENCH_AGG_PARTS`` (``tables,rebuild``) chooses the parts. Rows are written in bulk
-(executemany on SQLite, COPY on PostgreSQL, store.insert_records) and
-the cube by the code that maintains it (cube.Delta, cube.apply), batch by batch.
+``CSP_BENCH_AGG_PARTS`` (``sqlite,postgresql,national,rebuild``) chooses the parts. Rows are
+written in bulk (executemany on SQLite, COPY on PostgreSQL, store.insert_records) and the cube by
+the code that maintains it (cube.Delta, cube.apply), batch by batch.
 """
 
 from __future__ import annotations
@@ -222,9 +222,14 @@ def rebuild_figures(url: str, suffix: str) -> None:
 
 def main() -> None:
     spec = load_catalogue()["police-crime"]
-    parts = os.environ.get("CSP_BENCH_AGG_PARTS", "tables,rebuild").split(",")
-    if "tables" in parts:
-        tables(spec)
+    parts = os.environ.get("CSP_BENCH_AGG_PARTS", "sqlite,postgresql,national,rebuild").split(",")
+    for name, part in (
+        ("sqlite", sqlite_tables),
+        ("postgresql", postgresql_tables),
+        ("national", national_table),
+    ):
+        if name in parts:
+            part(spec)
     if "rebuild" in parts:
         with tempfile.TemporaryDirectory() as folder:
             rebuild_figures(f"sqlite:///{folder}/rebuild.db", "")
@@ -233,7 +238,7 @@ def main() -> None:
             rebuild_figures(url, "_postgresql")
 
 
-def tables(spec: Dataset) -> None:
+def sqlite_tables(spec: Dataset) -> None:
     with tempfile.TemporaryDirectory() as folder:
         small = fill(f"sqlite:///{folder}/small.db", SMALL, 300, spec)
         small_hub = hub_seconds(small, 300, spec)
@@ -249,10 +254,15 @@ def tables(spec: Dataset) -> None:
         higher_is_better=False,
         records=RECORDS,
     )
+
+
+def postgresql_tables(spec: Dataset) -> None:
     url = pg_database("csp_bench_aggregates")
-    if url is None:
-        return
-    compare(url, "_postgresql", spec)
+    if url is not None:
+        compare(url, "_postgresql", spec)
+
+
+def national_table(spec: Dataset) -> None:
     url = pg_database("csp_bench_national")
     if url is None:
         return
