@@ -88,7 +88,7 @@ async def run(url: str, records: int) -> dict[str, Any]:
             "bench",
             catalogue,
             2000,
-            lambda: store.load_registry(engine),
+            replay.cached_registry(engine),
         )
         seconds = time.perf_counter() - started
     generation = store.load_registry(engine).generation

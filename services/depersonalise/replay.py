@@ -54,6 +54,19 @@ class IngestUnreachableError(Exception):
     """Ingest did not answer the replay (down, refusing, or a malformed page)."""
 
 
+def cached_registry(engine: Engine) -> Callable[[], store.Registry]:
+    """A loader of the registry that keeps the last one: layers are parsed again only when a
+    load or another replica changed them, not on every page of a replay."""
+    held: list[store.Registry] = []
+
+    def load() -> store.Registry:
+        registry = store.load_registry(engine, held[-1] if held else None)
+        held[:] = [registry]
+        return registry
+
+    return load
+
+
 async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
     """Start a rebuild on this replica, cancelling one already running here.
 
@@ -72,7 +85,7 @@ async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
             settings.internal_secret.get_secret_value(),
             load_catalogue(),
             settings.replay_page_size,
-            lambda: store.load_registry(state.engine),
+            cached_registry(state.engine),
             settings.replay_retry_seconds,
             settings.record_key_secret(),
         )
