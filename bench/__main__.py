@@ -20,6 +20,7 @@ MODULES = (
     "bench.linkage",
     "bench.privacy",
     "bench.hostile",
+    "bench.audit_proofs",
     "bench.soak",
 )
 

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 
 from bench.results import record
-from scripts.hub import REPO, Hub, ServiceProcess, free_port, service_environment
-from shared.tokens import HEADER, issue_token
+from scripts.hub import REPO, Hub, HubKeys, ServiceProcess, free_port, service_environment
+from shared.tokens import HEADER, TokenKey, issue_token
 
 # Aggregates are a real database-backed read (about 100 req/s here), so fewer of them.
 REQUESTS = int(os.environ.get("CSP_BENCH_GATEWAY_REQUESTS", "3000"))
@@ -111,7 +111,7 @@ def real_services_work() -> bool:
     return True
 
 
-def start_real(folder: Path, secret: str, admin_key: str) -> tuple[Hub, ServiceProcess]:
+def start_real(folder: Path, secret: HubKeys, admin_key: str) -> tuple[Hub, ServiceProcess]:
     names = ("gateway", "agreements", "ingest", "depersonalise")
     ports = {name: free_port() for name in names}
     databases = {name: f"sqlite:///{folder / name}.db" for name in names}
@@ -144,7 +144,7 @@ def seed(gateway: str, admin_key: str) -> dict[str, str]:
     raise TimeoutError("the demo records were not depersonalised in time")
 
 
-def direct_token(secret: str, agreements: str, agency: str, key_id: str) -> dict[str, str]:
+def direct_token(secret: TokenKey, agreements: str, agency: str, key_id: str) -> dict[str, str]:
     """The token the gateway would forward for this agency's aggregates read."""
     service = issue_token(secret, {"sub": "gateway", "roles": ["service"]})
     decision = httpx.post(
@@ -207,20 +207,20 @@ def _overall(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> int:
-    secret = secrets.token_urlsafe(32)
+    hub_keys = HubKeys.generate()
     admin_key = f"csp_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
     with tempfile.TemporaryDirectory(prefix="csp-bench-gateway-") as folder:
         if not real_services_work():
             print("the backends are not importable: nothing to measure", file=sys.stderr)
             return 1
-        hub, unaudited = start_real(Path(folder), secret, admin_key)
+        hub, unaudited = start_real(Path(folder), hub_keys, admin_key)
         try:
             gateway = hub.gateway_url
             keys = seed(gateway, admin_key)
             council = {"Authorization": f"Bearer {keys['demo-council']}"}
             key_id = keys["demo-council"].split("_")[1]
             agreements = hub["agreements"].url
-            direct = direct_token(secret, agreements, "demo-council", key_id)
+            direct = direct_token(hub_keys.token_key("gateway"), agreements, "demo-council", key_id)
             report(
                 backend="real services",
                 aggregates=compare(

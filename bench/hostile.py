@@ -26,9 +26,10 @@ from typing import Any
 import httpx
 
 from bench.results import record
-from scripts.hub import Hub, free_port
+from scripts.hub import Hub, HubKeys, free_port
 
 BUDGET_SECONDS = 2.0
+GEOJSON_VERTICES = 200_000  # the depersonalise service's default bound
 RECORDS = "/v1/datasets/police-crime/records"
 CRIME = {"occurred_at": "2024-01-05T22:10:00Z", "category": "Burglary",
          "easting": 383500, "northing": 398000}  # fmt: skip
@@ -133,6 +134,7 @@ def attacks() -> dict[str, tuple[str, str, dict[str, str], bytes, bool]]:
             zip_bomb(),
             True,
         ),
+        # Refused while it streams (more than CSP_DEPERSONALISE_MAX_GEOJSON_VERTICES) ...
         "geojson_1m_vertex_polygon": (
             "POST",
             "/v1/geographies/big?code_field=code",
@@ -140,11 +142,18 @@ def attacks() -> dict[str, tuple[str, str, dict[str, str], bytes, bool]]:
             big_polygon(1_000_000),
             True,
         ),
+        # ... and the largest GeoJSON layer allowed, loaded.
+        "geojson_200k_vertex_polygon": (
+            "POST",
+            "/v1/geographies/largest?code_field=code",
+            {"Content-Type": "application/geo+json"},
+            big_polygon(GEOJSON_VERTICES - 1),  # the ring closes on its first vertex
+            True,
+        ),
     }
 
 
 def main() -> int:
-    secret = secrets.token_urlsafe(32)
     admin_key = f"csp_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
     with tempfile.TemporaryDirectory(prefix="csp-bench-hostile-") as folder:
         names = ("agreements", "ingest", "depersonalise", "gateway")
@@ -152,7 +161,7 @@ def main() -> int:
         databases = {name: f"sqlite:///{Path(folder) / name}.db" for name in names}
         env = {"CSP_ADMIN_KEY": admin_key, "CSP_GATEWAY_RATE_LIMIT": "100000/second",
                "CSP_GATEWAY_LOG_LEVEL": "WARNING"}  # fmt: skip
-        hub = Hub(ports, databases, secret, env, sink=_quiet)
+        hub = Hub(ports, databases, HubKeys.generate(), env, sink=_quiet)
         hub.start()
         try:
             from scripts.demo import seed

@@ -166,14 +166,14 @@ def http_push(folder: str, csv_path: Path) -> dict[str, Any]:
     """Push the CSV over HTTP to a real ingest process; its peak RSS from the kernel (VmHWM)."""
     import httpx
 
-    from scripts.hub import REPO, free_port
+    from scripts.hub import REPO, HubKeys, free_port
     from shared.tokens import issue_token
 
-    secret = "bench-internal-secret"
+    keys = HubKeys.generate()
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("CSP_")}
     env.update(
-        CSP_INTERNAL_SECRET=secret,
+        **keys.environment("ingest"),
         CSP_INGEST_PORT=str(port),
         CSP_INGEST_DATABASE_URL=f"sqlite:///{folder}/http.db",
         CSP_INGEST_RELAY_ENABLED="false",
@@ -191,7 +191,7 @@ def http_push(folder: str, csv_path: Path) -> dict[str, Any]:
             except httpx.HTTPError:
                 time.sleep(0.1)
         claims = {"sub": "bench", "roles": ["agency"], "action": "push", "dataset": "police-crime"}
-        token = issue_token(secret, claims, ttl_seconds=3600)
+        token = issue_token(keys.token_key("gateway"), claims, ttl_seconds=3600)
         started = time.perf_counter()
         with csv_path.open("rb") as body:
             answer = httpx.post(

@@ -18,12 +18,14 @@ from typing import Any
 import httpx
 import numpy as np
 import shapely
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.aggregates import fill
+from bench.aggregates import SECRET, fill
 from bench.results import peak_rss_mb
 from services.depersonalise import replay, store
 from services.depersonalise.geography import Layer
 from shared.catalogue import load_catalogue
+from shared.tokens import TokenKey
 
 SIDE, ORIGIN = 20, (380_000.0, 390_000.0)  # 20 × 15 squares of 1 km
 CATEGORIES = ["Burglary", "Robbery", "Vehicle crime", "Criminal damage and arson"]
@@ -85,10 +87,11 @@ async def run(url: str, records: int) -> dict[str, Any]:
             engine,
             client,
             "http://ingest",
-            "bench",
+            TokenKey("depersonalise", Ed25519PrivateKey.generate()),
             catalogue,
             2000,
             replay.cached_registry(engine),
+            record_keys=SECRET,
         )
         seconds = time.perf_counter() - started
     generation = store.load_registry(engine).generation

@@ -30,7 +30,7 @@ import psutil
 from bench.ingest import bench_database
 from bench.results import record
 from scripts.demo import crime_agreement
-from scripts.hub import DEFAULT_PORTS, Hub, free_port
+from scripts.hub import DEFAULT_PORTS, Hub, HubKeys, free_port
 from services.depersonalise.demo import demo_layer
 
 ROWS = int(os.environ.get("CSP_BENCH_SOAK_ROWS", "50000"))
@@ -218,7 +218,7 @@ def soak(label: str, databases: dict[str, str]) -> int:
         "CSP_DEPERSONALISE_LOG_LEVEL": "WARNING",
         "CSP_AGREEMENTS_LOG_LEVEL": "WARNING",
     }
-    hub = Hub(ports, databases, "soak-" + "s" * 40, extra, sink=lambda _line: None)
+    hub = Hub(ports, databases, HubKeys.generate(), extra, sink=lambda _line: None)
     hub.start()
     try:
         gateway = hub.gateway_url

@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check and not args.message:
         parser.error("a message is required (or --check)")
     sys.path.insert(0, str(REPO))
-    os.environ.setdefault("CSP_INTERNAL_SECRET", "new-migration-" + uuid.uuid4().hex)
     models = importlib.import_module(f"services.{args.service}.models")
     from shared.db import make_engine
     from shared.migrations import not_a_partition

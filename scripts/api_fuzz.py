@@ -49,7 +49,7 @@ import httpx
 from sqlalchemy import make_url, text
 
 from scripts.demo import DEMO_LAYER, DEMO_PROVIDER, DEMO_RECIPIENT, demo_records, seed
-from scripts.hub import DEFAULT_PORTS, Hub, free_port
+from scripts.hub import DEFAULT_PORTS, Hub, HubKeys, free_port
 from shared.db import make_engine
 
 ADMIN_KEY = "csp_ops_schemathesis-operators-key"
@@ -188,7 +188,7 @@ def main() -> int:
         hub = Hub(
             ports,
             databases,
-            "schemathesis-internal-secret",
+            HubKeys.generate(),
             {"CSP_ADMIN_KEY": ADMIN_KEY, "CSP_GATEWAY_RATE_LIMIT": "100000/second"},
             sink=lambda line: print(line, file=sink, flush=True),
         )

@@ -6,7 +6,9 @@ its settings in the environment.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import httpx
 
+from shared.tokens import SIGNERS, TokenKey, format_public_keys, private_key
+
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("agreements", "depersonalise", "ingest", "gateway")
 DEFAULT_PORTS = {"gateway": 8000, "agreements": 8001, "ingest": 8002, "depersonalise": 8003}
@@ -30,24 +34,58 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class HubKeys:
+    """The hub's keys: each calling service's token key (base64 Ed25519 seeds), ingest's record
+    key secret and depersonalise's cell key secret. Each service is given only its own."""
+
+    token_seeds: Mapping[str, str]
+    record_key_secret: str
+    cell_key_secret: str
+
+    @classmethod
+    def generate(cls) -> HubKeys:
+        seeds = {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in SIGNERS}
+        return cls(seeds, secrets.token_urlsafe(32), secrets.token_urlsafe(32))
+
+    def token_key(self, name: str) -> TokenKey:
+        return TokenKey(name, private_key(self.token_seeds[name]))
+
+    @property
+    def public_keys(self) -> str:
+        """``CSP_INTERNAL_PUBLIC_KEYS``: every signer's public key (no secret in it)."""
+        return format_public_keys({name: self.token_key(name).public for name in self.token_seeds})
+
+    def environment(self, service: str) -> dict[str, str]:
+        env = {"CSP_INTERNAL_PUBLIC_KEYS": self.public_keys}
+        if service in self.token_seeds:
+            env[f"CSP_{service.upper()}_TOKEN_KEY"] = self.token_seeds[service]
+        if service == "ingest":
+            env["CSP_INGEST_RECORD_KEY_SECRET"] = self.record_key_secret
+        if service == "depersonalise":
+            env["CSP_DEPERSONALISE_CELL_KEY_SECRET"] = self.cell_key_secret
+        return env
+
+
 def service_environment(
     ports: Mapping[str, int],
     database_urls: Mapping[str, str],
-    secret: str,
+    keys: HubKeys,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, dict[str, str]]:
-    """The environment of each service: its own port and database, its peers' addresses."""
+    """The environment of each service: its own port, database and keys, its peers' addresses."""
 
     def url(name: str) -> str:
         return f"http://127.0.0.1:{ports[name]}"
 
     base = {key: value for key, value in os.environ.items() if not key.startswith("CSP_")}
-    base.update({"CSP_INTERNAL_SECRET": secret, "PYTHONUNBUFFERED": "1"})
+    base.update({"PYTHONUNBUFFERED": "1"})
     base["PYTHONPATH"] = str(REPO)
     environments = {}
     for name in SERVICES:
         prefix = f"CSP_{name.upper()}_"
         env = dict(base)
+        env.update(keys.environment(name))
         env[prefix + "PORT"] = str(ports[name])
         env[prefix + "HOST"] = "127.0.0.1"
         env[prefix + "DATABASE_URL"] = database_urls[name]
@@ -154,11 +192,12 @@ class Hub:
         self,
         ports: Mapping[str, int],
         database_urls: Mapping[str, str],
-        secret: str,
+        keys: HubKeys,
         extra_env: Mapping[str, str] | None = None,
         sink: Callable[[str], None] = print,
     ) -> None:
-        environments = service_environment(ports, database_urls, secret, extra_env)
+        self.keys = keys
+        environments = service_environment(ports, database_urls, keys, extra_env)
         self.services = {
             name: ServiceProcess(name, ports[name], environments[name], sink) for name in SERVICES
         }

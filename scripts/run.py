@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from scripts.demo import DEMO_LAYER, seed
-from scripts.hub import DEFAULT_PORTS, REPO, Hub
+from scripts.hub import DEFAULT_PORTS, REPO, Hub, HubKeys
 
 VAR = Path(os.environ.get("CSP_VAR_DIR", REPO / "var"))
 
@@ -27,23 +27,34 @@ def _ports() -> dict[str, int]:
     }
 
 
-def _secret_file(path: Path) -> str:
-    """A random secret kept in ``path``: created 0600 before a byte of it is written."""
+def _secret_file(path: Path, value: str | None = None) -> str:
+    """A secret kept in ``path`` (``value``, else random): created 0600 before it is written."""
     if not path.exists():
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
+            handle.write(value or secrets.token_urlsafe(32))
     return path.read_text().strip()
 
 
-def _internal_secret() -> str:
-    if os.environ.get("CSP_INTERNAL_SECRET"):
-        return os.environ["CSP_INTERNAL_SECRET"]
-    return _secret_file(VAR / "internal-secret")
+def _hub_keys() -> HubKeys:
+    """Each service's token key and the record and cell key secrets, kept under var/. A var/ made
+    before them keeps its record keys: its former internal secret becomes both secrets."""
+    legacy = VAR / "internal-secret"
+    earlier = legacy.read_text().strip() if legacy.exists() else None
+    fresh = HubKeys.generate()
+    seeds = {
+        name: _secret_file(VAR / f"{name}-token-key", seed)
+        for name, seed in fresh.token_seeds.items()
+    }
+    return HubKeys(
+        seeds,
+        _secret_file(VAR / "record-key-secret", earlier),
+        _secret_file(VAR / "cell-key-secret", earlier),
+    )
 
 
 def _linkage_key() -> str:
-    """Ingest's own key for person pseudonyms (never the internal secret), kept under var/."""
+    """Ingest's own key for person pseudonyms (never a token key), kept under var/."""
     return _secret_file(VAR / "linkage-key")
 
 
@@ -88,7 +99,7 @@ def main() -> int:
         name: os.environ.get(f"CSP_{name.upper()}_DATABASE_URL", f"sqlite:///{VAR / name}.db")
         for name in DEFAULT_PORTS
     }
-    hub = Hub(_ports(), databases, _internal_secret(), extra)
+    hub = Hub(_ports(), databases, _hub_keys(), extra)
     try:
         hub.start()
         gateway = hub.gateway_url

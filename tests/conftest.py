@@ -6,6 +6,8 @@ local server): each test gets its own fresh database, dropped afterwards.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,9 +17,24 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from scripts.hub import SERVICES, HubKeys
+from shared.tokens import SIGNERS
+
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("CSP_DATA_DIR", REPO.parent / "shared" / "data"))
-INTERNAL_SECRET = "test-internal-secret-not-for-production"
+# Fixed keys for the whole suite; every service reads its own from the environment.
+TEST_KEYS = HubKeys(
+    {
+        name: base64.b64encode(
+            hashlib.sha256(f"csp test token key {name}".encode()).digest()
+        ).decode()
+        for name in SIGNERS
+    },
+    record_key_secret="test-record-key-secret-not-for-production",
+    cell_key_secret="test-cell-key-secret-not-for-production",
+)
+GATEWAY_KEY = TEST_KEYS.token_key("gateway")
+RECORD_KEY_SECRET = TEST_KEYS.record_key_secret
 PG_ADMIN_URL = os.environ.get(
     "CSP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -27,9 +44,20 @@ def using_postgres() -> bool:
     return os.environ.get("CSP_TEST_DATABASE", "sqlite") == "postgresql"
 
 
+def key_settings(service: str) -> dict[str, str]:
+    """The test keys as settings arguments, for settings made outside a test (module fixtures)."""
+    prefix = f"CSP_{service.upper()}_"
+    return {
+        name.removeprefix(prefix).removeprefix("CSP_").lower(): value
+        for name, value in TEST_KEYS.environment(service).items()
+    }
+
+
 @pytest.fixture(autouse=True)
-def _internal_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CSP_INTERNAL_SECRET", INTERNAL_SECRET)
+def _hub_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for service in SERVICES:
+        for name, value in TEST_KEYS.environment(service).items():
+            monkeypatch.setenv(name, value)
 
 
 def create_pg_database(prefix: str) -> str:

@@ -1,11 +1,13 @@
 """``csp audit witness``: an agency keeps the hub's signed audit checkpoints and checks that each
 new one extends the last it kept, so the hub cannot rewrite the log it has already shown.
 
-For every new checkpoint the witness asks for the digests of the entries since the last one it
-holds (``GET /v1/audit/consistency``) and chains them onto the held hash: each checkpoint passed on
-the way, and the newest, must come out exactly. Signatures are checked with the public keys pinned
-on the first run (Ed25519, when the ``cryptography`` package is installed). The state file keeps
-the newest verified checkpoint and the pinned keys; nothing is written when a check fails.
+Each checkpoint signs the log's RFC 6962 tree head (size and root). For every new checkpoint the
+witness asks for the consistency proof from the one it holds (``GET /v1/audit/consistency``
+with ``digests=false``: O(log n) hashes, however many entries came in between) and checks it
+(csp_cli.tree). Signatures are checked with the public keys pinned on the first run (Ed25519,
+when the ``cryptography`` package is installed). The state file keeps the newest verified
+checkpoint and the pinned keys; nothing is written when a check fails. A checkpoint held from
+before the hub had its tree (no ``root``) is checked once more by chaining the digests.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-GENESIS = {"seq": 0, "hash": "0" * 64}
-MAX_PROOF_ENTRIES = 100_000  # the gateway's bound on one proof
+from csp_cli import tree
+
+EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
+GENESIS = {"seq": 0, "hash": "0" * 64, "root": EMPTY_ROOT}
 GetJson = Callable[..., Any]
 
 
@@ -45,17 +49,23 @@ def link(prev: str, digest: str) -> str:
 
 
 def signature_ok(checkpoint: dict[str, Any], public_b64: str) -> bool | None:
-    """True or False; None when ``cryptography`` is not installed."""
+    """Both signatures (of the chain head and of the tree head) are good: True or False; None
+    when ``cryptography`` is not installed."""
     try:
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     except ImportError:
         return None
     message = f"csp-audit-checkpoint:{checkpoint['seq']}:{checkpoint['hash']}:{checkpoint['at']}"
+    signed = [(checkpoint["signature"], message.encode("ascii"))]
+    tree_head = tree.tree_head_message(
+        int(checkpoint["timestamp"]), int(checkpoint["seq"]), checkpoint["root"]
+    )
+    signed.append((checkpoint["tree_signature"], tree_head))
     try:
-        Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64)).verify(
-            base64.b64decode(checkpoint["signature"]), message.encode("ascii")
-        )
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_b64))
+        for signature, content in signed:
+            public.verify(base64.b64decode(signature), content)
     except (InvalidSignature, ValueError):
         return False
     return True
@@ -76,8 +86,9 @@ def witness(get_json: GetJson, state_path: Path) -> Outcome:
     held: dict[str, Any] = state.get("checkpoint") or dict(GENESIS)
     pinned: dict[str, str] | None = state.get("public_keys")
     outcome = Outcome(newest=held)
-    pending: list[dict[str, Any]] = []
     for checkpoint, keys in new_checkpoints(get_json, int(held["seq"])):
+        if not checkpoint.get("root") or not checkpoint.get("tree_signature"):
+            raise WitnessError(f"checkpoint {checkpoint['seq']} signs no tree head")
         if pinned is None:
             pinned = dict(keys)  # first run: trust the keys the hub names now
         public = pinned.get(checkpoint["signing_key_id"])
@@ -87,13 +98,8 @@ def witness(get_json: GetJson, state_path: Path) -> Outcome:
         if verdict is False:
             raise WitnessError(f"checkpoint {checkpoint['seq']} has a bad signature")
         outcome.signatures_checked = verdict is True
-        if pending and int(checkpoint["seq"]) - int(held["seq"]) > MAX_PROOF_ENTRIES:
-            held = _prove(get_json, held, pending)
-            pending = []
-        pending.append(checkpoint)
+        held = _prove(get_json, held, checkpoint)
         outcome.verified += 1
-    if pending:
-        held = _prove(get_json, held, pending)
     outcome.newest = held
     if outcome.verified:
         state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,18 +107,29 @@ def witness(get_json: GetJson, state_path: Path) -> Outcome:
     return outcome
 
 
-def _prove(get_json: GetJson, held: dict[str, Any], pending: list[dict[str, Any]]) -> dict:
-    """Chain the digests from ``held`` to the last of ``pending``; every one must come out."""
-    last = pending[-1]
-    proof = get_json("/v1/audit/consistency", **{"from": held["seq"], "to": last["seq"]})
-    if proof["first"]["hash"] != held["hash"]:
+def _prove(get_json: GetJson, held: dict[str, Any], checkpoint: dict[str, Any]) -> dict:
+    """Check ``checkpoint`` extends ``held``: the RFC 6962 consistency proof between their tree
+    heads (or, for a held checkpoint from before the tree, the digests chained onto its hash)."""
+    legacy = not held.get("root")
+    proof = get_json(
+        "/v1/audit/consistency",
+        **{"from": held["seq"], "to": checkpoint["seq"], "digests": str(legacy).lower()},
+    )
+    first = proof["first"]
+    if first["hash"] != held["hash"] or (not legacy and first.get("root") != held["root"]):
         raise WitnessError(f"the hub no longer agrees with checkpoint {held['seq']} held here")
-    expected = {int(c["seq"]): c["hash"] for c in pending}
-    current, seq = held["hash"], int(held["seq"])
-    for digest in proof["digests"]:
-        current, seq = link(current, digest), seq + 1
-        if seq in expected and expected[seq] != current:
-            raise WitnessError(f"checkpoint {seq} does not extend checkpoint {held['seq']}")
-    if seq != int(last["seq"]) or current != last["hash"]:
-        raise WitnessError(f"checkpoint {last['seq']} does not extend checkpoint {held['seq']}")
-    return last
+    if legacy:
+        current = held["hash"]
+        for digest in proof["digests"] or []:
+            current = link(current, digest)
+        extends = current == checkpoint["hash"]
+    else:
+        extends = tree.consistency_ok(
+            int(held["seq"]), held["root"], int(checkpoint["seq"]), checkpoint["root"],
+            proof["proof"],
+        )  # fmt: skip
+    if not extends:
+        raise WitnessError(
+            f"checkpoint {checkpoint['seq']} does not extend checkpoint {held['seq']}"
+        )
+    return checkpoint

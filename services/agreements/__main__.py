@@ -2,5 +2,5 @@ from services.agreements.settings import Settings
 from shared.serve import serve
 
 if __name__ == "__main__":
-    # The internal secret comes from CSP_INTERNAL_SECRET in the environment.
+    # Keys and the callers' public keys come from the environment (settings.py).
     serve("agreements", Settings(), "services.agreements.main:create_app")  # type: ignore[call-arg]

@@ -53,11 +53,11 @@ def session_then_refresh(request: Request) -> Iterator[Session]:
 
 async def caller_claims(request: Request) -> InternalClaims:
     """``shared.tokens.internal_claims`` on the event loop, for the routes on the hot path."""
-    return internal_claims(request)
+    return await internal_claims(request)
 
 
 async def require_service(request: Request) -> InternalClaims:
-    claims = internal_claims(request)
+    claims = await internal_claims(request)
     if not claims.is_service:
         raise ProblemError(
             403,

@@ -20,8 +20,10 @@ from services.agreements.service import ensure_agency
 from services.agreements.settings import Settings
 from services.agreements.snapshot import SnapshotCache
 from shared.app import build_app
+from shared.bodies import BodyLimitMiddleware
 from shared.catalogue import load_catalogue
 from shared.db import make_engine, ping, prepare_schema
+from shared.tokens import TokenVerifier
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,6 +31,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        verifier = TokenVerifier.configured(
+            "agreements", settings.internal_public_keys, settings.redis_url
+        )
+        app.state.token_verifier = verifier
         engine = make_engine(settings.database_url)
         prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
         with Session(engine) as session:
@@ -52,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             recorder.flush()
+            await verifier.replay.close()
             engine.dispose()
 
     app = build_app(
@@ -61,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Agencies, information sharing agreements and the decision on every request.",
     )
     app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     for router in routers:
         app.include_router(router)
     return app

@@ -40,5 +40,7 @@ class Settings(ServiceSettings):
         ge=0,
         description="how stale a replica's copy may be after a change made through another one",
     )
+    # Agreements and decisions are small JSON: larger bodies get 413 as they stream.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
     ops_agency: str = "ops"
     ops_agency_name: str = "Hub operators"

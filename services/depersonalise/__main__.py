@@ -4,5 +4,5 @@ from services.depersonalise.settings import Settings
 from shared.serve import serve
 
 if __name__ == "__main__":
-    # The secret comes from CSP_INTERNAL_SECRET in the environment.
+    # Keys and the callers' public keys come from the environment (settings.py).
     serve("depersonalise", Settings(), "services.depersonalise.main:create_app")  # type: ignore[call-arg]

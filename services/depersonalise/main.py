@@ -22,6 +22,7 @@ from services.depersonalise.routes import internal, router
 from services.depersonalise.settings import Settings
 from shared.app import build_app
 from shared.db import make_engine, ping, prepare_schema
+from shared.tokens import TokenKey, TokenVerifier
 
 log = logging.getLogger("csp.depersonalise")
 
@@ -86,6 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        verifier = TokenVerifier.configured(
+            "depersonalise", settings.internal_public_keys, settings.redis_url
+        )
+        app.state.token_verifier = verifier
+        app.state.token_key = TokenKey.configured(
+            "depersonalise", settings.token_key, settings.token_key_file
+        )
         engine = make_engine(settings.database_url)
         prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
         store.ensure_state(engine)
@@ -119,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if scheduled is not None:
                 scheduled.cancel()
                 await asyncio.gather(scheduled, return_exceptions=True)
+            await verifier.replay.close()
             await app.state.http.aclose()
             if reader is not engine:
                 reader.dispose()

@@ -19,7 +19,7 @@ from services.depersonalise import store
 from services.depersonalise.replay import IngestUnreachableError, _page
 from shared.catalogue import load_catalogue
 from shared.holdings import revision_digest
-from shared.tokens import issue_token
+from shared.tokens import TokenKey, service_token
 
 log = logging.getLogger("csp.depersonalise.reconcile")
 
@@ -44,7 +44,7 @@ async def _run(state: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"ran_at": started, "pairs": [], "lag_records": 0}
     if registry.building is not None:
         return {**base, "state": "skipped", "reason": "a rebuild is running"}
-    secret = settings.internal_secret.get_secret_value()
+    secret = state.token_key
     url = settings.ingest_url.rstrip("/")
     catalogue = load_catalogue()
     try:
@@ -81,8 +81,10 @@ async def _run(state: Any) -> dict[str, Any]:
     return {**base, "state": "complete", "seconds": round(time.time() - started, 3)}
 
 
-async def _holdings(client: Any, url: str, secret: str, dataset: str) -> tuple[dict[str, Any], int]:
-    token = issue_token(secret, {"sub": "depersonalise", "roles": ["service"]})
+async def _holdings(
+    client: Any, url: str, secret: TokenKey, dataset: str
+) -> tuple[dict[str, Any], int]:
+    token = service_token(secret, "ingest", "GET", "/internal/holdings")
     try:
         response = await client.get(
             f"{url}/internal/holdings",
@@ -101,7 +103,7 @@ async def _holdings(client: Any, url: str, secret: str, dataset: str) -> tuple[d
 async def _repair(
     state: Any,
     url: str,
-    secret: str,
+    secret: TokenKey,
     catalogue: Any,
     dataset: str,
     provider: str,

@@ -18,10 +18,9 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from services.depersonalise import store
-from services.depersonalise.cellkey import key_secret
 from services.depersonalise.models import Event
 from shared.catalogue import Dataset, load_catalogue
-from shared.tokens import issue_token
+from shared.tokens import TokenKey, service_token
 
 log = logging.getLogger("csp.depersonalise.replay")
 
@@ -82,12 +81,12 @@ async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
             state.engine,
             state.http,
             settings.ingest_url,
-            settings.internal_secret.get_secret_value(),
+            state.token_key,
             load_catalogue(),
             settings.replay_page_size,
             cached_registry(state.engine),
             settings.replay_retry_seconds,
-            settings.record_key_secret(),
+            record_keys=settings.record_key_secret(),
         )
     )
     state.rebuild_task = task
@@ -98,18 +97,19 @@ async def rebuild(
     engine: Engine,
     client: httpx.AsyncClient,
     ingest_url: str,
-    secret: str,
+    secret: TokenKey,
     catalogue: dict[str, Dataset],
     page_size: int,
     registry_loader: Callable[[], store.Registry],
     retry_seconds: float = 0.0,
-    record_keys: bytes | None = None,
+    *,
+    record_keys: bytes,
 ) -> dict[str, Any]:
     """Replay every dataset from ingest into the next generation, then serve it.
 
     A page ingest does not answer is asked again with backoff for up to ``retry_seconds`` (ingest
     restarting mid-rebuild), so the rebuild completes by itself once ingest is back."""
-    keys = record_keys if record_keys is not None else key_secret(secret)
+    keys = record_keys
     building = await asyncio.to_thread(store.start_building, engine)
     registry = await asyncio.to_thread(registry_loader)
     current = registry.generation
@@ -203,7 +203,7 @@ async def _page_with_retries(
 async def _page(
     client: httpx.AsyncClient,
     ingest_url: str,
-    secret: str,
+    secret: TokenKey,
     dataset: str,
     after: Any,
     limit: int,
@@ -215,7 +215,7 @@ async def _page(
         params["after"] = after
     if provider is not None:
         params["provider"] = provider
-    token = issue_token(secret, {"sub": "depersonalise", "roles": ["service"]})
+    token = service_token(secret, "ingest", "GET", "/internal/records")
     try:
         response = await client.get(
             f"{ingest_url.rstrip('/')}/internal/records",

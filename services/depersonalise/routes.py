@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 from datetime import date
 from typing import Annotated, Any
 
@@ -88,17 +89,56 @@ EARLIEST, LATEST = date(1900, 1, 1), date(2199, 12, 31)
 Period = Query(pattern="^(week|month|quarter|year)$")
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """The body, counted against ``limit`` as it streams: refused at the first byte over it."""
+# A GeoJSON position: "[" then a number. Arrays of numbers in properties count too (they cost
+# the reader as much).
+_POSITION = re.compile(rb"\[\s*[-+0-9.]")
+
+
+class VertexCount:
+    """Positions seen in a GeoJSON body as it streams, refused at the first one over ``limit``:
+    parsing GeoJSON text is what makes a large layer slow, so it is refused before it starts."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._carry = b""  # a "[" (and spaces) at a chunk's end, whose number comes next
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._carry + chunk
+        self.count += len(_POSITION.findall(data))
+        last = data.rfind(b"[")
+        tail = data[last:] if last >= 0 else b""
+        self._carry = tail if len(tail) < 1024 and not tail[1:].strip() else b""
+        if self.count > self.limit:
+            raise ProblemError(
+                422,
+                f"A GeoJSON layer holds at most {self.limit} vertices: load a larger one as a "
+                "zipped shapefile or a GeoPackage.",
+                slug="upload-too-large",
+                field="body",
+            )
+
+
+async def _body(request: Request, limit: int, geojson_vertices: int | None = None) -> bytes:
+    """The body, counted against ``limit`` as it streams: refused at the first byte over it (and,
+    with ``geojson_vertices``, a GeoJSON body at its first vertex over that)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ProblemError(413, f"The body is larger than {limit} bytes.", field="body")
     parts: list[bytes] = []
     size = 0
+    vertices: VertexCount | None = None
+    undecided = geojson_vertices is not None  # until the first byte that is not a space
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise ProblemError(413, f"The body is larger than {limit} bytes.", field="body")
+        if undecided and (head := chunk.lstrip()):
+            undecided = False
+            if head[:1] == b"{" and geojson_vertices is not None:
+                vertices = VertexCount(geojson_vertices)
+        if vertices is not None:
+            vertices.feed(chunk)
         parts.append(chunk)
     body = b"".join(parts)
     if not body:
@@ -271,7 +311,7 @@ async def load_geography(
     name_field: str | None = None,
 ) -> JSONResponse:
     _check_name(layer)
-    body = await _body(request, settings.max_upload_bytes)
+    body = await _body(request, settings.max_upload_bytes, settings.max_geojson_vertices)
     parsed = await asyncio.to_thread(
         read_layer, body, layer, code_field, name_field, request.headers.get("content-type")
     )

@@ -18,12 +18,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import SecretStr
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from services.gateway import chain
-from services.gateway.models import AuditCheckpoint, AuditEntry, AuditHead, AuditSigningKey
+from services.gateway import chain, merkle
+from services.gateway.models import (
+    AuditCheckpoint,
+    AuditEntry,
+    AuditHead,
+    AuditSigningKey,
+    AuditTreeNode,
+)
 from shared.db import is_sqlite
 
 log = logging.getLogger("csp.gateway.audit")
@@ -31,6 +37,7 @@ ENTRY: Table = AuditEntry.__table__  # type: ignore[attr-defined]
 HEAD: Table = AuditHead.__table__  # type: ignore[attr-defined]
 CHECKPOINT: Table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
 SIGNING_KEY: Table = AuditSigningKey.__table__  # type: ignore[attr-defined]
+TREE_NODE: Table = AuditTreeNode.__table__  # type: ignore[attr-defined]
 
 ENTRY_COLUMNS = [*chain.CONTENT_FIELDS, "digest", "prev_hash", "hash"]
 READ_COLUMNS = [*ENTRY_COLUMNS, "redacted_at"]
@@ -119,6 +126,10 @@ class Signer:
     def sign(self, seq: int, head: str, at: str) -> str:
         return base64.b64encode(self.private.sign(chain.checkpoint_message(seq, head, at))).decode()
 
+    def sign_tree(self, timestamp_ms: int, size: int, root: bytes) -> str:
+        message = merkle.tree_head_message(timestamp_ms, size, root)
+        return base64.b64encode(self.private.sign(message)).decode()
+
 
 def configured_seed(value: SecretStr | None, file: str | None) -> str | None:
     """The signing seed from outside the database: the setting, else the file it names."""
@@ -184,11 +195,71 @@ def ensure_head(engine: Engine) -> None:
             if connection.execute(select(HEAD.c.id).where(HEAD.c.id == 1)).first() is None:
                 connection.execute(
                     insert(HEAD).values(
-                        id=1, seq=0, hash=chain.GENESIS, checkpoint_seq=0, checkpoint_at=time.time()
+                        id=1,
+                        seq=0,
+                        hash=chain.GENESIS,
+                        checkpoint_seq=0,
+                        checkpoint_at=time.time(),
+                        frontier="",
                     )
                 )
     except IntegrityError:
         pass  # another replica starting at the same moment created it
+
+
+def ensure_tree(engine: Engine, signer: Signer, chunk: int = 5000) -> int:
+    """Build the Merkle tree of a log written before it existed (the head's frontier NULL): its
+    stored subtrees, the frontier, and a signed tree head for every earlier checkpoint. Under the
+    head's lock, so one replica builds it; the number of entries taken in (0 if built already)."""
+    with engine.begin() as connection:
+        found = connection.execute(text(_LOCK_HEAD)).first()
+        if found is None or found[4] is not None:
+            return 0
+        size = int(found[0])
+        due = {
+            int(row[0])
+            for row in connection.execute(
+                select(CHECKPOINT.c.seq).where(CHECKPOINT.c.root.is_(None))
+            )
+        }
+        frontier: list[bytes] = []
+        count = 0
+        for start in range(0, size, chunk):
+            digests = connection.execute(
+                select(ENTRY.c.digest)
+                .where(ENTRY.c.seq > start, ENTRY.c.seq <= min(start + chunk, size))
+                .order_by(ENTRY.c.seq)
+            ).scalars()
+            nodes = []
+            for entry_digest in digests:
+                frontier, completed = merkle.append(frontier, count, merkle.leaf_hash(entry_digest))
+                count += 1
+                nodes += [n for n in completed if n[0] >= merkle.STORED_LEVEL]
+                if count in due:
+                    _sign_tree_head(connection, signer, count, merkle.root(frontier))
+            if nodes:
+                connection.execute(
+                    insert(TREE_NODE),
+                    [{"level": lv, "idx": i, "hash": h.hex()} for lv, i, h in nodes],
+                )
+        connection.execute(
+            update(HEAD).where(HEAD.c.id == 1).values(frontier=merkle.frontier_text(frontier))
+        )
+    log.info("audit Merkle tree built", extra={"n": count})
+    return count
+
+
+def _sign_tree_head(connection: Connection, signer: Signer, size: int, root: bytes) -> None:
+    stamp = int(time.time() * 1000)
+    connection.execute(
+        update(CHECKPOINT)
+        .where(CHECKPOINT.c.seq == size)
+        .values(
+            root=root.hex(),
+            timestamp=stamp,
+            tree_signature=signer.sign_tree(stamp, size, root),
+        )
+    )
 
 
 LINGER_PASSES = 3
@@ -335,7 +406,7 @@ class AuditLog:
         self.writer.append([], lambda seq, checkpoint_seq, _at: seq > checkpoint_seq, self.signer)
 
 
-Head = tuple[int, str, int, float]  # seq, hash, checkpoint seq, checkpoint time
+Head = tuple[int, str, int, float, str]  # seq, hash, checkpoint seq and time, Merkle frontier
 
 
 class ChainWriter:
@@ -361,16 +432,17 @@ class ChainWriter:
         )
         self._insert_checkpoint = (
             f"INSERT INTO audit_checkpoint ({', '.join(CHECKPOINT_COLUMNS)})"
-            f" VALUES ({', '.join([marker] * 5)})"
+            f" VALUES ({', '.join([marker] * len(CHECKPOINT_COLUMNS))})"
         )
-        self._move_head = (
+        self._insert_nodes = (
+            f"INSERT INTO audit_tree_node (level, idx, hash) VALUES ({marker}, {marker}, {marker})"
+        )
+        moves = (
             f"UPDATE audit_head SET seq = {marker}, hash = {marker}, checkpoint_seq = {marker},"
-            f" checkpoint_at = {marker} WHERE id = 1 AND seq = {marker} AND hash = {marker}"
+            f" checkpoint_at = {marker}, frontier = {marker} WHERE id = 1"
         )
-        self._set_head = (
-            f"UPDATE audit_head SET seq = {marker}, hash = {marker}, checkpoint_seq = {marker},"
-            f" checkpoint_at = {marker} WHERE id = 1"
-        )
+        self._move_head = f"{moves} AND seq = {marker} AND hash = {marker}"
+        self._set_head = moves
 
     def append(
         self,
@@ -406,18 +478,20 @@ class ChainWriter:
             head = self._head
             moved = False
             if head is not None:
-                rows, checkpoints, new_head = _link_batch(entries, head, due, signer)
+                rows, checkpoints, nodes, new_head = _link_batch(entries, head, due, signer)
                 cursor.execute(self._move_head, (*new_head, head[0], head[1]))
                 moved = cursor.rowcount == 1
             if not moved:
                 cursor.execute(_LOCK_HEAD)
                 found = cursor.fetchone()
-                head = (int(found[0]), str(found[1]), int(found[2]), float(found[3]))
-                rows, checkpoints, new_head = _link_batch(entries, head, due, signer)
+                head = (int(found[0]), str(found[1]), int(found[2]), float(found[3]), found[4])
+                rows, checkpoints, nodes, new_head = _link_batch(entries, head, due, signer)
                 cursor.execute(self._set_head, new_head)
             if guard is not None and not guard(cursor, self.marker):
                 raise GuardRefusedError
             cursor.executemany(self._insert, rows)
+            if nodes:
+                cursor.executemany(self._insert_nodes, nodes)
             if checkpoints:
                 cursor.executemany(self._insert_checkpoint, checkpoints)
             connection.commit()
@@ -452,7 +526,7 @@ class ChainWriter:
 
 _LOCK_HEAD = (
     "UPDATE audit_head SET seq = seq WHERE id = 1"
-    " RETURNING seq, hash, checkpoint_seq, checkpoint_at"
+    " RETURNING seq, hash, checkpoint_seq, checkpoint_at, frontier"
 )
 
 
@@ -461,36 +535,50 @@ def _link_batch(
     head: Head,
     due: Callable[[int, int, float], bool],
     signer: Signer,
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], Head]:
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[int, int, str]], Head]:
     """The rows of a batch chained onto ``head``, the checkpoint rows that fall due in it (so no
-    more than ``checkpoint_every`` entries ever go unsigned, whatever the batch size), the new
-    head."""
-    seq, prev, checkpoint_seq, checkpoint_at = head
+    more than ``checkpoint_every`` entries ever go unsigned, whatever the batch size), the Merkle
+    subtrees it completes, the new head."""
+    seq, prev, checkpoint_seq, checkpoint_at, frontier_text = head
+    if frontier_text is None:
+        raise RuntimeError("the audit Merkle tree is not built (audit.ensure_tree)")
+    frontier = merkle.frontier_of(frontier_text)
     rows = []
     checkpoints = []
+    nodes = []
     for entry in entries:
         seq += 1
         entry["seq"] = seq
         values = fit_values([entry.get(name) for name in chain.CONTENT_FIELDS])
         entry_digest = chain.digest_values(values)
+        frontier, completed = merkle.append(frontier, seq - 1, merkle.leaf_hash(entry_digest))
+        nodes += [(lv, i, h.hex()) for lv, i, h in completed if lv >= merkle.STORED_LEVEL]
         link = chain.link(prev, entry_digest)
         values[PROVIDERS_AT] = providers_column(values[PROVIDERS_AT])
         rows.append((*values, entry_digest, prev, link))
         prev = link
         if due(seq, checkpoint_seq, checkpoint_at):
-            checkpoints.append(_checkpoint_row(signer, seq, prev, now_iso()))
+            checkpoints.append(_checkpoint_row(signer, seq, prev, now_iso(), frontier))
             checkpoint_seq, checkpoint_at = seq, time.time()
     if not entries and due(seq, checkpoint_seq, checkpoint_at):
-        checkpoints.append(_checkpoint_row(signer, seq, prev, now_iso()))
+        checkpoints.append(_checkpoint_row(signer, seq, prev, now_iso(), frontier))
         checkpoint_seq, checkpoint_at = seq, time.time()
-    return rows, checkpoints, (seq, prev, checkpoint_seq, checkpoint_at)
+    new_head = (seq, prev, checkpoint_seq, checkpoint_at, merkle.frontier_text(frontier))
+    return rows, checkpoints, nodes, new_head
 
 
-CHECKPOINT_COLUMNS = ("seq", "hash", "at", "signing_key_id", "signature")
+CHECKPOINT_COLUMNS = (
+    "seq", "hash", "at", "signing_key_id", "signature", "root", "timestamp", "tree_signature"
+)  # fmt: skip
 
 
-def _checkpoint_row(signer: Signer, seq: int, head: str, at: str) -> tuple[Any, ...]:
-    return (seq, head, at, signer.key_id, signer.sign(seq, head, at))
+def _checkpoint_row(
+    signer: Signer, seq: int, head: str, at: str, frontier: list[bytes]
+) -> tuple[Any, ...]:
+    root = merkle.root(frontier)
+    stamp = int(time.time() * 1000)
+    signed = signer.sign_tree(stamp, seq, root)
+    return (seq, head, at, signer.key_id, signer.sign(seq, head, at), root.hex(), stamp, signed)
 
 
 def entry_dict(row: Any) -> dict[str, Any]:
@@ -572,9 +660,11 @@ def public_keys(engine: Engine) -> dict[str, str]:
         return {row[0]: row[1] for row in rows}
 
 
-def consistency(engine: Engine, first: int, second: int) -> dict[str, Any] | None:
-    """The two checkpoints and the digests of the entries after ``first`` up to ``second``; None
-    if either is not a checkpoint."""
+def consistency(
+    engine: Engine, first: int, second: int, with_digests: bool = True
+) -> dict[str, Any] | None:
+    """The two checkpoints and (``with_digests``) the digests of the entries after ``first`` up to
+    ``second``; None if either is not a checkpoint."""
     with engine.connect() as connection:
         found = {
             row.seq: dict(row._mapping)
@@ -584,16 +674,89 @@ def consistency(engine: Engine, first: int, second: int) -> dict[str, Any] | Non
         }
         if (first not in found and first != 0) or second not in found:
             return None
-        digests = [
-            row[0]
-            for row in connection.execute(
-                select(ENTRY.c.digest)
-                .where(ENTRY.c.seq > first, ENTRY.c.seq <= second)
-                .order_by(ENTRY.c.seq)
-            )
-        ]
-    genesis = {"seq": 0, "hash": chain.GENESIS, "at": "", "signing_key_id": "", "signature": ""}
+        digests = None
+        if with_digests:
+            digests = [
+                row[0]
+                for row in connection.execute(
+                    select(ENTRY.c.digest)
+                    .where(ENTRY.c.seq > first, ENTRY.c.seq <= second)
+                    .order_by(ENTRY.c.seq)
+                )
+            ]
+    genesis = {
+        "seq": 0, "hash": chain.GENESIS, "at": "", "signing_key_id": "", "signature": "",
+        "root": merkle.EMPTY_ROOT.hex(),
+    }  # fmt: skip
     return {"first": found.get(first, genesis), "second": found[second], "digests": digests}
+
+
+def tree_nodes(connection: Connection) -> merkle.Nodes:
+    """Perfect subtree roots: stored ones read by key, smaller ones hashed from their leaves."""
+    cache: dict[tuple[int, int], bytes] = {}
+
+    def nodes(level: int, index: int) -> bytes:
+        found = cache.get((level, index))
+        if found is not None:
+            return found
+        if level >= merkle.STORED_LEVEL:
+            stored = connection.execute(
+                select(TREE_NODE.c.hash).where(TREE_NODE.c.level == level, TREE_NODE.c.idx == index)
+            ).scalar_one()
+            found = bytes.fromhex(stored)
+        else:
+            first = index << level
+            digests = connection.execute(
+                select(ENTRY.c.digest)
+                .where(ENTRY.c.seq > first, ENTRY.c.seq <= first + (1 << level))
+                .order_by(ENTRY.c.seq)
+            ).scalars()
+            hashes = [merkle.leaf_hash(d) for d in digests]
+            if len(hashes) != 1 << level:
+                raise LookupError(f"no complete subtree at level {level}, index {index}")
+            while len(hashes) > 1:
+                hashes = [
+                    merkle.node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)
+                ]
+            found = hashes[0]
+        cache[(level, index)] = found
+        return found
+
+    return nodes
+
+
+def _checkpoint_at(connection: Connection, seq: int) -> dict[str, Any] | None:
+    row = connection.execute(select(CHECKPOINT).where(CHECKPOINT.c.seq == seq)).first()
+    return None if row is None else dict(row._mapping)
+
+
+def tree_consistency(engine: Engine, first: int, second: int) -> list[str]:
+    """RFC 6962 consistency proof between the trees of sizes ``first`` and ``second`` (hex)."""
+    if first == 0 or first == second:
+        return []
+    with engine.connect() as connection:
+        proof = merkle.consistency_proof(first, second, tree_nodes(connection))
+    return [h.hex() for h in proof]
+
+
+def inclusion(engine: Engine, seq: int, size: int) -> dict[str, Any] | None:
+    """Entry ``seq``'s RFC 6962 inclusion proof in the tree of checkpoint ``size``; None if there
+    is no such entry or checkpoint."""
+    with engine.connect() as connection:
+        checkpoint = _checkpoint_at(connection, size)
+        found = connection.execute(select(ENTRY.c.digest).where(ENTRY.c.seq == seq)).first()
+        if checkpoint is None or found is None or seq > size:
+            return None
+        proof = merkle.inclusion_proof(seq - 1, size, tree_nodes(connection))
+    return {
+        "seq": seq,
+        "digest": found[0],
+        "leaf_index": seq - 1,
+        "leaf_hash": merkle.leaf_hash(found[0]).hex(),
+        "tree_size": size,
+        "proof": [h.hex() for h in proof],
+        "checkpoint": checkpoint,
+    }
 
 
 def export_lines(engine: Engine) -> Iterator[dict[str, Any]]:

@@ -18,6 +18,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from services.gateway import merkle
+
 GENESIS = "0" * 64
 # A redaction is itself an entry: action ``redact``, request id ``redact-<seq of the entry>``.
 REDACT = "redact"
@@ -90,7 +92,8 @@ def verify(
     checkpoint is mandatory at least every ``max_gap`` entries, up to the head: deleting
     checkpoints to rewrite what they covered fails. ``start`` (a checkpoint already verified,
     e.g. the last one a previous run checked) makes the check incremental: only entries after it
-    are read, chained onto its hash.
+    are read, chained onto its hash. A full check also recomputes the Merkle tree and checks each
+    checkpoint's signed tree head against it.
     """
     by_seq = {int(c["seq"]): c for c in checkpoints}
     keys = public_keys or {}
@@ -105,6 +108,7 @@ def verify(
         count = int(start["seq"])
         expected_seq, prev = count + 1, str(start["hash"])
     signed = count
+    frontier: list[bytes] | None = [] if start is None else None
     redacted: set[int] = set()
     recorded: set[int] = set()
     for entry in entries:
@@ -122,9 +126,13 @@ def verify(
             recorded.add(target)
         if link(prev, entry["digest"]) != entry["hash"]:
             return _bad(seq, "hash does not match the chain")
+        if frontier is not None:
+            frontier, _ = merkle.append(frontier, seq - 1, merkle.leaf_hash(entry["digest"]))
         checkpoint = by_seq.pop(seq, None)
         if checkpoint is not None:
             problem = _check_checkpoint(checkpoint, entry["hash"], keys)
+            if not problem and frontier is not None and checkpoint.get("root"):
+                problem = _check_tree_head(checkpoint, merkle.root(frontier), keys)
             if problem:
                 return _bad(seq, problem)
             signed = seq
@@ -166,6 +174,19 @@ def _check_checkpoint(
         )
     except (InvalidSignature, ValueError):
         return "checkpoint signature is not valid"
+    return ""
+
+
+def _check_tree_head(checkpoint: Mapping[str, Any], root: bytes, keys: Mapping[str, str]) -> str:
+    if checkpoint["root"] != root.hex():
+        return "signed tree head does not match the entries"
+    message = merkle.tree_head_message(int(checkpoint["timestamp"]), int(checkpoint["seq"]), root)
+    try:
+        Ed25519PublicKey.from_public_bytes(
+            base64.b64decode(keys[checkpoint["signing_key_id"]])
+        ).verify(base64.b64decode(checkpoint["tree_signature"] or ""), message)
+    except (InvalidSignature, ValueError, KeyError):
+        return "tree head signature is not valid"
     return ""
 
 

@@ -36,7 +36,7 @@ from services.gateway.upstream import AiohttpUpstream, HttpxUpstream, Upstream, 
 from services.gateway.web import router as web_router
 from shared.app import build_app
 from shared.db import make_engine, ping, prepare_schema
-from shared.tokens import issue_token
+from shared.tokens import TokenKey, issue_token
 
 log = logging.getLogger("csp.gateway")
 BACKENDS = ("agreements", "ingest", "depersonalise")
@@ -65,7 +65,7 @@ def _upstreams(
     return made
 
 
-def _service_token(secret: str, ttl: int) -> Callable[[], str]:
+def _service_token(key: TokenKey, ttl: int) -> Callable[[], str]:
     """The gateway's own token for peer calls, reissued at half its lifetime."""
     current = ("", 0.0)
 
@@ -73,7 +73,7 @@ def _service_token(secret: str, ttl: int) -> Callable[[], str]:
         nonlocal current
         if time.monotonic() - current[1] > ttl / 2:
             current = (
-                issue_token(secret, {"sub": "gateway", "roles": ["service"]}, ttl),
+                issue_token(key, {"sub": "gateway", "roles": ["service"]}, ttl),
                 time.monotonic(),
             )
         return current[0]
@@ -117,6 +117,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        token_key = TokenKey.configured("gateway", settings.token_key, settings.token_key_file)
         engine = make_engine(settings.database_url)
         prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
         audit.ensure_head(engine)
@@ -128,6 +129,7 @@ def create_app(
             sys.stdout.flush()
         seed = audit.configured_seed(settings.audit_signing_key, settings.audit_signing_key_file)
         signer = audit.load_signer(engine, seed)
+        audit.ensure_tree(engine, signer)  # once, for a log written before the Merkle tree
         app.state.audit_trusted = (
             audit.trusted_keys(signer, settings.audit_trusted_public_keys) if seed else None
         )
@@ -143,8 +145,7 @@ def create_app(
         )
         audit_log.start()
         upstreams = _upstreams(settings, peers)
-        secret = settings.internal_secret.get_secret_value()
-        service_token = _service_token(secret, settings.internal_token_ttl_seconds)
+        service_token = _service_token(token_key, settings.internal_token_ttl_seconds)
         storage, close_storage = _rate_storage(settings)
         key_store = keys.KeyStore(engine, settings.key_cache_seconds)
         oauth_key = oauth.load_private_key(
@@ -154,7 +155,7 @@ def create_app(
         )
         app.state.engine = engine
         app.state.gateway = Gateway(
-            secret=secret,
+            token_key=token_key,
             token_ttl=settings.internal_token_ttl_seconds,
             keys=key_store,
             audit=audit_log,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Index, Text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -73,6 +73,8 @@ class AuditHead(Base, table=True):
     hash: str = Field(max_length=64)
     checkpoint_seq: int = 0
     checkpoint_at: float = 0.0
+    # The Merkle tree's right edge (services/gateway/merkle.py); NULL until built from the log.
+    frontier: str | None = Field(default=None, sa_type=Text)
 
 
 class AuditCheckpoint(Base, table=True):
@@ -83,6 +85,20 @@ class AuditCheckpoint(Base, table=True):
     at: str = Field(max_length=32)
     signing_key_id: str = Field(max_length=32)
     signature: str = Field(max_length=200)
+    # The signed RFC 6962 tree head at this checkpoint (tree size = seq).
+    root: str | None = Field(default=None, max_length=64)
+    timestamp: int | None = Field(default=None, sa_type=BigInteger)
+    tree_signature: str | None = Field(default=None, max_length=200)
+
+
+class AuditTreeNode(Base, table=True):
+    """The root of each perfect subtree of the audit's Merkle tree from merkle.STORED_LEVEL up."""
+
+    __tablename__ = "audit_tree_node"
+
+    level: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    idx: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    hash: str = Field(max_length=64)
 
 
 class AuditSigningKey(Base, table=True):

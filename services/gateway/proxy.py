@@ -28,7 +28,7 @@ from services.gateway.oauth import TokenIssuer, authenticate, looks_like_jwt
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, Upstream
 from shared.errors import PROBLEM_JSON, ProblemError, problem_body
 from shared.serve import MAX_HEADER_BYTES
-from shared.tokens import issue_token
+from shared.tokens import TokenKey, issue_token
 
 log = logging.getLogger("csp.gateway")
 
@@ -146,7 +146,7 @@ class Exchange:
 class Gateway:
     """Everything the hot path needs, created in the lifespan."""
 
-    secret: str
+    token_key: TokenKey
     token_ttl: int
     keys: KeyStore
     audit: AuditLog
@@ -574,7 +574,7 @@ async def _proxy(
     receive: Receive,
     send: Send,
 ) -> None:
-    token = issue_token(gw.secret, claims, gw.token_ttl)
+    token = issue_token(gw.token_key, claims, gw.token_ttl)
     headers, has_body, declared = _upstream_headers(scope, token, exchange.request_id)
     if declared is not None and declared > gw.max_body_bytes:
         raise _too_large(gw)

@@ -26,6 +26,7 @@ from services.gateway.schemas import (
     ChainCheck,
     CheckpointPage,
     ConsistencyProof,
+    InclusionProof,
     KeyIssued,
     KeyRequest,
     TokenError,
@@ -61,7 +62,7 @@ async def _agreements_me(
 ) -> tuple[int, Any]:
     """Agreements' ``/v1/me`` for the caller: its agency and the agreements it is party to."""
     token = issue_token(
-        gateway.secret,
+        gateway.token_key,
         {
             "sub": caller.agency,
             "roles": list(caller.roles),
@@ -361,24 +362,49 @@ async def audit_consistency(
     gateway: GatewayDep,
     first: Annotated[int, Query(alias="from", ge=0, le=MAX_SEQ)],
     second: Annotated[int, Query(alias="to", ge=1, le=MAX_SEQ)],
+    digests: bool = True,
 ) -> ConsistencyProof:
     """The proof that the log at checkpoint ``to`` extends the log at checkpoint ``from``
-    unchanged: the digests in between (no entry content)."""
+    unchanged: ``proof``, the RFC 6962 consistency proof between their signed tree heads, and
+    the digests in between (no entry content; ``digests=false`` leaves them out, and with them
+    the bound on how far apart the checkpoints may be)."""
     if second <= first:
         raise ProblemError(422, "`to` must be after `from`.", slug="invalid", field="to")
-    if second - first > MAX_PROOF_ENTRIES:
+    if digests and second - first > MAX_PROOF_ENTRIES:
         raise ProblemError(
             422,
-            f"At most {MAX_PROOF_ENTRIES} entries per proof: go through checkpoints in between.",
+            f"At most {MAX_PROOF_ENTRIES} digests per answer: ask with digests=false for the "
+            "tree proof alone, or go through checkpoints in between.",
             slug="invalid",
             field="to",
         )
-    proof = await asyncio.to_thread(audit.consistency, gateway.audit.engine, first, second)
+    engine = gateway.audit.engine
+    proof = await asyncio.to_thread(audit.consistency, engine, first, second, digests)
     if proof is None:
         raise ProblemError(
             404, "`from` and `to` must both be signed checkpoints.", slug="no-checkpoint"
         )
+    proof["proof"] = await asyncio.to_thread(audit.tree_consistency, engine, first, second)
     return ConsistencyProof.model_validate(proof)
+
+
+@router.get("/audit/{seq}/proof")
+async def audit_inclusion(
+    _caller: CallerDep,
+    gateway: GatewayDep,
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    size: Annotated[int, Query(ge=1, le=MAX_SEQ)],
+) -> InclusionProof:
+    """The RFC 6962 inclusion proof of entry ``seq`` in the tree signed at checkpoint ``size``:
+    with the entry's digest, anyone holding that checkpoint can check the entry is in the log."""
+    if seq > size:
+        raise ProblemError(422, "`size` must be at least the entry's seq.", field="size")
+    found = await asyncio.to_thread(audit.inclusion, gateway.audit.engine, seq, size)
+    if found is None:
+        raise ProblemError(
+            404, "No such entry, or `size` is not a signed checkpoint.", slug="no-checkpoint"
+        )
+    return InclusionProof.model_validate(found)
 
 
 @router.post("/audit/{seq}/redact")

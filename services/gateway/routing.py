@@ -78,6 +78,7 @@ def _routes() -> list[Route]:
         r("GET", "/v1/audit/checkpoints", GATEWAY, scope=READ),
         r("GET", "/v1/audit/consistency", GATEWAY, scope=READ),
         r("POST", "/v1/audit/{seq}/redact", GATEWAY, admin_only=True),
+        r("GET", "/v1/audit/{seq}/proof", GATEWAY, scope=READ),
         # agreements
         r("GET", "/v1/agencies", AGREEMENTS),
         r("POST", "/v1/agencies", AGREEMENTS, admin_only=True),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Scope = Literal["push", "read", "sign", "admin"]
 
@@ -99,6 +99,18 @@ class Checkpoint(BaseModel):
     at: str
     signing_key_id: str
     signature: str
+    # The signed RFC 6962 tree head: size (= seq), root, and the Ed25519 signature of its
+    # TreeHeadSignature (version 0, type 1, timestamp ms, size, root). Null only before the tree.
+    tree_size: int | None = None
+    root: str | None = None
+    timestamp: int | None = None
+    tree_signature: str | None = None
+
+    @model_validator(mode="after")
+    def _size(self) -> Checkpoint:
+        if self.root is not None:
+            self.tree_size = self.seq
+        return self
 
 
 class CheckpointPage(BaseModel):
@@ -108,9 +120,23 @@ class CheckpointPage(BaseModel):
 
 
 class ConsistencyProof(BaseModel):
-    """Entry digests from ``first`` (exclusive) to ``second``: chaining them onto the first
-    checkpoint's hash gives the second's, so the log only grew between the two."""
+    """That the log at ``second`` extends the log at ``first`` unchanged: ``proof``, the RFC 6962
+    consistency proof between their tree heads (O(log n) hashes), and, unless asked not to, the
+    entry digests in between (chaining them onto the first hash gives the second's)."""
 
     first: Checkpoint
     second: Checkpoint
-    digests: list[str]
+    digests: list[str] | None
+    proof: list[str]
+
+
+class InclusionProof(BaseModel):
+    """That entry ``seq`` (leaf ``leaf_index``) is in the tree of the checkpoint ``tree_size``."""
+
+    seq: int
+    digest: str
+    leaf_index: int
+    leaf_hash: str
+    tree_size: int
+    proof: list[str]
+    checkpoint: Checkpoint

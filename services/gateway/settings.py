@@ -26,9 +26,6 @@ class Settings(ServiceSettings):
     admin_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("admin_key", "CSP_ADMIN_KEY")
     )
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("redis_url", "CSP_REDIS_URL")
-    )
 
     connect_timeout_seconds: float = 2.0
     read_timeout_seconds: float = 60.0

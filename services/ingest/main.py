@@ -21,11 +21,11 @@ from services.ingest.people_routes import case_view
 from services.ingest.retention import purge
 from services.ingest.routes import batches, datasets, internal, operations, reports
 from services.ingest.service import forget_expired_keys
-from services.ingest.settings import Settings
+from services.ingest.settings import Settings, record_key_secret
 from shared.app import build_app
 from shared.catalogue import load_catalogue
 from shared.db import is_sqlite, make_engine, ping, prepare_schema
-from shared.tokens import HEADER, issue_token
+from shared.tokens import HEADER, TokenKey, TokenVerifier, service_token
 from shared.validation import compile_dataset
 
 log = logging.getLogger("csp.ingest")
@@ -72,10 +72,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        verifier = TokenVerifier.configured(
+            "ingest", settings.internal_public_keys, settings.redis_url
+        )
+        token_key = TokenKey.configured("ingest", settings.token_key, settings.token_key_file)
+        secret = record_key_secret(settings)
         engine = make_engine(settings.database_url)
         prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
         catalogue = load_catalogue(settings.catalogue_dir)
-        secret = settings.internal_secret.get_secret_value()
         timeout = httpx.Timeout(settings.relay_timeout_seconds, connect=5.0)
         depersonalise = httpx.AsyncClient(
             base_url=settings.depersonalise_url, transport=depersonalise_transport, timeout=timeout
@@ -95,13 +99,14 @@ def create_app(
             engine,
             depersonalise,
             secret,
+            token_key,
             catalogue,
             settings.relay_batch_events,
             linkage_key=linkage.key if linkage else None,
         )
 
         async def purge_now() -> list[dict[str, Any]]:
-            token = issue_token(secret, {"sub": "ingest", "roles": ["service"]})
+            token = service_token(token_key, "agreements", "GET", "/internal/retention")
             response = await agreements.get("/internal/retention", headers={HEADER: token})
             response.raise_for_status()
             entries = await asyncio.to_thread(purge, engine, secret, response.json())
@@ -109,7 +114,7 @@ def create_app(
             return entries
 
         async def agreement_entries(agency: str | None) -> list[dict[str, Any]]:
-            token = issue_token(secret, {"sub": "ingest", "roles": ["service"]})
+            token = service_token(token_key, "agreements", "GET", "/internal/agreements")
             params = {"agency": agency} if agency else {}
             response = await agreements.get(
                 "/internal/agreements", params=params, headers={HEADER: token}
@@ -119,6 +124,7 @@ def create_app(
             return entries
 
         app.state.settings = settings
+        app.state.token_verifier = verifier
         app.state.engine = engine
         app.state.catalogue = catalogue
         app.state.agreement_entries = agreement_entries
@@ -152,6 +158,7 @@ def create_app(
                     await task
             await depersonalise.aclose()
             await agreements.aclose()
+            await verifier.replay.close()
             engine.dispose()
 
     app = build_app(

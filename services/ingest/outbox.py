@@ -24,7 +24,7 @@ from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key, revis
 from shared.catalogue import Dataset
 from shared.db import write_transaction
 from shared.holdings import revision_digest
-from shared.tokens import HEADER, issue_token
+from shared.tokens import HEADER, TokenKey, service_token
 
 log = logging.getLogger("csp.ingest.relay")
 
@@ -72,7 +72,8 @@ def settle_batch(connection: Connection, seq: int) -> None:
 class Relay:
     engine: Engine
     client: httpx.AsyncClient
-    secret: str
+    secret: str  # the record key secret (record_key), never a token key
+    token_key: TokenKey
     catalogue: dict[str, Dataset]
     batch_events: int = 500
     linkage_key: str | None = None
@@ -196,7 +197,7 @@ class Relay:
             return 0
         results: list[dict[str, Any]] = []
         if events:
-            token = issue_token(self.secret, {"sub": "ingest", "roles": ["service"]})
+            token = service_token(self.token_key, "depersonalise", "POST", "/internal/events")
             response = await self.client.post(
                 "/internal/events", json={"events": events}, headers={HEADER: token}
             )

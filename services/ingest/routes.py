@@ -22,6 +22,7 @@ from services.ingest.report import QUARTER_PATTERN, parse_quarter, provider_rows
 from services.ingest.report_render import report_csv, report_html
 from services.ingest.retention import erase, purge_history, purges_after
 from services.ingest.service import PushOptions, check_header, push, stored_answer
+from services.ingest.settings import record_key_secret
 from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
@@ -211,7 +212,7 @@ async def retract_record(
         raise ProblemError(
             403, "The decision was not made for this retraction.", rule="decision-mismatch"
         )
-    secret = settings.internal_secret.get_secret_value()
+    secret = record_key_secret(settings)
     await asyncio.to_thread(
         record_store.retract,
         engine,
@@ -402,7 +403,7 @@ async def erase_records(
     entry = await asyncio.to_thread(
         erase,
         engine,
-        settings.internal_secret.get_secret_value(),
+        record_key_secret(settings),
         body.provider,
         body.dataset,
         body.source_refs,

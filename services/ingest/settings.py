@@ -1,4 +1,4 @@
-"""Ingest settings, read from ``CSP_INGEST_*`` (and ``CSP_INTERNAL_SECRET``)."""
+"""Ingest settings, read from ``CSP_INGEST_*`` (and the unprefixed shared ones)."""
 
 from __future__ import annotations
 
@@ -34,9 +34,20 @@ class Settings(ServiceSettings):
     purge_enabled: bool = True
     purge_interval_seconds: float = 3600.0
 
+    # The HMAC key of record keys (what depersonalise knows a record by): ingest's alone, never a
+    # token key. Existing hubs set it to their former CSP_INTERNAL_SECRET, so keys stay the same.
+    record_key_secret: SecretStr | None = Field(default=None, min_length=16)
+
     # Person linkage (services/ingest/linkage.py). The key is ingest's alone, never the internal
     # secret; without one, records are stored unlinked.
     linkage_key: SecretStr | None = Field(default=None, min_length=16)
     link_accept_weight: float = Field(default=6.0, description="match weight that links a pair")
     link_review_weight: float = Field(default=0.0, description="weight that queues it for review")
     link_min_training_records: int = Field(default=50, ge=2)
+
+
+def record_key_secret(settings: Settings) -> str:
+    """The key of the record keys depersonalise knows records by: ingest's own, no default."""
+    if settings.record_key_secret is None:
+        raise RuntimeError("ingest has no record key secret: set CSP_INGEST_RECORD_KEY_SECRET")
+    return settings.record_key_secret.get_secret_value()

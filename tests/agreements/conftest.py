@@ -8,12 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 
 from services.agreements.main import create_app
 from services.agreements.settings import Settings
 from shared.tokens import HEADER, issue_token
-from tests.conftest import INTERNAL_SECRET
+from tests.conftest import GATEWAY_KEY
 
 TODAY = date.today()
 
@@ -23,7 +22,8 @@ def days(offset: int) -> str:
 
 
 def token(sub: str, *roles: str) -> dict[str, str]:
-    return {HEADER: issue_token(INTERNAL_SECRET, {"sub": sub, "roles": list(roles)})}
+    # Module-level tokens outlive a slow run of the module: an hour, not the default minute.
+    return {HEADER: issue_token(GATEWAY_KEY, {"sub": sub, "roles": list(roles)}, 3600)}
 
 
 ADMIN = token("ops", "agency", "admin")
@@ -97,7 +97,6 @@ def make_settings(database_url: Callable[[str], str]) -> Callable[..., Settings]
     def make(**changes: Any) -> Settings:
         return Settings(
             database_url=database_url("agreements"),
-            internal_secret=SecretStr(INTERNAL_SECRET),
             decision_flush_seconds=0.05,
             **changes,
         )

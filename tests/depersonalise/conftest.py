@@ -12,19 +12,18 @@ import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from services.depersonalise.main import create_app
 from services.depersonalise.settings import Settings
 from shared.holdings import revision_digest
 from shared.tokens import issue_token
-from tests.conftest import INTERNAL_SECRET
+from tests.conftest import GATEWAY_KEY
 
 
 def token(**claims: Any) -> dict[str, str]:
     claims.setdefault("sub", "tester")
     claims.setdefault("roles", ["agency"])
-    return {"CSP-Internal-Token": issue_token(INTERNAL_SECRET, claims)}
+    return {"CSP-Internal-Token": issue_token(GATEWAY_KEY, claims)}
 
 
 def admin() -> dict[str, str]:
@@ -159,7 +158,6 @@ def make_client(
         fake = ingest or FakeIngest()
         settings = Settings(
             database_url=url or database_url("depersonalise"),
-            internal_secret=SecretStr(INTERNAL_SECRET),
             replay_page_size=500,
             **overrides,
         )

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from services.depersonalise import store
@@ -28,9 +27,9 @@ from services.depersonalise.settings import Settings
 from shared.catalogue import load_catalogue
 from shared.grants import Slices, slices_of
 from tests.conftest import (
-    INTERNAL_SECRET,
     create_pg_database,
     drop_pg_database,
+    key_settings,
     require_data,
     using_postgres,
 )
@@ -112,7 +111,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         if using_postgres()
         else f"sqlite:///{tmp_path_factory.mktemp('cube') / 'depersonalise.db'}"
     )
-    app = create_app(Settings(database_url=url, internal_secret=SecretStr(INTERNAL_SECRET)))
+    app = create_app(Settings(database_url=url, **key_settings("depersonalise")))
     app.state.ingest_transport = httpx.MockTransport(FakeIngest().handle)
     client = SyncClient(app)
     try:

@@ -10,7 +10,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import SecretStr
 from pyproj import Transformer
 from scipy.spatial import cKDTree
 
@@ -21,9 +20,9 @@ from services.depersonalise.snapping import postcode_candidates
 from services.depersonalise.suppression import PUBLISHED, apply_rule
 from shared.catalogue import load_catalogue
 from tests.conftest import (
-    INTERNAL_SECRET,
     create_pg_database,
     drop_pg_database,
+    key_settings,
     require_data,
     using_postgres,
 )
@@ -63,7 +62,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         if using_postgres()
         else f"sqlite:///{tmp_path_factory.mktemp('dep') / 'depersonalise.db'}"
     )
-    settings = Settings(database_url=url, internal_secret=SecretStr(INTERNAL_SECRET))
+    settings = Settings(database_url=url, **key_settings("depersonalise"))
     fake = FakeIngest()
     app = create_app(settings)
     import httpx

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import AliasChoices
 
+from shared.tokens import CALLERS
 from tests.conftest import REPO
 from tests.deploy.files import (
     SERVICES,
@@ -105,7 +106,12 @@ def test_compose_gives_each_service_every_required_setting_and_no_unknown_one(
     text = (REPO / "docker-compose.yml").read_text()
     # The audit's signing key comes from outside the database: compose requires it.
     required = (
-        "CSP_INTERNAL_SECRET",
+        "CSP_INTERNAL_PUBLIC_KEYS",
+        "CSP_GATEWAY_TOKEN_KEY",
+        "CSP_INGEST_TOKEN_KEY",
+        "CSP_DEPERSONALISE_TOKEN_KEY",
+        "CSP_INGEST_RECORD_KEY_SECRET",
+        "CSP_DEPERSONALISE_CELL_KEY_SECRET",
         "CSP_ADMIN_KEY",
         "POSTGRES_PASSWORD",
         "CSP_GATEWAY_AUDIT_SIGNING_KEY",
@@ -128,6 +134,10 @@ def compose_edges() -> set[tuple[str, str]]:
 
 def test_compose_wires_the_documented_calls() -> None:
     assert compose_edges() == CALLS
+    # ... and exactly those callers' tokens are what each backend accepts.
+    assert {
+        (caller, backend) for backend, callers in CALLERS.items() for caller in callers
+    } == CALLS
 
 
 def k8s_environment(deployment: dict[str, Any], manifests: list[dict[str, Any]]) -> set[str]:
@@ -207,7 +217,7 @@ def test_network_policy_lets_only_the_documented_calls_through() -> None:
     deny = by_kind(manifests, "NetworkPolicy")["default-deny-ingress"]["spec"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}
     edges = allowed_edges(manifests)
-    assert edges == CALLS | {("*", "gateway"), ("gateway", "redis")}
+    assert edges == CALLS | {("*", "gateway")} | {(name, "redis") for name in SERVICES}
     # Every URL a ConfigMap gives a service is an edge the policy allows.
     for name in SERVICES:
         data = by_kind(manifests, "ConfigMap")[f"csp-{name}"]["data"]

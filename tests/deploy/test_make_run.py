@@ -115,9 +115,13 @@ def test_sigint_sigterm_private_var_and_clean_reseeds(tmp_path: Path) -> None:
         for path in [var, *var.rglob("*")]:
             mode = stat.S_IMODE(path.stat().st_mode)
             assert mode == (0o700 if path.is_dir() else 0o600), (path.name, oct(mode))
-        assert {"internal-secret", "gateway.db", "ingest.db", "demo-seeded"} <= {
-            p.name for p in var.iterdir()
-        }
+        assert {
+            "gateway-token-key",
+            "record-key-secret",
+            "gateway.db",
+            "ingest.db",
+            "demo-seeded",
+        } <= {p.name for p in var.iterdir()}
     finally:
         code = first.stop(signal.SIGINT)
     assert code == 0, "\n".join(first.lines[-30:])

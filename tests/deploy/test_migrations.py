@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from shared.db import make_engine, prepare_schema
 from shared.migrations import not_a_partition
-from tests.conftest import INTERNAL_SECRET, REPO, create_pg_database, drop_pg_database
+from tests.conftest import REPO, create_pg_database, drop_pg_database
 from tests.deploy.files import SERVICES
 
 BACKENDS = ("sqlite", "postgresql")
@@ -154,7 +154,7 @@ def test_database_made_before_migrations_is_adopted_only_if_identical(
 
 def job_environment(service: str, url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSP_")}
-    env.update({"CSP_INTERNAL_SECRET": INTERNAL_SECRET, f"CSP_{service.upper()}_DATABASE_URL": url})
+    env.update({f"CSP_{service.upper()}_DATABASE_URL": url})
     return env
 
 

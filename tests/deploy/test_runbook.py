@@ -12,7 +12,6 @@ import pytest
 import typer.main
 import yaml
 from csp_cli.main import app
-from pydantic import SecretStr
 
 from services.depersonalise.main import create_app as create_depersonalise
 from services.depersonalise.settings import Settings as DepersonaliseSettings
@@ -97,8 +96,8 @@ async def test_alerts_use_metrics_the_services_export() -> None:
     exported = ""
     apps = (
         build_app("probe", lifespan=None),
-        create_ingest(IngestSettings(internal_secret=SecretStr("x" * 32))),
-        create_depersonalise(DepersonaliseSettings(internal_secret=SecretStr("x" * 32))),
+        create_ingest(IngestSettings()),
+        create_depersonalise(DepersonaliseSettings()),
     )
     for service in apps:
         transport = httpx.ASGITransport(app=service)

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from shared.tokens import SIGNERS, parse_public_keys, private_key, public_text
 from tests.conftest import PG_ADMIN_URL, REPO
 from tests.deploy.files import SERVICES, interpolate, required_variables
 
@@ -36,7 +37,13 @@ def test_generated_env_satisfies_every_required_compose_variable() -> None:
     compose_text = (REPO / "docker-compose.yml").read_text()
     assert required_variables(compose_text) <= set(values)
     interpolate(compose_text, values)  # raises if any required variable is missing
-    assert values["CSP_ADMIN_KEY"].startswith("csp_") and len(values["CSP_INTERNAL_SECRET"]) >= 48
+    assert values["CSP_ADMIN_KEY"].startswith("csp_")
+    assert len(values["CSP_INGEST_RECORD_KEY_SECRET"]) >= 48
+    # Each signer's public key, as the backends will check it, is that of its own seed.
+    keys = parse_public_keys(values["CSP_INTERNAL_PUBLIC_KEYS"])
+    for name in SIGNERS:
+        seed = values[f"CSP_{name.upper()}_TOKEN_KEY"]
+        assert public_text(keys[name]) == public_text(private_key(seed).public_key())
     again = run(sys.executable, "deploy/generate_secrets.py", "compose").stdout
     assert set(again.splitlines()).isdisjoint(result.stdout.splitlines()), "values are random"
 
@@ -57,6 +64,9 @@ def test_k8s_secret_files_are_private(tmp_path: Path) -> None:
     assert (url.host, url.database, url.username) == ("db", "csp_gateway", "csp_gateway")
     assert len(base64.b64decode(gateway["CSP_GATEWAY_AUDIT_SIGNING_KEY"])) == 32  # Ed25519 seed
     assert len(base64.b64decode(gateway["CSP_GATEWAY_OAUTH_SIGNING_KEY"])) == 32
+    assert len(base64.b64decode(gateway["CSP_GATEWAY_TOKEN_KEY"])) == 32
+    internal = (tmp_path / "internal.env").read_text()
+    assert internal.startswith("CSP_INTERNAL_PUBLIC_KEYS=") and "TOKEN_KEY" not in internal
 
 
 @pytest.fixture

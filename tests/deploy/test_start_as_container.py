@@ -23,13 +23,17 @@ import httpx
 import pytest
 
 from scripts.hub import free_port
-from tests.conftest import INTERNAL_SECRET, REPO, create_pg_database, drop_pg_database
+from tests.conftest import REPO, TEST_KEYS, create_pg_database, drop_pg_database
 from tests.deploy.files import SERVICES, compose, interpolate, read_dockerfile
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SECRETS = {
-    "CSP_INTERNAL_SECRET": INTERNAL_SECRET,
+    **{
+        name: value
+        for service in SERVICES
+        for name, value in TEST_KEYS.environment(service).items()
+    },
     "CSP_ADMIN_KEY": "csp_container-start-test-operators-key",
     "CSP_GATEWAY_AUDIT_SIGNING_KEY": base64.b64encode(bytes(range(32))).decode(),
     "CSP_GATEWAY_OAUTH_SIGNING_KEY": base64.b64encode(bytes(range(32, 64))).decode(),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scripts.hub import DEFAULT_PORTS, Hub, free_port
-from tests.conftest import INTERNAL_SECRET, create_pg_database, drop_pg_database, using_postgres
+from tests.conftest import TEST_KEYS, create_pg_database, drop_pg_database, using_postgres
 
 ADMIN_KEY = "csp_ops_end-to-end-test-operators-key"
 
@@ -26,7 +26,7 @@ def running_hub(folder: Path, extra: dict[str, str] | None = None) -> Iterator[H
     running = Hub(
         ports,
         databases,
-        INTERNAL_SECRET,
+        TEST_KEYS,
         {
             "CSP_ADMIN_KEY": ADMIN_KEY,
             "CSP_INGEST_RELAY_INTERVAL_SECONDS": "0.2",

@@ -15,7 +15,6 @@ from fastapi import FastAPI
 
 from services.gateway.main import create_app
 from services.gateway.settings import Settings
-from tests.conftest import INTERNAL_SECRET
 from tests.gateway import fakes
 
 
@@ -78,7 +77,6 @@ async def make_hub(database_url: Callable[[str], str]) -> AsyncIterator[MakeHub]
         admin_key = overrides.pop("admin_key", make_key())
         values: dict[str, Any] = {
             "database_url": database_url("gateway") if fresh_db else db,
-            "internal_secret": INTERNAL_SECRET,
             "admin_key": admin_key,
             "rate_limit": "10000/second",
             "audit_checkpoint_seconds": 3600,

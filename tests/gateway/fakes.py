@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from services.agreements.models import InternalDecisionQuery
 from shared.errors import ProblemError, install_problem_handlers
-from shared.tokens import ClaimsDep
-from tests.conftest import INTERNAL_SECRET
+from shared.replay import ReplayMemory
+from shared.tokens import ClaimsDep, TokenVerifier, accepted_callers
+from tests.conftest import TEST_KEYS
 
 DENY = {
     "allow": False,
@@ -45,16 +45,18 @@ def allow(**extra: Any) -> dict[str, Any]:
     }
 
 
-def _base() -> FastAPI:
+def _base(service: str | None = None) -> FastAPI:
+    """A fake backend; ``service`` None for one standing in for several (no audience check)."""
     app = FastAPI()
     install_problem_handlers(app)
-    app.state.settings = SimpleNamespace(internal_secret=SecretStr(INTERNAL_SECRET))
+    callers = accepted_callers(service or "ingest", TEST_KEYS.public_keys)
+    app.state.token_verifier = TokenVerifier(service, callers, ReplayMemory())
     app.state.seen = []  # (path, claims, headers) of each request received
     return app
 
 
 def agreements_app() -> FastAPI:
-    app = _base()
+    app = _base("agreements")
     app.state.agencies = {"gmp", "manchester-cc", "ops", "tvp"}
     app.state.decisions = {}  # (agency, action, dataset, level) -> decision
     app.state.decision_calls = 0
@@ -98,7 +100,7 @@ def agreements_app() -> FastAPI:
 
 
 def ingest_app() -> FastAPI:
-    app = _base()
+    app = _base("ingest")
     app.state.batches = {"b-1": "gmp"}
     app.state.purges = []
 
@@ -140,7 +142,7 @@ def ingest_app() -> FastAPI:
 
 
 def depersonalise_app() -> FastAPI:
-    app = _base()
+    app = _base("depersonalise")
 
     @app.get("/v1/datasets/{dataset}/aggregates")
     async def aggregates(dataset: str, claims: ClaimsDep, request: Request) -> Response:

@@ -530,6 +530,17 @@ async def test_checkpoints_are_written_every_n_entries_whatever_the_batch(
     assert seqs == list(range(3, int(last) + 1, 3))  # type: ignore[call-overload]
 
 
+async def test_full_verification_checks_every_signed_tree_head(make_hub: MakeHub) -> None:
+    hub = await make_hub(audit_checkpoint_every=5)
+    for _ in range(12):
+        await hub.client.get("/v1/me", headers=hub.admin())
+    assert (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()["ok"] is True
+    sql(hub, "UPDATE audit_checkpoint SET root = :r WHERE seq = 10", r="ab" * 32)
+    check = (await hub.client.get("/v1/audit/verify", headers=hub.admin())).json()
+    assert check["ok"] is False and check["first_bad_entry"] == 10
+    assert check["reason"] == "signed tree head does not match the entries"
+
+
 async def test_deleting_checkpoints_to_rewrite_the_chain_fails_verification(
     make_hub: MakeHub,
 ) -> None:
@@ -632,17 +643,27 @@ async def test_a_witness_holds_checkpoints_and_catches_a_re_signed_rewrite(
         assert answer.status_code == 200, answer.text
         return answer.json()
 
+    asked: list[dict[str, object]] = []
+
+    def recording(path: str, **params: object) -> object:
+        if path == "/v1/audit/consistency":
+            asked.append(params)
+        return get_json(path, **params)
+
     state = tmp_path / "witness.json"
     for _ in range(11):
         await hub.client.get("/v1/me", headers=council)
-    first = await asyncio.to_thread(witness.witness, get_json, state)
+    first = await asyncio.to_thread(witness.witness, recording, state)
     assert first.verified == 3 and first.newest["seq"] == 12 and first.signatures_checked
+    # Each checkpoint checked by the tree's consistency proof, no digest downloaded.
+    assert [p["digests"] for p in asked] == ["false"] * 3
     for _ in range(8):
         await hub.client.get("/v1/me", headers=council)
     second = await asyncio.to_thread(witness.witness, get_json, state)
     assert second.verified >= 2 and second.newest["seq"] >= 20
     held = json.loads(state.read_text())
-    # The operator rewrites entry 3 and re-signs every checkpoint with the hub's own key.
+    # The operator rewrites entry 3, re-signs every checkpoint with the hub's own key and
+    # rebuilds the Merkle tree with its signed tree heads.
     rewrite_from(hub, 3)
     signer = hub.app.state.gateway.audit.signer
     for row in sql(hub, "SELECT a.seq, a.hash, c.at FROM audit_entry a JOIN audit_checkpoint c"
@@ -650,11 +671,52 @@ async def test_a_witness_holds_checkpoints_and_catches_a_re_signed_rewrite(
         sql(hub, "UPDATE audit_checkpoint SET hash = :h, signature = :s WHERE seq = :q",
             h=row["hash"], s=signer.sign(int(row["seq"]), str(row["hash"]), str(row["at"])),
             q=row["seq"])  # fmt: skip
+    sql(hub, "DELETE FROM audit_tree_node")
+    sql(hub, "UPDATE audit_head SET frontier = NULL")
+    sql(hub, "UPDATE audit_checkpoint SET root = NULL")
+    assert audit.ensure_tree(hub.app.state.gateway.audit.engine, signer) >= 20
     for _ in range(4):
         await hub.client.get("/v1/me", headers=council)
     with pytest.raises(witness.WitnessError, match="no longer agrees"):
         await asyncio.to_thread(witness.witness, get_json, state)
     assert json.loads(state.read_text()) == held  # nothing kept from a failed check
+    # Even answering with the held checkpoint as it was, the tree proof gives the rewrite away.
+
+    def lying(path: str, **params: object) -> object:
+        answer = get_json(path, **params)
+        if path == "/v1/audit/consistency":
+            answer["first"] = held["checkpoint"]  # type: ignore[index]
+        return answer
+
+    with pytest.raises(witness.WitnessError, match="does not extend"):
+        await asyncio.to_thread(witness.witness, lying, state)
+    assert json.loads(state.read_text()) == held
+
+
+async def test_an_entry_is_proved_in_a_signed_tree_head(make_hub: MakeHub) -> None:
+    """Any key can prove an entry is in the log a checkpoint signed (RFC 6962 inclusion)."""
+    from csp_cli.tree import inclusion_ok
+
+    hub = await make_hub(audit_checkpoint_every=5)
+    council = await hub.issue("manchester-cc")
+    for _ in range(12):
+        await hub.client.get("/v1/me", headers=council)
+    checkpoints = (await hub.client.get("/v1/audit/checkpoints", headers=council)).json()
+    last = checkpoints["checkpoints"][-1]
+    assert last["tree_size"] == last["seq"] and len(last["root"]) == 64
+    for seq in range(1, last["seq"] + 1):
+        answer = await hub.client.get(f"/v1/audit/{seq}/proof?size={last['seq']}", headers=council)
+        assert answer.status_code == 200, answer.text
+        proof = answer.json()
+        leaf = chain.hashlib.sha256(b"\x00" + bytes.fromhex(proof["digest"])).digest()
+        assert inclusion_ok(seq - 1, last["seq"], leaf, proof["proof"], last["root"])
+    beyond = await hub.client.get(f"/v1/audit/1/proof?size={last['seq'] + 1}", headers=council)
+    assert beyond.status_code == 404
+    assert (await hub.client.get("/v1/audit/9/proof?size=5", headers=council)).status_code == 422
+    between = await hub.client.get(
+        f"/v1/audit/consistency?from=5&to={last['seq']}&digests=false", headers=council
+    )
+    assert between.status_code == 200 and between.json()["digests"] is None
 
 
 def test_an_entry_without_a_reason_keeps_the_digest_it_had_before_reasons_existed() -> None:

@@ -223,8 +223,9 @@ async def test_a_token_signed_by_another_key_is_401(hub: Hub) -> None:
     }
     stranger = jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA")
     assert (await hub.client.get("/v1/me", headers=_bearer(stranger))).status_code == 401
-    # Nor one signed with the internal secret.
-    hmac_signed = jwt.encode(claims, hub.settings.internal_secret.get_secret_value(), "HS256")
+    # Nor one HMAC-signed with a secret the hub holds (its internal token key's seed).
+    assert hub.settings.token_key is not None
+    hmac_signed = jwt.encode(claims, hub.settings.token_key.get_secret_value(), "HS256")
     assert (await hub.client.get("/v1/me", headers=_bearer(hmac_signed))).status_code == 401
 
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from shared.tokens import issue_token
-from tests.conftest import INTERNAL_SECRET
+from tests.conftest import GATEWAY_KEY
 from tests.gateway.conftest import Hub, MakeHub, closed_port
 from tests.gateway.test_audit import entries
 
@@ -43,7 +43,7 @@ async def test_allowed_read_carries_the_decision_in_the_token_and_nothing_of_the
 ) -> None:
     headers = await hub.issue("manchester-cc")
     hub.allow("manchester-cc", "read", "police-crime", "aggregate", warning="review overdue")
-    forged = issue_token(INTERNAL_SECRET, {"sub": "gmp", "roles": ["admin"]})
+    forged = issue_token(GATEWAY_KEY, {"sub": "gmp", "roles": ["admin"]})
     answer = await hub.client.get(
         AGGREGATES,
         headers={
@@ -197,7 +197,7 @@ async def test_object_level_authorisation_rests_on_the_key_not_the_request(hub: 
     owner = await hub.issue("gmp")
     other = await hub.issue("tvp")
     assert (await hub.client.get("/v1/batches/b-1", headers=owner)).status_code == 200
-    forged = issue_token(INTERNAL_SECRET, {"sub": "gmp", "roles": ["agency"]})
+    forged = issue_token(GATEWAY_KEY, {"sub": "gmp", "roles": ["agency"]})
     answer = await hub.client.get(
         "/v1/batches/b-1", headers={**other, "CSP-Internal-Token": forged}
     )

@@ -7,18 +7,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
 
 from services.ingest.main import create_app
 from services.ingest.settings import Settings
 from shared.tokens import HEADER, issue_token
-from tests.conftest import INTERNAL_SECRET
+from tests.conftest import GATEWAY_KEY
 from tests.ingest.fake_depersonalise import build_receiver
 
 
 def token(sub: str = "gmp", roles: list[str] | None = None, **claims: Any) -> dict[str, str]:
     body = {"sub": sub, "roles": roles or ["agency"], **claims}
-    return {HEADER: issue_token(INTERNAL_SECRET, body)}
+    return {HEADER: issue_token(GATEWAY_KEY, body)}
 
 
 @pytest.fixture
@@ -42,7 +41,6 @@ async def make_client(
                 database_url=url,
                 relay_enabled=False,
                 purge_enabled=False,
-                internal_secret=SecretStr(INTERNAL_SECRET),
                 **overrides,
             )
             app = create_app(settings, depersonalise_transport=httpx.ASGITransport(app=receiver))
@@ -93,7 +91,6 @@ def make_client_sync(
                 database_url=url,
                 relay_enabled=False,
                 purge_enabled=False,
-                internal_secret=SecretStr(INTERNAL_SECRET),
             )
             app = create_app(settings)
             answers: list[Any] = []

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import INTERNAL_SECRET, REPO, using_postgres
+from tests.conftest import REPO, using_postgres
 from tests.ingest.conftest import token
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -60,7 +60,6 @@ class Processes:
     def start_ingest(self) -> None:
         env = {
             **os.environ,
-            "CSP_INTERNAL_SECRET": INTERNAL_SECRET,
             "CSP_INGEST_PORT": str(self.ingest_port),
             "CSP_INGEST_DATABASE_URL": self.database_url,
             "CSP_INGEST_DEPERSONALISE_URL": f"http://127.0.0.1:{self.receiver_port}",

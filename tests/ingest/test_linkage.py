@@ -22,7 +22,7 @@ from services.ingest.linkage import (
     share_pseudonym,
 )
 from services.ingest.service_sql import RECORD, record_key
-from tests.conftest import INTERNAL_SECRET
+from tests.conftest import RECORD_KEY_SECRET
 from tests.ingest.conftest import Client, drain, token
 
 KEY = "linkage-key-for-tests-only-0123456789"
@@ -253,7 +253,7 @@ async def test_uncertain_pairs_are_queued_and_reviewed(
     assert after[("drug-treatment", "T-1")] == (after[("offender-cohort", "X-1")][0], "reviewed")
     # depersonalise hears of the merge: the episode is sent again with the cohort member's person
     await drain(client)
-    episode = record_key(INTERNAL_SECRET, "cgl", "drug-treatment", "T-1")
+    episode = record_key(RECORD_KEY_SECRET, "cgl", "drug-treatment", "T-1")
     sent = [e for e in receiver.state.events if e["record_key"] == episode]
     assert sent[-1]["person"] == share_pseudonym(KEY, after[("offender-cohort", "X-1")][0])
     assert sent[-1]["revision"] > sent[0]["revision"]
@@ -308,7 +308,7 @@ async def test_a_retraction_re_links_what_was_linked_through_the_record(
     person, how = after[("drug-treatment", "T-1")]
     assert how == "new" and person != found[("offender-cohort", "X-1")][0]
     await drain(linked)
-    key = record_key(INTERNAL_SECRET, "cgl", "drug-treatment", "T-1")
+    key = record_key(RECORD_KEY_SECRET, "cgl", "drug-treatment", "T-1")
     assert receiver.state.current[key]["person"] == share_pseudonym(KEY, person)
 
 

@@ -6,10 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from services.ingest.retention import purge
-from tests.conftest import INTERNAL_SECRET
+from tests.conftest import RECORD_KEY_SECRET
 from tests.ingest.conftest import Client, crime, drain, token
 
 PUSH = "/v1/datasets/police-crime/records"
@@ -126,7 +125,7 @@ async def test_retention_purge_deletes_and_emits(client: Client, receiver: Any) 
         {"provider": "gmp", "dataset": "police-crime", "retention_days": 30},
         {"provider": "other", "dataset": "police-crime", "retention_days": 365},
     ]
-    entries = purge(engine, INTERNAL_SECRET, rules, now=later)
+    entries = purge(engine, RECORD_KEY_SECRET, rules, now=later)
     assert [e["deleted"] for e in entries] == [2, 0]
     await drain(client)
     assert [e["op"] for e in receiver.state.events[-2:]] == ["delete", "delete"]
@@ -165,7 +164,6 @@ async def test_purge_asks_agreements_for_retention(database_url: Any) -> None:
         database_url=database_url("ingest"),
         relay_enabled=False,
         purge_interval_seconds=0.5,
-        internal_secret=SecretStr(INTERNAL_SECRET),
     )
     app = create_app(settings, agreements_transport=httpx.ASGITransport(app=agreements))
     async with (
@@ -288,9 +286,9 @@ async def test_records_no_agreement_covers_go_retention_days_after_it_ended(
     ended = (now - timedelta(days=10)).date().isoformat()
     rule = {"provider": "gmp", "dataset": "police-crime", "retention_days": 30, "ended": ended}
     # Received today, the agreement ended ten days ago: kept for twenty more days...
-    assert purge(engine, INTERNAL_SECRET, [rule], now=now)[0]["deleted"] == 0
+    assert purge(engine, RECORD_KEY_SECRET, [rule], now=now)[0]["deleted"] == 0
     # ...and all gone, raw and derived, once thirty days have passed since it ended.
-    assert purge(engine, INTERNAL_SECRET, [rule], now=now + timedelta(days=20))[0]["deleted"] == 2
+    assert purge(engine, RECORD_KEY_SECRET, [rule], now=now + timedelta(days=20))[0]["deleted"] == 2
     await drain(client)
     assert [e["op"] for e in receiver.state.events[-2:]] == ["delete", "delete"]
 

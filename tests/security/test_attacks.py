@@ -162,10 +162,10 @@ def test_a_read_token_replayed_at_ingest_cannot_retract(hub: Hub, world: dict[st
     """An attacker on the internal network captures the token of a read and sends it to ingest's
     retract route for the same agency: the token was decided for a read, so nothing is retracted."""
     from shared.tokens import issue_token
-    from tests.conftest import INTERNAL_SECRET
+    from tests.conftest import GATEWAY_KEY
 
     captured = issue_token(
-        INTERNAL_SECRET,
+        GATEWAY_KEY,
         {"sub": PROVIDER, "roles": ["agency"], "action": "read", "dataset": "police-crime"},
         60,
     )
@@ -182,12 +182,12 @@ def test_a_captured_push_token_cannot_be_replayed_or_used_elsewhere(
     """The gateway binds every token it forwards to its service, method and path, and a
     state-changing one is good once: here a token like the gateway's for one retraction."""
     from shared.tokens import issue_token
-    from tests.conftest import INTERNAL_SECRET
+    from tests.conftest import GATEWAY_KEY
 
     path = path_of("BOUND-1")
     claims = {"sub": PROVIDER, "roles": ["agency"], "action": "retract",
               "dataset": "police-crime", "aud": "ingest", "htm": "DELETE", "htu": path}  # fmt: skip
-    captured = {"CSP-Internal-Token": issue_token(INTERNAL_SECRET, claims, 10)}
+    captured = {"CSP-Internal-Token": issue_token(GATEWAY_KEY, claims, 10)}
     first = httpx.delete(hub["ingest"].url + path, headers=captured)
     assert first.status_code == 404  # used once (no such record)
     replayed = httpx.delete(hub["ingest"].url + path, headers=captured)
@@ -195,9 +195,106 @@ def test_a_captured_push_token_cannot_be_replayed_or_used_elsewhere(
     elsewhere = httpx.delete(hub["ingest"].url + path_of("OTHER-1"), headers=captured)
     assert elsewhere.status_code == 401
     for_ingest = {**claims, "htm": "GET", "htu": "/v1/geographies"}
-    token = {"CSP-Internal-Token": issue_token(INTERNAL_SECRET, for_ingest, 10)}
+    token = {"CSP-Internal-Token": issue_token(GATEWAY_KEY, for_ingest, 10)}
     other_service = httpx.get(hub["depersonalise"].url + "/v1/geographies", headers=token)
     assert other_service.status_code == 401
+
+
+def test_a_compromised_backend_cannot_mint_tokens_for_agencies_or_other_services(
+    hub: Hub, world: dict[str, str]
+) -> None:
+    """An attacker holding ingest's own token key (all it would find on a compromised ingest):
+    depersonalise refuses it speaking for an agency, agreements refuses it posing as the
+    gateway, and a service that never calls a backend is not accepted there at all."""
+    from shared.tokens import issue_token, service_token
+    from tests.conftest import TEST_KEYS
+
+    ingest_key = TEST_KEYS.token_key("ingest")
+    as_agency = {"sub": RECIPIENT, "roles": ["agency"], "action": "read",
+                 "dataset": "police-crime", "level": "personal"}  # fmt: skip
+    minted = {"CSP-Internal-Token": issue_token(ingest_key, as_agency, 10)}
+    refused = httpx.get(hub["depersonalise"].url + "/v1/geographies", headers=minted)
+    assert refused.status_code == 401 and "only for itself" in refused.json()["detail"]
+    as_operator = {"sub": "ops", "roles": ["agency", "admin"]}
+    forged = issue_token(ingest_key, as_operator, 10)
+    payload, _, signature = forged.partition(".")
+    import base64
+    import json
+
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["iss"] = "gateway"  # claims to be the gateway, signed with ingest's key
+    posing = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    answer = httpx.get(hub["agreements"].url + "/v1/agencies",
+                       headers={"CSP-Internal-Token": f"{posing}.{signature}"})  # fmt: skip
+    assert answer.status_code == 401 and "bad signature" in answer.json()["detail"]
+    stranger = service_token(TEST_KEYS.token_key("depersonalise"), "agreements")
+    answer = httpx.get(hub["agreements"].url + "/internal/retention",
+                       headers={"CSP-Internal-Token": stranger})  # fmt: skip
+    assert answer.status_code == 401 and "does not accept" in answer.json()["detail"]
+    # The hub's own peer calls go on: ingest still delivers to depersonalise.
+    assert hub["ingest"].alive() and hub["depersonalise"].alive()
+
+
+# ------------------------------------------------------------------ an audit that only grows
+
+
+def test_a_rewritten_audit_log_fails_the_tree_proof_a_witness_checks(
+    hub: Hub, client: httpx.Client, world: dict[str, str]
+) -> None:
+    """An agency holds a signed tree head; the operator rewrites an entry in the database and
+    rebuilds the Merkle tree, re-signing with the hub's own key: the consistency proof from the
+    held head no longer verifies."""
+    from csp_cli.tree import consistency_ok, inclusion_ok
+    from sqlalchemy import create_engine, text
+
+    from services.gateway import audit
+
+    key = bearer(world[RECIPIENT])
+    for _ in range(5):
+        client.get("/v1/me", headers=key)
+    held = held_checkpoint(client, key)
+    for _ in range(5):
+        client.get("/v1/me", headers=key)
+    newer = held_checkpoint(client, key, after=held["seq"])
+    proof = ok(client.get("/v1/audit/consistency", params={"from": held["seq"],
+               "to": newer["seq"], "digests": "false"}, headers=key), 200)  # fmt: skip
+    assert consistency_ok(held["seq"], held["root"], newer["seq"], newer["root"], proof["proof"])
+    entry = ok(client.get(f"/v1/audit/1/proof?size={held['seq']}", headers=key), 200)
+    leaf = audit.merkle.leaf_hash(entry["digest"])
+    assert inclusion_ok(0, held["seq"], leaf, entry["proof"], held["root"])
+    # The rewrite: entry 1's digest changed, the tree rebuilt (a signed head for every checkpoint).
+    engine = create_engine(hub["gateway"].env["CSP_GATEWAY_DATABASE_URL"])
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE audit_entry SET digest = :d WHERE seq = 1"), {"d": "0" * 64}
+        )
+        connection.execute(text("DELETE FROM audit_tree_node"))
+        connection.execute(text("UPDATE audit_head SET frontier = NULL"))
+        connection.execute(text("UPDATE audit_checkpoint SET root = NULL"))
+    assert audit.ensure_tree(engine, audit.load_signer(engine, None)) > 0  # the hub's own key
+    engine.dispose()
+    for _ in range(5):
+        client.get("/v1/me", headers=key)
+    newest = held_checkpoint(client, key, after=newer["seq"])
+    proof = ok(client.get("/v1/audit/consistency", params={"from": held["seq"],
+               "to": newest["seq"], "digests": "false"}, headers=key), 200)  # fmt: skip
+    assert proof["first"]["root"] != held["root"]
+    assert not consistency_ok(
+        held["seq"], held["root"], newest["seq"], newest["root"], proof["proof"]
+    )
+
+
+def held_checkpoint(client: httpx.Client, key: dict[str, str], after: int = 0) -> dict[str, Any]:
+    """The newest checkpoint after ``after``, waiting for the writer to sign one."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        page = ok(client.get("/v1/audit/checkpoints", params={"after": after, "limit": 1000},
+                             headers=key), 200)  # fmt: skip
+        if page["checkpoints"]:
+            return dict(page["checkpoints"][-1])
+        client.get("/v1/me", headers=key)
+        time.sleep(0.2)
+    raise AssertionError("no checkpoint was signed")
 
 
 # ------------------------------------------------------------------ no backend address leaks
@@ -250,6 +347,35 @@ def test_a_csv_header_far_wider_than_the_dataset_is_refused_at_once(
     assert time.perf_counter() - started < 2
     assert answer.status_code == 422
     assert answer.json()["field"] == "header"
+
+
+def test_an_endless_agreement_body_is_refused_while_it_streams(
+    client: httpx.Client, world: dict[str, str]
+) -> None:
+    def endless() -> Any:
+        yield b'{"title": "'
+        for _ in range(4000):  # 4 GB if it were all read
+            yield b"x" * 1_000_000
+
+    started = time.perf_counter()
+    answer = client.post("/v1/agreements", content=endless(), headers={
+        **bearer(ADMIN_KEY), "Content-Type": "application/json"})  # fmt: skip
+    assert answer.status_code == 413 and answer.json()["field"] == "body"
+    assert time.perf_counter() - started < 10
+    assert client.get("/v1/agreements", headers=bearer(ADMIN_KEY)).status_code == 200
+
+
+def test_a_geojson_layer_of_a_million_vertices_is_refused_while_it_streams(
+    client: httpx.Client,
+) -> None:
+    from bench.hostile import big_polygon
+
+    body = big_polygon(1_000_000)
+    started = time.perf_counter()
+    answer = client.post("/v1/geographies/huge?code_field=code", content=body, headers={
+        **bearer(ADMIN_KEY), "Content-Type": "application/geo+json"})  # fmt: skip
+    assert answer.status_code == 422 and "vertices" in answer.json()["detail"]
+    assert time.perf_counter() - started < 5
 
 
 # ------------------------------------------------------------------ OAuth2 access tokens
