@@ -122,7 +122,7 @@ def run_copy(url: str) -> float:
     columns = [c.name for c in RECORD.columns if c.name != "id"]
     started = time.perf_counter()
     with engine.begin() as connection:
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor = connection.connection.driver_connection.cursor()
         with cursor.copy(f"COPY record ({', '.join(columns)}) FROM STDIN") as copy:
             for chunk in bare_rows(ROWS, 1):
                 for row in chunk:

@@ -49,7 +49,7 @@ def land_cells() -> np.ndarray:
     Row by row of cells, so the transformed coordinates never hold more than one row at a time
     beside the source array.
     """
-    from global_land_mask import globe  # type: ignore[import-not-found]
+    from global_land_mask import globe
     from pyproj import Transformer
 
     to_wgs84 = Transformer.from_crs("EPSG:27700", "EPSG:4326", always_xy=True)

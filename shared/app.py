@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -19,9 +19,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import install_problem_handlers, problem_response
+
+T = TypeVar("T")
 
 ReadyCheck = Callable[[FastAPI], Any]
 
@@ -162,6 +165,14 @@ def build_app(
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def state_of(app: Starlette, name: str, kind: type[T]) -> T:
+    """``app.state.<name>`` checked to be a ``kind``: the typed way to what an app keeps."""
+    value = getattr(app.state, name, None)
+    if not isinstance(value, kind):
+        raise RuntimeError(f"app.state.{name} is not a {kind.__name__} (has the lifespan run?)")
+    return value
 
 
 def request_id(request: Request) -> str:

@@ -14,14 +14,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.levels import Level
+
 Classification = Literal[
     "identifier", "free-text", "address", "location", "datetime", "special-category", "attribute"
 ]
 FieldType = Literal["string", "integer", "number", "boolean", "date", "datetime", "postcode"]
-Level = Literal["aggregate", "depersonalised", "personal"]
 # What a field says about who a record is about; ingest links records of one person on them.
 LinkKind = Literal["pnc", "cro", "nhs", "surname", "forenames", "date_of_birth", "postcode"]
-LEVELS: tuple[Level, ...] = ("aggregate", "depersonalised", "personal")
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "catalogue"
 
@@ -101,12 +101,12 @@ class Dataset(BaseModel):
         return {f.name: f.link for f in self.fields if f.link is not None}
 
 
-def _read(path: Path) -> dict:  # type: ignore[type-arg]
+def _read(path: Path) -> dict:
     with path.open("rb") as handle:
         return tomllib.load(handle)
 
 
-def load_dataset(path: Path, envelope: list[dict] | None = None) -> Dataset:  # type: ignore[type-arg]
+def load_dataset(path: Path, envelope: list[dict] | None = None) -> Dataset:
     raw = _read(path)
     if raw.get("kind", "event") == "event" and envelope is not None:
         own = raw.get("fields", [])

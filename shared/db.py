@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
+
+
+def table_of(model: type[Any]) -> Table:
+    """The Core table of a SQLModel table class, typed (``Model.__table__`` is not)."""
+    table = inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to one table")
+    return table
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

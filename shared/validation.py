@@ -10,11 +10,12 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from shared.catalogue import Dataset, FieldSpec
 from shared.identifiers import PARSERS
+from shared.periods import parse_iso
 
 Converter = Callable[[Any], Any]
 
@@ -106,11 +107,9 @@ def parse_datetime(value: Any) -> str:
     try:
         if len(text) == 10:
             return date.fromisoformat(text).isoformat() + "T00:00:00Z"
-        parsed = datetime.fromisoformat(text)
+        parsed = parse_iso(text)
     except ValueError:
         raise ValueError("is not a valid ISO 8601 date or date-time") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC)
     if parsed.year < 1900:
         raise ValueError("is before 1900")
     return parsed.replace(tzinfo=None, microsecond=0).isoformat() + "Z"

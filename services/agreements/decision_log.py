@@ -18,15 +18,17 @@ from sqlmodel import Session, col, select
 
 from services.agreements.decisions import Decision, DecisionRequest
 from services.agreements.models import DecisionRow
+from shared.db import table_of
 
 log = logging.getLogger("csp.agreements.decisions")
 
 MAX_BUFFERED = 200_000
 # A client-given level or purpose may be longer than its column or hold NUL, which PostgreSQL
 # refuses: one such row would fail every later flush of the buffer it sits in.
+DECISIONS = table_of(DecisionRow)
 COLUMN_LENGTHS: dict[str, int] = {
     column.name: length
-    for column in DecisionRow.__table__.columns  # type: ignore[attr-defined]
+    for column in DECISIONS.columns
     if isinstance(length := getattr(column.type, "length", None), int)
 }
 
@@ -102,7 +104,7 @@ class DecisionRecorder:
                 return 0
             try:
                 with self._engine.begin() as connection:
-                    connection.execute(insert(DecisionRow.__table__), rows)  # type: ignore[attr-defined]
+                    connection.execute(insert(DECISIONS), rows)
             except Exception as exc:  # noqa: BLE001 - keep the rows and retry on the next flush
                 log.error(
                     "decision log write failed",

@@ -14,13 +14,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from services.agreements.lifecycle import (
-    LEVEL_RANK,
     Agreement,
     Version,
     grace_until,
     in_force,
     review_state,
 )
+from shared.levels import LEVEL_RANK
 
 Action = Literal["push", "read", "retract"]
 ACTIONS: tuple[str, ...] = ("push", "read", "retract")

@@ -7,9 +7,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from services.agreements.decision_log import LoggedDecision
+from sqlmodel import Session
+
+from services.agreements import service
+from services.agreements.decision_log import LoggedDecision, recent, window_start
 from services.agreements.decisions import AgencyFacts, DecisionRequest, decide
 from services.agreements.lifecycle import Agreement, Version, iso_utc
+from services.agreements.models import DryRunBody
+from services.agreements.state import Runtime
 
 MAX_CHANGES_LISTED = 1000
 
@@ -87,3 +92,31 @@ def replay(
         "changes": changes,
         "truncated": changed > len(changes),
     }
+
+
+def dry_run(
+    session: Session,
+    runtime: Runtime,
+    stored: service.StoredAgreement,
+    body: DryRunBody,
+    grace_days: int,
+) -> dict[str, Any]:
+    """The body's terms as the agreement's next version, replayed over the decisions of the last
+    ``body.days`` days that concern any of its parties (old or new)."""
+    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
+    target = stored.agreement
+    draft = service.version_from_terms(target.id, target.latest.version + 1, terms, {})
+    runtime.recorder.flush()
+    snapshot = runtime.snapshots.current()
+    now = service.utcnow()
+    parties = {p for v in target.versions for p in v.parties} | set(draft.parties)
+    decisions = recent(session, window_start(now, body.days), parties)
+    candidates: dict[str, list[Agreement]] = {
+        code: [s.agreement for s in snapshot.by_agency.get(code, [])] for code in parties
+    }
+    facts = {
+        code: AgencyFacts(info.code, info.status)  # type: ignore[arg-type]
+        for code, info in snapshot.agencies.items()
+    }
+    outcome = replay(target, draft, decisions, candidates, facts, snapshot.suspended, grace_days)
+    return {"agreement": target.id, "draft_version": draft.version, "days": body.days, **outcome}

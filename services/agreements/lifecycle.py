@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-Level = Literal["aggregate", "depersonalised", "personal"]
-LEVEL_RANK: dict[str, int] = {"aggregate": 0, "depersonalised": 1, "personal": 2}
+from shared.levels import Level
+
 OperatorState = Literal["none", "suspended", "revoked"]
 Status = Literal["draft", "active", "expired", "suspended", "revoked", "superseded"]
 ReviewState = Literal["current", "grace", "overdue"]

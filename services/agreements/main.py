@@ -12,13 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from services.agreements.decision_log import DecisionRecorder
-from services.agreements.deps import Runtime
 from services.agreements.models import Base
 from services.agreements.reference import load_code_lists
 from services.agreements.routes import routers
 from services.agreements.service import ensure_agency
 from services.agreements.settings import Settings
 from services.agreements.snapshot import SnapshotCache
+from services.agreements.state import Runtime
 from shared.app import build_app
 from shared.bodies import BodyLimitMiddleware
 from shared.catalogue import load_catalogue
@@ -27,7 +27,7 @@ from shared.tokens import TokenVerifier
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]
+    settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

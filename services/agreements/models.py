@@ -12,6 +12,8 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from shared.levels import Level
+
 AGENCY_CODE = r"^[a-z0-9][a-z0-9-]{1,63}$"
 AgencyKind = Literal[
     "police",
@@ -27,7 +29,6 @@ AgencyKind = Literal[
     "transport-police",
     "other",
 ]
-LevelName = Literal["aggregate", "depersonalised", "personal"]
 AgreementType = Literal["reciprocal", "one-way", "joint-controllers"]
 OnwardSharing = Literal["prohibited", "with-provider-permission", "permitted"]
 ActionName = Literal["push", "read", "retract"]
@@ -151,7 +152,7 @@ class DatasetEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset: str = Field(min_length=1, max_length=100)
-    level: LevelName
+    level: Level
     fields: list[str] | None = Field(default=None, description="allow-list; absent = every field")
 
 
@@ -211,7 +212,7 @@ class DecisionQuery(BaseModel):
 
     action: ActionName
     dataset: str = Field(min_length=1, max_length=100)
-    level: LevelName | None = None
+    level: Level | None = None
     purpose: str | None = Field(default=None, max_length=100)
     fields: list[str] | None = None
 

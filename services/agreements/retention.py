@@ -12,7 +12,10 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
+from sqlmodel import Session
+
 from services.agreements.lifecycle import Agreement, in_force
+from services.agreements.service import StoredAgreement, revocation_days
 
 
 def retention_rules(
@@ -47,3 +50,12 @@ def retention_rules(
         if (p, d) not in longest
     ]
     return sorted(rules, key=lambda r: (r["provider"], r["dataset"]))
+
+
+def retention_in_force(
+    session: Session, stored: Iterable[StoredAgreement], now: datetime
+) -> list[dict[str, Any]]:
+    """``retention_rules`` over these agreements, each revoked one's day read from its history."""
+    agreements = [s.agreement for s in stored]
+    revoked = [a.id for a in agreements if a.operator_state == "revoked"]
+    return retention_rules(agreements, revocation_days(session, revoked), now)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -13,11 +10,11 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlmodel import col, select
 
 from services.agreements import service
-from services.agreements.decision_log import recent, usage, window_start
-from services.agreements.decisions import AgencyFacts, Decision, DecisionRequest
+from services.agreements.decision_log import usage
+from services.agreements.decisions import DecisionRequest
 from services.agreements.deps import CallerDep, RuntimeDep, ServiceDep, SessionDep, SettingsDep
-from services.agreements.dry_run import replay
-from services.agreements.lifecycle import Agreement, iso_utc
+from services.agreements.dry_run import dry_run as dry_run_report
+from services.agreements.lifecycle import iso_utc
 from services.agreements.models import (
     AgencyCreate,
     AgencyPublic,
@@ -30,8 +27,10 @@ from services.agreements.models import (
     Page,
     SignBody,
 )
-from services.agreements.retention import retention_rules
-from services.agreements.service import StoredAgreement, utcnow, version_from_terms
+from services.agreements.retention import retention_in_force
+from services.agreements.service import StoredAgreement, utcnow
+from services.agreements.settings import Settings
+from services.agreements.state import Runtime
 from services.agreements.views import (
     agreement_view,
     party_summary,
@@ -41,28 +40,11 @@ from services.agreements.views import (
     report_entry,
 )
 from shared.errors import ProblemError
+from shared.http import CSV_MEDIA, decode_cursor, encode_cursor, negotiate
 from shared.tokens import AdminDep, ClaimsDep, InternalClaims
 
-_CURSOR = re.compile(r"^[A-Za-z0-9_-]+$")
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200)]
-
-
-def _encode(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str | None) -> str:
-    if not cursor:
-        return ""
-    try:
-        if not _CURSOR.match(cursor):
-            raise ValueError("not base64url")
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ProblemError(
-            422, "The cursor is not one this service gave.", slug="bad-cursor", field="cursor"
-        ) from exc
 
 
 def _page(items: Sequence[tuple[str, dict[str, Any]]], limit: int) -> Page:
@@ -71,7 +53,7 @@ def _page(items: Sequence[tuple[str, dict[str, Any]]], limit: int) -> Page:
     more = len(items) > limit
     return Page(
         items=[item for _, item in shown],
-        next_cursor=_encode(shown[-1][0]) if more and shown else None,
+        next_cursor=encode_cursor(shown[-1][0]) if more and shown else None,
     )
 
 
@@ -99,7 +81,7 @@ def list_agencies(
 ) -> Page:
     rows = session.exec(
         select(AgencyRow)
-        .where(col(AgencyRow.code) > _decode(cursor))
+        .where(col(AgencyRow.code) > decode_cursor(cursor))
         .order_by(col(AgencyRow.code))
         .limit(limit + 1)
     )
@@ -192,7 +174,7 @@ def list_agreements(
     limit: Limit = 50,
 ) -> Page:
     snapshot = runtime.snapshots.current()
-    after = _decode(cursor)
+    after = decode_cursor(cursor)
     pool = (
         snapshot.agreements.values()
         if _sees_everything(claims)
@@ -207,16 +189,8 @@ def list_agreements(
 
 
 RegisterFormat = Literal["csv", "html", "json"]
-
-
-def _register_format(request: Request, requested: str | None) -> str:
-    if requested:
-        return requested
-    accept = request.headers.get("accept", "")
-    for media, name in (("text/html", "html"), ("text/csv", "csv"), ("application/json", "json")):
-        if media in accept:
-            return name
-    return "csv"
+# The register is a document: CSV unless the caller asks for a page or JSON.
+REGISTER_FORMATS = [("text/html", "html"), ("text/csv", "csv"), ("application/json", "json")]
 
 
 @agreements.get("/register", response_model=None)
@@ -237,14 +211,14 @@ def agreement_register(
     )
     now = utcnow()
     rows = register_rows(pool, usage(session), now, settings.review_grace_days)
-    chosen = _register_format(request, format)
+    chosen = negotiate(format, request.headers.get("accept"), REGISTER_FORMATS, "csv")
     if chosen == "html":
         return HTMLResponse(register_html(rows, now))
     if chosen == "json":
         return {"items": rows}
     return PlainTextResponse(
         register_csv(rows),
-        media_type="text/csv; charset=utf-8",
+        media_type=CSV_MEDIA,
         headers={"Content-Disposition": 'attachment; filename="agreements-register.csv"'},
     )
 
@@ -329,7 +303,7 @@ def agreement_history(
     limit: Limit = 100,
 ) -> Page:
     _load(session, agreement_id, claims)
-    after = _decode(cursor)
+    after = decode_cursor(cursor)
     start = int(after) if after.isdigit() else 0
     rows, next_id = service.history(session, agreement_id, start, limit)
     return Page(
@@ -343,7 +317,7 @@ def agreement_history(
             }
             for r in rows
         ],
-        next_cursor=_encode(str(next_id)) if next_id is not None else None,
+        next_cursor=encode_cursor(str(next_id)) if next_id is not None else None,
     )
 
 
@@ -357,31 +331,7 @@ def dry_run(
     admin: AdminDep,
 ) -> dict[str, Any]:
     stored = _load(session, agreement_id, admin)
-    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
-    target = stored.agreement
-    draft = version_from_terms(agreement_id, target.latest.version + 1, terms, {})
-    runtime.recorder.flush()
-    snapshot = runtime.snapshots.current()
-    now = utcnow()
-    parties = {p for v in target.versions for p in v.parties} | set(draft.parties)
-    decisions = recent(session, window_start(now, body.days), parties)
-    candidates: dict[str, list[Agreement]] = {
-        code: [s.agreement for s in snapshot.by_agency.get(code, [])] for code in parties
-    }
-    facts = {
-        code: AgencyFacts(info.code, info.status)  # type: ignore[arg-type]
-        for code, info in snapshot.agencies.items()
-    }
-    outcome = replay(
-        target,
-        draft,
-        decisions,
-        candidates,
-        facts,
-        snapshot.suspended,
-        settings.review_grace_days,
-    )
-    return {"agreement": agreement_id, "draft_version": draft.version, "days": body.days, **outcome}
+    return dry_run_report(session, runtime, stored, body, settings.review_grace_days)
 
 
 # ---------------------------------------------------------------- decisions and the caller
@@ -400,7 +350,14 @@ def _decision_request(agency: str, body: DecisionQuery | InternalDecisionQuery) 
     )
 
 
-def _public(decision: Decision) -> DecisionPublic:
+async def _decided(
+    request: DecisionRequest, settings: Settings, runtime: Runtime, *, explain: bool
+) -> DecisionPublic:
+    """The decision on the current snapshot, recorded in the decision log."""
+    now = utcnow()
+    snapshot = await runtime.snapshots.current_async()
+    decision = snapshot.decide(request, now, settings.review_grace_days)
+    runtime.recorder.record(request, decision, now, explain=explain)
     return DecisionPublic(**decision.as_dict())
 
 
@@ -408,13 +365,8 @@ def _public(decision: Decision) -> DecisionPublic:
 async def explain_decision(
     body: DecisionQuery, settings: SettingsDep, runtime: RuntimeDep, claims: CallerDep
 ) -> DecisionPublic:
-    request = _decision_request(claims.sub, body)
-    now = utcnow()
-    snapshot = await runtime.snapshots.current_async()
-    decision = snapshot.decide(request, now, settings.review_grace_days)
     # Logged as an explanation: not counted as use of an agreement, not replayed by dry runs.
-    runtime.recorder.record(request, decision, now, explain=True)
-    return _public(decision)
+    return await _decided(_decision_request(claims.sub, body), settings, runtime, explain=True)
 
 
 @decisions.get("/me")
@@ -440,12 +392,7 @@ internal = APIRouter(prefix="/internal", tags=["internal"])
 async def internal_decision(
     body: InternalDecisionQuery, settings: SettingsDep, runtime: RuntimeDep, _caller: ServiceDep
 ) -> DecisionPublic:
-    request = _decision_request(body.agency, body)
-    now = utcnow()
-    snapshot = await runtime.snapshots.current_async()
-    decision = snapshot.decide(request, now, settings.review_grace_days)
-    runtime.recorder.record(request, decision, now)
-    return _public(decision)
+    return await _decided(_decision_request(body.agency, body), settings, runtime, explain=False)
 
 
 @internal.get("/agencies/{code}")
@@ -460,10 +407,7 @@ def internal_agency(code: str, runtime: RuntimeDep, _caller: ServiceDep) -> dict
 def internal_retention(
     runtime: RuntimeDep, session: SessionDep, _caller: ServiceDep
 ) -> list[dict[str, Any]]:
-    stored = runtime.snapshots.current().agreements.values()
-    revoked = [s.agreement.id for s in stored if s.agreement.operator_state == "revoked"]
-    revoked_on = service.revocation_days(session, revoked)
-    return retention_rules((s.agreement for s in stored), revoked_on, utcnow())
+    return retention_in_force(session, runtime.snapshots.current().agreements.values(), utcnow())
 
 
 @internal.get("/agreements")

@@ -149,7 +149,7 @@ def read_generation(engine: Engine) -> int:
 
 
 def bump_generation(session: Session) -> None:
-    result = session.exec(  # type: ignore[call-overload]
+    result = session.exec(
         update(GenerationRow)
         .where(col(GenerationRow.id) == 1)
         .values(value=GenerationRow.value + 1)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from services.agreements.lifecycle import LEVEL_RANK
 from services.agreements.reference import CodeLists
 from shared.catalogue import Dataset
+from shared.levels import LEVEL_RANK
 
 
 def check_terms(

@@ -20,6 +20,7 @@ from services.agreements.lifecycle import (
     version_status,
 )
 from services.agreements.service import StoredAgreement
+from shared.http import neutralise
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -176,9 +177,7 @@ def register_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
+    return "" if value is None else neutralise(value)
 
 
 def register_html(rows: list[dict[str, Any]], generated: datetime) -> str:

@@ -5,4 +5,4 @@ from shared.serve import serve
 
 if __name__ == "__main__":
     # Keys and the callers' public keys come from the environment (settings.py).
-    serve("depersonalise", Settings(), "services.depersonalise.main:create_app")  # type: ignore[call-arg]
+    serve("depersonalise", Settings(), "services.depersonalise.main:create_app")

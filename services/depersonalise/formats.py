@@ -10,45 +10,27 @@ from typing import Any
 import numpy as np
 from pyproj import Transformer
 
-from shared.errors import ProblemError
+from shared.http import CSV_MEDIA, negotiate, neutralise
 
-FORMATS = {"json", "csv", "geojson"}
 MEDIA = {
     "json": "application/json",
-    "csv": "text/csv; charset=utf-8",
+    "csv": CSV_MEDIA,
     "geojson": "application/geo+json",
 }
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _TO_WGS84 = Transformer.from_crs("EPSG:27700", "EPSG:4326", always_xy=True)
 
 
 def choose_format(query_format: str | None, accept: str | None) -> str:
-    if query_format:
-        if query_format not in FORMATS:
-            raise ProblemError(
-                422,
-                f"format must be one of {', '.join(sorted(FORMATS))}.",
-                slug="unknown-format",
-                field="format",
-            )
-        return query_format
-    accept = (accept or "").lower()
-    if "geo+json" in accept:
-        return "geojson"
-    if "text/csv" in accept:
-        return "csv"
-    return "json"
+    return negotiate(query_format, accept, [("geo+json", "geojson"), ("text/csv", "csv")], "json")
 
 
 def safe_cell(value: Any) -> Any:
     """A CSV cell a spreadsheet will not run as a formula."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
     if isinstance(value, dict | list):
-        return safe_cell(json.dumps(value, separators=(",", ":")))
-    return value
+        return neutralise(json.dumps(value, separators=(",", ":")))
+    return neutralise(value)
 
 
 def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import re
@@ -79,6 +78,7 @@ from services.depersonalise.snapping import (
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices, slices, slices_of
+from shared.http import decode_int_cursor, encode_cursor, require_service
 from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
 from shared.validation import CompiledDataset, compile_dataset, validate_row
 
@@ -172,8 +172,7 @@ def receive_events(
     settings: SettingsDep,
     catalogue: CatalogueDep,
 ) -> EventsAnswer:
-    if not claims.is_service:
-        raise ProblemError(403, "Service calls only.", slug="forbidden", rule="service-only")
+    require_service(claims)
     results, stored = store.apply_events(
         engine, batch.events, catalogue, registry.targets(), settings.record_key_secret()
     )
@@ -864,14 +863,7 @@ def _wire_shapes(
 
 
 def _cursor(after: str | None) -> int:
-    if not after:
-        return 0
-    try:
-        return int(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4)).decode())
-    except ValueError as exc:
-        raise ProblemError(
-            422, "The cursor is not valid.", slug="invalid-cursor", field="cursor"
-        ) from exc
+    return decode_int_cursor(after, detail="The cursor is not valid.", slug="invalid-cursor")
 
 
 @router.get("/datasets/{dataset}/records")
@@ -951,11 +943,7 @@ def read_records(
             )
         )
     full = len(rows) == min(limit, settings.records_page_max)
-    next_cursor = (
-        base64.urlsafe_b64encode(str(rows[-1]["id"]).encode()).decode().rstrip("=")
-        if rows and full
-        else None
-    )
+    next_cursor = encode_cursor(rows[-1]["id"]) if rows and full else None
     k_min, k_median, histogram, total, without = store.record_figures(
         reader, registry.generation, dataset, scope
     )

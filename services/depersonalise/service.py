@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,16 @@ from services.depersonalise.snapping import PERSONS_PER_HOUSEHOLD, SnapLayer, gr
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 
+# PERIODS, coarser_or_equal, next_period, period_count and periods_between live in
+# shared/periods.py and stay importable from here, where other modules look for them.
+from shared.periods import PERIODS as PERIODS
+from shared.periods import coarser_or_equal as coarser_or_equal
+from shared.periods import day_of, parse_instant, period_label, period_start
+from shared.periods import next_period as next_period
+from shared.periods import period_count as period_count
+from shared.periods import periods_between as periods_between
+
 REMOVED = {"identifier", "free-text", "address", "location", "special-category"}
-PERIODS = ("day", "week", "month", "quarter", "year")
 BANDING_FILE = Path(__file__).with_name("banding.toml")
 DISPLACEMENT_BIN_METRES = 5
 
@@ -65,97 +73,6 @@ class MaskingRun:
             len(self.records),
             sum(1 for r in self.records if r.x is None),
         )
-
-
-# --- time ---------------------------------------------------------------------------------
-
-
-def parse_instant(value: Any) -> datetime | None:
-    """An ISO 8601 date or date-time as UTC (no offset means UTC)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, date):
-        moment = datetime(value.year, value.month, value.day)
-    else:
-        text = str(value).strip().replace("Z", "+00:00")
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _day_of(value: Any) -> date | None:
-    moment = parse_instant(value)
-    return moment.date() if moment else None
-
-
-def period_start(day: date, period: str) -> date:
-    if period == "day":
-        return day
-    if period == "week":
-        return day - timedelta(days=day.weekday())
-    if period == "month":
-        return day.replace(day=1)
-    if period == "quarter":
-        return date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
-    return date(day.year, 1, 1)
-
-
-def period_label(day: date, period: str) -> str:
-    start = period_start(day, period)
-    if period == "day":
-        return start.isoformat()
-    if period == "week":
-        year, week, _ = start.isocalendar()
-        return f"{year}-W{week:02d}"
-    if period == "month":
-        return f"{start.year}-{start.month:02d}"
-    if period == "quarter":
-        return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
-    return str(start.year)
-
-
-def next_period(start: date, period: str) -> date:
-    if period == "day":
-        return start + timedelta(days=1)
-    if period == "week":
-        return start + timedelta(days=7)
-    months = {"month": 1, "quarter": 3, "year": 12}[period]
-    total = start.year * 12 + start.month - 1 + months
-    return date(total // 12, total % 12 + 1, 1)
-
-
-def periods_between(first: date, last: date, period: str) -> list[tuple[date, str]]:
-    """Every period overlapping [first, last], in order."""
-    result = []
-    current = period_start(first, period)
-    while current <= last:
-        result.append((current, period_label(current, period)))
-        current = next_period(current, period)
-    return result
-
-
-def period_count(first: date, last: date, period: str) -> int:
-    """How many periods overlap [first, last], without listing them."""
-    start, end = period_start(first, period), period_start(last, period)
-    if period in ("day", "week"):
-        return (end - start).days // (1 if period == "day" else 7) + 1
-    months = (end.year - start.year) * 12 + end.month - start.month
-    return months // {"month": 1, "quarter": 3, "year": 12}[period] + 1
-
-
-def coarser_or_equal(asked: str, resolution: str) -> bool:
-    """Can data held at ``resolution`` be counted by ``asked``? (week does not nest in month.)"""
-    if resolution == "week":
-        return asked in {"week"}
-    if resolution == "day":
-        return True
-    return PERIODS.index(asked) >= PERIODS.index(resolution) and asked != "week"
 
 
 # --- categories ----------------------------------------------------------------------------
@@ -258,7 +175,7 @@ def mask_records(
                 method=str(method[i]),
                 k=None if np.isnan(k[i]) else float(k[i]),
                 occurred_on=day,
-                occurred_until=_day_of(record.get("occurred_to")),
+                occurred_until=day_of(record.get("occurred_to")),
                 counted={
                     f.name: record[f.name]
                     for f in dataset.fields

@@ -4,6 +4,6 @@ from shared.serve import serve
 if __name__ == "__main__":
     serve(
         "gateway",
-        Settings(),  # type: ignore[call-arg]
+        Settings(),
         "services.gateway.main:create_app",
     )

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from services.gateway.keys import Caller
 from services.gateway.proxy import Gateway
 from services.gateway.settings import Settings
+from shared.app import state_of
 from shared.errors import ProblemError
 
 
@@ -31,11 +32,11 @@ async def admin(found: Annotated[Caller, Depends(caller)]) -> Caller:
 
 
 async def gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    return state_of(request.app, "gateway", Gateway)
 
 
 async def settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return state_of(request.app, "settings", Settings)
 
 
 CallerDep = Annotated[Caller, Depends(caller)]

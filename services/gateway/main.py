@@ -112,7 +112,7 @@ def create_app(
     settings: Settings | None = None,
     transports: dict[str, httpx.AsyncBaseTransport] | None = None,
 ) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]
+    settings = settings or Settings()
     peers = transports or {}
 
     @asynccontextmanager

@@ -21,9 +21,10 @@ from sqlalchemy.engine import Engine
 from services.gateway.audit import AuditLog, Guard, now_iso
 from services.gateway.models import AuditImport
 from services.gateway.upstream import Upstream, call_json
+from shared.db import table_of
 
 log = logging.getLogger("csp.gateway.retention")
-IMPORT = AuditImport.__table__  # type: ignore[attr-defined]
+IMPORT = table_of(AuditImport)
 SOURCE = "ingest-purges"
 PAGE = 500
 

@@ -34,13 +34,13 @@ from services.gateway.schemas import (
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
 from shared.app import request_id
 from shared.errors import ProblemError, problem_body
+from shared.http import CSV_MEDIA, negotiate, neutralise
 from shared.tokens import issue_token
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
 docs_router = APIRouter(include_in_schema=False)
 
 CSV_COLUMNS = audit.ENTRY_COLUMNS
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # The audit's seq column is an INTEGER: 32-bit in PostgreSQL, so a larger cursor cannot exist.
 MAX_SEQ = 2**31 - 1
 MAX_PROOF_ENTRIES = 100_000
@@ -50,7 +50,7 @@ NO_NUL = r"^[^\x00]*$"
 
 async def _peer(coro: Any) -> tuple[int, Any]:
     try:
-        return await coro  # type: ignore[no-any-return]
+        return await coro
     except (BackendUnavailableError, BackendTimeoutError) as exc:
         raise ProblemError(
             503, "The agreements service is unavailable.", slug="backend-unavailable"
@@ -306,11 +306,8 @@ async def audit_trail(
     if not caller.is_admin:
         parties = await _agreements_of(caller, gateway, request)
         entries = [audit.provider_view(e, caller.agency, parties) for e in entries]
-    wants_csv = format == "csv" or (
-        format is None and "text/csv" in request.headers.get("accept", "")
-    )
-    if wants_csv:
-        return Response(_csv(entries), media_type="text/csv; charset=utf-8")
+    if negotiate(format, request.headers.get("accept"), [("text/csv", "csv")], "json") == "csv":
+        return Response(_csv(entries), media_type=CSV_MEDIA)
     next_cursor = entries[-1]["seq"] if len(entries) == limit else None
     return AuditPage.model_validate({"entries": entries, "next": next_cursor})
 
@@ -443,9 +440,7 @@ def _csv(entries: list[dict[str, Any]]) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    text = ";".join(value) if isinstance(value, list) else str(value)
-    # Spreadsheets run a cell starting with these as a formula (CSV injection).
-    return "'" + text if text.startswith(FORMULA_START) else text
+    return str(neutralise(";".join(value) if isinstance(value, list) else str(value)))
 
 
 @docs_router.get("/openapi.json")

@@ -1,20 +1,17 @@
-"""Request bodies read as streams (spooled to disk, never held whole), CSV and JSON row readers,
-and the CSV writer every download uses."""
+"""CSV and JSON row readers over spooled request bodies (``shared.http.spool``), the CSV header's
+width watched while the body arrives, and the CSV writer every download uses."""
 
 from __future__ import annotations
 
-import codecs
 import csv
-import hashlib
 import io
 import json
-import tempfile
 from collections import Counter
-from collections.abc import AsyncIterable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, NoReturn
 
 from shared.errors import ProblemError
+from shared.http import neutralise
 
 SPOOL_IN_MEMORY = 8 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -25,21 +22,7 @@ HEADER_BYTES_PER_COLUMN = 256
 MAX_NAMED = 20
 
 
-@dataclass
-class SpooledBody:
-    file: IO[bytes]
-    size: int
-    sha256: str
-
-    def text(self) -> IO[str]:
-        self.file.seek(0)
-        return io.TextIOWrapper(self.file, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class _HeaderWatch:
+class HeaderWatch:
     """Refuses a CSV whose header has more columns than the dataset has fields while the body is
     still arriving, so a huge header costs nothing beyond the bytes already read."""
 
@@ -70,53 +53,6 @@ class _HeaderWatch:
                 slug="bad-header",
                 field="header",
             )
-
-
-async def spool(
-    chunks: AsyncIterable[bytes], limit: int, *, csv_columns: int | None = None
-) -> SpooledBody:
-    """Copy the body to a temporary file, hashing it and checking size and UTF-8 as it comes;
-    with ``csv_columns``, the CSV header's width as well."""
-    file = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-    digest = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    watch = _HeaderWatch(csv_columns) if csv_columns is not None else None
-    size = 0
-    try:
-        async for chunk in chunks:
-            size += len(chunk)
-            if size > limit:
-                raise ProblemError(
-                    413, f"The body is larger than the limit of {limit} bytes.", slug="too-large"
-                )
-            if watch is not None:
-                watch.feed(chunk)
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                offset = size - len(chunk) + exc.start
-                raise ProblemError(
-                    400,
-                    f"The body is not valid UTF-8 (byte {offset}).",
-                    slug="bad-encoding",
-                    field="body",
-                ) from None
-            digest.update(chunk)
-            file.write(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise ProblemError(
-                400, "The body is not valid UTF-8 (it ends mid-character).", slug="bad-encoding"
-            ) from None
-    except BaseException:
-        file.close()
-        raise
-    if size == 0:
-        file.close()
-        raise ProblemError(400, "The body is empty.", slug="empty-body", field="body")
-    file.seek(0)
-    return SpooledBody(file=file, size=size, sha256=digest.hexdigest())  # type: ignore[arg-type]
 
 
 RawRow = tuple[int, dict[str, Any] | str]
@@ -286,16 +222,6 @@ def json_rows(text: IO[str]) -> Iterator[RawRow]:
         )
     if stream.peek() != "":
         stream.fail("trailing content")
-
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(cell: Any) -> Any:
-    """A text cell a spreadsheet would run as a formula gets a leading apostrophe."""
-    if isinstance(cell, str) and cell.startswith(FORMULA_START):
-        return "'" + cell
-    return cell
 
 
 def csv_lines(header: list[str], rows: Iterable[Iterable[Any]]) -> Iterator[str]:

@@ -1,4 +1,4 @@
-"""Dependencies the ingest routes share."""
+"""Dependencies the ingest routes share: settings, engine, the app's state, the dataset."""
 
 from __future__ import annotations
 
@@ -6,24 +6,34 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from sqlalchemy import Engine
+from starlette.applications import Starlette
 
 from services.ingest.settings import Settings
+from services.ingest.state import IngestState
+from shared.app import state_of
 from shared.errors import ProblemError
 from shared.validation import CompiledDataset
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return state_of(request.app, "settings", Settings)
 
 
 def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
+    return state_of(request.app, "engine", Engine)
+
+
+def app_state(app: Starlette) -> IngestState:
+    """What the lifespan made (``state.IngestState``)."""
+    return state_of(app, "ingest", IngestState)
+
+
+async def get_state(request: Request) -> IngestState:
+    return app_state(request.app)
 
 
 def get_dataset(request: Request, dataset: Annotated[str, Path()]) -> CompiledDataset:
-    compiled: CompiledDataset | None = request.app.state.datasets.get(dataset)
+    compiled = app_state(request.app).datasets.get(dataset)
     if compiled is None:
         raise ProblemError(
             404,
@@ -36,4 +46,5 @@ def get_dataset(request: Request, dataset: Annotated[str, Path()]) -> CompiledDa
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+StateDep = Annotated[IngestState, Depends(get_state)]
 DatasetDep = Annotated[CompiledDataset, Depends(get_dataset)]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from services.ingest import linkage as link
-from services.ingest.deps import EngineDep
+from services.ingest.deps import EngineDep, app_state
 from shared.errors import ProblemError
 from shared.tokens import AdminDep
 
@@ -33,7 +33,7 @@ class LabelledSet(BaseModel):
 
 
 def _config(request: Request) -> link.LinkageConfig:
-    config: link.LinkageConfig | None = request.app.state.linkage
+    config: link.LinkageConfig | None = app_state(request.app).linkage
     if config is None:
         raise ProblemError(
             409,

@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
 
+from services.ingest.idempotency import forget_expired_keys
 from services.ingest.linkage import config_from
 from services.ingest.linkage_routes import linkage as linkage_routes
 from services.ingest.models import Base
@@ -20,8 +21,8 @@ from services.ingest.outbox import Relay, outbox_figures
 from services.ingest.people_routes import case_view
 from services.ingest.retention import purge
 from services.ingest.routes import batches, datasets, internal, operations, reports
-from services.ingest.service import forget_expired_keys
 from services.ingest.settings import Settings, record_key_secret
+from services.ingest.state import IngestState
 from shared.app import build_app
 from shared.catalogue import load_catalogue
 from shared.db import is_sqlite, make_engine, ping, prepare_schema
@@ -68,7 +69,7 @@ def create_app(
     depersonalise_transport: httpx.AsyncBaseTransport | None = None,
     agreements_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]
+    settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -123,18 +124,17 @@ def create_app(
             entries: list[dict[str, Any]] = response.json()
             return entries
 
-        app.state.settings = settings
         app.state.token_verifier = verifier
         app.state.engine = engine
-        app.state.catalogue = catalogue
-        app.state.agreement_entries = agreement_entries
-        app.state.datasets = {name: compile_dataset(d) for name, d in catalogue.items()}
-        app.state.relay = relay
-        app.state.linkage = linkage
-        app.state.purge_now = purge_now
-        app.state.running_keys = set()
-        # SQLite: pushes wait their turn here, holding no worker thread, so reads stay answered.
-        app.state.push_turns = asyncio.Semaphore(1 if is_sqlite(engine) else 64)
+        app.state.ingest = IngestState(
+            catalogue=catalogue,
+            datasets={name: compile_dataset(d) for name, d in catalogue.items()},
+            relay=relay,
+            linkage=linkage,
+            purge_now=purge_now,
+            agreement_entries=agreement_entries,
+            push_turns=asyncio.Semaphore(1 if is_sqlite(engine) else 64),
+        )
         tasks = []
         if settings.relay_enabled:
             tasks.append(

@@ -24,6 +24,7 @@ from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key, revis
 from shared.catalogue import Dataset
 from shared.db import write_transaction
 from shared.holdings import revision_digest
+from shared.periods import parse_iso
 from shared.tokens import HEADER, TokenKey, service_token
 
 log = logging.getLogger("csp.ingest.relay")
@@ -289,6 +290,6 @@ def outbox_figures(engine: Engine, moment: datetime | None = None) -> dict[str, 
         ).scalar_one()
     age = 0.0
     if oldest:
-        created = datetime.fromisoformat(str(oldest).replace("Z", "+00:00"))
+        created = parse_iso(str(oldest))
         age = max(((moment or datetime.now(UTC)) - created).total_seconds(), 0.0)
     return {"depth": float(depth), "pending_records": float(pending), "oldest_age_seconds": age}

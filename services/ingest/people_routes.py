@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from services.ingest import people
 from services.ingest import records as record_store
-from services.ingest.deps import EngineDep
+from services.ingest.deps import EngineDep, app_state
 from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
@@ -36,7 +36,7 @@ SEARCHABLE = {
 
 
 def _key(request: Request) -> str:
-    config = request.app.state.linkage
+    config = app_state(request.app).linkage
     if config is None:
         raise ProblemError(
             409, "Linkage is off: ingest has no CSP_INGEST_LINKAGE_KEY.", slug="linkage-off"

@@ -23,11 +23,12 @@ from services.ingest.service_sql import (
     utc_now,
 )
 from shared.catalogue import Dataset
-from shared.db import write_transaction
+from shared.db import table_of, write_transaction
 from shared.errors import ProblemError
 from shared.grants import Slices
+from shared.periods import stored_period_label
 
-PERSONAL_READ = PersonalRead.__table__  # type: ignore[attr-defined]
+PERSONAL_READ = table_of(PersonalRead)
 _decode = msgspec.json.Decoder().decode
 
 
@@ -192,14 +193,6 @@ def record_read(engine: Engine, **entry: Any) -> None:
         connection.execute(insert(PERSONAL_READ).values(at=iso(utc_now()), **entry))
 
 
-def period_of(occurred_at: str, period: str) -> str:
-    if period == "year":
-        return occurred_at[:4]
-    if period == "quarter":
-        return f"{occurred_at[:4]}-Q{(int(occurred_at[5:7]) - 1) // 3 + 1}"
-    return occurred_at[:7]
-
-
 def quality(engine: Engine, dataset: Dataset, provider: str | None, period: str) -> dict[str, Any]:
     """Per period: completeness of every field, how records were located, late, corrected and
     outside-the-national-list counts; plus what batches refused for lying outside GB."""
@@ -232,7 +225,7 @@ def quality(engine: Engine, dataset: Dataset, provider: str | None, period: str)
         batches = batches.where(BATCH.c.provider == provider)
     with engine.connect() as connection:
         for row in _stream(connection, query):
-            entry = periods[period_of(row.occurred_at, period)]
+            entry = periods[stored_period_label(row.occurred_at, period)]
             entry["records"] += 1
             filled = entry["filled"]
             for name in _decode(row.data):

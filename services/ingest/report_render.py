@@ -7,7 +7,7 @@ import html
 import io
 from typing import Any
 
-from services.ingest.bodies import neutralise
+from shared.http import neutralise
 
 CSV_COLUMNS = (
     "quarter",

@@ -14,8 +14,9 @@ from sqlalchemy import Engine, desc, insert, select, true
 from services.ingest.models import PurgeLog
 from services.ingest.records import delete_records
 from services.ingest.service_sql import RECORD, iso, utc_now
+from shared.db import table_of
 
-PURGE_LOG = PurgeLog.__table__  # type: ignore[attr-defined]
+PURGE_LOG = table_of(PurgeLog)
 log = logging.getLogger("csp.ingest.retention")
 
 

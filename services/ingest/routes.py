@@ -3,31 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from services.ingest import records as record_store
 from services.ingest import schema
-from services.ingest.bodies import SpooledBody, csv_header, csv_lines, csv_rows, json_rows, spool
-from services.ingest.deps import DatasetDep, EngineDep, SettingsDep
+from services.ingest.bodies import HeaderWatch, csv_header, csv_lines, csv_rows, json_rows
+from services.ingest.deps import DatasetDep, EngineDep, SettingsDep, StateDep, app_state
+from services.ingest.idempotency import fingerprint, push_once
 from services.ingest.models import BatchPublic, ErasureRequest, PushAnswer
 from services.ingest.outbox import holdings
 from services.ingest.postcodes import load_postcodes, postcode_count
 from services.ingest.report import QUARTER_PATTERN, parse_quarter, provider_rows, report
 from services.ingest.report_render import report_csv, report_html
 from services.ingest.retention import erase, purge_history, purges_after
-from services.ingest.service import PushOptions, check_header, push, stored_answer
-from services.ingest.settings import record_key_secret
+from services.ingest.service import PushOptions, check_header, push
+from services.ingest.settings import Settings, record_key_secret
+from services.ingest.state import IngestState
 from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
+from shared.http import (
+    CSV_MEDIA,
+    SpooledBody,
+    negotiate,
+    refuse_declared_over,
+    require_service,
+    spool,
+)
 from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
+from shared.validation import CompiledDataset
 
 datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 batches = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -58,14 +69,14 @@ def _push_openapi() -> dict[str, Any]:
 
 
 def _wants_csv(request: Request, format: str | None) -> bool:
-    if format is not None:
-        return format == "csv"
-    return "text/csv" in request.headers.get("accept", "")
+    return negotiate(format, request.headers.get("accept"), [("text/csv", "csv")], "json") == "csv"
 
 
 @datasets.get("")
 async def list_datasets(request: Request, _claims: ClaimsDep) -> dict[str, Any]:
-    return {"datasets": [schema.summary(c.dataset) for c in request.app.state.datasets.values()]}
+    return {
+        "datasets": [schema.summary(c.dataset) for c in app_state(request.app).datasets.values()]
+    }
 
 
 @datasets.get("/{dataset}", response_model=None)
@@ -78,16 +89,10 @@ async def get_dataset(
     if _wants_csv(request, format):
         return Response(
             schema.csv_template(compiled.dataset),
-            media_type="text/csv; charset=utf-8",
+            media_type=CSV_MEDIA,
             headers={"Content-Disposition": f'attachment; filename="{compiled.dataset.name}.csv"'},
         )
     return schema.describe(compiled.dataset)
-
-
-def _fingerprint(request: Request, body: SpooledBody) -> str:
-    parts = [request.method, request.url.path, request.url.query, body.sha256]
-    parts.append(request.headers.get("content-type", ""))
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 @datasets.post(
@@ -102,6 +107,7 @@ async def push_records(
     claims: ClaimsDep,
     settings: SettingsDep,
     engine: EngineDep,
+    state: StateDep,
     atomic: bool = False,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> JSONResponse:
@@ -120,66 +126,72 @@ async def push_records(
             slug="unsupported-media-type",
             field="Content-Type",
         )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise ProblemError(
-            413,
-            f"The body is larger than the limit of {settings.max_body_bytes} bytes.",
-            slug="too-large",
-        )
-    body = await spool(
-        request.stream(),
-        settings.max_body_bytes,
-        csv_columns=len(compiled.names) if is_csv else None,
-    )
-    running: set[tuple[str, str]] = request.app.state.running_keys
-    slot = (claims.sub, idempotency_key) if idempotency_key else None
+    refuse_declared_over(request.headers.get("content-length"), settings.max_body_bytes)
+    watch = HeaderWatch(len(compiled.names)).feed if is_csv else None
+    body = await spool(request.stream(), settings.max_body_bytes, watch=watch)
     try:
-        fingerprint = _fingerprint(request, body)
-        if slot is not None:
-            first = await asyncio.to_thread(stored_answer, engine, claims.sub, slot[1], fingerprint)
-            if first is not None:
-                return JSONResponse(first, status_code=202, headers={"Idempotent-Replayed": "true"})
-            if slot in running:
-                raise ProblemError(
-                    409,
-                    "A request with this Idempotency-Key is still being processed.",
-                    slug="idempotency-key-in-use",
-                    field="Idempotency-Key",
-                )
-            running.add(slot)
-        options = PushOptions(
-            provider=claims.sub,
-            atomic=atomic,
-            allowed_fields=claims.fields,
-            chunk_rows=settings.chunk_rows,
-            max_rows=settings.max_rows_per_batch,
-            max_errors=settings.max_errors_listed,
-            idempotency=(slot[1], fingerprint, settings.idempotency_ttl_hours) if slot else None,
-            linkage=request.app.state.linkage,
+        return await _push_spooled(
+            request,
+            compiled,
+            claims,
+            settings,
+            engine,
+            state,
+            atomic,
+            idempotency_key or None,
+            body,
+            is_csv,
         )
+    finally:
+        body.close()
 
-        def run() -> dict[str, Any]:
-            text = body.text()
-            if is_csv:
-                header, reader = csv_header(text, len(compiled.names))
-                check_header(compiled, header, claims.fields)
-                rows = csv_rows(header, reader)
-            else:
-                rows = json_rows(text)
-            return push(engine, compiled, rows, options).answer()
 
+async def _push_spooled(
+    request: Request,
+    compiled: CompiledDataset,
+    claims: InternalClaims,
+    settings: Settings,
+    engine: Engine,
+    state: IngestState,
+    atomic: bool,
+    idempotency_key: str | None,
+    body: SpooledBody,
+    is_csv: bool,
+) -> JSONResponse:
+    request_fingerprint = fingerprint(
+        request.method,
+        request.url.path,
+        request.url.query,
+        body.sha256,
+        request.headers.get("content-type", ""),
+    )
+    options = PushOptions(
+        provider=claims.sub,
+        atomic=atomic,
+        allowed_fields=claims.fields,
+        chunk_rows=settings.chunk_rows,
+        max_rows=settings.max_rows_per_batch,
+        max_errors=settings.max_errors_listed,
+        idempotency=(idempotency_key, request_fingerprint, settings.idempotency_ttl_hours)
+        if idempotency_key
+        else None,
+        linkage=state.linkage,
+    )
+
+    def work() -> dict[str, Any]:
+        text = body.text()
+        if is_csv:
+            header, reader = csv_header(text, len(compiled.names))
+            check_header(compiled, header, claims.fields)
+            rows = csv_rows(header, reader)
+        else:
+            rows = json_rows(text)
+        return push(engine, compiled, rows, options).answer()
+
+    async def run() -> dict[str, Any]:
         try:
-            async with request.app.state.push_turns:
-                answer = await asyncio.to_thread(run)
-        except IntegrityError:
-            # Another replica committed the same key first: answer as it did.
-            if slot is None:
-                raise
-            first = await asyncio.to_thread(stored_answer, engine, claims.sub, slot[1], fingerprint)
-            if first is None:
-                raise
-            answer = first
+            async with state.push_turns:
+                return await asyncio.to_thread(work)
         except OperationalError as exc:
             # Writers of this process queue (shared.db.write_transaction); this is only for
             # another process holding a SQLite file longer than its busy timeout.
@@ -189,10 +201,12 @@ async def push_records(
                 slug="store-busy",
                 headers={"Retry-After": "5"},
             ) from exc
-    finally:
-        if slot is not None:
-            running.discard(slot)
-        body.close()
+
+    answer, replayed = await push_once(
+        engine, state.in_flight, claims.sub, idempotency_key, request_fingerprint, run
+    )
+    if replayed:
+        return JSONResponse(answer, status_code=202, headers={"Idempotent-Replayed": "true"})
     return JSONResponse(answer, status_code=202, headers={RECORD_COUNT: str(answer["accepted"])})
 
 
@@ -220,7 +234,7 @@ async def retract_record(
         claims.sub,
         compiled.dataset.name,
         source_ref,
-        linkage=(request.app.state.catalogue, request.app.state.linkage),
+        linkage=(app_state(request.app).catalogue, app_state(request.app).linkage),
     )
     return Response(status_code=204, headers={RECORD_COUNT: "1"})
 
@@ -280,7 +294,7 @@ async def read_personal(
         headers["Link"] = f'<{following_url.path}?{following_url.query}>; rel="next"'
     if _wants_csv(request, format):
         lines = csv_lines(columns, ([row.get(c) for c in columns] for row in rows))
-        return StreamingResponse(lines, media_type="text/csv; charset=utf-8", headers=headers)
+        return StreamingResponse(lines, media_type=CSV_MEDIA, headers=headers)
     body = {
         "dataset": compiled.dataset.name,
         "level": "personal",
@@ -314,10 +328,8 @@ async def get_batch(batch_id: str, claims: ClaimsDep, engine: EngineDep) -> Batc
 
 
 def _report_format(request: Request, format: str | None) -> str:
-    if format is not None:
-        return format
-    accept = request.headers.get("accept", "")
-    return "html" if "text/html" in accept else "csv" if "text/csv" in accept else "json"
+    offered = [("text/html", "html"), ("text/csv", "csv")]
+    return negotiate(format, request.headers.get("accept"), offered, "json")
 
 
 @reports.get("/partnership", response_model=None)
@@ -338,12 +350,14 @@ async def partnership_report(
         ) from exc
     agency = None if claims.is_admin else claims.sub
     try:
-        agreements = await request.app.state.agreement_entries(agency)
+        agreements = await app_state(request.app).agreement_entries(agency)
     except httpx.HTTPError as exc:
         raise ProblemError(
             503, "The agreements service could not answer.", slug="backend-unavailable"
         ) from exc
-    rows = await asyncio.to_thread(provider_rows, engine, request.app.state.catalogue, period, None)
+    rows = await asyncio.to_thread(
+        provider_rows, engine, app_state(request.app).catalogue, period, None
+    )
     body = report(period, rows, agreements)
     if agency is not None:
         body["rows"] = [r for r in rows if r["provider"] == agency]
@@ -351,7 +365,7 @@ async def partnership_report(
     if chosen == "csv":
         return Response(
             report_csv(body),
-            media_type="text/csv; charset=utf-8",
+            media_type=CSV_MEDIA,
             headers={"Content-Disposition": f'attachment; filename="partnership-{quarter}.csv"'},
         )
     if chosen == "html":
@@ -388,7 +402,7 @@ async def list_purges(_admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
 @operations.post("/purges", tags=["retention"])
 async def run_purge(request: Request, _admin: AdminDep) -> dict[str, Any]:
     """Run the retention purge now (it also runs on its schedule)."""
-    return {"purges": await request.app.state.purge_now()}
+    return {"purges": await app_state(request.app).purge_now()}
 
 
 @operations.post("/erasures", tags=["retention"])
@@ -423,10 +437,9 @@ async def replay_records(
 ) -> dict[str, Any]:
     """Current records of a dataset (optionally one provider's) as upsert events, for
     depersonalise to rebuild or reconcile from."""
-    if not (claims.is_service or claims.is_admin):
-        raise ProblemError(403, "Services only.", rule="service-only")
+    require_service(claims, operators=True)
     events, following = await asyncio.to_thread(
-        request.app.state.relay.replay, dataset, after, limit, provider
+        app_state(request.app).relay.replay, dataset, after, limit, provider
     )
     return {"events": events, "next": following}
 
@@ -434,8 +447,7 @@ async def replay_records(
 @internal.get("/holdings")
 async def dataset_holdings(claims: ClaimsDep, engine: EngineDep, dataset: str) -> dict[str, Any]:
     """Per provider: records held raw and a digest of their revisions (the reconciler's side)."""
-    if not (claims.is_service or claims.is_admin):
-        raise ProblemError(403, "Services only.", rule="service-only")
+    require_service(claims, operators=True)
     return await asyncio.to_thread(holdings, engine, dataset)
 
 
@@ -447,6 +459,5 @@ async def purges_since(
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> dict[str, Any]:
     """Purge log entries after a cursor, oldest first: the gateway records each in its audit."""
-    if not (claims.is_service or claims.is_admin):
-        raise ProblemError(403, "Services only.", rule="service-only")
+    require_service(claims, operators=True)
     return {"purges": await asyncio.to_thread(purges_after, engine, after, limit)}

@@ -363,38 +363,3 @@ def _corrections(connection: Connection, seq: int, accepted: int) -> int:
         ).where(RECORD.c.revision > start, RECORD.c.revision < end)
     ).one()
     return int(replaced) + (accepted - int(kept))
-
-
-def stored_answer(
-    engine: Engine, agency: str, key: str, fingerprint: str, moment: datetime | None = None
-) -> dict[str, Any] | None:
-    """The first answer for this agency's key; 422 if the key came with another request."""
-    with engine.connect() as connection:
-        row = connection.execute(
-            select(IDEMPOTENCY.c.fingerprint, IDEMPOTENCY.c.response).where(
-                IDEMPOTENCY.c.agency == agency,
-                IDEMPOTENCY.c.key == key,
-                IDEMPOTENCY.c.expires_at > iso(moment or utc_now()),
-            )
-        ).first()
-    if row is None:
-        return None
-    if row.fingerprint != fingerprint:
-        raise ProblemError(
-            422,
-            "This Idempotency-Key was used with a different request.",
-            slug="idempotency-key-reused",
-            field="Idempotency-Key",
-        )
-    answer: dict[str, Any] = msgspec.json.decode(row.response)
-    return answer
-
-
-def forget_expired_keys(engine: Engine, moment: datetime | None = None) -> int:
-    from sqlalchemy import delete
-
-    with write_transaction(engine) as connection:
-        result = connection.execute(
-            delete(IDEMPOTENCY).where(IDEMPOTENCY.c.expires_at <= iso(moment or utc_now()))
-        )
-    return int(result.rowcount or 0)

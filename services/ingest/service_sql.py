@@ -13,13 +13,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from services.ingest.models import Batch, IdempotencyKey, Outbox, Postcode, Record, Rejection
+from shared.db import table_of
 
-RECORD: Table = Record.__table__  # type: ignore[attr-defined]
-BATCH: Table = Batch.__table__  # type: ignore[attr-defined]
-OUTBOX: Table = Outbox.__table__  # type: ignore[attr-defined]
-POSTCODE: Table = Postcode.__table__  # type: ignore[attr-defined]
-IDEMPOTENCY: Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
-REJECTION: Table = Rejection.__table__  # type: ignore[attr-defined]
+RECORD: Table = table_of(Record)
+BATCH: Table = table_of(Batch)
+OUTBOX: Table = table_of(Outbox)
+POSTCODE: Table = table_of(Postcode)
+IDEMPOTENCY: Table = table_of(IdempotencyKey)
+REJECTION: Table = table_of(Rejection)
 
 ROW_BITS = 24
 

@@ -11,8 +11,9 @@ from sqlalchemy import Connection, Table, text
 
 from services.ingest.models import Record
 from services.ingest.service_sql import record_upsert
+from shared.db import table_of
 
-RECORD: Table = Record.__table__  # type: ignore[attr-defined]
+RECORD: Table = table_of(Record)
 COLUMNS = [c.name for c in RECORD.columns if c.name != "id"]
 REPLACED = [
     c

@@ -16,8 +16,9 @@ from services.agreements.decisions import (
     DecisionRequest,
     decide,
 )
-from services.agreements.lifecycle import LEVEL_RANK, Agreement, DatasetGrant, Version
+from services.agreements.lifecycle import Agreement, DatasetGrant, Version
 from shared.grants import slices
+from shared.levels import LEVEL_RANK
 from shared.tokens import InternalClaims
 from tests.agreements.builders import GRACE, NOW, TODAY, agreement, day, version
 

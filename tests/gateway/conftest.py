@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 
 from services.gateway.main import create_app
@@ -54,6 +57,26 @@ class Hub:
         }
 
 
+@contextlib.contextmanager
+def served(app: FastAPI) -> Iterator[int]:
+    """``app`` served by uvicorn on a free local port, in a thread of this process."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        sock.close()
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -68,12 +91,16 @@ async def make_hub(database_url: Callable[[str], str]) -> AsyncIterator[MakeHub]
     stack = contextlib.AsyncExitStack()
     db = database_url("gateway")
 
-    async def make(*, fresh_db: bool = False, real: tuple[str, ...] = (), **overrides: Any) -> Hub:
-        backends = {
-            "agreements": fakes.agreements_app(),
-            "ingest": fakes.ingest_app(),
-            "depersonalise": fakes.depersonalise_app(),
-        }
+    async def make(
+        *,
+        fresh_db: bool = False,
+        real: tuple[str, ...] = (),
+        backends: dict[str, FastAPI] | None = None,
+        **overrides: Any,
+    ) -> Hub:
+        """``real`` backends are reached over the production client at their ``*_url``;
+        ``backends`` gives the fake apps (served on those ports by the caller), else new ones."""
+        backends = backends or fakes.backend_apps()
         admin_key = overrides.pop("admin_key", make_key())
         values: dict[str, Any] = {
             "database_url": database_url("gateway") if fresh_db else db,

@@ -160,3 +160,11 @@ def depersonalise_app() -> FastAPI:
         return ["lsoa21"]
 
     return app
+
+
+def backend_apps() -> dict[str, FastAPI]:
+    return {
+        "agreements": agreements_app(),
+        "ingest": ingest_app(),
+        "depersonalise": depersonalise_app(),
+    }

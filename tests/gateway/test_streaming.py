@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from shared.tokens import ClaimsDep
 from tests.gateway import fakes
-from tests.gateway.conftest import MakeHub
+from tests.gateway.conftest import MakeHub, served
 
 STEP_TIMEOUT = 5.0
 
@@ -51,21 +48,8 @@ class Backend:
 @pytest.fixture
 def backend() -> Iterator[tuple[Backend, int]]:
     fake = Backend()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(fake.app, log_level="warning", lifespan="off", ws="none")
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 5
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    yield fake, port
-    server.should_exit = True
-    thread.join(5)
-    sock.close()
+    with served(fake.app) as port:
+        yield fake, port
 
 
 async def test_a_push_reaches_the_backend_before_the_client_has_finished_sending(

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from services.ingest.deps import app_state
 from services.ingest.main import create_app
 from services.ingest.settings import Settings
 from shared.tokens import HEADER, issue_token
@@ -60,7 +61,7 @@ async def client(make_client: Callable[..., Awaitable[Client]]) -> Client:
 
 
 async def drain(client: Client) -> int:
-    return int(await client.app.state.relay.drain())  # type: ignore[attr-defined]
+    return int(await app_state(client.app).relay.drain())  # type: ignore[attr-defined]
 
 
 def crime(ref: str, **extra: Any) -> dict[str, Any]:

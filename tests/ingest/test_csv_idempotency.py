@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.ingest.bodies import csv_lines, neutralise
+from services.ingest.deps import app_state
 from tests.ingest.conftest import Client, crime, token
 
 PUSH = "/v1/datasets/police-crime/records"
@@ -58,7 +59,7 @@ async def test_same_key_same_body_gives_first_answer(client: Client) -> None:
 
 
 async def test_retry_while_first_runs_is_409(client: Client) -> None:
-    running = client.app.state.running_keys  # type: ignore[attr-defined]
+    running = app_state(client.app).in_flight.running
     running.add(("gmp", "slow"))
     response = await client.post(
         PUSH, json={"records": [crime("s1")]}, headers={**token("gmp"), "Idempotency-Key": "slow"}

@@ -11,6 +11,6 @@ LOCK_KEY = 1129533442
 run_environment(
     "agreements",
     Base.metadata,
-    lambda: Settings().database_url,  # type: ignore[call-arg]
+    lambda: Settings().database_url,
     lock_key=LOCK_KEY,
 )

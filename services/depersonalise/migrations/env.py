@@ -11,6 +11,6 @@ LOCK_KEY = 1129533444
 run_environment(
     "depersonalise",
     Base.metadata,
-    lambda: Settings().database_url,  # type: ignore[call-arg]
+    lambda: Settings().database_url,
     lock_key=LOCK_KEY,
 )

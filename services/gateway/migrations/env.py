@@ -11,6 +11,6 @@ LOCK_KEY = 1129533441
 run_environment(
     "gateway",
     Base.metadata,
-    lambda: Settings().database_url,  # type: ignore[call-arg]
+    lambda: Settings().database_url,
     lock_key=LOCK_KEY,
 )

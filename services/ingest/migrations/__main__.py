@@ -10,4 +10,4 @@ from services.ingest.models import Base
 from services.ingest.settings import Settings
 from shared.migrations import upgrade_to_head
 
-upgrade_to_head(Base.metadata, Settings().database_url, Path(__file__).parent)  # type: ignore[call-arg]
+upgrade_to_head(Base.metadata, Settings().database_url, Path(__file__).parent)
