@@ -1,4 +1,7 @@
-"""``make bench``: run every benchmark module, each in its own process, then print the table."""
+"""``make bench``: run every benchmark module, each in its own process, then print the table.
+
+``python -m bench aggregates`` (names without ``bench.``) runs only the modules named, keeping the
+other figures already in the results file."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from bench.results import RESULTS
 MODULES = (
     "bench.ingest",
     "bench.depersonalise",
+    "bench.aggregates",
     "bench.gateway",
     "bench.report",
     "bench.linkage",
@@ -21,11 +25,17 @@ MODULES = (
 )
 
 
-def main() -> int:
+def main(names: list[str]) -> int:
+    chosen = [f"bench.{name}" for name in names] or list(MODULES)
+    unknown = [module for module in chosen if module not in MODULES]
+    if unknown:
+        print(f"no benchmark {', '.join(unknown)}; known: {', '.join(MODULES)}", file=sys.stderr)
+        return 2
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.unlink(missing_ok=True)
+    if not names:
+        RESULTS.unlink(missing_ok=True)
     failed = []
-    for module in MODULES:
+    for module in chosen:
         print(f"\n--- {module} ---", flush=True)
         if subprocess.call([sys.executable, "-m", module]) != 0:
             failed.append(module)
@@ -39,4 +49,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

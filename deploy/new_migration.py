@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     models = importlib.import_module(f"services.{args.service}.models")
     from shared.db import make_engine
+    from shared.migrations import not_a_partition
 
     scratch = f"csp_newmig_{uuid.uuid4().hex[:10]}"
     admin = create_engine(args.pg_url, isolation_level="AUTOCOMMIT")
@@ -63,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         config.attributes["engine"] = engine
         command.upgrade(config, "head")
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                connection,
+                opts={
+                    "compare_type": True,
+                    "include_object": not_a_partition(models.Base.metadata),
+                },
+            )
             differences = compare_metadata(context, models.Base.metadata)
         if args.check:
             for difference in differences:

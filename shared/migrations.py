@@ -8,8 +8,10 @@ settings give the database.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import context
 from alembic.autogenerate import compare_metadata
@@ -17,6 +19,22 @@ from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from shared.db import make_engine, prepare_schema
+
+PARTITION = re.compile(r"^(?P<parent>\w+?)_(default|g\d+)$")
+
+
+def not_a_partition(metadata: MetaData) -> Callable[..., bool]:
+    """Alembic's ``include_object``: leave out the partitions of a model's table (PostgreSQL
+    partitions, ``<table>_default`` and ``<table>_g<n>``, are made at run time, not by models)."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        table = name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None)
+        found = PARTITION.match(table or "")
+        return not (
+            reflected and compare_to is None and found and found["parent"] in metadata.tables
+        )
+
+    return include
 
 
 def adopt_unversioned(connection: Connection, service: str, metadata: MetaData) -> bool:
@@ -55,6 +73,7 @@ def run_environment(
                 target_metadata=metadata,
                 render_as_batch=True,  # SQLite alters tables by copying them
                 compare_type=True,
+                include_object=not_a_partition(metadata),
             )
             if not adopt_unversioned(connection, service, metadata):
                 context.run_migrations()

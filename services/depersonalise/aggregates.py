@@ -4,7 +4,7 @@ calendar periods, cohorts and periods relative to joining a cohort."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, NamedTuple
@@ -50,6 +50,8 @@ class Fact(NamedTuple):
     day: date | None  # occurred_at's day: grants' windows and cohort membership
     until: date | None = None  # occurred_to's day (a cohort member's leaving)
     person: str | None = None
+    key: int = 0  # the record's key (cellkey.py): key sums of cells
+    person_key: int = 0
 
 
 def granted_rows(facts: Iterable[Fact], scope: Slices, by: str = "category") -> list[Fact]:
@@ -145,6 +147,28 @@ def relative_facts(facts: Iterable[Fact], cohort: Cohort, period: str) -> list[t
 # --- tables -----------------------------------------------------------------------------------
 
 
+class Placed(NamedTuple):
+    """Records counted in one cell (``person`` None), or one person of a cell (count 0)."""
+
+    area: str | None
+    start: date | None  # period start at the dataset's resolution, or a day within it
+    value: str
+    tally: int  # records (0 for a person row)
+    key_sum: int
+    person: str | None = None
+    person_key: int = 0
+    slot: int | None = None  # the table's period column, once placed
+
+
+def placed_facts(facts: Iterable[Fact], people: bool) -> Iterator[Placed]:
+    """Each fact as one record (and, counting people, its person) of its cell."""
+    for fact in facts:
+        value = fact.value or ""
+        yield Placed(fact.area, fact.start, value, 1, fact.key)
+        if people and fact.person is not None:
+            yield Placed(fact.area, fact.start, value, 0, 0, fact.person, fact.person_key)
+
+
 def aggregate(
     rows: Iterable[Fact],
     areas: list[tuple[str, str]],
@@ -156,7 +180,7 @@ def aggregate(
     population: dict[str, float] | None = None,
     people: bool = False,
 ) -> dict[str, Any]:
-    """Count by calendar period, suppress and lay out every cell."""
+    """Count facts by calendar period, suppress and lay out every cell."""
     kept = [
         fact
         for fact in rows
@@ -164,17 +188,34 @@ def aggregate(
         and (first is None or fact.start >= period_start(first, period))
         and (last is None or fact.start <= last)
     ]
-    days = [fact.start for fact in kept if fact.start is not None]
-    lo = first or (min(days) if days else None)
-    hi = last or (max(days) if days else None)
+    return calendar_table(
+        placed_facts(kept, people), areas, period, rule, first, last, by, population, people
+    )
+
+
+def calendar_table(
+    rows: Iterable[Placed],
+    areas: list[tuple[str, str]],
+    period: str,
+    rule: Rule,
+    first: date | None,
+    last: date | None,
+    by: str | None,
+    population: dict[str, float] | None,
+    people: bool,
+) -> dict[str, Any]:
+    """The table of cells already within ``first``..``last``, by calendar period: the columns
+    span the range asked, or the periods counted when it is open."""
+    kept = [row for row in rows if row.start is not None]
+    starts = {row.start for row in kept if row.start is not None}
+    lo = first or (min(starts) if starts else None)
+    hi = last or (max(starts) if starts else None)
     periods = periods_between(lo, hi, period) if lo and hi else []
     index = {start: i for i, (start, _) in enumerate(periods)}
-    placed = [
-        (fact, index.get(period_start(fact.start, period)))
-        for fact in kept
-        if fact.start is not None
-    ]
-    return _table(placed, areas, [label for _, label in periods], rule, by, population, people)
+    slots: dict[date, int | None] = {s: index.get(period_start(s, period)) for s in starts}
+    labels = [label for _, label in periods]
+    counted = tabulate(kept, areas, len(labels), by, people, slots)
+    return _table(counted, areas, labels, rule, by, population)
 
 
 def relative_aggregate(
@@ -187,42 +228,91 @@ def relative_aggregate(
 ) -> dict[str, Any]:
     """Count by period relative to joining (labels -reach … reach)."""
     reach = RELATIVE_REACH[period]
-    placed: list[tuple[Fact, int | None]] = [(fact, offset + reach) for fact, offset in rows]
+    placed = [
+        row._replace(slot=offset + reach)
+        for fact, offset in rows
+        for row in placed_facts([fact], people)
+    ]
     labels = [str(offset) for offset in range(-reach, reach + 1)]
-    return _table(placed, areas, labels, rule, by, None, people)
+    return _table(tabulate(placed, areas, len(labels), by, people), areas, labels, rule, by, None)
+
+
+@dataclass
+class Counts:
+    """A table's counts and key sums (``[area, period, value]``, same shape), the values of its
+    third axis, and the records counted inside and outside its areas."""
+
+    counts: np.ndarray
+    key_sums: np.ndarray
+    values: list[str]
+    records: int
+    outside: int
+
+
+def tabulate(
+    placed: list[Placed],
+    areas: list[tuple[str, str]],
+    periods: int,
+    by: str | None,
+    people: bool,
+    slots: dict[date, int | None] | None = None,
+) -> Counts:
+    """Counts and key sums by area × period × value (people: distinct people and the sum of
+    their keys); a row's period column is its ``slot``, or ``slots[start]`` when given."""
+    area_index = {code: i for i, (code, _) in enumerate(areas)}
+    values = sorted({row.value for row in placed}) if by else [""]
+    value_index = {c: i for i, c in enumerate(values)}
+    shape = (len(areas), periods, len(values))
+    records = outside = 0
+    cells: list[tuple[int, int, int]] = []
+    tallies: list[int] = []
+    sums: list[int] = []
+    seen: set[tuple[int, int, int, str]] = set()
+    for row in placed:
+        a = area_index.get(row.area) if row.area is not None else None
+        if row.person is None:
+            if a is None:
+                outside += row.tally
+                continue
+            records += row.tally
+        slot = row.slot if slots is None or row.start is None else slots[row.start]
+        if a is None or slot is None:
+            continue
+        where = (a, slot, value_index[row.value] if by else 0)
+        if row.person is not None:
+            if people and (*where, row.person) not in seen:
+                seen.add((*where, row.person))
+                cells.append(where)
+                tallies.append(1)
+                sums.append(row.person_key)
+        elif not people:
+            cells.append(where)
+            tallies.append(row.tally)
+            sums.append(row.key_sum)
+    counts = np.zeros(shape, dtype=np.int64)
+    key_sums = np.zeros_like(counts)
+    if cells:
+        at = tuple(np.array(cells, dtype=np.int64).T)
+        np.add.at(counts, at, np.array(tallies, dtype=np.int64))
+        np.add.at(key_sums, at, np.array(sums, dtype=np.int64))
+    return Counts(counts, key_sums, values, records, outside)
 
 
 def _table(
-    placed: list[tuple[Fact, int | None]],
+    counted: Counts,
     areas: list[tuple[str, str]],
     labels: list[str],
     rule: Rule,
     by: str | None,
     population: dict[str, float] | None,
-    people: bool,
 ) -> dict[str, Any]:
-    area_index = {code: i for i, (code, _) in enumerate(areas)}
-    values = sorted({fact.value or "" for fact, _ in placed}) if by else [""]
-    value_index = {c: i for i, c in enumerate(values)}
-    counts = np.zeros((len(areas), len(labels), len(values)), dtype=np.int64)
-    outside = 0
-    seen: set[tuple[int, int, int, str]] = set()
-    for fact, p in placed:
-        if fact.area is None or fact.area not in area_index:
-            outside += 1
-            continue
-        if p is None:
-            continue
-        where = (area_index[fact.area], p, value_index[(fact.value or "") if by else ""])
-        if people:
-            if fact.person is None or (*where, fact.person) in seen:
-                continue
-            seen.add((*where, fact.person))
-        counts[where] += 1
+    """Cells and disclosure figures of ``counts[area, period, value]`` (and ``key_sums``, the
+    sums of the counted records' or people's keys, same shape) under the rule."""
+    counts, values = counted.counts, counted.values
     table = counts if by else counts[:, :, 0]
     outcome = apply_rule(table, rule.threshold, rule.round_to, rule.secondary)
-    status = outcome.status if by else outcome.status[:, :, None]
-    published = outcome.published if by else outcome.published[:, :, None]
+    # Nested lists (by: [area][period][value]; none: [area][period]) read faster than arrays.
+    status, published = outcome.status.tolist(), outcome.published.tolist()
     cells = []
     for a, (code, name) in enumerate(areas):
         residents = population.get(code) if population else None
@@ -231,9 +321,9 @@ def _table(
                 cell: dict[str, Any] = {"area": code, "area_name": name, "period": label}
                 if by:
                     cell[by] = value
-                state = status[a, p, c]
+                state = status[a][p][c] if by else status[a][p]
                 if state == PUBLISHED:
-                    cell["count"] = int(published[a, p, c])
+                    cell["count"] = int(published[a][p][c] if by else published[a][p])
                 else:
                     cell["count"] = None
                     cell["suppressed"] = "primary" if state == PRIMARY else "secondary"
@@ -249,7 +339,13 @@ def _table(
         "suppressed_primary": outcome.primary,
         "suppressed_secondary": outcome.secondary,
         "min_published": outcome.min_published,
-        "records": len(placed) - outside,
-        "records_outside_layer": outside,
+        "records": counted.records,
+        "records_outside_layer": counted.outside,
     }
-    return {"cells": cells, "disclosure": disclosure, "table": table, "status": outcome.status}
+    return {
+        "cells": cells,
+        "disclosure": disclosure,
+        "table": table,
+        "status": outcome.status,
+        "key_sums": counted.key_sums,
+    }

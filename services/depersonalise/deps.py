@@ -22,6 +22,12 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
+def get_read_engine(request: Request) -> Engine:
+    """The engine answers read from: the read replica, or the writer without one."""
+    engine: Engine = request.app.state.read_engine
+    return engine
+
+
 def get_registry(request: Request) -> store.Registry:
     """The replica's layers, reloaded first if another replica or a rebuild changed them."""
     registry = store.load_registry(request.app.state.engine, request.app.state.registry)
@@ -35,5 +41,6 @@ def get_catalogue() -> dict[str, Dataset]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+ReadEngineDep = Annotated[Engine, Depends(get_read_engine)]
 RegistryDep = Annotated[store.Registry, Depends(get_registry)]
 CatalogueDep = Annotated[dict[str, Dataset], Depends(get_catalogue)]

@@ -103,6 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=settings.ingest_timeout_seconds, transport=transport
         )
         app.state.engine = engine
+        # Answers (cube reads, record pages) from a read replica when one is given.
+        reader = make_engine(settings.read_database_url) if settings.read_database_url else engine
+        app.state.read_engine = reader
         app.state.registry = store.load_registry(engine)
         app.state.rebuild_task = None
         app.state.wire_cache = {}
@@ -126,6 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.gather(scheduled, return_exceptions=True)
             await verifier.replay.close()
             await app.state.http.aclose()
+            if reader is not engine:
+                reader.dispose()
             engine.dispose()
 
     app = build_app(

@@ -10,7 +10,16 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import JSON, Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import registry
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -72,8 +81,13 @@ class DerivedRecord(Base, table=True):
 
     __tablename__ = "derived_record"
     __table_args__ = (
-        UniqueConstraint("generation", "record_key"),
+        # With the provider (record keys are unique across providers anyway): Citus needs the
+        # distribution column in every unique constraint (deploy/README.md, national scale).
+        UniqueConstraint("generation", "provider", "record_key", name="uq_derived_record_key"),
         Index("ix_derived_dataset", "generation", "dataset", "provider", "deleted"),
+        Index("ix_derived_page", "generation", "dataset", "id"),
+        Index("ix_derived_person", "generation", "dataset", "person"),
+        Index("ix_derived_category", "generation", "dataset", "category"),
     )
     id: int | None = SQLField(default=None, primary_key=True)
     generation: int
@@ -100,6 +114,55 @@ class DerivedRecord(Base, table=True):
     y: float | None = None
     method: str = SQLField(default="none", max_length=16)
     k: float | None = None
+    # Never published: the record's and its person's stable secret keys (cellkey.py), kept so that
+    # per-record counting and the cube's key sums agree without the secret at read time.
+    key: int = SQLField(default=0, sa_column=Column(SmallInteger, nullable=False, default=0))
+    person_key: int | None = SQLField(default=None, sa_column=Column(SmallInteger))
+
+
+CUBE_KEY = ("generation", "dataset", "layer", "dim", "fine", "provider", "at", "area", "value")
+
+
+class CubeKey(Base):
+    """The key of a cube cell (the columns of CUBE_KEY): the primary key, so cells are stored in
+    key order (SQLite: WITHOUT ROWID) and a query's cells lie together."""
+
+    generation: int = SQLField(primary_key=True)
+    dataset: str = SQLField(primary_key=True, max_length=64)
+    layer: str = SQLField(primary_key=True, max_length=64)
+    dim: str = SQLField(primary_key=True, max_length=100)
+    fine: bool = SQLField(primary_key=True)
+    provider: str = SQLField(primary_key=True, max_length=64)
+    at: date = SQLField(primary_key=True)
+    area: str = SQLField(primary_key=True, max_length=64)
+    value: str = SQLField(primary_key=True, sa_type=Text)
+
+
+class CubeCell(CubeKey, table=True):
+    """The count cube: live records of one generation × dataset × provider × layer × area × day
+    or period × breakdown value, with the sum of their record keys.
+
+    ``fine`` false: ``at`` is the period start at the dataset's time resolution; true: ``at`` is
+    the record's day (kept so that a grant window cutting a period is answered exactly). ``dim``
+    is the breakdown field (``""``: the total of every record); ``area`` ``""``: outside the
+    layer; ``value`` ``""``: no value.
+    """
+
+    __tablename__ = "cube_cell"
+    __table_args__ = {"sqlite_with_rowid": False}
+    count: int = SQLField(sa_type=BigInteger, nullable=False)
+    key_sum: int = SQLField(sa_type=BigInteger, nullable=False)
+
+
+class CubePerson(CubeKey, table=True):
+    """The exact distinct people of each cube cell (linked datasets): ``count`` records of the
+    person in the cell, ``person_key`` the person's key (never published)."""
+
+    __tablename__ = "cube_person"
+    __table_args__ = {"sqlite_with_rowid": False}
+    person: str = SQLField(primary_key=True, max_length=128)
+    person_key: int = SQLField(sa_type=SmallInteger, nullable=False)
+    count: int = SQLField(sa_type=BigInteger, nullable=False)
 
 
 class MaskingFigures(Base, table=True):

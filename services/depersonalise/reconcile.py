@@ -121,13 +121,18 @@ async def _repair(
         if events:
             registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
             await asyncio.to_thread(
-                store.apply_events, engine, events, catalogue, registry.targets()
+                store.apply_events,
+                engine,
+                events,
+                catalogue,
+                registry.targets(),
+                state.settings.record_key_secret(),
             )
             seen.update(e.revision for e in events)
         if not more:
             break
     registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
     removed = await asyncio.to_thread(
-        store.drop_unheld, engine, registry.generation, dataset, provider, seen, horizon
+        store.drop_unheld, engine, registry.generation, catalogue[dataset], provider, seen, horizon
     )
     return {"redelivered": len(seen - held), "removed": removed}

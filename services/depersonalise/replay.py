@@ -53,6 +53,19 @@ class IngestUnreachableError(Exception):
     """Ingest did not answer the replay (down, refusing, or a malformed page)."""
 
 
+def cached_registry(engine: Engine) -> Callable[[], store.Registry]:
+    """A loader of the registry that keeps the last one: layers are parsed again only when a
+    load or another replica changed them, not on every page of a replay."""
+    held: list[store.Registry] = []
+
+    def load() -> store.Registry:
+        registry = store.load_registry(engine, held[-1] if held else None)
+        held[:] = [registry]
+        return registry
+
+    return load
+
+
 async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
     """Start a rebuild on this replica, cancelling one already running here.
 
@@ -71,8 +84,9 @@ async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
             state.token_key,
             load_catalogue(),
             settings.replay_page_size,
-            lambda: store.load_registry(state.engine),
+            cached_registry(state.engine),
             settings.replay_retry_seconds,
+            record_keys=settings.record_key_secret(),
         )
     )
     state.rebuild_task = task
@@ -88,11 +102,14 @@ async def rebuild(
     page_size: int,
     registry_loader: Callable[[], store.Registry],
     retry_seconds: float = 0.0,
+    *,
+    record_keys: bytes,
 ) -> dict[str, Any]:
     """Replay every dataset from ingest into the next generation, then serve it.
 
     A page ingest does not answer is asked again with backoff for up to ``retry_seconds`` (ingest
     restarting mid-rebuild), so the rebuild completes by itself once ingest is back."""
+    keys = record_keys
     building = await asyncio.to_thread(store.start_building, engine)
     registry = await asyncio.to_thread(registry_loader)
     current = registry.generation
@@ -129,7 +146,9 @@ async def rebuild(
                 if events:
                     registry = await asyncio.to_thread(registry_loader)
                     targets = [(building, registry.building_layers(), registry.building_snap())]
-                    await asyncio.to_thread(store.apply_events, engine, events, catalogue, targets)
+                    await asyncio.to_thread(
+                        store.apply_events, engine, events, catalogue, targets, keys
+                    )
                     progress["processed"] += len(events)
                     await asyncio.to_thread(store.set_progress, engine, dict(progress))
                 if not more:

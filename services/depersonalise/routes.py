@@ -14,13 +14,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
-from services.depersonalise import replay, store
+from services.depersonalise import cube, replay, store
 from services.depersonalise.aggregates import (
     ALL,
     RELATIVE_REACH,
     Fact,
     Rule,
     aggregate,
+    calendar_table,
     cohort_of,
     granted_rows,
     in_cohort,
@@ -28,7 +29,13 @@ from services.depersonalise.aggregates import (
     relative_aggregate,
     relative_facts,
 )
-from services.depersonalise.deps import CatalogueDep, EngineDep, RegistryDep, SettingsDep
+from services.depersonalise.deps import (
+    CatalogueDep,
+    EngineDep,
+    ReadEngineDep,
+    RegistryDep,
+    SettingsDep,
+)
 from services.depersonalise.formats import (
     MEDIA,
     aggregates_geojson,
@@ -52,10 +59,11 @@ from services.depersonalise.service import (
     allowed_fields,
     coarser_or_equal,
     dataset_or_404,
-    disclosure_report,
+    figures_report,
     mask_records,
     masked_public,
     period_count,
+    period_start,
     points_of,
     public_record,
     record_areas,
@@ -161,10 +169,13 @@ def receive_events(
     claims: ClaimsDep,
     engine: EngineDep,
     registry: RegistryDep,
+    settings: SettingsDep,
     catalogue: CatalogueDep,
 ) -> EventsAnswer:
     require_service(claims)
-    results, stored = store.apply_events(engine, batch.events, catalogue, registry.targets())
+    results, stored = store.apply_events(
+        engine, batch.events, catalogue, registry.targets(), settings.record_key_secret()
+    )
     return EventsAnswer.model_validate({"results": results, "depersonalised": stored})
 
 
@@ -508,7 +519,7 @@ AGGREGATE_FORMATS: dict[int | str, dict[str, Any]] = {
 
 
 COHORT_DATASET = "offender-cohort"
-BREAKDOWN_CLASSES = {"attribute", "special-category"}
+BREAKDOWN_CLASSES = cube.BREAKDOWN_CLASSES
 
 
 @router.get("/datasets/{dataset}/aggregates", responses=AGGREGATE_FORMATS)
@@ -517,6 +528,7 @@ def read_aggregates(
     dataset: str,
     claims: ClaimsDep,
     engine: EngineDep,
+    reader: ReadEngineDep,
     registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
@@ -575,57 +587,41 @@ def read_aggregates(
     )
     _check_table_size(from_, to, period, len(area_list), settings.max_cells)
     rule = _rule(spec, threshold)
-    held = store.providers_holding(engine, registry.generation, dataset)
-    facts = granted_rows(
-        store.aggregate_rows(engine, registry.generation, dataset, scope, geography, by),
-        scope,
-        by or "category",
-    )
     people = count == "people"
-    cohort_scope = scope
-    answer: dict[str, Any] | None = None
-    if cohort is not None:
+    left_out: list[str] = []
+    if cohort is None:
+        answer = _cube_table(
+            reader,
+            registry,
+            spec,
+            scope,
+            str(geography),
+            area_list,
+            (period, from_, to),
+            by,
+            rule,
+            people,
+        )
+    else:
         cohort_scope = _cohort_scope(claims, dataset, scope)
         if dataset != COHORT_DATASET:
-            cohort_spec = dataset_or_404(catalogue, COHORT_DATASET)
-            rule = rule.stricter(_rule(cohort_spec, threshold))
-            held |= store.providers_holding(engine, registry.generation, COHORT_DATASET)
-        memberships = granted_rows(
-            store.aggregate_rows(
-                engine, registry.generation, COHORT_DATASET, cohort_scope, None, "category"
-            ),
-            cohort_scope,
+            rule = rule.stricter(_rule(dataset_or_404(catalogue, COHORT_DATASET), threshold))
+        answer = _cohort_table(
+            reader,
+            registry,
+            dataset,
+            (scope, cohort_scope),
+            geography,
+            area_list,
+            (period, from_, to),
+            by,
+            rule,
+            (cohort, people, relative),
         )
-        members = cohort_of(memberships, cohort)
-        if not members.spans:
-            raise ProblemError(404, f"No cohort {cohort!r}.", slug="unknown-cohort", field="cohort")
-        if relative is not None:
-            answer = relative_aggregate(
-                [
-                    (fact, offset)
-                    for fact, offset in relative_facts(facts, members, period)
-                    if (from_ is None or (fact.day and fact.day >= from_))
-                    and (to is None or (fact.day and fact.day <= to))
-                ],
-                area_list,
-                period,
-                rule,
-                by,
-                people,
-            )
-        else:
-            if dataset == COHORT_DATASET:
-                # Cohort size: each membership of the strand counts in every period it spans.
-                keys = {_key(f) for f in memberships if f.value == cohort}
-                facts = membership_facts(
-                    [f for f in facts if _key(f) in keys], period, to or date.today()
-                )
-            facts = in_cohort(facts, members, period)
-    if answer is None:
-        # Rates per resident are for whole populations, not for a cohort's counts.
-        residents = store.population(engine, geography) if geography and not cohort else None
-        answer = aggregate(facts, area_list, period, rule, from_, to, by, residents, people)
-    left_out = sorted(held - set(providers) - set(cohort_scope.providers if cohort else []))
+        held = store.providers_holding(reader, registry.generation, dataset)
+        if dataset != COHORT_DATASET:
+            held |= store.providers_holding(reader, registry.generation, COHORT_DATASET)
+        left_out = sorted(held - set(providers) - set(cohort_scope.providers))
     query = {
         "geography": geography,
         "period": period,
@@ -675,6 +671,88 @@ def read_aggregates(
             aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
         )
     return JSONResponse(body, headers=headers)
+
+
+def _cube_table(
+    engine: Any,
+    registry: store.Registry,
+    spec: Dataset,
+    scope: Slices,
+    geography: str,
+    area_list: list[tuple[str, str]],
+    span: tuple[str, date | None, date | None],
+    by: str | None,
+    rule: Rule,
+    people: bool,
+) -> dict[str, Any]:
+    """A calendar table read from the count cube: its cost grows with the cells answered."""
+    period, first, last = span
+    query = cube.Query(
+        registry.generation,
+        spec.name,
+        geography,
+        by,
+        period_start(first, period) if first else None,
+        last,
+    )
+    rows = store.cube_rows(engine, query, spec, scope, people)
+    residents = store.population(engine, geography)
+    return calendar_table(rows, area_list, period, rule, first, last, by, residents, people)
+
+
+def _cohort_table(
+    engine: Any,
+    registry: store.Registry,
+    dataset: str,
+    scopes: tuple[Slices, Slices],
+    geography: str | None,
+    area_list: list[tuple[str, str]],
+    span: tuple[str, date | None, date | None],
+    by: str | None,
+    rule: Rule,
+    asked: tuple[str, bool, str | None],
+) -> dict[str, Any]:
+    """A cohort table, counted per record of the cohort's members only (never a whole dataset):
+    the strand's memberships first, then the dataset's records of those people."""
+    (scope, cohort_scope), (period, from_, to), (cohort, people, relative) = scopes, span, asked
+    generation = registry.generation
+    memberships = granted_rows(
+        store.aggregate_rows(
+            engine, generation, COHORT_DATASET, cohort_scope, None, "category", category=cohort
+        ),
+        cohort_scope,
+    )
+    members = cohort_of(memberships, cohort)
+    if not members.spans:
+        raise ProblemError(404, f"No cohort {cohort!r}.", slug="unknown-cohort", field="cohort")
+    facts = granted_rows(
+        store.aggregate_rows(
+            engine, generation, dataset, scope, geography, by, people=set(members.spans)
+        ),
+        scope,
+        by or "category",
+    )
+    if relative is not None:
+        return relative_aggregate(
+            [
+                (fact, offset)
+                for fact, offset in relative_facts(facts, members, period)
+                if (from_ is None or (fact.day and fact.day >= from_))
+                and (to is None or (fact.day and fact.day <= to))
+            ],
+            area_list,
+            period,
+            rule,
+            by,
+            people,
+        )
+    if dataset == COHORT_DATASET:
+        # Cohort size: each membership of the strand counts in every period it spans.
+        keys = {_key(f) for f in memberships if f.value == cohort}
+        facts = membership_facts([f for f in facts if _key(f) in keys], period, to or date.today())
+    facts = in_cohort(facts, members, period)
+    # Rates per resident are for whole populations, not for a cohort's counts.
+    return aggregate(facts, area_list, period, rule, from_, to, by, None, people)
 
 
 def _key(fact: Fact) -> tuple[Any, ...]:
@@ -794,6 +872,7 @@ def read_records(
     dataset: str,
     claims: ClaimsDep,
     engine: EngineDep,
+    reader: ReadEngineDep,
     registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
@@ -828,7 +907,7 @@ def read_records(
         )
     fmt = choose_format(format, request.headers.get("accept"))
     rows = store.record_page(
-        engine,
+        reader,
         registry.generation,
         dataset,
         scope,
@@ -836,7 +915,7 @@ def read_records(
         min(limit, settings.records_page_max),
     )
     allowed: dict[frozenset[str] | None, set[str]] = {}
-    residents = _residents(engine, registry)
+    residents = _residents(reader, registry)
     records = []
     for r in rows:
         # Each record shows only what its own provider's grants allow on the day it occurred.
@@ -865,10 +944,10 @@ def read_records(
         )
     full = len(rows) == min(limit, settings.records_page_max)
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and full else None
-    ks, histogram, total, without = store.record_figures(
-        engine, registry.generation, dataset, scope
+    k_min, k_median, histogram, total, without = store.record_figures(
+        reader, registry.generation, dataset, scope
     )
-    report = disclosure_report(ks, histogram, total, without)
+    report = figures_report(k_min, k_median, histogram, total, without)
     release_id = store.record_release(
         engine,
         "records",

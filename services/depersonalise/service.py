@@ -326,10 +326,23 @@ def histogram_quantile(histogram: dict[str, int], q: float) -> float | None:
 def disclosure_report(
     ks: list[float], displacement: dict[str, int], records: int, without_location: int
 ) -> dict[str, Any]:
+    k_min, k_median = (min(ks), float(np.median(ks))) if ks else (None, None)
+    return figures_report(k_min, k_median, displacement, records, without_location)
+
+
+def figures_report(
+    k_min: float | None,
+    k_median: float | None,
+    displacement: dict[str, int],
+    records: int,
+    without_location: int,
+) -> dict[str, Any]:
+    """The records' disclosure figures from their smallest and median k, counted in SQL."""
     return {
         "records": records,
-        "k_min": math.floor(min(ks)) if ks else None,  # an integer, rounded down: never overstated
-        "k_median": float(np.median(ks)) if ks else None,
+        # An integer, rounded down: never overstated.
+        "k_min": math.floor(k_min) if k_min is not None else None,
+        "k_median": k_median,
         "displacement_median_m": histogram_quantile(displacement, 0.5),
         "displacement_p95_m": histogram_quantile(displacement, 0.95),
         "share_without_location": round(without_location / records, 4) if records else None,

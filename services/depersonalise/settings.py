@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from services.depersonalise.cellkey import key_secret
 from shared.settings import ServiceSettings
 
 
@@ -14,6 +15,9 @@ class Settings(ServiceSettings):
     )
 
     database_url: str = "sqlite:///var/depersonalise.db"
+    # A read replica of database_url for answers (aggregates' cube reads, record pages); events,
+    # rebuilds and the record of each release always go to database_url.
+    read_database_url: str | None = None
     port: int = 8003
     ingest_url: str = "http://127.0.0.1:8002"
     ingest_timeout_seconds: float = 30.0
@@ -32,3 +36,9 @@ class Settings(ServiceSettings):
     # The secret of record and cell keys (cellkey.key_secret): depersonalise's own, never a token
     # key. key_secret(<this>) reproduces keys made under a former CSP_INTERNAL_SECRET of that value.
     cell_key_secret: SecretStr | None = Field(default=None, min_length=16)
+
+    def record_key_secret(self) -> bytes:
+        """The secret of the stable record and person keys the count cube sums (cellkey.py)."""
+        if self.cell_key_secret is None:
+            raise RuntimeError("CSP_DEPERSONALISE_CELL_KEY_SECRET is not set")
+        return key_secret(self.cell_key_secret.get_secret_value())

@@ -7,6 +7,7 @@ transaction makes the pending layers active, switches the generation and drops t
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from sqlalchemy import delete, false, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from services.depersonalise.aggregates import ALL, Fact
+from services.depersonalise import cube, partitions
+from services.depersonalise.aggregates import ALL, Fact, Placed
+from services.depersonalise.cellkey import record_key_value
 from services.depersonalise.geography import Layer, layer_from_wkb, layer_to_wkb
 from services.depersonalise.models import (
     DerivedRecord,
@@ -84,6 +87,7 @@ def ensure_state(engine: Engine) -> None:
     with write_transaction(engine) as conn:
         if conn.execute(select(T_STATE.c.id)).first() is None:
             conn.execute(insert(T_STATE).values(id=1, generation=1, layers_version=0, rebuild={}))
+            partitions.create(conn, 1)
 
 
 def read_state(conn: Connection) -> dict[str, Any]:
@@ -224,8 +228,8 @@ def start_building(engine: Engine) -> int:
         # Strictly above any earlier building generation, so a cancelled rebuild's late writes
         # land in a generation that activation drops.
         building = state["generation"] + state["layers_version"] + 1
-        conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != state["generation"]))
-        conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != state["generation"]))
+        _drop_generations(conn, state["generation"])
+        partitions.create(conn, building)
         _bump(
             conn,
             building=building,
@@ -270,8 +274,7 @@ def activate(engine: Engine, building: int, rebuild: dict[str, Any]) -> None:
                 delete(T_SNAP).where((T_SNAP.c.status == "active") & T_SNAP.c.name.in_(renamed))
             )
             conn.execute(update(T_SNAP).where(T_SNAP.c.status == "pending").values(status="active"))
-        conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != building))
-        conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != building))
+        _drop_generations(conn, building)
         _bump(conn, generation=building, building=None, rebuild=rebuild)
 
 
@@ -279,9 +282,16 @@ def abandon(engine: Engine, rebuild: dict[str, Any]) -> None:
     """Keep serving the old generation; the pending layers wait for a retried rebuild."""
     with write_transaction(engine) as conn:
         state = read_state(conn)
-        conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != state["generation"]))
-        conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != state["generation"]))
+        _drop_generations(conn, state["generation"])
         _bump(conn, building=None, rebuild=rebuild)
+
+
+def _drop_generations(conn: Connection, keep: int) -> None:
+    """Every derived record, figure and cube cell of a generation other than ``keep``."""
+    partitions.drop_others(conn, keep)
+    conn.execute(delete(T_RECORD).where(T_RECORD.c.generation != keep))
+    conn.execute(delete(T_FIGURES).where(T_FIGURES.c.generation != keep))
+    cube.drop_generations(conn, keep)
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -292,8 +302,11 @@ def apply_events(
     events: list[Event],
     catalogue: dict[str, Dataset],
     targets: list[tuple[int, dict[str, Layer], SnapLayer | None]],
+    secret: bytes,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Apply each event to every target generation if its revision is newer than what is held."""
+    """Apply each event to every target generation if its revision is newer than what is held,
+    and the change to that generation's count cube in the same transaction (``secret``: the
+    record-key secret, cellkey.key_secret)."""
     statuses: dict[int, str] = {}
     stored = 0
     for attempt in range(3):
@@ -301,7 +314,7 @@ def apply_events(
             with write_transaction(engine) as conn:
                 for position, (generation, layers, snap) in enumerate(targets):
                     outcome = _apply_to_generation(
-                        conn, events, catalogue, generation, layers, snap
+                        conn, events, catalogue, generation, layers, snap, secret
                     )
                     if position == 0:
                         statuses = outcome
@@ -321,17 +334,53 @@ def _apply_to_generation(
     generation: int,
     layers: dict[str, Layer],
     snap: SnapLayer | None,
+    secret: bytes,
 ) -> dict[int, str]:
-    keys = list({e.record_key for e in events})
-    held: dict[str, int] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        for key, revision in conn.execute(
-            select(T_RECORD.c.record_key, T_RECORD.c.revision).where(
-                (T_RECORD.c.generation == generation) & T_RECORD.c.record_key.in_(chunk)
+    held = _held(conn, generation, list({e.record_key for e in events}))
+    statuses, winners = _winners(events, catalogue, {k: r["revision"] for k, r in held.items()})
+    if not winners:
+        return statuses
+    delta = cube.Delta.empty()
+    replaced = [k for k in winners if k in held]
+    for key in replaced:
+        spec = catalogue.get(held[key]["dataset"])
+        if spec is not None:
+            delta.add(held[key], spec, -1)
+    for start in range(0, len(replaced), 500):
+        conn.execute(
+            delete(T_RECORD).where(
+                (T_RECORD.c.generation == generation)
+                & T_RECORD.c.record_key.in_(replaced[start : start + 500])
             )
-        ):
-            held[key] = revision
+        )
+    rows = _derive(conn, winners, catalogue, generation, layers, snap)
+    for row in rows:
+        row["key"] = record_key_value(secret, row["record_key"])
+        row["person_key"] = record_key_value(secret, row["person"]) if row["person"] else None
+        delta.add(row, catalogue[row["dataset"]], +1)
+    insert_records(conn, rows)
+    cube.apply(conn, delta)
+    return statuses
+
+
+def _held(conn: Connection, generation: int, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The rows held of these record keys in a generation."""
+    held: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(keys), 500):
+        for row in conn.execute(
+            select(T_RECORD).where(
+                (T_RECORD.c.generation == generation)
+                & T_RECORD.c.record_key.in_(keys[start : start + 500])
+            )
+        ).mappings():
+            held[row["record_key"]] = dict(row)
+    return held
+
+
+def _winners(
+    events: list[Event], catalogue: dict[str, Dataset], held: dict[str, int]
+) -> tuple[dict[int, str], dict[str, Event]]:
+    """Each event's status, and per record key the event that is newer than what is held."""
     statuses: dict[int, str] = {}
     winners: dict[str, Event] = {}
     for event in events:
@@ -352,16 +401,18 @@ def _apply_to_generation(
             statuses[best.event_id] = "stale"
         winners[event.record_key] = event
         statuses[event.event_id] = "stored" if event.op == "upsert" else "deleted"
-    if not winners:
-        return statuses
-    replaced = [k for k in winners if k in held]
-    for start in range(0, len(replaced), 500):
-        conn.execute(
-            delete(T_RECORD).where(
-                (T_RECORD.c.generation == generation)
-                & T_RECORD.c.record_key.in_(replaced[start : start + 500])
-            )
-        )
+    return statuses, winners
+
+
+def _derive(
+    conn: Connection,
+    winners: dict[str, Event],
+    catalogue: dict[str, Dataset],
+    generation: int,
+    layers: dict[str, Layer],
+    snap: SnapLayer | None,
+) -> list[dict[str, Any]]:
+    """The derived rows of the winning events (tombstones for deletes), and their figures."""
     rows: list[dict[str, Any]] = []
     by_dataset: dict[str, list[Event]] = defaultdict(list)
     for event in winners.values():
@@ -379,33 +430,91 @@ def _apply_to_generation(
             np.array([r.y if r.y is not None else np.nan for r in run.records]) - y,
         )
         for event, masked, distance in zip(batch, run.records, moved, strict=True):
-            row = _row(generation, event, deleted=False)
-            row.update(
-                period_start=masked.period_start,
-                occurred_on=masked.occurred_on,
-                occurred_until=masked.occurred_until,
-                counted=masked.counted or None,
-                person=event.person,
-                category=masked.category,
-                attributes=masked.attributes,
-                areas=masked.areas,
-                point_areas=masked.point_areas,
-                outside_all=bool(masked.areas) and not any(masked.areas.values()),
-                x=masked.x,
-                y=masked.y,
-                method=masked.method,
-                k=masked.k,
-            )
-            rows.append(row)
+            rows.append(_masked_row(generation, event, masked))
             if np.isfinite(distance):
                 figures[(name, event.provider)].append(float(distance))
-    for start in range(0, len(rows), 1000):
-        conn.execute(insert(T_RECORD), rows[start : start + 1000])
     for (dataset, provider), distances in figures.items():
         _add_figures(
             conn, generation, dataset, provider, displacement_histogram(np.array(distances))
         )
-    return statuses
+    return rows
+
+
+def _masked_row(generation: int, event: Event, masked: Any) -> dict[str, Any]:
+    row = _row(generation, event, deleted=False)
+    row.update(
+        period_start=masked.period_start,
+        occurred_on=masked.occurred_on,
+        occurred_until=masked.occurred_until,
+        counted=masked.counted or None,
+        person=event.person,
+        category=masked.category,
+        attributes=masked.attributes,
+        areas=masked.areas,
+        point_areas=masked.point_areas,
+        outside_all=bool(masked.areas) and not any(masked.areas.values()),
+        x=masked.x,
+        y=masked.y,
+        method=masked.method,
+        k=masked.k,
+    )
+    return row
+
+
+COPY_FROM = 200  # rows from which PostgreSQL is given a batch by COPY rather than INSERT
+JSON_COLUMNS = {"attributes", "areas", "point_areas", "counted"}
+
+
+def insert_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert derived rows: by COPY on PostgreSQL for a batch of ``COPY_FROM`` or more (a
+    replay page, a bulk delivery), by a plain executemany otherwise."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        if len(rows) >= COPY_FROM:
+            _copy_records(conn, rows)
+            return
+        for start in range(0, len(rows), 1000):
+            conn.execute(insert(T_RECORD), rows[start : start + 1000])
+        return
+    columns = [c.name for c in T_RECORD.columns if c.name != "id"]
+    sql = (
+        f"INSERT INTO derived_record ({', '.join(columns)}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
+    )
+    for start in range(0, len(rows), 5000):
+        conn.exec_driver_sql(
+            sql,
+            [tuple(_sqlite(row.get(c), c) for c in columns) for row in rows[start : start + 5000]],
+        )
+
+
+def _sqlite(value: Any, column: str) -> Any:
+    """A value as SQLAlchemy stores it in SQLite (dates as ISO text, JSON as text)."""
+    if value is None:
+        return None
+    if column in JSON_COLUMNS:
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _copy_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    columns = [c.name for c in T_RECORD.columns if c.name != "id"]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY derived_record ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(
+                [
+                    json.dumps(row.get(c))
+                    if c in JSON_COLUMNS and row.get(c) is not None
+                    else row.get(c)
+                    for c in columns
+                ]
+            )
 
 
 def _row(generation: int, event: Event, deleted: bool) -> dict[str, Any]:
@@ -430,6 +539,8 @@ def _row(generation: int, event: Event, deleted: bool) -> dict[str, Any]:
         "y": None,
         "method": "none",
         "k": None,
+        "key": 0,
+        "person_key": None,
     }
 
 
@@ -486,41 +597,78 @@ def aggregate_rows(
     scope: Slices,
     layer: str | None,
     by: str | None = "category",
+    people: set[str] | None = None,
+    category: str | None = None,
 ) -> list[Fact]:
-    """A fact of every record in scope: its area in ``layer`` (``all`` without one), period
-    start, day, end of window, the ``by`` field's value, provider and person pseudonym."""
+    """A fact of every record in scope of the given ``people`` (or of ``category``): its area in
+    ``layer`` (``all`` without one), period start, day, end of window, the ``by`` field's value,
+    provider, person pseudonym and keys. Cohort queries only, bounded by the cohort's people or
+    strand: tables of whole datasets are read from the cube."""
+    if people is None and category is None:
+        raise ValueError("a per-record read is bounded by people or a category")
+    where = _live(generation, dataset, scope)
+    if category is not None:
+        where = where & (T_RECORD.c.category == category)
+    facts: list[Fact] = []
     with engine.connect() as conn:
-        result = conn.execute(
-            select(
-                T_RECORD.c.areas,
-                T_RECORD.c.period_start,
-                T_RECORD.c.category,
-                T_RECORD.c.provider,
-                func.coalesce(T_RECORD.c.occurred_on, T_RECORD.c.period_start),
-                T_RECORD.c.occurred_until,
-                T_RECORD.c.person,
-                T_RECORD.c.attributes,
-                T_RECORD.c.counted,
-            ).where(_live(generation, dataset, scope))
-        )
-        facts = []
-        for areas, start, category, provider, day, until, person, attrs, counted in result:
-            if by in (None, "category"):
-                value = category
-            else:
-                value = (attrs or {}).get(by, (counted or {}).get(by))
-            facts.append(
-                Fact(
-                    (areas or {}).get(layer) if layer is not None else ALL,
-                    start,
-                    None if value is None else str(value),
-                    provider,
-                    _as_date(day),
-                    _as_date(until),
-                    person,
-                )
+        if people is None:
+            return _facts(conn.execute(select(*FACT_COLUMNS).where(where)), layer, by)
+        chosen = sorted(people)
+        for start in range(0, len(chosen), 500):
+            bounded = where & T_RECORD.c.person.in_(chosen[start : start + 500])
+            facts += _facts(conn.execute(select(*FACT_COLUMNS).where(bounded)), layer, by)
+    return facts
+
+
+FACT_COLUMNS = (
+    T_RECORD.c.areas,
+    T_RECORD.c.period_start,
+    T_RECORD.c.category,
+    T_RECORD.c.provider,
+    func.coalesce(T_RECORD.c.occurred_on, T_RECORD.c.period_start),
+    T_RECORD.c.occurred_until,
+    T_RECORD.c.person,
+    T_RECORD.c.attributes,
+    T_RECORD.c.counted,
+    T_RECORD.c.key,
+    T_RECORD.c.person_key,
+)
+
+
+def _facts(result: Any, layer: str | None, by: str | None) -> list[Fact]:
+    facts = []
+    for areas, start, category, provider, day, until, person, attrs, counted, key, pkey in result:
+        if by in (None, "category"):
+            value = category
+        else:
+            value = (attrs or {}).get(by, (counted or {}).get(by))
+        facts.append(
+            Fact(
+                (areas or {}).get(layer) if layer is not None else ALL,
+                start,
+                None if value is None else str(value),
+                provider,
+                _as_date(day),
+                _as_date(until),
+                person,
+                key or 0,
+                pkey or 0,
             )
-        return facts
+        )
+    return facts
+
+
+def cube_rows(
+    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, people: bool
+) -> list[Placed]:
+    """The cube cells (and, counting people, their people) a table counts; never records."""
+    with engine.connect() as conn:
+        return [
+            Placed(area, start, value, count, key_sum, person, person_key)
+            for area, start, value, count, key_sum, person, person_key in cube.read(
+                conn, query, spec, scope, people
+            )
+        ]
 
 
 def providers_holding(engine: Engine, generation: int, dataset: str) -> set[str]:
@@ -555,30 +703,50 @@ def record_page(
     limit: int,
 ) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        result = conn.execute(
-            select(T_RECORD)
-            .where(_live(generation, dataset, scope) & (T_RECORD.c.id > after))
-            .order_by(T_RECORD.c.id)
-            .limit(limit)
-        )
+        result = conn.execute(page_select(generation, dataset, scope, after, limit))
         return [dict(r) for r in result.mappings()]
+
+
+def page_select(generation: int, dataset: str, scope: Slices, after: int, limit: int) -> Any:
+    """One keyset page of live records in id order (index ix_derived_page)."""
+    return (
+        select(T_RECORD)
+        .where(_live(generation, dataset, scope) & (T_RECORD.c.id > after))
+        .order_by(T_RECORD.c.id)
+        .limit(limit)
+    )
 
 
 def record_figures(
     engine: Engine, generation: int, dataset: str, scope: Slices
-) -> tuple[list[float], dict[str, int], int, int]:
-    """k of every published point, the displacement histogram, records, records without point."""
+) -> tuple[float | None, float | None, dict[str, int], int, int]:
+    """Smallest and median k of the published points, the displacement histogram, records and
+    records without a point: counted by the database, no record loaded."""
     providers = scope.providers
     with engine.connect() as conn:
         live = _live(generation, dataset, scope)
-        ks = [
-            float(r[0])
-            for r in conn.execute(select(T_RECORD.c.k).where(live & T_RECORD.c.k.is_not(None)))
-        ]
-        total = conn.execute(select(func.count()).select_from(T_RECORD).where(live)).scalar_one()
-        without = conn.execute(
-            select(func.count()).select_from(T_RECORD).where(live & T_RECORD.c.x.is_(None))
-        ).scalar_one()
+        total, without, with_k, k_min = conn.execute(
+            select(
+                func.count(),
+                func.count().filter(T_RECORD.c.x.is_(None)),
+                func.count(T_RECORD.c.k),
+                func.min(T_RECORD.c.k),
+            ).where(live)
+        ).one()
+        middle = (
+            [
+                float(k)
+                for k in conn.execute(
+                    select(T_RECORD.c.k)
+                    .where(live & T_RECORD.c.k.is_not(None))
+                    .order_by(T_RECORD.c.k)
+                    .offset((with_k - 1) // 2)
+                    .limit(1 if with_k % 2 else 2)
+                ).scalars()
+            ]
+            if with_k
+            else []
+        )
         histograms = [
             r[0] or {}
             for r in conn.execute(
@@ -589,7 +757,8 @@ def record_figures(
                 )
             )
         ]
-    return ks, merge_histograms(histograms), int(total), int(without)
+    median = sum(middle) / len(middle) if middle else None
+    return k_min, median, merge_histograms(histograms), int(total), int(without)
 
 
 def records_without_area(engine: Engine, generation: int) -> int:
@@ -681,21 +850,31 @@ def held_revisions(engine: Engine, generation: int, dataset: str) -> dict[str, l
 
 
 def drop_unheld(
-    engine: Engine, generation: int, dataset: str, provider: str, keep: set[int], horizon: int
+    engine: Engine,
+    generation: int,
+    spec: Dataset,
+    provider: str,
+    keep: set[int],
+    horizon: int,
 ) -> int:
     """Remove live derived records of a dataset x provider whose revision ingest no longer holds
-    (a retraction or purge whose delete never arrived); how many went. Revisions from
-    ``horizon`` up (given out after ingest was read) stay."""
+    (a retraction or purge whose delete never arrived), and their cube counts; how many went.
+    Revisions from ``horizon`` up (given out after ingest was read) stay."""
     with write_transaction(engine) as conn:
         rows = conn.execute(
             select(T_RECORD.c.id, T_RECORD.c.revision).where(
                 (T_RECORD.c.generation == generation)
-                & (T_RECORD.c.dataset == dataset)
+                & (T_RECORD.c.dataset == spec.name)
                 & (T_RECORD.c.provider == provider)
                 & (T_RECORD.c.deleted.is_(False))
             )
         ).all()
         gone = [row_id for row_id, revision in rows if revision < horizon and revision not in keep]
+        delta = cube.Delta.empty()
         for start in range(0, len(gone), 500):
-            conn.execute(delete(T_RECORD).where(T_RECORD.c.id.in_(gone[start : start + 500])))
+            chosen = T_RECORD.c.id.in_(gone[start : start + 500])
+            for row in conn.execute(select(T_RECORD).where(chosen)).mappings():
+                delta.add(dict(row), spec, -1)
+            conn.execute(delete(T_RECORD).where(chosen))
+        cube.apply(conn, delta)
     return len(gone)

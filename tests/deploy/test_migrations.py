@@ -23,6 +23,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 
 from shared.db import make_engine, prepare_schema
+from shared.migrations import not_a_partition
 from tests.conftest import REPO, create_pg_database, drop_pg_database
 from tests.deploy.files import SERVICES
 
@@ -63,7 +64,12 @@ def fresh_url(tmp_path: Path) -> Iterator[Any]:
 def schema_differences(service: str, engine: Engine) -> list[Any]:
     with engine.connect() as connection:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "render_as_batch": True}
+            connection,
+            opts={
+                "compare_type": True,
+                "render_as_batch": True,
+                "include_object": not_a_partition(metadata(service)),
+            },
         )
         return list(compare_metadata(context, metadata(service)))
 

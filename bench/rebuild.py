@@ -1,0 +1,105 @@
+"""A rebuild by replay with many records held: records/s and peak RSS (``bench.aggregates``).
+
+A child process holds ``CSP_BENCH_REBUILD_RECORDS`` (1,000,000 by default) derived police-crime
+records in a 300-square grid layer, loads a second layer and rebuilds: ingest's
+``GET /internal/records`` is served in-process, page by page, from a generator (nothing is held
+whole), so the figure is depersonalise's own work: masking, area assignment, the derived rows
+(COPY on PostgreSQL) and the next generation's cube, while the old generation stays served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import shapely
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.aggregates import SECRET, fill
+from bench.results import peak_rss_mb
+from services.depersonalise import replay, store
+from services.depersonalise.geography import Layer
+from shared.catalogue import load_catalogue
+from shared.tokens import TokenKey
+
+SIDE, ORIGIN = 20, (380_000.0, 390_000.0)  # 20 × 15 squares of 1 km
+CATEGORIES = ["Burglary", "Robbery", "Vehicle crime", "Criminal damage and arson"]
+
+
+def grid(name: str, size: float = 1000.0) -> Layer:
+    x0, y0 = ORIGIN
+    boxes = [
+        shapely.box(x0 + i * size, y0 + j * size, x0 + (i + 1) * size, y0 + (j + 1) * size)
+        for j in range(15)
+        for i in range(SIDE)
+    ]
+    codes = np.array([f"{name}{k:04d}" for k in range(len(boxes))], dtype=object)
+    return Layer(name, codes, codes.copy(), np.asarray(boxes, dtype=object))
+
+
+def event(i: int) -> dict[str, Any]:
+    h = (i * 2654435761) % 2**32
+    return {
+        "event_id": i + 1,
+        "op": "upsert",
+        "dataset": "police-crime",
+        "provider": "gmp",
+        "record_key": f"r{i:09d}",
+        "revision": 1,
+        "location_source": "coordinates",
+        "easting": ORIGIN[0] + (h % 20_000),
+        "northing": ORIGIN[1] + (h // 20_000) % 15_000,
+        "record": {
+            "occurred_at": f"2024-{1 + h % 12:02d}-{1 + h % 28:02d}T10:00:00Z",
+            "category": CATEGORIES[h % 4],
+            "outcome": "charged" if h % 3 else "no-suspect",
+        },
+    }
+
+
+def ingest(records: int) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        params = request.url.params
+        if params["dataset"] != "police-crime":
+            return httpx.Response(200, json={"events": [], "next": None})
+        after, limit = int(params.get("after", 0)), int(params["limit"])
+        events = [event(i) for i in range(after, min(after + limit, records))]
+        done = after + limit >= records
+        return httpx.Response(200, json={"events": events, "next": None if done else after + limit})
+
+    return httpx.MockTransport(handle)
+
+
+async def run(url: str, records: int) -> dict[str, Any]:
+    """Hold ``records`` derived records (stored in bulk), load a layer, rebuild by replay."""
+    catalogue = {"police-crime": load_catalogue()["police-crime"]}
+    engine = fill(url, records, 300, catalogue["police-crime"])
+    held = store.live_records(engine, 1)
+    store.save_layer(engine, grid("second"), "code", None)
+    async with httpx.AsyncClient(transport=ingest(records), base_url="http://ingest") as client:
+        started = time.perf_counter()
+        done = await replay.rebuild(
+            engine,
+            client,
+            "http://ingest",
+            TokenKey("depersonalise", Ed25519PrivateKey.generate()),
+            catalogue,
+            2000,
+            replay.cached_registry(engine),
+            record_keys=SECRET,
+        )
+        seconds = time.perf_counter() - started
+    generation = store.load_registry(engine).generation
+    rebuilt = store.live_records(engine, generation)
+    engine.dispose()
+    assert done["state"] == "complete" and rebuilt == held, (done, rebuilt, held)
+    return {"records": held, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(run(sys.argv[1], int(sys.argv[2])))))

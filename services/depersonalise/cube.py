@@ -1,0 +1,366 @@
+"""The count cube: what aggregates read instead of the derived records.
+
+Every live derived record adds 1 (and its record key) to one cell per layer × breakdown ``dim``
+(``""``, the total; ``category``; each attribute or special-category field that can be a ``by``)
+at two grains: its period at the dataset's time resolution (``fine`` false) and its day (``fine``
+true; skipped for datasets held by day, whose periods are days). A record of a linked person also
+adds its person to the same cells in ``cube_person``, so ``count=people`` stays exact. The cube is
+changed in the transaction that changes the records (store.apply_events, drop_unheld), so it is
+never ahead of or behind them; a rebuild writes the next generation's cube as it replays.
+
+A grant window is answered exactly: whole periods inside it from the period cells, and a period
+it cuts from the day cells of that period only (at most two per window).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, select, tuple_
+from sqlalchemy.engine import Connection
+
+from services.depersonalise.models import CUBE_KEY, CubeCell, CubePerson
+from services.depersonalise.service import next_period, period_start
+from shared.catalogue import Dataset
+from shared.grants import Shown, Slices, Term
+
+T_CELL = CubeCell.__table__  # type: ignore[attr-defined]
+T_PERSON = CubePerson.__table__  # type: ignore[attr-defined]
+TOTAL = ""  # the dim every record is counted in once per layer
+BREAKDOWN_CLASSES = {"attribute", "special-category"}
+WITHHELD = "withheld"
+
+Key = tuple[Any, ...]  # the values of CUBE_KEY, in order
+
+
+_DIMS: dict[tuple[str, int], list[str]] = {}
+
+
+def dims_of(spec: Dataset) -> list[str]:
+    """The dims a dataset's records are counted in: the total, category and each breakdown."""
+    known = _DIMS.get((spec.name, id(spec)))
+    if known is None:
+        fields = [f.name for f in spec.fields if f.classification in BREAKDOWN_CLASSES]
+        known = [TOTAL, "category", *[name for name in fields if name != "category"]]
+        if len(_DIMS) > 64:
+            _DIMS.clear()
+        _DIMS[(spec.name, id(spec))] = known
+    return known
+
+
+def value_of(row: dict[str, Any], dim: str) -> str:
+    """A record's value in ``dim`` as aggregates count it (``""`` for none)."""
+    if dim == TOTAL:
+        return ""
+    if dim == "category":
+        value = row.get("category")
+    else:
+        attributes = row.get("attributes") or {}
+        value = attributes[dim] if dim in attributes else (row.get("counted") or {}).get(dim)
+    return "" if value is None else str(value)
+
+
+def _as_date(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
+
+
+def cells_of(row: dict[str, Any], spec: Dataset) -> list[Key]:
+    """The cube cells a derived record (a row of derived_record) is counted in."""
+    start = _as_date(row.get("period_start"))
+    day = _as_date(row.get("occurred_on")) or start
+    if row.get("deleted") or start is None or day is None:
+        return []
+    grains = [(False, start)] if spec.time_resolution == "day" else [(False, start), (True, day)]
+    values = [(dim, value_of(row, dim)) for dim in dims_of(spec)]
+    # Day cells have no total: the category cells of a day hold each of its records once.
+    return [
+        (
+            row["generation"],
+            row["dataset"],
+            layer,
+            dim,
+            fine,
+            row["provider"],
+            at,
+            area or "",
+            value,
+        )
+        for layer, area in sorted((row.get("areas") or {}).items())
+        for dim, value in values
+        for fine, at in grains
+        if not (fine and dim == TOTAL)
+    ]
+
+
+@dataclass
+class Delta:
+    """Changes to cube cells and to their people, gathered over a batch."""
+
+    cells: dict[Key, list[int]]
+    people: dict[tuple[Key, str], list[int]]
+
+    @classmethod
+    def empty(cls) -> Delta:
+        return cls(defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0]))
+
+    def add(self, row: dict[str, Any], spec: Dataset, sign: int) -> None:
+        person = row.get("person")
+        for cell in cells_of(row, spec):
+            counted = self.cells[cell]
+            counted[0] += sign
+            counted[1] += sign * int(row.get("key") or 0)
+            if person:
+                held = self.people[(cell, person)]
+                held[0] += sign
+                held[1] = int(row.get("person_key") or 0)
+
+
+COPY_FROM = 500  # cells from which PostgreSQL is given a batch by COPY into a staging table
+
+
+def _upsert(conn: Connection, table: Any, rows: list[tuple[Any, ...]], added: list[str]) -> None:
+    """Add rows (CUBE_KEY [+ person, person_key], then the ``added`` columns) to the cube."""
+    if not rows:
+        return
+    postgres = conn.dialect.name == "postgresql"
+    keys = [*CUBE_KEY, "person"] if table is T_PERSON else list(CUBE_KEY)
+    every = [*keys, "person_key", "count"] if table is T_PERSON else [*keys, *added]
+    if postgres and len(rows) >= COPY_FROM:
+        _copy_upsert(conn, table.name, rows, every, keys, added)
+        return
+    if postgres:
+        rows = sorted(rows, key=lambda row: tuple(str(v) for v in row))  # one lock order
+    else:
+        # SQLite: dates as ISO text and booleans as 0/1, as SQLAlchemy stores them.
+        rows = [(*r[:4], int(r[4]), r[5], r[6].isoformat(), *r[7:]) for r in rows]
+    mark = "%s" if postgres else "?"
+    update = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in added)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(every)}) VALUES ({', '.join([mark] * len(every))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
+    )
+    for start in range(0, len(rows), 5000):
+        conn.exec_driver_sql(sql, rows[start : start + 5000])
+
+
+def _copy_upsert(
+    conn: Connection,
+    name: str,
+    rows: list[tuple[Any, ...]],
+    every: list[str],
+    keys: list[str],
+    added: list[str],
+) -> None:
+    """COPY a large batch into a session's staging table, then one INSERT … ON CONFLICT (in key
+    order, so concurrent writers lock cells in one order) adds it to the cube."""
+    listed = ", ".join(every)
+    staging = f"{name}_delta"
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} AS SELECT {listed} FROM {name} WITH NO DATA"
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {staging} ({listed}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    update = ", ".join(f"{c} = {name}.{c} + EXCLUDED.{c}" for c in added)
+    conn.exec_driver_sql(
+        f"INSERT INTO {name} ({listed}) SELECT {listed} FROM {staging} ORDER BY "
+        f"{', '.join(keys)} ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {update}"
+    )
+    conn.exec_driver_sql(f"TRUNCATE {staging}")
+
+
+def apply(conn: Connection, delta: Delta) -> None:
+    """Add a batch's changes to the cube in the caller's transaction, and drop cells that reach
+    zero."""
+    cells = [(*k, c, s) for k, (c, s) in delta.cells.items() if c or s]
+    _upsert(conn, T_CELL, cells, ["count", "key_sum"])
+    people = [(*k, p, pk, c) for (k, p), (c, pk) in delta.people.items() if c]
+    _upsert(conn, T_PERSON, people, ["count"])
+    width = len(CUBE_KEY)
+    _drop_empty(conn, T_CELL, [r[:width] for r in cells if r[width] < 0])
+    _drop_empty(conn, T_PERSON, [r[: width + 1] for r in people if r[-1] < 0])
+
+
+def _drop_empty(conn: Connection, table: Any, keys: list[tuple[Any, ...]]) -> None:
+    columns = [getattr(table.c, c) for c in CUBE_KEY]
+    if table is T_PERSON:
+        columns.append(table.c.person)
+    for start in range(0, len(keys), 200):
+        conn.execute(
+            delete(table).where(
+                tuple_(*columns).in_(keys[start : start + 200]) & (table.c.count <= 0)
+            )
+        )
+
+
+def drop_generations(conn: Connection, keep: int) -> None:
+    for table in (T_CELL, T_PERSON):
+        conn.execute(delete(table).where(table.c.generation != keep))
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Days ``lo..hi`` (None: open) of one provider under which one set of fields shows."""
+
+    provider: str
+    lo: date | None
+    hi: date | None
+    shown: Shown
+
+
+def segments(scope: Slices) -> list[Segment]:
+    """Each provider's timeline cut where the grants covering a day change (Slices.fields_for
+    is constant within a segment); days no grant covers are left out."""
+    out: list[Segment] = []
+    for provider, terms in scope.by_provider.items():
+        cuts = sorted(
+            {t.start for t in terms if t.start is not None}
+            | {t.end + timedelta(days=1) for t in terms if t.end is not None}
+        )
+        bounds: list[date | None] = [None, *cuts, None]
+        for lo, nxt in itertools.pairwise(bounds):
+            hi = nxt - timedelta(days=1) if nxt is not None else None
+            shown = _shown(terms, lo, hi)
+            if shown is None:
+                continue
+            last = out[-1] if out else None
+            if last and last.provider == provider and last.shown == shown and _next(last.hi, lo):
+                out[-1] = Segment(provider, last.lo, hi, shown)
+            else:
+                out.append(Segment(provider, lo, hi, shown))
+    return out
+
+
+def _next(hi: date | None, lo: date | None) -> bool:
+    return hi is not None and lo is not None and hi + timedelta(days=1) == lo
+
+
+def _shown(terms: Iterable[Term], lo: date | None, hi: date | None) -> Shown | None:
+    covering = [
+        t
+        for t in terms
+        if (t.start is None or (lo is not None and t.start <= lo))
+        and (t.end is None or (hi is not None and t.end >= hi))
+    ]
+    if not covering:
+        return None
+    if any(t.fields is None for t in covering):
+        return Shown(None)
+    return Shown(frozenset().union(*(t.fields or frozenset() for t in covering)))
+
+
+def ranges(
+    segment: Segment, resolution: str, first: date | None, last: date | None
+) -> Iterator[tuple[bool, date | None, date | None]]:
+    """(fine, from, to) ranges of ``at`` answering a segment: the periods it holds whole, and
+    the days of a period it cuts; ``first``/``last`` bound the period starts counted."""
+    lo, hi = segment.lo, segment.hi
+    if resolution == "day":
+        yield False, _later(lo, first), _earlier(hi, last)
+        return
+    whole_lo = lo if lo is None or period_start(lo, resolution) == lo else None
+    if lo is not None and whole_lo is None:
+        whole_lo = next_period(period_start(lo, resolution), resolution)
+        cut_hi = whole_lo - timedelta(days=1)
+        yield from _cut(lo, min(cut_hi, hi) if hi else cut_hi, resolution, first, last)
+    whole_hi = hi
+    if hi is not None and next_period(period_start(hi, resolution), resolution) != hi + timedelta(
+        days=1
+    ):
+        whole_hi = period_start(hi, resolution) - timedelta(days=1)
+        if lo is None or period_start(hi, resolution) != period_start(lo, resolution):
+            yield from _cut(period_start(hi, resolution), hi, resolution, first, last)
+    if whole_lo is None or whole_hi is None or whole_lo <= whole_hi:
+        yield False, _later(whole_lo, first), _earlier(whole_hi, last)
+
+
+def _cut(
+    lo: date, hi: date, resolution: str, first: date | None, last: date | None
+) -> Iterator[tuple[bool, date | None, date | None]]:
+    start = period_start(lo, resolution)
+    if (first is None or start >= first) and (last is None or start <= last):
+        yield True, lo, hi
+
+
+def _later(a: date | None, b: date | None) -> date | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _earlier(a: date | None, b: date | None) -> date | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _where(table: Any, base: dict[str, Any], fine: bool, lo: date | None, hi: date | None) -> Any:
+    clause = and_(*(getattr(table.c, k) == v for k, v in base.items()), table.c.fine.is_(fine))
+    if lo is not None:
+        clause = clause & (table.c.at >= lo)
+    if hi is not None:
+        clause = clause & (table.c.at <= hi)
+    return clause
+
+
+def cell_select(base: dict[str, Any], fine: bool, lo: date | None, hi: date | None) -> Any:
+    """The cells of one provider, layer and dim in ``lo..hi`` (the unique key's index serves
+    it: equality on its first six columns, a range on ``at``)."""
+    columns = [T_CELL.c.area, T_CELL.c.at, T_CELL.c.value, T_CELL.c.count, T_CELL.c.key_sum]
+    return select(*columns).where(_where(T_CELL, base, fine, lo, hi))
+
+
+def person_select(base: dict[str, Any], fine: bool, lo: date | None, hi: date | None) -> Any:
+    t = T_PERSON.c
+    columns = [t.area, t.at, t.value, t.person, t.person_key]
+    return select(*columns).where(_where(T_PERSON, base, fine, lo, hi))
+
+
+@dataclass(frozen=True)
+class Query:
+    generation: int
+    dataset: str
+    layer: str
+    by: str | None
+    first: date | None  # the first period start counted (at the dataset's resolution)
+    last: date | None
+
+
+def read(
+    conn: Connection, query: Query, spec: Dataset, scope: Slices, people: bool
+) -> Iterator[tuple[str, date, str, int, int, str | None, int]]:
+    """(area, at, value, count, key_sum, person, person_key) of every cube cell a
+    query counts, sliced by the caller's grants; value ``withheld`` where the record's grant
+    leaves the ``by`` field out. With ``people`` also one row per person and cell (count 0).
+    ``at`` is the period start, or for day cells the day (the same period either way)."""
+    for segment in segments(scope):
+        withheld = query.by is not None and query.by not in segment.shown
+        dim = TOTAL if query.by is None or withheld else query.by
+        base = {
+            "generation": query.generation,
+            "dataset": query.dataset,
+            "layer": query.layer,
+            "provider": segment.provider,
+        }
+        for fine, lo, hi in ranges(segment, spec.time_resolution, query.first, query.last):
+            # Day cells have no total dim: their category cells hold each record once.
+            base["dim"] = "category" if fine and dim == TOTAL else dim
+            for area, at, value, count, key_sum in conn.execute(
+                cell_select(base, fine, lo, hi)
+            ).all():
+                shown = WITHHELD if withheld else value if query.by else ""
+                yield area, at, shown, count, key_sum, None, 0
+            if not people:
+                continue
+            for area, at, value, who, person_key in conn.execute(
+                person_select(base, fine, lo, hi)
+            ).all():
+                shown = WITHHELD if withheld else value if query.by else ""
+                yield area, at, shown, 0, 0, who, person_key

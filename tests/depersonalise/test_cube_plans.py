@@ -1,0 +1,88 @@
+"""PostgreSQL plans: the reads aggregates and record pages make use the indexes meant for them,
+on the partition of the generation served, and the tables are partitioned by generation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from bench.aggregates import fill
+from services.depersonalise import cube, partitions, store
+from shared.catalogue import load_catalogue
+from shared.grants import slices_of
+from tests.conftest import create_pg_database, drop_pg_database, using_postgres
+
+pytestmark = pytest.mark.skipif(
+    not using_postgres(), reason="query plans are PostgreSQL's (CSP_TEST_DATABASE=postgresql)"
+)
+SPEC = load_catalogue()["police-crime"]
+SCOPE = slices_of([{"provider": "gmp", "fields": None, "from": "2024-02-10"}])
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Any]:
+    url = create_pg_database("depplans")
+    engine = fill(url, 30_000, 300, SPEC)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        drop_pg_database(url)
+
+
+def plan(engine: Any, statement: Any) -> str:
+    sql = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"EXPLAIN {sql}")).scalars().all()
+    return "\n".join(rows)
+
+
+def test_derived_records_and_the_cube_are_partitioned_by_generation(engine: Any) -> None:
+    with engine.connect() as conn:
+        for table in partitions.PARTITIONED:
+            strategy = conn.execute(
+                text(
+                    "SELECT partstrat FROM pg_partitioned_table p "
+                    "JOIN pg_class c ON c.oid = p.partrelid WHERE c.relname = :t"
+                ),
+                {"t": table},
+            ).scalar_one()
+            assert strategy == "l"  # LIST (generation)
+            held = conn.execute(text(f"SELECT count(*) FROM ONLY {table}_g1")).scalar_one()
+            assert table == "cube_person" or held > 0  # the served generation's own partition
+
+
+def test_a_cube_read_uses_the_cell_index_on_its_partition(engine: Any) -> None:
+    base = {
+        "generation": 1,
+        "dataset": "police-crime",
+        "layer": "bench",
+        "dim": "",
+        "provider": "gmp",
+    }
+    shown = plan(engine, cube.cell_select(base, False, date(2024, 3, 1), date(2024, 12, 1)))
+    assert "cube_cell_g1" in shown and "Index" in shown, shown
+    assert "Seq Scan" not in shown, shown
+    cut = {**base, "dim": "category"}
+    shown = plan(engine, cube.cell_select(cut, True, date(2024, 2, 10), date(2024, 2, 29)))
+    assert "Index" in shown and "Seq Scan" not in shown, shown
+
+
+def test_a_record_page_is_a_keyset_read_on_an_index(engine: Any) -> None:
+    shown = plan(engine, store.page_select(1, "police-crime", SCOPE, 12_345, 1000))
+    assert "derived_record_g1" in shown and "Index" in shown, shown
+    assert "Seq Scan" not in shown and "Sort" not in shown, shown
+
+
+def test_a_cohort_read_of_its_members_uses_the_person_index(engine: Any) -> None:
+    from sqlalchemy import select
+
+    members = store.T_RECORD.c.person.in_([f"p{i}" for i in range(50)])
+    statement = select(*store.FACT_COLUMNS).where(store._live(1, "police-crime", SCOPE) & members)
+    shown = plan(engine, statement)
+    assert "ix_derived_person" in shown or "person" in shown.split("Index")[-1], shown
+    assert "Seq Scan" not in shown, shown
