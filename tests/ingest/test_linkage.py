@@ -375,7 +375,7 @@ async def one_person_three_ways(client: Client) -> tuple[int, dict[str, Any]]:
 
 
 def sent_person(receiver: Any, provider: str, dataset: str, ref: str) -> Any:
-    return receiver.state.current[record_key(INTERNAL_SECRET, provider, dataset, ref)]["person"]
+    return receiver.state.current[record_key(RECORD_KEY_SECRET, provider, dataset, ref)]["person"]
 
 
 async def test_a_retraction_removes_the_persons_link_everywhere_and_re_links_the_survivors(
@@ -423,10 +423,10 @@ async def test_a_purge_re_links_the_survivors_as_a_retraction_does(
     app = linked.app  # type: ignore[attr-defined]
     entries = purge(
         app.state.engine,
-        INTERNAL_SECRET,
+        RECORD_KEY_SECRET,
         [{"provider": "gmp", "dataset": "offender-offence", "retention_days": 0}],
         now=utc_now() + timedelta(seconds=2),
-        linkage=(app.state.catalogue, app.state.linkage),
+        linkage=(app.state.ingest.catalogue, app.state.ingest.linkage),
     )
     assert entries[0]["deleted"] == 1
     after = links(linked)
