@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import text
 
-from bench.results import record
+from bench.results import best_of, record
 from services.depersonalise import cube, routes, store
 from services.depersonalise.cellkey import key_secret, record_key_value
 from services.depersonalise.models import Base, Event
@@ -149,15 +148,6 @@ def groupby_seconds(engine: Any, repeats: int = 3) -> float:
             assert conn.execute(sql).all()
 
     return best_of(run, repeats)
-
-
-def best_of(action: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def pg_database(name: str) -> str | None:

@@ -12,13 +12,12 @@ Run: ``.venv/bin/python -m bench.depersonalise``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import geopandas as gpd
 import numpy as np
 import shapely
 
-from bench.results import peak_rss_mb, record
+from bench.results import best_of, peak_rss_mb, record
 from services.depersonalise.geography import Layer
 from services.depersonalise.service import generalise
 from services.depersonalise.snapping import build_snap_layer
@@ -51,15 +50,6 @@ def national_grid() -> Layer:
     geoms = shapely.polygons(np.array(rings))
     codes = np.array([f"E{i:08d}" for i in range(len(geoms))], dtype=object)
     return Layer("national", codes, codes.copy(), np.asarray(geoms, dtype=object))
-
-
-def best_of(action: Callable[[], object], repeats: int = 2) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import resource
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +55,13 @@ def peak_rss_mb(children: bool = False) -> float:
     """Peak resident set size of this process (or its waited-for children), in MiB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024
+
+
+def best_of(action: Callable[[], object], repeats: int = 2) -> float:
+    """The fastest of ``repeats`` runs of ``action``, in seconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return min(times)
