@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import event, insert
 
 from bench.results import record
-from services.gateway import audit
+from services.gateway import audit_chain, audit_entries, audit_queries, audit_sign
 from services.gateway.models import Base
 from shared.db import make_engine, prepare_schema
 
@@ -35,10 +35,10 @@ EVERY = 1000
 
 def build(folder: Path, size: int) -> Any:
     engine = make_engine(f"sqlite:///{folder / f'gateway-{size}.db'}")
-    prepare_schema(engine, Base.metadata, Path(audit.__file__).parent / "migrations")
-    audit.ensure_head(engine)
-    signer = audit.load_signer(engine, None)
+    prepare_schema(engine, Base.metadata, Path(audit_chain.__file__).parent / "migrations")
     with engine.begin() as connection:
+        audit_chain.ensure_head(connection)
+        signer = audit_sign.load_signer(connection, None)
         for start in range(0, size, 50_000):
             rows = [
                 {"seq": seq, "at": "2026-12-01T00:00:00.000000Z", "request_id": f"r{seq}",
@@ -47,14 +47,15 @@ def build(folder: Path, size: int) -> Any:
                  "hash": ""}
                 for seq in range(start + 1, min(start + 50_000, size) + 1)
             ]  # fmt: skip
-            connection.execute(insert(audit.ENTRY), rows)
+            connection.execute(insert(audit_entries.ENTRY), rows)
         checkpoints = [
             {"seq": seq, "hash": "", "at": "", "signing_key_id": signer.key_id, "signature": ""}
             for seq in range(EVERY, size + 1, EVERY)
         ]
-        connection.execute(insert(audit.CHECKPOINT), checkpoints)
-        connection.execute(audit.HEAD.update().values(seq=size, frontier=None))
-    audit.ensure_tree(engine, signer)
+        connection.execute(insert(audit_entries.CHECKPOINT), checkpoints)
+        connection.execute(audit_entries.HEAD.update().values(seq=size, frontier=None))
+    with engine.begin() as connection:
+        audit_chain.ensure_tree(connection, signer)
     return engine
 
 
@@ -69,7 +70,8 @@ def measure(engine: Any, size: int) -> dict[str, float]:
     started = time.perf_counter()
     for _ in range(PROOFS):
         seq = chooser.randrange(1, size + 1)
-        answer = audit.inclusion(engine, seq, size - size % EVERY)
+        with engine.connect() as connection:
+            answer = audit_queries.inclusion(connection, seq, size - size % EVERY)
         assert answer is None or answer["proof"] is not None
     inclusion = time.perf_counter() - started
     inclusion_reads = reads[0] / PROOFS
@@ -77,7 +79,8 @@ def measure(engine: Any, size: int) -> dict[str, float]:
     started = time.perf_counter()
     for _ in range(PROOFS):
         first = chooser.randrange(1, size // EVERY) * EVERY
-        audit.tree_consistency(engine, first, size - size % EVERY)
+        with engine.connect() as connection:
+            audit_queries.tree_consistency(connection, first, size - size % EVERY)
     consistency = time.perf_counter() - started
     return {
         "inclusion_ms": inclusion / PROOFS * 1000,

@@ -1,4 +1,8 @@
-"""What every service's app has: problem handlers, request ids, access logs, health and metrics."""
+"""What every service's app has: problem handlers, request ids, access logs, health and metrics.
+
+Its job is the FastAPI app itself, so it imports FastAPI and Starlette: the problem handlers
+render ``shared.errors.ProblemError`` (plain data) and the framework's own errors as RFC 9457.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -20,15 +25,91 @@ from prometheus_client import (
     generate_latest,
 )
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import install_problem_handlers, problem_response
+from shared.errors import PROBLEM_JSON, TITLES, ProblemError, problem_body
 
 T = TypeVar("T")
 
 ReadyCheck = Callable[[FastAPI], Any]
 
 access_log = logging.getLogger("csp.access")
+log = logging.getLogger("csp.errors")
+BODY_PARSE_FAILURE = "There was an error parsing the body"
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    slug: str | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    return JSONResponse(
+        problem_body(status, detail, slug=slug, title=title, **extra),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """Name each offending field as a dotted path (without the ``body`` prefix) and its reason."""
+    errors = []
+    for error in exc.errors():
+        location = [str(part) for part in error.get("loc", ())]
+        where = location[0] if location else "body"
+        field = ".".join(location[1:]) if len(location) > 1 else where
+        errors.append({"field": field, "in": where, "message": error.get("msg", "invalid")})
+    return errors
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            exc.status, exc.detail, slug=exc.slug, title=exc.title, headers=exc.headers, **exc.extra
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
+        if exc.status_code == 400 and detail == BODY_PARSE_FAILURE:
+            # FastAPI's wording for bodies that are not JSON, not UTF-8 or nested too deeply.
+            return problem_response(
+                400,
+                "The body is not valid JSON (or not UTF-8, or nested too deeply).",
+                slug="bad-json",
+                field="body",
+            )
+        return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(exc)
+        fields = ", ".join(sorted({e["field"] for e in errors})) or "body"
+        return problem_response(
+            422,
+            f"The request is not valid: {fields}.",
+            slug="validation-failed",
+            title="Validation failed",
+            errors=errors,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Log the exception class and request id only: messages may quote record contents.
+        log.error(
+            "unhandled error",
+            extra={
+                "error": type(exc).__name__,
+                "request_id": request.headers.get("x-request-id"),
+            },
+        )
+        return problem_response(500, "The service failed to handle the request.")
 
 
 class RequestContextMiddleware:

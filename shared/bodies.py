@@ -3,13 +3,14 @@
 FastAPI reads a whole body before validating it; this middleware reads it first, counting bytes
 as they arrive, and answers 413 at the first byte over the limit (or at once when Content-Length
 declares more), so no more than the limit is ever held. The body is then handed on unchanged.
+An ASGI middleware, so it imports Starlette's types.
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import problem_response
+from shared.app import problem_response
 
 
 class BodyLimitMiddleware:

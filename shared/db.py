@@ -7,12 +7,14 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
 from sqlalchemy import Table, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlmodel import Session, create_engine
+from sqlmodel import create_engine
+
+if TYPE_CHECKING:
+    from shared.deps import get_session as get_session
 
 
 def table_of(model: type[Any]) -> Table:
@@ -96,13 +98,6 @@ def ping(engine: Engine) -> None:
         connection.execute(text("SELECT 1"))
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """The request's session: the one place where a request's work is committed."""
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        yield session
-        session.commit()
-
-
 def prepare_schema(engine: Engine, metadata: Any, migrations_dir: Path | None = None) -> None:
     """Bring the database to the service's current schema on start.
 
@@ -119,3 +114,12 @@ def prepare_schema(engine: Engine, metadata: Any, migrations_dir: Path | None = 
         command.upgrade(config, "head")
         return
     metadata.create_all(engine)
+
+
+def __getattr__(name: str) -> Any:
+    # The request's session is a FastAPI dependency, kept in shared/deps.py; still importable here.
+    if name == "get_session":
+        import shared.deps
+
+        return shared.deps.get_session
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

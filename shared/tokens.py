@@ -20,15 +20,19 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from fastapi import Depends, Request
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
-from shared.errors import ProblemError
 from shared.replay import ReplayMemory
+
+if TYPE_CHECKING:
+    from shared.deps import AdminDep as AdminDep
+    from shared.deps import ClaimsDep as ClaimsDep
+    from shared.deps import internal_claims as internal_claims
+    from shared.deps import require_admin as require_admin
 
 HEADER = "CSP-Internal-Token"
 # A backend's answer to the gateway: how many records a data answer held (for the audit entry).
@@ -259,31 +263,14 @@ class TokenVerifier:
         return claims
 
 
-async def internal_claims(request: Request) -> InternalClaims:
-    """FastAPI dependency: the verified claims of the forwarded request, or 401."""
-    token = request.headers.get(HEADER)
-    if not token:
-        raise ProblemError(
-            401, "This service is reached only through the gateway.", slug="internal-token-missing"
-        )
-    verifier: TokenVerifier = request.app.state.token_verifier
-    raw = request.scope.get("raw_path")
-    raw_path = raw.decode("latin-1").partition("?")[0] if raw else request.url.path
-    try:
-        return await verifier.check(token, request.method, raw_path)
-    except TokenError as exc:
-        raise ProblemError(
-            401, f"The internal token is not valid ({exc}).", slug="internal-token-invalid"
-        ) from exc
+# The FastAPI dependencies that read a request's token live in shared/deps.py; routes that import
+# them from here still can, without this module importing the web framework.
+_IN_DEPS = frozenset({"AdminDep", "ClaimsDep", "internal_claims", "require_admin"})
 
 
-ClaimsDep = Annotated[InternalClaims, Depends(internal_claims)]
+def __getattr__(name: str) -> Any:
+    if name in _IN_DEPS:
+        import shared.deps
 
-
-async def require_admin(claims: ClaimsDep) -> InternalClaims:
-    if not claims.is_admin:
-        raise ProblemError(403, "Operators only.", slug="forbidden", rule="admin-only")
-    return claims
-
-
-AdminDep = Annotated[InternalClaims, Depends(require_admin)]
+        return getattr(shared.deps, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,27 @@ from services.agreements.lifecycle import (
 from shared.levels import LEVEL_RANK
 
 Action = Literal["push", "read", "retract"]
-ACTIONS: tuple[str, ...] = ("push", "read", "retract")
+AgencyStatus = Literal["active", "suspended"]
+ACTIONS: tuple[Action, ...] = ("push", "read", "retract")
+AGENCY_STATUSES: tuple[AgencyStatus, ...] = ("active", "suspended")
+
+
+def action_of(value: str) -> Action:
+    """A stored action name as the decision function takes it (ValueError for any other)."""
+    for action in ACTIONS:
+        if value == action:
+            return action
+    raise ValueError(f"unknown action {value!r}")
+
+
+def agency_status_of(value: str) -> AgencyStatus:
+    """A stored agency status as the decision function takes it (ValueError for any other)."""
+    for status in AGENCY_STATUSES:
+        if value == status:
+            return status
+    raise ValueError(f"unknown agency status {value!r}")
+
+
 DEFAULT_READ_LEVEL = "depersonalised"
 
 RULES = (
@@ -49,7 +69,7 @@ _STAGE_ROLE, _STAGE_PURPOSE, _STAGE_LEVEL, _STAGE_FIELDS, _STAGE_STATUS = range(
 @dataclass(frozen=True)
 class AgencyFacts:
     code: str
-    status: Literal["active", "suspended"] = "active"
+    status: AgencyStatus = "active"
 
 
 @dataclass(frozen=True)

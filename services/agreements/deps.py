@@ -11,9 +11,9 @@ from sqlmodel import Session
 from services.agreements.settings import Settings
 from services.agreements.state import Runtime
 from shared.app import state_of
-from shared.db import get_session
+from shared.deps import get_session, internal_claims
 from shared.http import require_service
-from shared.tokens import InternalClaims, internal_claims
+from shared.tokens import InternalClaims
 
 # The dependencies below are async only to run on the event loop: FastAPI would send a plain
 # function to a worker thread, which costs more than they do on the decision path.

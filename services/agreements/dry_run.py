@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from services.agreements import service
 from services.agreements.decision_log import LoggedDecision, recent, window_start
-from services.agreements.decisions import AgencyFacts, DecisionRequest, decide
+from services.agreements.decisions import AgencyFacts, DecisionRequest, action_of, decide
 from services.agreements.lifecycle import Agreement, Version, iso_utc
 from services.agreements.models import DryRunBody
 from services.agreements.state import Runtime
@@ -49,7 +49,7 @@ def replay(
         others = [a for a in candidates.get(logged.agency, ()) if a.id != target.id]
         request = DecisionRequest(
             agency=logged.agency,
-            action=logged.action,  # type: ignore[arg-type]
+            action=action_of(logged.action),
             dataset=logged.dataset,
             level=logged.level,
             purpose=logged.purpose,
@@ -114,9 +114,6 @@ def dry_run(
     candidates: dict[str, list[Agreement]] = {
         code: [s.agreement for s in snapshot.by_agency.get(code, [])] for code in parties
     }
-    facts = {
-        code: AgencyFacts(info.code, info.status)  # type: ignore[arg-type]
-        for code, info in snapshot.agencies.items()
-    }
+    facts = {code: info.facts() for code, info in snapshot.agencies.items()}
     outcome = replay(target, draft, decisions, candidates, facts, snapshot.suspended, grace_days)
     return {"agreement": target.id, "draft_version": draft.version, "days": body.days, **outcome}

@@ -13,6 +13,7 @@ from typing import Literal
 from shared.levels import Level
 
 OperatorState = Literal["none", "suspended", "revoked"]
+OPERATOR_STATES: tuple[OperatorState, ...] = ("none", "suspended", "revoked")
 Status = Literal["draft", "active", "expired", "suspended", "revoked", "superseded"]
 ReviewState = Literal["current", "grace", "overdue"]
 
@@ -72,6 +73,14 @@ class Agreement:
 
     def version(self, number: int) -> Version | None:
         return next((v for v in self.versions if v.version == number), None)
+
+
+def operator_state_of(value: str) -> OperatorState:
+    """A stored operator state as the lifecycle takes it (ValueError for any other)."""
+    for state in OPERATOR_STATES:
+        if value == state:
+            return state
+    raise ValueError(f"unknown operator state {value!r}")
 
 
 def in_force(agreement: Agreement, now: datetime) -> Version | None:

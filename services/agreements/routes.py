@@ -1,4 +1,8 @@
-"""HTTP routes: each translates a request into calls of the domain and service modules."""
+"""HTTP routes: each translates a request into calls of the domain and service modules.
+
+Who sees what is ``visibility``; the decision answered and logged is ``decision_answer``; the
+store is ``service`` in the request's one session (``deps.SessionDep``, committed before the
+answer leaves)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,8 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from sqlmodel import col, select
 
 from services.agreements import service
+from services.agreements.decision_answer import decided, decision_request, own_view
 from services.agreements.decision_log import usage
-from services.agreements.decisions import DecisionRequest
 from services.agreements.deps import CallerDep, RuntimeDep, ServiceDep, SessionDep, SettingsDep
 from services.agreements.dry_run import dry_run as dry_run_report
 from services.agreements.lifecycle import iso_utc
@@ -28,20 +32,22 @@ from services.agreements.models import (
     SignBody,
 )
 from services.agreements.retention import retention_in_force
-from services.agreements.service import StoredAgreement, utcnow
-from services.agreements.settings import Settings
-from services.agreements.state import Runtime
+from services.agreements.service import utcnow
 from services.agreements.views import (
     agreement_view,
-    party_summary,
     register_csv,
     register_html,
     register_rows,
     report_entry,
 )
+from services.agreements.visibility import (
+    agreements_seen,
+    check_agency_visible,
+    visible_agreement,
+)
+from shared.deps import AdminDep, ClaimsDep
 from shared.errors import ProblemError
 from shared.http import CSV_MEDIA, decode_cursor, encode_cursor, negotiate
-from shared.tokens import AdminDep, ClaimsDep, InternalClaims
 
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=200)]
@@ -59,10 +65,6 @@ def _page(items: Sequence[tuple[str, dict[str, Any]]], limit: int) -> Page:
 
 def _agency_public(row: AgencyRow) -> AgencyPublic:
     return AgencyPublic(code=row.code, name=row.name, kind=row.kind, status=row.status)
-
-
-def _sees_everything(claims: InternalClaims) -> bool:
-    return claims.is_admin or claims.is_service
 
 
 # ---------------------------------------------------------------- agencies
@@ -90,8 +92,7 @@ def list_agencies(
 
 @agencies.get("/{code}")
 def get_agency(code: str, session: SessionDep, claims: ClaimsDep) -> AgencyPublic:
-    if not (_sees_everything(claims) or claims.sub == code):
-        raise ProblemError(404, f"No agency {code!r}.", slug="agency-not-found")
+    check_agency_visible(claims, code)
     return _agency_public(service.get_agency(session, code))
 
 
@@ -131,24 +132,8 @@ def list_legal_bases(runtime: RuntimeDep, _claims: ClaimsDep) -> list[dict[str, 
 agreements = APIRouter(prefix="/v1/agreements", tags=["agreements"])
 
 
-def _visible(stored: StoredAgreement, claims: InternalClaims) -> bool:
-    if _sees_everything(claims):
-        return True
-    return any(claims.sub in v.parties for v in stored.agreement.versions)
-
-
-def _load(session: SessionDep, agreement_id: str, claims: InternalClaims) -> StoredAgreement:
-    stored = service.read_agreement(session, agreement_id)
-    if stored is None or not _visible(stored, claims):
-        # A non-party learns nothing, not even that the agreement exists.
-        raise ProblemError(404, f"No agreement {agreement_id!r}.", slug="agreement-not-found")
-    return stored
-
-
 def _view(session: SessionDep, agreement_id: str, settings: SettingsDep) -> dict[str, Any]:
-    stored = service.read_agreement(session, agreement_id)
-    if stored is None:
-        raise ProblemError(404, f"No agreement {agreement_id!r}.", slug="agreement-not-found")
+    stored = visible_agreement(service.read_agreement(session, agreement_id), agreement_id)
     return agreement_view(stored, utcnow(), settings.review_grace_days)
 
 
@@ -173,13 +158,8 @@ def list_agreements(
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> Page:
-    snapshot = runtime.snapshots.current()
     after = decode_cursor(cursor)
-    pool = (
-        snapshot.agreements.values()
-        if _sees_everything(claims)
-        else snapshot.by_agency.get(claims.sub, [])
-    )
+    pool = agreements_seen(runtime.snapshots.current(), claims)
     now = utcnow()
     chosen = [s for s in pool if s.agreement.id > after][: limit + 1]
     return _page(
@@ -203,12 +183,7 @@ def agreement_register(
     format: Annotated[RegisterFormat | None, Query()] = None,
 ) -> Response | dict[str, Any]:
     runtime.recorder.flush()
-    snapshot = runtime.snapshots.current()
-    pool = (
-        list(snapshot.agreements.values())
-        if _sees_everything(claims)
-        else snapshot.by_agency.get(claims.sub, [])
-    )
+    pool = agreements_seen(runtime.snapshots.current(), claims)
     now = utcnow()
     rows = register_rows(pool, usage(session), now, settings.review_grace_days)
     chosen = negotiate(format, request.headers.get("accept"), REGISTER_FORMATS, "csv")
@@ -231,7 +206,7 @@ def get_agreement(
     claims: ClaimsDep,
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
-    stored = _load(session, agreement_id, claims)
+    stored = visible_agreement(service.read_agreement(session, agreement_id), agreement_id, claims)
     shown = None
     if version is not None:
         shown = stored.agreement.version(version)
@@ -255,7 +230,7 @@ def amend_agreement(
 ) -> dict[str, Any]:
     terms = service.validate(session, body, runtime.codes, runtime.catalogue)
     number = service.amend_agreement(session, agreement_id, terms, admin.sub)
-    stored = _load(session, agreement_id, admin)
+    stored = visible_agreement(service.read_agreement(session, agreement_id), agreement_id)
     return agreement_view(
         stored, utcnow(), settings.review_grace_days, stored.agreement.version(number)
     )
@@ -269,13 +244,11 @@ def sign_agreement(
     claims: ClaimsDep,
     body: Annotated[SignBody | None, Body()] = None,
 ) -> dict[str, Any]:
-    stored = service.read_agreement(session, agreement_id)
-    if stored is None:
-        raise ProblemError(404, f"No agreement {agreement_id!r}.", slug="agreement-not-found")
+    stored = visible_agreement(service.read_agreement(session, agreement_id), agreement_id)
     signatory = (body.signatory if body else None) or f"{claims.sub} (key {claims.key_id or '-'})"
     # A caller not party to the version being signed is refused (403), as the contract asks.
     service.sign_agreement(session, stored, claims.sub, signatory)
-    stored = _load(session, agreement_id, claims)
+    stored = visible_agreement(service.read_agreement(session, agreement_id), agreement_id, claims)
     return agreement_view(stored, utcnow(), settings.review_grace_days, stored.agreement.latest)
 
 
@@ -302,7 +275,7 @@ def agreement_history(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> Page:
-    _load(session, agreement_id, claims)
+    visible_agreement(service.read_agreement(session, agreement_id), agreement_id, claims)
     after = decode_cursor(cursor)
     start = int(after) if after.isdigit() else 0
     rows, next_id = service.history(session, agreement_id, start, limit)
@@ -330,7 +303,7 @@ def dry_run(
     runtime: RuntimeDep,
     admin: AdminDep,
 ) -> dict[str, Any]:
-    stored = _load(session, agreement_id, admin)
+    stored = visible_agreement(service.read_agreement(session, agreement_id), agreement_id)
     return dry_run_report(session, runtime, stored, body, settings.review_grace_days)
 
 
@@ -339,48 +312,17 @@ def dry_run(
 decisions = APIRouter(prefix="/v1", tags=["decisions"])
 
 
-def _decision_request(agency: str, body: DecisionQuery | InternalDecisionQuery) -> DecisionRequest:
-    return DecisionRequest(
-        agency=agency,
-        action=body.action,
-        dataset=body.dataset or "",
-        level=body.level,
-        purpose=body.purpose,
-        fields=tuple(body.fields) if body.fields is not None else None,
-    )
-
-
-async def _decided(
-    request: DecisionRequest, settings: Settings, runtime: Runtime, *, explain: bool
-) -> DecisionPublic:
-    """The decision on the current snapshot, recorded in the decision log."""
-    now = utcnow()
-    snapshot = await runtime.snapshots.current_async()
-    decision = snapshot.decide(request, now, settings.review_grace_days)
-    runtime.recorder.record(request, decision, now, explain=explain)
-    return DecisionPublic(**decision.as_dict())
-
-
 @decisions.post("/decisions")
 async def explain_decision(
     body: DecisionQuery, settings: SettingsDep, runtime: RuntimeDep, claims: CallerDep
 ) -> DecisionPublic:
-    # Logged as an explanation: not counted as use of an agreement, not replayed by dry runs.
-    return await _decided(_decision_request(claims.sub, body), settings, runtime, explain=True)
+    request = decision_request(claims.sub, body)
+    return await decided(runtime, request, settings.review_grace_days, explain=True)
 
 
 @decisions.get("/me")
 async def me(settings: SettingsDep, runtime: RuntimeDep, claims: CallerDep) -> dict[str, Any]:
-    snapshot = await runtime.snapshots.current_async()
-    agency = snapshot.agencies.get(claims.sub)
-    if agency is None:
-        raise ProblemError(404, f"No agency {claims.sub!r}.", slug="agency-not-found")
-    now = utcnow()
-    summaries = [
-        party_summary(s, claims.sub, now, settings.review_grace_days)
-        for s in snapshot.by_agency.get(claims.sub, [])
-    ]
-    return {"agency": agency.public(), "agreements": [s for s in summaries if s is not None]}
+    return await own_view(runtime, claims.sub, settings.review_grace_days)
 
 
 # ---------------------------------------------------------------- internal
@@ -392,7 +334,8 @@ internal = APIRouter(prefix="/internal", tags=["internal"])
 async def internal_decision(
     body: InternalDecisionQuery, settings: SettingsDep, runtime: RuntimeDep, _caller: ServiceDep
 ) -> DecisionPublic:
-    return await _decided(_decision_request(body.agency, body), settings, runtime, explain=False)
+    request = decision_request(body.agency, body)
+    return await decided(runtime, request, settings.review_grace_days, explain=False)
 
 
 @internal.get("/agencies/{code}")

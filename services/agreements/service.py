@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from services.agreements.lifecycle import Agreement, DatasetGrant, Version
+from services.agreements.lifecycle import Agreement, DatasetGrant, Version, operator_state_of
 from services.agreements.models import (
     AgencyRow,
     AgreementCreate,
@@ -94,7 +94,7 @@ def _assemble(
     ordered = sorted(versions, key=lambda v: v.version)
     domain = Agreement(
         id=row.id,
-        operator_state=row.operator_state,  # type: ignore[arg-type]
+        operator_state=operator_state_of(row.operator_state),
         versions=tuple(
             version_from_terms(row.id, v.version, v.terms, signed[v.version]) for v in ordered
         ),

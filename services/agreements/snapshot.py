@@ -16,7 +16,13 @@ import anyio
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from services.agreements.decisions import AgencyFacts, Decision, DecisionRequest, decide
+from services.agreements.decisions import (
+    AgencyFacts,
+    Decision,
+    DecisionRequest,
+    agency_status_of,
+    decide,
+)
 from services.agreements.models import GenerationRow
 from services.agreements.service import StoredAgreement, read_all, read_generation
 
@@ -30,6 +36,10 @@ class AgencyInfo:
 
     def public(self) -> dict[str, str]:
         return {"code": self.code, "name": self.name, "kind": self.kind, "status": self.status}
+
+    def facts(self) -> AgencyFacts:
+        """What the decision function knows of the agency."""
+        return AgencyFacts(self.code, agency_status_of(self.status))
 
 
 @dataclass
@@ -45,7 +55,7 @@ class Snapshot:
 
     def decide(self, request: DecisionRequest, now: datetime, grace_days: int) -> Decision:
         info = self.agencies.get(request.agency)
-        agency = None if info is None else AgencyFacts(info.code, info.status)  # type: ignore[arg-type]
+        agency = None if info is None else info.facts()
         candidates = [s.agreement for s in self.by_agency.get(request.agency, [])]
         return decide(
             request, agency, candidates, now, suspended=self.suspended, grace_days=grace_days

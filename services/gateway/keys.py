@@ -2,7 +2,9 @@
 
 The cache lives ``key_cache_seconds`` (0.5 s), so a revocation reaches every replica within a
 second without a database read per request. Last-used times are kept in memory and written in
-one statement every few seconds.
+one statement every few seconds. Store functions take the caller's connection and never commit:
+a route's transaction is its request's (``deps.ConnectionDep``), the start's and the last-used
+flush's are ``main.py``'s.
 
 A key has scopes (``push``, ``read``, ``sign``, and ``admin`` for operators only), an optional
 holder (the person it is issued to: kept with the key, never in the audit chain, which names the
@@ -21,12 +23,13 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 
 from services.gateway.models import ApiKey
+from shared.db import table_of
 
-KEYS: Table = ApiKey.__table__  # type: ignore[attr-defined]
+KEYS = table_of(ApiKey)
 
 log = logging.getLogger("csp.gateway.keys")
 
@@ -87,7 +90,7 @@ def new_key() -> tuple[str, str]:
 
 
 def store_key(
-    engine: Engine,
+    connection: Connection,
     agency: str,
     roles: list[str],
     key: str,
@@ -99,77 +102,88 @@ def store_key(
 ) -> str:
     """Store the key's hash; ``scopes`` None means every scope its agency may hold."""
     key_id = key_id_of(key)
-    with engine.begin() as connection:
-        connection.execute(
-            insert(KEYS).values(
-                key_id=key_id,
-                agency=agency,
-                roles=",".join(roles),
-                key_hash=hash_key(key),
-                created_at=time.time(),
-                scopes=None if scopes is None else ",".join(scopes),
-                holder=holder,
-                expires_at=expires_at,
-                origin=origin,
-            )
+    connection.execute(
+        insert(KEYS).values(
+            key_id=key_id,
+            agency=agency,
+            roles=",".join(roles),
+            key_hash=hash_key(key),
+            created_at=time.time(),
+            scopes=None if scopes is None else ",".join(scopes),
+            holder=holder,
+            expires_at=expires_at,
+            origin=origin,
         )
+    )
     return key_id
 
 
-def revoke_key(engine: Engine, agency: str, key_id: str) -> bool:
-    with engine.begin() as connection:
-        result = connection.execute(
-            update(KEYS)
-            .where(KEYS.c.key_id == key_id, KEYS.c.agency == agency, KEYS.c.revoked_at.is_(None))
-            .values(revoked_at=time.time())
-        )
-        return bool(result.rowcount)
+def revoke_key(connection: Connection, agency: str, key_id: str) -> bool:
+    result = connection.execute(
+        update(KEYS)
+        .where(KEYS.c.key_id == key_id, KEYS.c.agency == agency, KEYS.c.revoked_at.is_(None))
+        .values(revoked_at=time.time())
+    )
+    return bool(result.rowcount)
 
 
-def ensure_operator_key(engine: Engine, configured: str | None) -> str | None:
+def ensure_operator_key(connection: Connection, configured: str | None) -> str | None:
     """Install ``CSP_ADMIN_KEY`` and retire the operators' key an earlier start installed;
     without it create one on first start. Returns a new key to print once, or None.
 
     Keys issued through the API to the ops agency (one per operator) are not touched."""
     if configured:
-        key_id = key_id_of(configured)
-        with engine.begin() as connection:
-            row = connection.execute(
-                select(KEYS.c.key_hash, KEYS.c.revoked_at).where(KEYS.c.key_id == key_id)
-            ).first()
-            if row is None:
-                connection.execute(
-                    insert(KEYS).values(
-                        key_id=key_id,
-                        agency=OPS_AGENCY,
-                        roles="agency,admin",
-                        key_hash=hash_key(configured),
-                        created_at=time.time(),
-                        origin=START,
-                    )
-                )
-            previous = (
-                KEYS.c.agency == OPS_AGENCY,
-                KEYS.c.key_id != key_id,
-                KEYS.c.revoked_at.is_(None),
-                # Rows from before origins were kept are start keys: the API never made them.
-                KEYS.c.origin.is_(None) | (KEYS.c.origin == START),
-            )
-            retired = connection.execute(select(KEYS.c.key_id).where(*previous)).all()
-            if retired:
-                connection.execute(update(KEYS).where(*previous).values(revoked_at=time.time()))
-        for (old,) in retired:
-            log.warning("previous operators' key retired", extra={"key_id": old})
+        _install_operator_key(connection, configured)
         return None
-    with engine.connect() as connection:
-        exists = connection.execute(
-            select(KEYS.c.key_id).where(KEYS.c.agency == OPS_AGENCY).limit(1)
-        ).first()
+    exists = connection.execute(
+        select(KEYS.c.key_id).where(KEYS.c.agency == OPS_AGENCY).limit(1)
+    ).first()
     if exists is not None:
         return None
     _, key = new_key()
-    store_key(engine, OPS_AGENCY, roles_for(OPS_AGENCY), key, origin=START)
+    store_key(connection, OPS_AGENCY, roles_for(OPS_AGENCY), key, origin=START)
     return key
+
+
+def _install_operator_key(connection: Connection, configured: str) -> None:
+    key_id = key_id_of(configured)
+    row = connection.execute(
+        select(KEYS.c.key_hash, KEYS.c.revoked_at).where(KEYS.c.key_id == key_id)
+    ).first()
+    if row is None:
+        connection.execute(
+            insert(KEYS).values(
+                key_id=key_id,
+                agency=OPS_AGENCY,
+                roles="agency,admin",
+                key_hash=hash_key(configured),
+                created_at=time.time(),
+                origin=START,
+            )
+        )
+    previous = (
+        KEYS.c.agency == OPS_AGENCY,
+        KEYS.c.key_id != key_id,
+        KEYS.c.revoked_at.is_(None),
+        # Rows from before origins were kept are start keys: the API never made them.
+        KEYS.c.origin.is_(None) | (KEYS.c.origin == START),
+    )
+    retired = connection.execute(select(KEYS.c.key_id).where(*previous)).all()
+    if retired:
+        connection.execute(update(KEYS).where(*previous).values(revoked_at=time.time()))
+    for (old,) in retired:
+        log.warning("previous operators' key retired", extra={"key_id": old})
+
+
+def record_last_used(connection: Connection, used: dict[str, float]) -> int:
+    """Last-used times (key id → when) written in one statement."""
+    if not used:
+        return 0
+    statement = (
+        update(KEYS).where(KEYS.c.key_id == bindparam("kid")).values(last_used_at=bindparam("used"))
+    )
+    connection.execute(statement, [{"kid": k, "used": t} for k, t in used.items()])
+    return len(used)
 
 
 class KeyStore:
@@ -252,15 +266,7 @@ class KeyStore:
     def forget(self, key_id: str) -> None:
         self._cache.pop(key_id, None)
 
-    def flush_last_used(self) -> int:
+    def take_last_used(self) -> dict[str, float]:
+        """The last-used times gathered since the previous call (for ``record_last_used``)."""
         used, self._used = self._used, {}
-        if not used:
-            return 0
-        statement = (
-            update(KEYS)
-            .where(KEYS.c.key_id == bindparam("kid"))
-            .values(last_used_at=bindparam("used"))
-        )
-        with self.engine.begin() as connection:
-            connection.execute(statement, [{"kid": k, "used": t} for k, t in used.items()])
-        return len(used)
+        return used

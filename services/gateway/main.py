@@ -1,7 +1,8 @@
-"""The gateway app: ``create_app(settings, transports)``.
+"""The gateway app: ``create_app(settings, *, <peer>_transport=...)``, as ingest's.
 
-``transports`` replaces a backend's client with any httpx transport (tests wire fake backends in
-through ``httpx.ASGITransport``); without it each backend gets one pooled aiohttp session.
+A ``<peer>_transport`` (agreements, ingest, depersonalise) replaces that backend's client with any
+httpx transport (tests wire fake backends in through ``httpx.ASGITransport``); without it each
+backend gets one pooled aiohttp session. What the app keeps is one ``GatewayState``.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis.asyncio
@@ -22,19 +24,22 @@ from fastapi.middleware.cors import CORSMiddleware
 from limits import parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from starlette.middleware import Middleware
 
-from services.gateway import audit, keys, oauth, retention_audit
+from services.gateway import audit, audit_chain, audit_sign, keys, oauth, retention_audit
+from services.gateway.audit_sign import Signer
 from services.gateway.decisions import DecisionCache
 from services.gateway.models import Base
 from services.gateway.openapi import OpenApiMerger
-from services.gateway.proxy import Gateway, GatewayMiddleware
+from services.gateway.proxy import GatewayMiddleware
 from services.gateway.routes import docs_router, router
 from services.gateway.settings import Settings
+from services.gateway.state import GatewayState
 from services.gateway.upstream import AiohttpUpstream, HttpxUpstream, Upstream, call_json
 from services.gateway.web import router as web_router
-from shared.app import build_app
+from shared.app import build_app, state_of
 from shared.db import make_engine, ping, prepare_schema
 from shared.tokens import TokenKey, issue_token
 
@@ -43,15 +48,16 @@ BACKENDS = ("agreements", "ingest", "depersonalise")
 
 
 def _upstreams(
-    settings: Settings, transports: dict[str, httpx.AsyncBaseTransport]
+    settings: Settings, transports: dict[str, httpx.AsyncBaseTransport | None]
 ) -> dict[str, Upstream]:
     made: dict[str, Upstream] = {}
     for name in BACKENDS:
         url = getattr(settings, f"{name}_url")
-        if name in transports:
+        transport = transports.get(name)
+        if transport is not None:
             made[name] = HttpxUpstream(
                 url,
-                transports[name],
+                transport,
                 connect_timeout=settings.connect_timeout_seconds,
                 read_timeout=settings.read_timeout_seconds,
             )
@@ -95,46 +101,109 @@ def _rate_storage(settings: Settings) -> tuple[Storage, Callable[[], Awaitable[N
         return MemoryStorage(), None
     pool = redis.asyncio.ConnectionPool.from_url(settings.redis_url)
     uri = settings.redis_url.replace("redis://", "async+redis://", 1)
-    storage = RedisStorage(uri, implementation="redispy", connection_pool=pool)  # type: ignore[arg-type]
+    # limits annotates its options as scalars, but hands them to redis-py, which takes a pool.
+    options: dict[str, Any] = {"connection_pool": pool}
+    storage = RedisStorage(uri, implementation="redispy", **options)
     return storage, pool.disconnect
 
 
-async def _flush_last_used(store: keys.KeyStore, every: float) -> None:
+def _write_last_used(engine: Engine, store: keys.KeyStore) -> None:
+    used = store.take_last_used()
+    if used:
+        with engine.begin() as connection:
+            keys.record_last_used(connection, used)
+
+
+async def _flush_last_used(engine: Engine, store: keys.KeyStore, every: float) -> None:
     while True:
         await asyncio.sleep(every)
         try:
-            await asyncio.to_thread(store.flush_last_used)
+            await asyncio.to_thread(_write_last_used, engine, store)
         except Exception as exc:  # noqa: BLE001 - last-used is advisory; retry next round
             log.warning("last-used flush failed", extra={"error": type(exc).__name__})
 
 
-def create_app(
-    settings: Settings | None = None,
-    transports: dict[str, httpx.AsyncBaseTransport] | None = None,
-) -> FastAPI:
-    settings = settings or Settings()
-    peers = transports or {}
+def _prepare_store(engine: Engine, settings: Settings) -> tuple[Signer, str | None]:
+    """The schema, the chain's head, the operators' key and the audit signer, at start: each step
+    in a transaction of its own. The signer, and the seed it came from outside the database."""
+    prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
+    # Another replica starting at the same moment may have created the head first.
+    with contextlib.suppress(IntegrityError), engine.begin() as connection:
+        audit_chain.ensure_head(connection)
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    with engine.begin() as connection:
+        printed = keys.ensure_operator_key(connection, admin_key)
+    if printed:
+        # Printed once, on the first start only; never logged.
+        sys.stdout.write(f"Operators' admin key (agency ops, shown once): {printed}\n")
+        sys.stdout.flush()
+    seed = audit_sign.configured_seed(settings.audit_signing_key, settings.audit_signing_key_file)
+    with engine.begin() as connection:
+        signer = audit_sign.load_signer(connection, seed)
+    with engine.begin() as connection:
+        audit_chain.ensure_tree(connection, signer)  # once, for a log from before the tree
+    if not seed:
+        log.warning("audit signing key kept in the database: set CSP_GATEWAY_AUDIT_SIGNING_KEY")
+    return signer, seed
 
+
+def _make_state(
+    settings: Settings, engine: Engine, audit_log: audit.AuditLog, upstreams: dict[str, Upstream]
+) -> tuple[GatewayState, Callable[[], Awaitable[None]] | None]:
+    """The app's state, and how to close its rate-limit storage."""
+    token_key = TokenKey.configured("gateway", settings.token_key, settings.token_key_file)
+    service_token = _service_token(token_key, settings.internal_token_ttl_seconds)
+    storage, close_storage = _rate_storage(settings)
+    oauth_key = oauth.load_private_key(
+        settings.oauth_signing_key.get_secret_value() if settings.oauth_signing_key else None,
+        settings.oauth_signing_key_file,
+        _beside_database(settings.database_url, "gateway-oauth-key.pem"),
+    )
+    state = GatewayState(
+        token_key=token_key,
+        token_ttl=settings.internal_token_ttl_seconds,
+        keys=keys.KeyStore(engine, settings.key_cache_seconds),
+        audit=audit_log,
+        decisions=DecisionCache(
+            upstreams["agreements"], service_token, settings.decision_cache_seconds
+        ),
+        upstreams=upstreams,
+        limiter=FixedWindowRateLimiter(storage),
+        limits=parse_many(settings.rate_limit),
+        max_body_bytes=settings.max_body_bytes,
+        service_token=service_token,
+        tokens=oauth.TokenIssuer(oauth_key, settings.oauth_token_ttl_seconds),
+    )
+    return state, close_storage
+
+
+def _background(
+    settings: Settings, engine: Engine, state: GatewayState
+) -> list[asyncio.Task[None]]:
+    """The gateway's loops, each owning its transactions: last-used times, purges into the audit
+    chain (the audit writer and its checkpoints run in ``AuditLog``)."""
+    tasks = [
+        asyncio.create_task(
+            _flush_last_used(engine, state.keys, settings.last_used_flush_seconds),
+            name="last-used",
+        )
+    ]
+    if settings.retention_audit_seconds > 0:
+        purges = retention_audit.keep_taking_in(
+            state.audit, state.upstreams["ingest"], state.service_token, engine,
+            settings.retention_audit_seconds,
+        )  # fmt: skip
+        tasks.append(asyncio.create_task(purges, name="retention-audit"))
+    return tasks
+
+
+def _lifespan(
+    settings: Settings, peers: dict[str, httpx.AsyncBaseTransport | None]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        token_key = TokenKey.configured("gateway", settings.token_key, settings.token_key_file)
         engine = make_engine(settings.database_url)
-        prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
-        audit.ensure_head(engine)
-        admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-        printed = keys.ensure_operator_key(engine, admin_key)
-        if printed:
-            # Printed once, on the first start only; never logged.
-            sys.stdout.write(f"Operators' admin key (agency ops, shown once): {printed}\n")
-            sys.stdout.flush()
-        seed = audit.configured_seed(settings.audit_signing_key, settings.audit_signing_key_file)
-        signer = audit.load_signer(engine, seed)
-        audit.ensure_tree(engine, signer)  # once, for a log written before the Merkle tree
-        app.state.audit_trusted = (
-            audit.trusted_keys(signer, settings.audit_trusted_public_keys) if seed else None
-        )
-        if not seed:
-            log.warning("audit signing key kept in the database: set CSP_GATEWAY_AUDIT_SIGNING_KEY")
+        signer, seed = _prepare_store(engine, settings)
         audit_log = audit.AuditLog(
             engine,
             signer,
@@ -145,42 +214,15 @@ def create_app(
         )
         audit_log.start()
         upstreams = _upstreams(settings, peers)
-        service_token = _service_token(token_key, settings.internal_token_ttl_seconds)
-        storage, close_storage = _rate_storage(settings)
-        key_store = keys.KeyStore(engine, settings.key_cache_seconds)
-        oauth_key = oauth.load_private_key(
-            settings.oauth_signing_key.get_secret_value() if settings.oauth_signing_key else None,
-            settings.oauth_signing_key_file,
-            _beside_database(settings.database_url, "gateway-oauth-key.pem"),
-        )
-        app.state.engine = engine
-        app.state.gateway = Gateway(
-            token_key=token_key,
-            token_ttl=settings.internal_token_ttl_seconds,
-            keys=key_store,
-            audit=audit_log,
-            decisions=DecisionCache(
-                upstreams["agreements"], service_token, settings.decision_cache_seconds
-            ),
-            upstreams=upstreams,
-            limiter=FixedWindowRateLimiter(storage),
-            limits=parse_many(settings.rate_limit),
-            max_body_bytes=settings.max_body_bytes,
-            service_token=service_token,
-            tokens=oauth.TokenIssuer(oauth_key, settings.oauth_token_ttl_seconds),
-        )
-        app.state.openapi = OpenApiMerger(app.openapi(), upstreams, settings.openapi_cache_seconds)
-        tasks = [
-            asyncio.create_task(
-                _flush_last_used(key_store, settings.last_used_flush_seconds), name="last-used"
+        state, close_storage = _make_state(settings, engine, audit_log, upstreams)
+        if seed:
+            state.audit_trusted = audit_sign.trusted_keys(
+                signer, settings.audit_trusted_public_keys
             )
-        ]
-        if settings.retention_audit_seconds > 0:
-            purges = retention_audit.keep_taking_in(
-                audit_log, upstreams["ingest"], service_token, engine,
-                settings.retention_audit_seconds,
-            )  # fmt: skip
-            tasks.append(asyncio.create_task(purges, name="retention-audit"))
+        state.openapi = OpenApiMerger(app.openapi(), upstreams, settings.openapi_cache_seconds)
+        app.state.engine = engine
+        app.state.gateway = state
+        tasks = _background(settings, engine, state)
         try:
             yield
         finally:
@@ -190,7 +232,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(key_store.flush_last_used)
+                await asyncio.to_thread(_write_last_used, engine, state.keys)
             await audit_log.close()
             for upstream in upstreams.values():
                 await upstream.close()
@@ -198,21 +240,38 @@ def create_app(
                 await close_storage()
             engine.dispose()
 
-    async def peers_answer(app: FastAPI) -> None:
-        gateway = app.state.gateway
-        for name, upstream in gateway.upstreams.items():
-            status, _ = await asyncio.wait_for(
-                call_json(upstream, "GET", "/healthz", gateway.service_token()), timeout=2
-            )
-            if status != 200:
-                raise RuntimeError(f"{name} answers {status}")
+    return lifespan
 
+
+async def _peers_answer(app: FastAPI) -> None:
+    gateway = state_of(app, "gateway", GatewayState)
+    for name, upstream in gateway.upstreams.items():
+        status, _ = await asyncio.wait_for(
+            call_json(upstream, "GET", "/healthz", gateway.service_token()), timeout=2
+        )
+        if status != 200:
+            raise RuntimeError(f"{name} answers {status}")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    agreements_transport: httpx.AsyncBaseTransport | None = None,
+    ingest_transport: httpx.AsyncBaseTransport | None = None,
+    depersonalise_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+    peers = {
+        "agreements": agreements_transport,
+        "ingest": ingest_transport,
+        "depersonalise": depersonalise_transport,
+    }
     app = build_app(
         "gateway",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, peers),
         ready_checks=[
             ("database", lambda app: ping(app.state.engine)),
-            ("peers", peers_answer),
+            ("peers", _peers_answer),
         ],
         title="CSP information-sharing hub",
         description="Public API of the hub. Authenticate with `Authorization: Bearer <api key>`.",

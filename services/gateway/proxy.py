@@ -3,6 +3,7 @@
 Every ``/v1`` request passes here. Allowed requests to a backend are streamed both ways with a
 signed internal token; the gateway's own routes are handed to the FastAPI router with the caller
 in ``scope["state"]``. Every outcome, refusals included, is audited before the client sees it.
+Pure ASGI for speed, so it imports Starlette's types.
 """
 
 from __future__ import annotations
@@ -16,19 +17,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from limits import RateLimitItem
-from limits.aio.strategies import RateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway import routing
-from services.gateway.audit import AuditLog, AuditUnavailableError, now_iso, outcome_of
-from services.gateway.decisions import DecisionCache
-from services.gateway.keys import Caller, KeyStore, scopes_for
-from services.gateway.oauth import TokenIssuer, authenticate, looks_like_jwt
+from services.gateway.audit import AuditUnavailableError
+from services.gateway.audit_entries import now_iso, outcome_of
+from services.gateway.keys import Caller, scopes_for
+from services.gateway.oauth import authenticate, looks_like_jwt
+from services.gateway.state import GatewayState
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, Upstream
 from shared.errors import PROBLEM_JSON, ProblemError, problem_body
 from shared.serve import MAX_HEADER_BYTES
-from shared.tokens import TokenKey, issue_token
+from shared.tokens import issue_token
 
 log = logging.getLogger("csp.gateway")
 
@@ -142,25 +142,8 @@ class Exchange:
         }
 
 
-@dataclass
-class Gateway:
-    """Everything the hot path needs, created in the lifespan."""
-
-    token_key: TokenKey
-    token_ttl: int
-    keys: KeyStore
-    audit: AuditLog
-    decisions: DecisionCache
-    upstreams: dict[str, Upstream]
-    limiter: RateLimiter
-    limits: list[RateLimitItem]
-    max_body_bytes: int
-    service_token: Callable[[], str]
-    tokens: TokenIssuer | None = None
-
-
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, gateway: Callable[[], Gateway | None]) -> None:
+    def __init__(self, app: ASGIApp, gateway: Callable[[], GatewayState | None]) -> None:
         self.app = app
         self.gateway = gateway
 
@@ -205,7 +188,7 @@ class GatewayMiddleware:
                 await _refuse(gateway, exchange, send, failure)
 
     async def _handle(
-        self, gw: Gateway, exchange: Exchange, scope: Scope, receive: Receive, send: Send
+        self, gw: GatewayState, exchange: Exchange, scope: Scope, receive: Receive, send: Send
     ) -> None:
         raw_path = _raw_path(scope)
         match = routing.match(scope["method"], raw_path)
@@ -271,7 +254,7 @@ class GatewayMiddleware:
 
     async def _decide(
         self,
-        gw: Gateway,
+        gw: GatewayState,
         exchange: Exchange,
         match: routing.Match,
         scope: Scope,
@@ -323,7 +306,7 @@ class GatewayMiddleware:
 
     async def _decide_people(
         self,
-        gw: Gateway,
+        gw: GatewayState,
         exchange: Exchange,
         claims: dict[str, Any],
         level: str | None,
@@ -364,7 +347,7 @@ class GatewayMiddleware:
         return routing.INGEST
 
     async def _decide_cohort(
-        self, gw: Gateway, exchange: Exchange, claims: dict[str, Any], purpose: str | None
+        self, gw: GatewayState, exchange: Exchange, claims: dict[str, Any], purpose: str | None
     ) -> None:
         """A cohort query needs a grant on the cohort's memberships as well: their grants travel
         as ``cohort_grants`` and the audit entry names both decisions' agreements."""
@@ -423,7 +406,7 @@ def _refuse_unless_allowed(decision: dict[str, Any], about: str = "") -> None:
         )
 
 
-async def _authenticate(gw: Gateway, bearer: str) -> Caller | None:
+async def _authenticate(gw: GatewayState, bearer: str) -> Caller | None:
     """An API key, or an access token the hub signed for one (checked against its key)."""
     if gw.tokens is not None and looks_like_jwt(bearer):
         return await authenticate(gw.tokens, gw.keys, bearer)
@@ -450,7 +433,7 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
-async def _rate_limit(gw: Gateway, key_id: str) -> None:
+async def _rate_limit(gw: GatewayState, key_id: str) -> None:
     for item in gw.limits:
         if not await gw.limiter.hit(item, key_id):
             stats = await gw.limiter.get_window_stats(item, key_id)
@@ -463,7 +446,7 @@ async def _rate_limit(gw: Gateway, key_id: str) -> None:
             )
 
 
-async def _audit(gw: Gateway, entry: dict[str, Any]) -> None:
+async def _audit(gw: GatewayState, entry: dict[str, Any]) -> None:
     try:
         await gw.audit.append(entry)
     except AuditUnavailableError as exc:
@@ -475,7 +458,7 @@ async def _audit(gw: Gateway, entry: dict[str, Any]) -> None:
         ) from exc
 
 
-async def _refuse(gw: Gateway, exchange: Exchange, send: Send, problem: ProblemError) -> None:
+async def _refuse(gw: GatewayState, exchange: Exchange, send: Send, problem: ProblemError) -> None:
     try:
         await _audit(gw, exchange.entry("complete", problem.status, None))
     except ProblemError as audit_problem:
@@ -516,7 +499,7 @@ def _secured(send: Send, path: str) -> Send:
     return wrapped
 
 
-def _audited(gw: Gateway, exchange: Exchange, send: Send) -> Send:
+def _audited(gw: GatewayState, exchange: Exchange, send: Send) -> Send:
     """Wraps the gateway's own routes: the entry is committed before the answer starts."""
     refused = False
 
@@ -566,7 +549,7 @@ def _upstream_headers(
 
 
 async def _proxy(
-    gw: Gateway,
+    gw: GatewayState,
     upstream: Upstream,
     exchange: Exchange,
     claims: dict[str, Any],
@@ -620,13 +603,13 @@ async def _proxy(
         await response.close()
 
 
-def _too_large(gw: Gateway) -> ProblemError:
+def _too_large(gw: GatewayState) -> ProblemError:
     return ProblemError(
         413, f"The request body exceeds {gw.max_body_bytes} bytes.", slug="body-too-large"
     )
 
 
-async def _relay(gw: Gateway, exchange: Exchange, response: Any, send: Send) -> None:
+async def _relay(gw: GatewayState, exchange: Exchange, response: Any, send: Send) -> None:
     records = None
     length = None
     headers: list[tuple[bytes, bytes]] = []

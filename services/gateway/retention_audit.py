@@ -5,7 +5,8 @@ The gateway takes ingest's purge log in (``GET /internal/purges?after=<id>``) an
 entry per purge that erased records: phase ``retention``, action ``erase``, the provider whose
 records went in ``providers`` (so the provider's own view shows it) and the count in ``records``.
 How far it has read is kept in ``audit_import``, moved in the same transaction as the entries and
-only from the value it read, so two replicas never both record a purge.
+only from the value it read, so two replicas never both record a purge. This loop owns its
+reads; the entries and the cursor are written by the audit log's writer (``append_guarded``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
-from services.gateway.audit import AuditLog, Guard, now_iso
+from services.gateway.audit import AuditLog
+from services.gateway.audit_chain import Guard
+from services.gateway.audit_entries import now_iso
 from services.gateway.models import AuditImport
 from services.gateway.upstream import Upstream, call_json
 from shared.db import table_of
@@ -29,12 +32,14 @@ SOURCE = "ingest-purges"
 PAGE = 500
 
 
-def read_cursor(engine: Engine, source: str = SOURCE) -> int:
-    with engine.connect() as connection:
-        found = connection.execute(
-            select(IMPORT.c.last_id).where(IMPORT.c.source == source)
-        ).scalar()
+def read_cursor(connection: Connection, source: str = SOURCE) -> int:
+    found = connection.execute(select(IMPORT.c.last_id).where(IMPORT.c.source == source)).scalar()
     return int(found or 0)
+
+
+def _read_cursor(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return read_cursor(connection)
 
 
 def cursor_guard(old: int, new: int, source: str = SOURCE) -> Guard:
@@ -92,7 +97,7 @@ async def take_in_purges(
     """Records every purge ingest logged since the last time; returns how many entries it wrote."""
     written = 0
     while audit.enabled:
-        after = await asyncio.to_thread(read_cursor, engine)
+        after = await asyncio.to_thread(_read_cursor, engine)
         status, body = await call_json(
             ingest, "GET", f"/internal/purges?after={after}&limit={page}", token
         )

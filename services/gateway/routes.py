@@ -1,4 +1,7 @@
-"""The routes the gateway answers itself: keys, /v1/me, the audit trail and the API description."""
+"""The routes the gateway answers itself: keys, /v1/me, the audit trail and the API description.
+
+Each translates HTTP to a call of ``key_issue``, ``keys`` or ``audit_queries`` and back, in the
+request's one transaction (``deps.ConnectionDep``); agreements is asked over its client."""
 
 from __future__ import annotations
 
@@ -6,9 +9,6 @@ import asyncio
 import csv
 import io
 import json
-import time
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dt_time
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -17,9 +17,15 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from services.gateway import audit, keys, oauth
-from services.gateway.deps import AdminDep, CallerDep, GatewayDep, SettingsDep
-from services.gateway.proxy import Gateway
+from services.gateway import audit_entries, audit_queries, key_issue, keys, oauth
+from services.gateway.deps import (
+    AdminDep,
+    CallerDep,
+    ConnectionDep,
+    GatewayDep,
+    SettingsDep,
+    StreamConnectionDep,
+)
 from services.gateway.schemas import (
     AccessToken,
     AuditPage,
@@ -31,6 +37,7 @@ from services.gateway.schemas import (
     KeyRequest,
     TokenError,
 )
+from services.gateway.state import GatewayState
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
 from shared.app import request_id
 from shared.errors import ProblemError, problem_body
@@ -40,10 +47,9 @@ from shared.tokens import issue_token
 router = APIRouter(prefix="/v1", tags=["gateway"])
 docs_router = APIRouter(include_in_schema=False)
 
-CSV_COLUMNS = audit.ENTRY_COLUMNS
+CSV_COLUMNS = audit_entries.ENTRY_COLUMNS
 # The audit's seq column is an INTEGER: 32-bit in PostgreSQL, so a larger cursor cannot exist.
 MAX_SEQ = 2**31 - 1
-MAX_PROOF_ENTRIES = 100_000
 # PostgreSQL text cannot hold NUL, so a filter with one is refused rather than failing the query.
 NO_NUL = r"^[^\x00]*$"
 
@@ -58,7 +64,7 @@ async def _peer(coro: Any) -> tuple[int, Any]:
 
 
 async def _agreements_me(
-    caller: keys.Caller, gateway: Gateway, request: Request
+    caller: keys.Caller, gateway: GatewayState, request: Request
 ) -> tuple[int, Any]:
     """Agreements' ``/v1/me`` for the caller: its agency and the agreements it is party to."""
     token = issue_token(
@@ -78,7 +84,7 @@ async def _agreements_me(
     )
 
 
-async def _agreements_of(caller: keys.Caller, gateway: Gateway, request: Request) -> set[str]:
+async def _agreements_of(caller: keys.Caller, gateway: GatewayState, request: Request) -> set[str]:
     status, body = await _agreements_me(caller, gateway, request)
     if status == 404:
         return set()
@@ -176,26 +182,16 @@ async def _limited_body(request: Request, limit: int) -> bytes:
 
 @router.post("/agencies/{code}/keys", status_code=201)
 async def issue_key(
-    code: str, _admin: AdminDep, gateway: GatewayDep, body: KeyRequest | None = None
+    code: str,
+    _admin: AdminDep,
+    gateway: GatewayDep,
+    connection: ConnectionDep,
+    body: KeyRequest | None = None,
 ) -> KeyIssued:
     """Issue a key for a registered agency; the key is shown only in this answer.
 
     No body (or ``{}``) gives every scope the agency may hold; ``admin`` is for operators only."""
-    wanted = body or KeyRequest()
-    allowed = keys.scopes_for(code)
-    outside = [scope for scope in wanted.scopes or () if scope not in allowed]
-    if outside:
-        raise ProblemError(
-            422, f"Only operators' keys may hold {outside[0]!r}.", slug="invalid", field="scopes"
-        )
-    try:
-        expires_at = _expiry(wanted.expires)
-    except (OverflowError, ValueError) as exc:
-        raise ProblemError(
-            422, "The expiry is out of range.", slug="invalid", field="expires"
-        ) from exc
-    if expires_at is not None and expires_at <= time.time():
-        raise ProblemError(422, "The expiry is not in the future.", slug="invalid", field="expires")
+    terms = key_issue.key_terms(code, body or KeyRequest())
     status, _ = await _peer(
         call_json(
             gateway.upstreams["agreements"],
@@ -213,47 +209,15 @@ async def issue_key(
         raise ProblemError(
             503, "The agreements service could not answer.", slug="backend-unavailable"
         )
-    scopes: list[str] | None = (
-        [name for name in allowed if name in wanted.scopes] if wanted.scopes else None
-    )
-    key_id, key = keys.new_key()
-    await asyncio.to_thread(
-        keys.store_key,
-        gateway.keys.engine,
-        code,
-        keys.roles_for(code),
-        key,
-        scopes=scopes,
-        holder=wanted.holder,
-        expires_at=expires_at,
-        origin="api",
-    )
-    return KeyIssued(
-        key_id=key_id,
-        key=key,
-        holder=wanted.holder,
-        scopes=scopes or list(allowed),
-        expires=None if expires_at is None else _iso(expires_at),
-    )
-
-
-def _expiry(value: datetime | date | None) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    # A date: the key works through that whole day.
-    return datetime.combine(value + timedelta(days=1), dt_time(0), UTC).timestamp()
-
-
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+    return await asyncio.to_thread(key_issue.issue, connection, terms)
 
 
 @router.delete("/agencies/{code}/keys/{key_id}", status_code=204)
-async def revoke_key(code: str, key_id: str, _admin: AdminDep, gateway: GatewayDep) -> Response:
+async def revoke_key(
+    code: str, key_id: str, _admin: AdminDep, gateway: GatewayDep, connection: ConnectionDep
+) -> Response:
     """Revoke a key; every replica refuses it within a second."""
-    if not await asyncio.to_thread(keys.revoke_key, gateway.keys.engine, code, key_id):
+    if not await asyncio.to_thread(keys.revoke_key, connection, code, key_id):
         raise ProblemError(
             404,
             f"No active key {key_id!r} of agency {code!r}.",
@@ -278,6 +242,7 @@ async def revoke_key(code: str, key_id: str, _admin: AdminDep, gateway: GatewayD
 async def audit_trail(
     caller: CallerDep,
     gateway: GatewayDep,
+    connection: ConnectionDep,
     request: Request,
     agency: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
     dataset: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
@@ -289,23 +254,21 @@ async def audit_trail(
     format: Literal["json", "csv"] | None = None,
 ) -> AuditPage | Response:
     """Operators see every entry; an agency sees every access to the data it provided."""
-    if until is not None and len(until) == 10:
-        until += "T24"  # a date is inclusive: sorts after every time on that day
+    viewer = None if caller.is_admin else caller.agency
+    parties = set() if viewer is None else await _agreements_of(caller, gateway, request)
     entries = await asyncio.to_thread(
-        audit.search,
-        gateway.audit.engine,
+        audit_queries.trail,
+        connection,
+        viewer,
+        parties,
         agency=agency,
         dataset=dataset,
-        provider=None if caller.is_admin else caller.agency,
         outcome=outcome,
         since=since,
         until=until,
         after=after,
         limit=limit,
     )
-    if not caller.is_admin:
-        parties = await _agreements_of(caller, gateway, request)
-        entries = [audit.provider_view(e, caller.agency, parties) for e in entries]
     if negotiate(format, request.headers.get("accept"), [("text/csv", "csv")], "json") == "csv":
         return Response(_csv(entries), media_type=CSV_MEDIA)
     next_cursor = entries[-1]["seq"] if len(entries) == limit else None
@@ -317,17 +280,17 @@ async def verify_audit(
     _admin: AdminDep,
     gateway: GatewayDep,
     settings: SettingsDep,
-    request: Request,
+    connection: ConnectionDep,
     after: Annotated[int | None, Query(alias="from", ge=1, le=MAX_SEQ)] = None,
 ) -> ChainCheck:
     """Check the hash chain and its signed checkpoints (one at least every
     ``CSP_GATEWAY_AUDIT_CHECKPOINT_EVERY`` entries); name the first broken entry. ``from``, a
     checkpoint already verified, checks only what came after it."""
     check = await asyncio.to_thread(
-        audit.verify_store,
-        gateway.audit.engine,
+        audit_queries.verify_store,
+        connection,
         max_gap=settings.audit_checkpoint_every,
-        trusted=request.app.state.audit_trusted,
+        trusted=gateway.audit_trusted,
         after=after,
     )
     return ChainCheck.model_validate(check)
@@ -337,16 +300,16 @@ async def verify_audit(
 async def audit_checkpoints(
     _caller: CallerDep,
     gateway: GatewayDep,
-    request: Request,
+    connection: ConnectionDep,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> CheckpointPage:
     """Signed checkpoints after ``after``, and the public keys that verify them: an agency keeps
     them outside the hub (``csp audit witness``)."""
-    found = await asyncio.to_thread(audit.list_checkpoints, gateway.audit.engine, after, limit)
-    keys = request.app.state.audit_trusted
+    found = await asyncio.to_thread(audit_queries.list_checkpoints, connection, after, limit)
+    keys = gateway.audit_trusted
     if keys is None:
-        keys = await asyncio.to_thread(audit.public_keys, gateway.audit.engine)
+        keys = await asyncio.to_thread(audit_queries.public_keys, connection)
     following = found[-1]["seq"] if len(found) == limit else None
     return CheckpointPage.model_validate(
         {"checkpoints": found, "public_keys": keys, "next": following}
@@ -356,7 +319,7 @@ async def audit_checkpoints(
 @router.get("/audit/consistency")
 async def audit_consistency(
     _caller: CallerDep,
-    gateway: GatewayDep,
+    connection: ConnectionDep,
     first: Annotated[int, Query(alias="from", ge=0, le=MAX_SEQ)],
     second: Annotated[int, Query(alias="to", ge=1, le=MAX_SEQ)],
     digests: bool = True,
@@ -365,66 +328,45 @@ async def audit_consistency(
     unchanged: ``proof``, the RFC 6962 consistency proof between their signed tree heads, and
     the digests in between (no entry content; ``digests=false`` leaves them out, and with them
     the bound on how far apart the checkpoints may be)."""
-    if second <= first:
-        raise ProblemError(422, "`to` must be after `from`.", slug="invalid", field="to")
-    if digests and second - first > MAX_PROOF_ENTRIES:
-        raise ProblemError(
-            422,
-            f"At most {MAX_PROOF_ENTRIES} digests per answer: ask with digests=false for the "
-            "tree proof alone, or go through checkpoints in between.",
-            slug="invalid",
-            field="to",
-        )
-    engine = gateway.audit.engine
-    proof = await asyncio.to_thread(audit.consistency, engine, first, second, digests)
-    if proof is None:
-        raise ProblemError(
-            404, "`from` and `to` must both be signed checkpoints.", slug="no-checkpoint"
-        )
-    proof["proof"] = await asyncio.to_thread(audit.tree_consistency, engine, first, second)
+    proof = await asyncio.to_thread(
+        audit_queries.consistency_answer, connection, first, second, digests
+    )
     return ConsistencyProof.model_validate(proof)
 
 
 @router.get("/audit/{seq}/proof")
 async def audit_inclusion(
     _caller: CallerDep,
-    gateway: GatewayDep,
+    connection: ConnectionDep,
     seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
     size: Annotated[int, Query(ge=1, le=MAX_SEQ)],
 ) -> InclusionProof:
     """The RFC 6962 inclusion proof of entry ``seq`` in the tree signed at checkpoint ``size``:
     with the entry's digest, anyone holding that checkpoint can check the entry is in the log."""
-    if seq > size:
-        raise ProblemError(422, "`size` must be at least the entry's seq.", field="size")
-    found = await asyncio.to_thread(audit.inclusion, gateway.audit.engine, seq, size)
-    if found is None:
-        raise ProblemError(
-            404, "No such entry, or `size` is not a signed checkpoint.", slug="no-checkpoint"
-        )
+    found = await asyncio.to_thread(audit_queries.inclusion_answer, connection, seq, size)
     return InclusionProof.model_validate(found)
 
 
 @router.post("/audit/{seq}/redact")
 async def redact_entry(
-    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], admin: AdminDep, gateway: GatewayDep
+    seq: Annotated[int, Path(ge=1, le=MAX_SEQ)],
+    admin: AdminDep,
+    gateway: GatewayDep,
+    connection: ConnectionDep,
 ) -> dict[str, Any]:
     """Erase an entry's body for an erasure request: its digest and the chain stay, and a new
     entry records the redaction (so the verifiers accept the entry by its digest)."""
-    problem = await asyncio.to_thread(audit.redactable, gateway.audit.engine, seq)
-    if problem == "missing":
-        raise ProblemError(404, f"No audit entry {seq}.", slug="entry-not-found", field="seq")
-    if problem == "redacted":
-        raise ProblemError(409, f"Audit entry {seq} is already redacted.", slug="already-redacted")
+    await asyncio.to_thread(audit_queries.check_redactable, connection, seq)
     # Recorded first: a redaction never happens unrecorded.
-    await gateway.audit.append(audit.redaction_entry(seq, admin.agency, admin.key_id))
-    await asyncio.to_thread(audit.redact, gateway.audit.engine, seq)
+    await gateway.audit.append(audit_entries.redaction_entry(seq, admin.agency, admin.key_id))
+    await asyncio.to_thread(audit_queries.redact, connection, seq)
     return {"seq": seq, "redacted": True}
 
 
 @router.get("/audit/export", response_class=StreamingResponse)
-async def export_audit(_admin: AdminDep, gateway: GatewayDep) -> StreamingResponse:
+async def export_audit(_admin: AdminDep, connection: StreamConnectionDep) -> StreamingResponse:
     """The whole chain as JSON lines, for ``scripts/verify_audit.py`` to check offline."""
-    lines = (json.dumps(line) + "\n" for line in audit.export_lines(gateway.audit.engine))
+    lines = (json.dumps(line) + "\n" for line in audit_queries.export_lines(connection))
     return StreamingResponse(iterate_in_threadpool(lines), media_type="application/x-ndjson")
 
 
@@ -444,9 +386,10 @@ def _cell(value: Any) -> str:
 
 
 @docs_router.get("/openapi.json")
-async def openapi_document(request: Request, gateway: GatewayDep) -> JSONResponse:
-    merger = request.app.state.openapi
-    return JSONResponse(await merger.document(gateway.service_token()))
+async def openapi_document(gateway: GatewayDep) -> JSONResponse:
+    if gateway.openapi is None:
+        raise ProblemError(503, "The API description is not ready.")
+    return JSONResponse(await gateway.openapi.document(gateway.service_token()))
 
 
 @docs_router.get("/docs")

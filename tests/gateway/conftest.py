@@ -111,9 +111,11 @@ async def make_hub(database_url: Callable[[str], str]) -> AsyncIterator[MakeHub]
         }
         settings = Settings(**values)
         transports: dict[str, httpx.AsyncBaseTransport] = {
-            name: httpx.ASGITransport(app=app) for name, app in backends.items() if name not in real
+            f"{name}_transport": httpx.ASGITransport(app=app)
+            for name, app in backends.items()
+            if name not in real
         }
-        app = create_app(settings, transports)
+        app = create_app(settings, **transports)
         await stack.enter_async_context(app.router.lifespan_context(app))
         client = await stack.enter_async_context(
             httpx.AsyncClient(

@@ -10,9 +10,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from services.agreements.models import InternalDecisionQuery
-from shared.errors import ProblemError, install_problem_handlers
+from shared.app import install_problem_handlers
+from shared.deps import ClaimsDep
+from shared.errors import ProblemError
 from shared.replay import ReplayMemory
-from shared.tokens import ClaimsDep, TokenVerifier, accepted_callers
+from shared.tokens import TokenVerifier, accepted_callers
 from tests.conftest import TEST_KEYS
 
 DENY = {

@@ -17,7 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
-from services.gateway import audit, chain, retention_audit
+from services.gateway import (
+    audit,
+    audit_chain,
+    audit_entries,
+    audit_queries,
+    audit_sign,
+    chain,
+    retention_audit,
+)
 from services.gateway.models import Base
 from shared.db import make_engine, prepare_schema
 from tests.gateway.conftest import Hub, MakeHub
@@ -400,18 +408,20 @@ def test_any_chain_verifies_and_any_single_edit_is_found(
 async def test_closing_the_log_signs_its_head_once(database_url: Callable[[str], str]) -> None:
     engine = make_engine(database_url("gateway"))
     prepare_schema(engine, Base.metadata, REPO / "services" / "gateway" / "migrations")
-    audit.ensure_head(engine)
-    signer = audit.load_signer(engine, None)
+    with engine.begin() as connection:
+        audit_chain.ensure_head(connection)
+        signer = audit_sign.load_signer(connection, None)
     log = audit.AuditLog(engine, signer, checkpoint_every=1000, checkpoint_seconds=3600)
     log.start()
     for n in range(3):
-        entry = {"at": audit.now_iso(), "request_id": f"r-{n}", "phase": "complete"}
+        entry = {"at": audit_entries.now_iso(), "request_id": f"r-{n}", "phase": "complete"}
         await log.append({**entry, "method": "GET", "route": "/v1/me", "outcome": "allowed"})
     await log.close()
     with engine.connect() as connection:
         signed = [row[0] for row in connection.execute(text("SELECT seq FROM audit_checkpoint"))]
     assert signed == [3]
-    assert audit.verify_store(engine)["ok"] is True
+    with engine.connect() as connection:
+        assert audit_queries.verify_store(connection)["ok"] is True
     engine.dispose()
 
 
@@ -504,7 +514,7 @@ def rewrite_from(hub: Hub, seq: int) -> None:
     rows = sql(hub, "SELECT * FROM audit_entry ORDER BY seq")
     prev = chain.GENESIS
     for row in rows:
-        entry = {**row, "providers": audit.providers_list(row["providers"])}  # type: ignore[arg-type]
+        entry = {**row, "providers": audit_entries.providers_list(row["providers"])}  # type: ignore[arg-type]
         if row["seq"] == seq:
             entry["agency"] = "someone-else"
         if row["seq"] >= seq:
@@ -569,7 +579,7 @@ async def test_a_key_added_to_the_table_is_not_trusted_when_the_key_is_configure
         await hub.client.get("/v1/me", headers=hub.admin())
     assert sql(hub, "SELECT private_seed FROM audit_signing_key")[0]["private_seed"] is None
     # The attacker re-signs every checkpoint of a rewritten chain with a key of their own.
-    forger = audit.Signer(Ed25519PrivateKey.generate())
+    forger = audit_sign.Signer(Ed25519PrivateKey.generate())
     sql(hub, "INSERT INTO audit_signing_key (key_id, public_key, created_at) VALUES (:k, :p, 0)",
         k=forger.key_id, p=forger.public_b64)  # fmt: skip
     rewrite_from(hub, 2)
@@ -674,7 +684,8 @@ async def test_a_witness_holds_checkpoints_and_catches_a_re_signed_rewrite(
     sql(hub, "DELETE FROM audit_tree_node")
     sql(hub, "UPDATE audit_head SET frontier = NULL")
     sql(hub, "UPDATE audit_checkpoint SET root = NULL")
-    assert audit.ensure_tree(hub.app.state.gateway.audit.engine, signer) >= 20
+    with hub.app.state.engine.begin() as connection:
+        assert audit_chain.ensure_tree(connection, signer) >= 20
     for _ in range(4):
         await hub.client.get("/v1/me", headers=council)
     with pytest.raises(witness.WitnessError, match="no longer agrees"):

@@ -11,7 +11,7 @@ import pytest
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from shared.tokens import ClaimsDep
+from shared.deps import ClaimsDep
 from tests.gateway import fakes
 from tests.gateway.conftest import MakeHub, served
 
