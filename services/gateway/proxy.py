@@ -3,7 +3,9 @@
 Every ``/v1`` request passes here. Allowed requests to a backend are streamed both ways with a
 signed internal token; the gateway's own routes are handed to the FastAPI router with the caller
 in ``scope["state"]``. Every outcome, refusals included, is audited before the client sees it.
-Pure ASGI for speed, so it imports Starlette's types.
+Pure ASGI for speed, so it imports Starlette's types. What a forwarded request needs decided
+is ``forwarding.py``; this module is the streaming and the refusals, kept in one file (some 450
+lines) because every request runs through it top to bottom.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -21,8 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway import routing
 from services.gateway.audit import AuditUnavailableError
-from services.gateway.audit_entries import now_iso, outcome_of
-from services.gateway.keys import Caller, scopes_for
+from services.gateway.forwarding import Exchange, check_scope, decide, header
+from services.gateway.keys import Caller
 from services.gateway.oauth import authenticate, looks_like_jwt
 from services.gateway.state import GatewayState
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, Upstream
@@ -89,57 +90,6 @@ class BodyTooLargeError(Exception):
 
 class ClientGoneError(Exception):
     pass
-
-
-def audited_providers(decision: dict[str, Any], action: str | None) -> list[str] | None:
-    """The entry's ``providers``: the provider codes, then for a read every ``agreement:version``
-    of its grants (a colon never occurs in an agency code), so the entry names all that governed."""
-    providers = decision.get("providers")
-    grants = decision.get("grants") or []
-    if providers is None or action != "read" or not grants:
-        return providers
-    cited = sorted({f"{g['agreement']}:{g['version']}" for g in grants})
-    return [*providers, *cited]
-
-
-@dataclass
-class Exchange:
-    """What the audit entry of one request says, filled in as the request is handled."""
-
-    request_id: str
-    method: str
-    route: str = "unmatched"
-    caller: Caller | None = None
-    dataset: str | None = None
-    action: str | None = None
-    level: str | None = None
-    purpose: str | None = None
-    reason: str | None = None
-    decision: dict[str, Any] = field(default_factory=dict)
-
-    def entry(self, phase: str, status: int | None, records: int | None) -> dict[str, Any]:
-        decision = self.decision
-        return {
-            "at": now_iso(),
-            "request_id": self.request_id,
-            "phase": phase,
-            "agency": self.caller.agency if self.caller else None,
-            "key_id": self.caller.key_id if self.caller else None,
-            "method": self.method,
-            "route": self.route,
-            "dataset": self.dataset,
-            "action": self.action,
-            "level": self.level,
-            "purpose": self.purpose or decision.get("purpose"),
-            "rule": decision.get("rule"),
-            "agreement": decision.get("agreement"),
-            "version": decision.get("version"),
-            "providers": audited_providers(decision, self.action),
-            "status": status,
-            "outcome": outcome_of(status, phase),
-            "records": records,
-            "reason": self.reason,
-        }
 
 
 class GatewayMiddleware:
@@ -223,16 +173,7 @@ class GatewayMiddleware:
                 )
             raise ProblemError(404, "No such route.", slug="not-found")
         route = match.route
-        if route.scope is not None and route.scope not in caller.scopes:
-            if route.admin_only and routing.ADMIN not in scopes_for(caller.agency):
-                raise ProblemError(403, "Operators only.", slug="forbidden", rule="admin-only")
-            raise ProblemError(
-                403,
-                f"This key does not hold the scope {route.scope!r} this route needs.",
-                slug="forbidden",
-                rule="key-scope",
-                scope=route.scope,
-            )
+        check_scope(route, caller)
         backend = route.backend
         claims: dict[str, Any] = {
             "sub": caller.agency,
@@ -241,7 +182,8 @@ class GatewayMiddleware:
             "request_id": exchange.request_id,
         }
         if route.action is not None and not (route.operators_free and caller.is_admin):
-            backend = await self._decide(gw, exchange, match, scope, claims)
+            query, headers = scope["query_string"], scope["headers"]
+            backend = await decide(gw.decisions, exchange, match, query, headers, claims)
         if backend == routing.GATEWAY:
             scope["state"]["caller"] = caller
             await self.app(scope, receive, _audited(gw, exchange, send))
@@ -251,159 +193,6 @@ class GatewayMiddleware:
         # Bound to this call: a token captured on the way is good for nothing else.
         claims.update(aud=backend, htm=scope["method"], htu=raw_path)
         await _proxy(gw, gw.upstreams[backend], exchange, claims, scope, receive, send)
-
-    async def _decide(
-        self,
-        gw: GatewayState,
-        exchange: Exchange,
-        match: routing.Match,
-        scope: Scope,
-        claims: dict[str, Any],
-    ) -> str:
-        route = match.route
-        query: bytes = scope["query_string"]
-        level = route.level
-        fields = None
-        if route.action == "read":
-            level = level or routing.read_level(query)
-            fields = routing.requested_fields(query)
-        purpose = _header(scope["headers"], b"csp-purpose")
-        if route.reason:
-            exchange.reason = _reason(scope["headers"])
-        if route.dataset == routing.PEOPLE:
-            return await self._decide_people(gw, exchange, claims, level, purpose)
-        exchange.dataset = (
-            match.params.get("dataset") or route.dataset or routing.query_dataset(query)
-        )
-        exchange.action = route.action
-        exchange.level = level
-        exchange.purpose = purpose
-        assert exchange.caller is not None and route.action is not None
-        decision = await gw.decisions.decide(
-            exchange.caller.agency, route.action, exchange.dataset, level, purpose, fields
-        )
-        exchange.decision = decision
-        _refuse_unless_allowed(decision)
-        claims.update(
-            action=route.action,
-            dataset=exchange.dataset,
-            level=level,
-            purpose=purpose or decision.get("purpose"),
-            rule=decision.get("rule"),
-            agreement=decision.get("agreement"),
-            version=decision.get("version"),
-            fields=decision.get("fields"),
-            providers=decision.get("providers"),
-            retention_days=decision.get("retention_days"),
-            window=decision.get("window"),
-            grants=decision.get("grants"),
-        )
-        if route.level == "aggregate" and routing.query_param(query, "cohort") is not None:
-            await self._decide_cohort(gw, exchange, claims, purpose)
-        if route.action == "read" and level == "personal":
-            return routing.INGEST
-        return route.backend
-
-    async def _decide_people(
-        self,
-        gw: GatewayState,
-        exchange: Exchange,
-        claims: dict[str, Any],
-        level: str | None,
-        purpose: str | None,
-    ) -> str:
-        """The case view reads each person dataset the caller is granted at level personal; its
-        grants travel per dataset as ``dataset_grants``; refused when none is granted."""
-        assert exchange.caller is not None
-        exchange.action, exchange.level, exchange.purpose = "read", level, purpose
-        granted: dict[str, list[dict[str, Any]]] = {}
-        decisions = []
-        for dataset in routing.person_datasets():
-            decision = await gw.decisions.decide(
-                exchange.caller.agency, "read", dataset, level, purpose, None
-            )
-            decisions.append(decision)
-            if decision.get("allow"):
-                granted[dataset] = decision.get("grants") or []
-        allowed = [d for d in decisions if d.get("allow")]
-        exchange.decision = allowed[0] if allowed else decisions[0]
-        if not allowed:
-            _refuse_unless_allowed(exchange.decision)
-        exchange.decision = {
-            **exchange.decision,
-            "providers": sorted({p for d in allowed for p in d.get("providers") or []}),
-            "grants": [g for d in allowed for g in d.get("grants") or []],
-        }
-        claims.update(
-            action="read",
-            level=level,
-            purpose=purpose or exchange.decision.get("purpose"),
-            rule=exchange.decision.get("rule"),
-            agreement=exchange.decision.get("agreement"),
-            version=exchange.decision.get("version"),
-            providers=exchange.decision["providers"],
-            dataset_grants=granted,
-        )
-        return routing.INGEST
-
-    async def _decide_cohort(
-        self, gw: GatewayState, exchange: Exchange, claims: dict[str, Any], purpose: str | None
-    ) -> None:
-        """A cohort query needs a grant on the cohort's memberships as well: their grants travel
-        as ``cohort_grants`` and the audit entry names both decisions' agreements."""
-        assert exchange.caller is not None
-        if exchange.dataset == routing.COHORT_DATASET:
-            claims["cohort_grants"] = claims.get("grants")
-            return
-        decision = await gw.decisions.decide(
-            exchange.caller.agency, "read", routing.COHORT_DATASET, "aggregate", purpose, None
-        )
-        _refuse_unless_allowed(decision, f" on {routing.COHORT_DATASET}")
-        claims["cohort_grants"] = decision.get("grants") or []
-        first = exchange.decision
-        exchange.decision = {
-            **first,
-            "providers": sorted(
-                set(first.get("providers") or []) | set(decision.get("providers") or [])
-            ),
-            "grants": [*(first.get("grants") or []), *claims["cohort_grants"]],
-        }
-
-
-REASON_LENGTH = 300
-
-
-def _reason(headers: list[tuple[bytes, bytes]]) -> str:
-    """The grounds a case-view read must state, kept in its audit entry."""
-    reason = (_header(headers, b"csp-reason") or "").strip()
-    if not reason:
-        raise ProblemError(
-            422,
-            "A case-view read must state its grounds in the CSP-Reason header.",
-            slug="reason-required",
-            field="CSP-Reason",
-        )
-    if len(reason) > REASON_LENGTH:
-        raise ProblemError(
-            422,
-            f"CSP-Reason is longer than {REASON_LENGTH} characters.",
-            slug="reason-too-long",
-            field="CSP-Reason",
-        )
-    return reason
-
-
-def _refuse_unless_allowed(decision: dict[str, Any], about: str = "") -> None:
-    if not decision.get("allow"):
-        rule = decision.get("rule") or "denied"
-        raise ProblemError(
-            403,
-            f"Refused by rule {rule}{about}.",
-            slug="forbidden",
-            rule=rule,
-            agreement=decision.get("agreement"),
-            version=decision.get("version"),
-        )
 
 
 async def _authenticate(gw: GatewayState, bearer: str) -> Caller | None:
@@ -420,17 +209,10 @@ def _raw_path(scope: Scope) -> str:
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
-    value = _header(headers, b"authorization")
+    value = header(headers, b"authorization")
     if value is None or not value[:7].lower() == "bearer ":
         return None
     return value[7:].strip() or None
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
 
 
 async def _rate_limit(gw: GatewayState, key_id: str) -> None:

@@ -2,7 +2,8 @@
 
 The page's own files live beside this module (``web/``); Leaflet comes from the npm registry,
 installed by ``make web`` (or the image build) into ``Settings.web_vendor_dir``, never committed.
-Only named files are served, so no path from the request reaches the file system.
+Only named files are served, so no path from the request reaches the file system. It serves
+routes, so it imports FastAPI; it decides nothing about the API.
 """
 
 from __future__ import annotations

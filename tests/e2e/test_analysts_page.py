@@ -24,8 +24,14 @@ from scripts.hub import Hub
 from scripts.synthetic_cohort import NEEDS, generate
 from services.depersonalise.demo import demo_layer
 from services.gateway.settings import REPO, Settings
-from tests.e2e.conftest import ADMIN_KEY
-from tests.e2e.test_end_to_end import wait_depersonalised
+from tests.e2e.conftest import (
+    ADMIN_KEY,
+    agree,
+    agreement_terms,
+    bearer,
+    register_agencies,
+    wait_depersonalised,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.browser]
 
@@ -53,10 +59,6 @@ def _chromium() -> str:
     except ImportError:
         _missing("playwright is not installed (make venv)")
     return str(found)
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture(scope="module")
@@ -106,36 +108,21 @@ COHORT_RANGE = {"from": "2023-01-01", "to": "2024-12-31"}
 def cohort(hub: Hub, demo: dict[str, str]) -> dict[str, str]:
     """A synthetic PPO cohort, assessments and offences shared with the demo council at level
     aggregate (drug treatment is not: the page shows that part's refusal)."""
-    admin = bearer(ADMIN_KEY)
     made = generate(people=150, cohort=40, seed=21)
     keys: dict[str, str] = {}
     with httpx.Client(base_url=hub.gateway_url, timeout=120) as client:
-        for code, kind in (("cohort-probation", "probation"), ("cohort-force", "police")):
-            body = {"code": code, "name": f"{code} (synthetic)", "kind": kind}
-            assert client.post("/v1/agencies", json=body, headers=admin).status_code == 201
-            keys[code] = client.post(f"/v1/agencies/{code}/keys", headers=admin).json()["key"]
-        agreement = client.post(
-            "/v1/agreements",
-            json={
-                "title": "IOM cohort profile for the council",
-                "purpose": "integrated-offender-management",
-                "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e", "dpa-2018-part-3"],
-                "providers": ["cohort-probation", "cohort-force"],
-                "recipients": ["demo-council"],
-                "datasets": [{"dataset": d, "level": "aggregate"} for d in COHORT_PROVIDERS],
-                "start": "2020-01-01",
-                "end": "2030-12-31",
-                "review_by": "2030-06-30",
-                "retention_days": 3650,
-            },
-            headers=admin,
+        agencies = (("cohort-probation", "probation"), ("cohort-force", "police"))
+        keys = register_agencies(client, agencies, lambda code: f"{code} (synthetic)")
+        terms = agreement_terms(
+            "IOM cohort profile for the council",
+            "integrated-offender-management",
+            ["cohort-probation", "cohort-force"],
+            ["demo-council"],
+            [{"dataset": d, "level": "aggregate"} for d in COHORT_PROVIDERS],
+            legal_basis=("cda-1998-s115", "uk-gdpr-6-1-e", "dpa-2018-part-3"),
+            start="2020-01-01",
         )
-        assert agreement.status_code == 201, agreement.text
-        for key in (*keys.values(), demo["demo-council"]):
-            signed = client.post(
-                f"/v1/agreements/{agreement.json()['id']}/sign", headers=bearer(key)
-            )
-            assert signed.status_code == 200, signed.text
+        agree(client, terms, (*keys.values(), demo["demo-council"]))
         for dataset, provider in COHORT_PROVIDERS.items():
             rows = made.records[dataset]
             pushed = client.post(

@@ -21,8 +21,7 @@ from sqlalchemy import create_engine, text
 
 from scripts.demo import crime_agreement
 from scripts.hub import Hub
-from services.depersonalise.demo import demo_layer
-from tests.e2e.conftest import ADMIN_KEY
+from tests.e2e.conftest import ADMIN_KEY, agree, bearer, load_demo_layer, register_agencies
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -30,10 +29,6 @@ POLICE, COUNCIL = "fc-police", "fc-council"
 HELD = 16_000  # records already held before the faults start, so a rebuild takes a while
 _layers = count(1)
 _refs = count(1)
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def rows(n: int, refs: list[str] | None = None, category: str = "Burglary") -> list[dict[str, Any]]:
@@ -82,13 +77,7 @@ class Partner:
     def load_layer(self) -> str:
         name = f"fc-layer-{next(_layers)}"
         with self.client() as client:
-            answer = client.post(
-                f"/v1/geographies/{name}",
-                params={"code_field": "code", "name_field": "name"},
-                json=demo_layer(),
-                headers=bearer(ADMIN_KEY),
-            )
-        assert answer.status_code == 202, answer.text
+            load_demo_layer(client, name)
         return name
 
     def batch(self, batch_id: str) -> dict[str, Any]:
@@ -165,25 +154,10 @@ class Partner:
 
 @pytest.fixture(scope="module")
 def partner(hub: Hub) -> Iterator[Partner]:
-    admin = bearer(ADMIN_KEY)
-    keys: dict[str, str] = {}
     with httpx.Client(base_url=hub.gateway_url, timeout=120) as client:
-        for code, kind in ((POLICE, "police"), (COUNCIL, "local-authority")):
-            created = client.post(
-                "/v1/agencies", json={"code": code, "name": code, "kind": kind}, headers=admin
-            )
-            assert created.status_code == 201, created.text
-            keys[code] = client.post(f"/v1/agencies/{code}/keys", headers=admin).json()["key"]
+        keys = register_agencies(client, ((POLICE, "police"), (COUNCIL, "local-authority")))
         body = crime_agreement("Crime data for the fault tests", [POLICE], [COUNCIL], "aggregate")
-        agreement = client.post("/v1/agreements", json=body, headers=admin)
-        assert agreement.status_code == 201, agreement.text
-        for code in keys:
-            signed = client.post(
-                f"/v1/agreements/{agreement.json()['id']}/sign",
-                json={"signatory": "Fault tests"},
-                headers=bearer(keys[code]),
-            )
-            assert signed.status_code == 200, signed.text
+        agree(client, body, keys.values(), signatory="Fault tests")
     held = Partner(hub, keys)
     held.load_layer()
     seeded = [held.push(rows(HELD // 2)), held.push(rows(HELD // 2))]

@@ -14,8 +14,14 @@ import pytest
 
 from scripts.hub import Hub
 from scripts.synthetic_cohort import NEEDS, SyntheticCohort, generate, written_pnc
-from tests.e2e.conftest import ADMIN_KEY
-from tests.e2e.test_end_to_end import bearer, wait_depersonalised
+from tests.e2e.conftest import (
+    ADMIN_KEY,
+    agree,
+    agreement_terms,
+    bearer,
+    register_agencies,
+    wait_depersonalised,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,45 +43,22 @@ def test_three_providers_cohort_is_linked_and_never_identified_below_personal(hu
     admin = bearer(ADMIN_KEY)
     cohort = generate(people=150, cohort=40, seed=21)
     with httpx.Client(base_url=hub.gateway_url, timeout=120) as client:
-        keys: dict[str, str] = {}
-        for code, kind in AGENCIES.items():
-            made = client.post(
-                "/v1/agencies", json={"code": code, "name": code, "kind": kind}, headers=admin
-            )
-            assert made.status_code == 201, made.text
-            keys[code] = client.post(f"/v1/agencies/{code}/keys", headers=admin).json()["key"]
-        agreement = client.post(
-            "/v1/agreements",
-            json={
-                "title": "IOM cohort: offences, assessments and treatment",
-                "purpose": "integrated-offender-management",
-                "legal_basis": [
-                    "cda-1998-s115",
-                    "uk-gdpr-6-1-e",
-                    "dpa-2018-part-3",
-                    "uk-gdpr-9-2-h",
-                ],
-                "providers": ["e2e-probation", "e2e-force", "e2e-drugs"],
-                "recipients": ["e2e-iom"],
-                "datasets": [
-                    {"dataset": "offender-cohort", "level": "personal"},
-                    {"dataset": "oasys-assessment", "level": "personal"},
-                    {"dataset": "offender-offence", "level": "personal"},
-                    {"dataset": "drug-treatment", "level": "aggregate"},
-                ],
-                "start": "2020-01-01",
-                "end": "2030-12-31",
-                "review_by": "2030-06-30",
-                "retention_days": 3650,
-            },
-            headers=admin,
+        keys = register_agencies(client, AGENCIES.items())
+        terms = agreement_terms(
+            "IOM cohort: offences, assessments and treatment",
+            "integrated-offender-management",
+            ["e2e-probation", "e2e-force", "e2e-drugs"],
+            ["e2e-iom"],
+            [
+                {"dataset": "offender-cohort", "level": "personal"},
+                {"dataset": "oasys-assessment", "level": "personal"},
+                {"dataset": "offender-offence", "level": "personal"},
+                {"dataset": "drug-treatment", "level": "aggregate"},
+            ],
+            legal_basis=("cda-1998-s115", "uk-gdpr-6-1-e", "dpa-2018-part-3", "uk-gdpr-9-2-h"),
+            start="2020-01-01",
         )
-        assert agreement.status_code == 201, agreement.text
-        for code in AGENCIES:
-            signed = client.post(
-                f"/v1/agreements/{agreement.json()['id']}/sign", headers=bearer(keys[code])
-            )
-            assert signed.status_code == 200, signed.text
+        agree(client, terms, [keys[code] for code in AGENCIES])
 
         def push(dataset: str) -> None:
             provider = keys[PROVIDER[dataset]]

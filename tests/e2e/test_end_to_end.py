@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
 
 from scripts.hub import Hub
-from services.depersonalise.demo import demo_layer
-from tests.e2e.conftest import ADMIN_KEY
+from tests.e2e.conftest import (
+    ADMIN_KEY,
+    agreement_terms,
+    bearer,
+    create_agreement,
+    load_demo_layer,
+    register_agencies,
+    wait_depersonalised,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 INSIDE_CELLS = [(381500.0, 395500.0), (382500.0, 395500.0), (383500.0, 395500.0)]
 OUTSIDE = (360500.0, 410500.0)  # in Great Britain, outside the demo grid
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def records(count_inside: int, count_outside: int) -> list[dict[str, Any]]:
@@ -39,39 +41,15 @@ def records(count_inside: int, count_outside: int) -> list[dict[str, Any]]:
     return rows
 
 
-def wait_depersonalised(client: httpx.Client, batch_id: str, key: str, expected: int) -> dict:
-    deadline = time.monotonic() + 60
-    batch: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        batch = client.get(f"/v1/batches/{batch_id}", headers=bearer(key)).json()
-        if batch.get("depersonalised") == expected:
-            return batch
-        time.sleep(0.3)
-    raise AssertionError(f"batch not depersonalised in time: {batch}")
-
-
 def test_one_flow_end_to_end(hub: Hub) -> None:
     admin = bearer(ADMIN_KEY)
     with httpx.Client(base_url=hub.gateway_url, timeout=60) as client:
         assert client.get("/v1/me").status_code == 401
         assert client.get("/v1/me", headers=bearer("csp_nope_wrong")).status_code == 401
 
-        keys = {}
-        for code, kind in (
-            ("e2e-police", "police"),
-            ("e2e-council", "local-authority"),
-            ("e2e-other", "other"),
-        ):
-            created = client.post(
-                "/v1/agencies",
-                json={"code": code, "name": code.title(), "kind": kind},
-                headers=admin,
-            )
-            assert created.status_code == 201, created.text
-            issued = client.post(f"/v1/agencies/{code}/keys", headers=admin)
-            assert issued.status_code == 201, issued.text
-            assert issued.json()["key"].startswith("csp_")
-            keys[code] = issued.json()["key"]
+        agencies = (("e2e-police", "police"), ("e2e-council", "local-authority"))
+        keys = register_agencies(client, (*agencies, ("e2e-other", "other")), str.title)
+        assert all(key.startswith("csp_") for key in keys.values())
         police, council, other = keys["e2e-police"], keys["e2e-council"], keys["e2e-other"]
 
         # An agency key cannot act as an operator.
@@ -82,33 +60,20 @@ def test_one_flow_end_to_end(hub: Hub) -> None:
         )
         assert refused.status_code == 403
 
-        layer = client.post(
-            "/v1/geographies/e2e-grid",
-            params={"code_field": "code", "name_field": "name"},
-            json=demo_layer(),
-            headers=admin,
-        )
-        assert layer.status_code == 202, layer.text
+        load_demo_layer(client, "e2e-grid")
 
-        agreement = client.post(
-            "/v1/agreements",
-            json={
-                "title": "Police crime data for the strategic assessment",
-                "purpose": "strategic-assessment",
-                "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
-                "providers": ["e2e-police"],
-                "recipients": ["e2e-council"],
-                "datasets": [{"dataset": "police-crime", "level": "aggregate"}],
-                "start": "2024-01-01",
-                "end": "2030-12-31",
-                "review_by": "2030-06-30",
-                "retention_days": 3650,
-            },
-            headers=admin,
+        agreement = create_agreement(
+            client,
+            agreement_terms(
+                "Police crime data for the strategic assessment",
+                "strategic-assessment",
+                ["e2e-police"],
+                ["e2e-council"],
+                [{"dataset": "police-crime", "level": "aggregate"}],
+            ),
         )
-        assert agreement.status_code == 201, agreement.text
-        agreement_id = agreement.json()["id"]
-        assert agreement.json()["status"] == "draft"
+        agreement_id = agreement["id"]
+        assert agreement["status"] == "draft"
 
         push_body = {"records": records(180, 20)}
         aggregates_path = "/v1/datasets/police-crime/aggregates"

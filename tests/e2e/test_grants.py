@@ -15,10 +15,18 @@ import httpx
 import pytest
 
 from scripts.hub import Hub
-from services.depersonalise.demo import demo_layer
 from shared.identifiers import pnc_check_character
-from tests.e2e.conftest import ADMIN_KEY, running_hub
-from tests.e2e.test_end_to_end import INSIDE_CELLS, bearer, wait_depersonalised
+from tests.e2e.conftest import (
+    ADMIN_KEY,
+    agreement_terms,
+    bearer,
+    load_demo_layer,
+    register_agencies,
+    running_hub,
+    wait_depersonalised,
+)
+from tests.e2e.conftest import agree as agree_and_sign
+from tests.e2e.test_end_to_end import INSIDE_CELLS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -34,20 +42,6 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield running
 
 
-def register(client: httpx.Client, agencies: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    keys = {}
-    for code, kind in agencies:
-        made = client.post(
-            "/v1/agencies",
-            json={"code": code, "name": code, "kind": kind},
-            headers=bearer(ADMIN_KEY),
-        )
-        assert made.status_code == 201, made.text
-        issued = client.post(f"/v1/agencies/{code}/keys", headers=bearer(ADMIN_KEY))
-        keys[code] = issued.json()["key"]
-    return keys
-
-
 def agree(
     client: httpx.Client,
     keys: dict[str, str],
@@ -60,29 +54,15 @@ def agree(
     terms: dict[str, Any] = {"dataset": dataset, "level": level}
     if fields is not None:
         terms["fields"] = fields
-    made = client.post(
-        "/v1/agreements",
-        json={
-            "title": f"{provider} to {recipient}: {dataset}",
-            "purpose": "integrated-offender-management",
-            "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
-            "providers": [provider],
-            "recipients": [recipient],
-            "datasets": [terms],
-            "start": "2024-01-01",
-            "end": "2030-12-31",
-            "review_by": "2030-06-30",
-            "retention_days": 365,
-        },
-        headers=bearer(ADMIN_KEY),
+    body = agreement_terms(
+        f"{provider} to {recipient}: {dataset}",
+        "integrated-offender-management",
+        [provider],
+        [recipient],
+        [terms],
+        retention_days=365,
     )
-    assert made.status_code == 201, made.text
-    for party in (provider, recipient):
-        signed = client.post(
-            f"/v1/agreements/{made.json()['id']}/sign", headers=bearer(keys[party])
-        )
-        assert signed.status_code == 200, signed.text
-    return made.json()
+    return agree_and_sign(client, body, (keys[provider], keys[recipient]))
 
 
 def cohort(prefix: str, count: int) -> list[dict[str, Any]]:
@@ -124,25 +104,9 @@ def push(client: httpx.Client, dataset: str, rows: list[dict[str, Any]], key: st
 def test_each_recipient_sees_each_provider_only_as_their_own_agreement_allows(hub: Hub) -> None:
     admin = bearer(ADMIN_KEY)
     with httpx.Client(base_url=hub.gateway_url, timeout=60) as client:
-        keys = {}
-        for code, kind in (
-            (P1, "probation"),
-            (P2, "police"),
-            (R, "local-authority"),
-            (R2, "health"),
-        ):
-            made = client.post(
-                "/v1/agencies", json={"code": code, "name": code, "kind": kind}, headers=admin
-            )
-            assert made.status_code == 201, made.text
-            keys[code] = client.post(f"/v1/agencies/{code}/keys", headers=admin).json()["key"]
-        layer = client.post(
-            "/v1/geographies/g-grid",
-            params={"code_field": "code", "name_field": "name"},
-            json=demo_layer(),
-            headers=admin,
-        )
-        assert layer.status_code == 202, layer.text
+        agencies = ((P1, "probation"), (P2, "police"), (R, "local-authority"), (R2, "health"))
+        keys = register_agencies(client, agencies)
+        load_demo_layer(client, "g-grid")
 
         # An allow-list naming a field the dataset lacks is refused, naming it.
         bad = client.post(
@@ -296,7 +260,7 @@ def test_erasure_needs_no_agreement_in_force_and_is_audited(hub: Hub) -> None:
     admin = bearer(ADMIN_KEY)
     provider, recipient = "x-police", "x-council"
     with httpx.Client(base_url=hub.gateway_url, timeout=60) as client:
-        keys = register(client, ((provider, "police"), (recipient, "local-authority")))
+        keys = register_agencies(client, ((provider, "police"), (recipient, "local-authority")))
         made = agree(client, keys, provider, recipient, "police-crime", "aggregate")
         push(client, "police-crime", crimes("X", 5, "Burglary"), keys[provider])
         revoked = client.post(f"/v1/agreements/{made['id']}/revoke", headers=admin)

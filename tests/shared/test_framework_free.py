@@ -23,6 +23,8 @@ FRAMEWORK_FREE = (
     "services.gateway.audit",
     "services.gateway.audit_queries",
     "services.gateway.keys",
+    "services.gateway.forwarding",
+    "services.agreements.decision_answer",
     "services.gateway.key_issue",
     "services.gateway.decisions",
     "services.gateway.retention_audit",
