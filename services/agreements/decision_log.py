@@ -1,4 +1,8 @@
-"""The log of every decision, written in batches off the request path."""
+"""The log of every decision, written in batches off the request path.
+
+The flusher (``DecisionRecorder.run``, started and stopped in ``main.py``) owns its
+transactions; the readers (``recent``, ``usage``) take the request's session and never commit.
+"""
 
 from __future__ import annotations
 

@@ -11,7 +11,13 @@ from sqlmodel import Session
 
 from services.agreements import service
 from services.agreements.decision_log import LoggedDecision, recent, window_start
-from services.agreements.decisions import AgencyFacts, DecisionRequest, action_of, decide
+from services.agreements.decisions import (
+    AgencyFacts,
+    Decision,
+    DecisionRequest,
+    action_of,
+    decide,
+)
 from services.agreements.lifecycle import Agreement, Version, iso_utc
 from services.agreements.models import DryRunBody
 from services.agreements.state import Runtime
@@ -21,6 +27,20 @@ MAX_CHANGES_LISTED = 1000
 
 def _outcome(allow: bool, rule: str, agreement: str | None, version: int | None) -> dict[str, Any]:
     return {"allow": allow, "rule": rule, "agreement": agreement, "version": version}
+
+
+def _change(logged: LoggedDecision, after: Decision) -> dict[str, Any]:
+    return {
+        "decision_id": logged.id,
+        "at": iso_utc(logged.at),
+        "agency": logged.agency,
+        "action": logged.action,
+        "dataset": logged.dataset,
+        "level": logged.level,
+        "purpose": logged.purpose,
+        "before": _outcome(logged.allow, logged.rule, logged.agreement, logged.version),
+        "after": _outcome(after.allow, after.rule, after.agreement, after.version),
+    }
 
 
 def replay(
@@ -71,19 +91,7 @@ def replay(
         else:
             counts["rule_changed"] += 1
         if len(changes) < MAX_CHANGES_LISTED:
-            changes.append(
-                {
-                    "decision_id": logged.id,
-                    "at": iso_utc(logged.at),
-                    "agency": logged.agency,
-                    "action": logged.action,
-                    "dataset": logged.dataset,
-                    "level": logged.level,
-                    "purpose": logged.purpose,
-                    "before": _outcome(logged.allow, logged.rule, logged.agreement, logged.version),
-                    "after": _outcome(after.allow, after.rule, after.agreement, after.version),
-                }
-            )
+            changes.append(_change(logged, after))
     changed = sum(counts.values())
     return {
         "examined": len(decisions),

@@ -115,17 +115,14 @@ def verify(
         seq = int(entry["seq"])
         if seq != expected_seq:
             return _bad(expected_seq, "entry missing or out of order")
-        if entry["prev_hash"] != prev:
-            return _bad(seq, "previous hash does not match")
+        broken = _link_problem(entry, prev)
+        if broken:
+            return _bad(seq, broken)
         if entry.get("redacted_at"):
             redacted.add(seq)  # its body is gone: it stands by its digest, if its redaction is
-        elif digest(entry) != entry["digest"]:
-            return _bad(seq, "content does not match its digest")
         target = redaction_target(entry)
         if target is not None and target < seq:
             recorded.add(target)
-        if link(prev, entry["digest"]) != entry["hash"]:
-            return _bad(seq, "hash does not match the chain")
         if frontier is not None:
             frontier, _ = merkle.append(frontier, seq - 1, merkle.leaf_hash(entry["digest"]))
         checkpoint = by_seq.pop(seq, None)
@@ -141,13 +138,38 @@ def verify(
         prev = entry["hash"]
         expected_seq += 1
         count += 1
-    if by_seq:
-        return _bad(min(by_seq), "a signed checkpoint names an entry that is missing")
-    if redacted - recorded:
-        return _bad(min(redacted - recorded), "entry redacted without a recorded redaction")
+    unmatched = _end_problem(by_seq, redacted - recorded, head, count, prev)
+    return unmatched or {"ok": True, "entries": count, "head": prev, "checkpoint": signed}
+
+
+def _end_problem(
+    checkpoints_left: Mapping[int, Any],
+    unrecorded: set[int],
+    head: Mapping[str, Any] | None,
+    count: int,
+    prev: str,
+) -> dict[str, Any] | None:
+    """What is wrong once every entry is read: a checkpoint of a missing entry, a redaction no
+    entry records, a head that is not the last entry's; None when nothing is."""
+    if checkpoints_left:
+        return _bad(min(checkpoints_left), "a signed checkpoint names an entry that is missing")
+    if unrecorded:
+        return _bad(min(unrecorded), "entry redacted without a recorded redaction")
     if head is not None and (int(head["seq"]) != count or (count and head["hash"] != prev)):
         return _bad(count + 1 if int(head["seq"]) > count else count, "chain head does not match")
-    return {"ok": True, "entries": count, "head": prev, "checkpoint": signed}
+    return None
+
+
+def _link_problem(entry: Mapping[str, Any], prev: str) -> str | None:
+    """Why ``entry`` does not extend the chain whose last hash is ``prev``, or None. A redacted
+    entry's body is gone, so it is not checked against its digest."""
+    if entry["prev_hash"] != prev:
+        return "previous hash does not match"
+    if not entry.get("redacted_at") and digest(entry) != entry["digest"]:
+        return "content does not match its digest"
+    if link(prev, entry["digest"]) != entry["hash"]:
+        return "hash does not match the chain"
+    return None
 
 
 def redaction_target(entry: Mapping[str, Any]) -> int | None:
