@@ -40,7 +40,6 @@ LINGER_PASSES = 3
 class AuditLog:
     """Appends entries in batches; ``append`` returns once its entry is committed.
 
-
     On SQLite the batch is written on the event loop: it is an in-process library call of about
     a millisecond, and a worker thread would cost more than it saves, because the writer thread
     and the loop take turns on the GIL at every statement. A networked database is written from

@@ -53,7 +53,6 @@ _LOCK_HEAD = (
 class ChainWriter:
     """Extends the chain over its own database connection, remembering the head it last wrote.
 
-
     A batch first moves the head from the remembered value to the new one with a conditional
     UPDATE, which also takes the head's lock (the row lock on PostgreSQL, the write lock on
     SQLite). When another replica has extended the chain meanwhile, the UPDATE matches nothing;
