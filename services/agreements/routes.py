@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from sqlmodel import col, select
 
 from services.agreements import service
 from services.agreements.decision_answer import decided, decision_request, own_view
@@ -81,12 +80,7 @@ def create_agency(body: AgencyCreate, session: SessionDep, _admin: AdminDep) -> 
 def list_agencies(
     session: SessionDep, _admin: AdminDep, cursor: Cursor = None, limit: Limit = 50
 ) -> Page:
-    rows = session.exec(
-        select(AgencyRow)
-        .where(col(AgencyRow.code) > decode_cursor(cursor))
-        .order_by(col(AgencyRow.code))
-        .limit(limit + 1)
-    )
+    rows = service.agencies_after(session, decode_cursor(cursor), limit + 1)
     return _page([(r.code, _agency_public(r).model_dump()) for r in rows], limit)
 
 

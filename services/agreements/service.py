@@ -183,6 +183,12 @@ def get_agency(session: Session, code: str) -> AgencyRow:
     return row
 
 
+def agencies_after(session: Session, after: str, limit: int) -> list[AgencyRow]:
+    """Up to ``limit`` agencies whose code sorts after ``after``, in code order."""
+    query = select(AgencyRow).where(col(AgencyRow.code) > after).order_by(col(AgencyRow.code))
+    return list(session.exec(query.limit(limit)))
+
+
 def set_agency_status(
     session: Session, code: str, status: str, protected: str, actor: str
 ) -> AgencyRow:
