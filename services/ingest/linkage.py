@@ -31,16 +31,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
 
-from services.ingest.models import LinkageKeyInUse, LinkageModel, LinkReview, Person, PersonLink
-from services.ingest.service_sql import (
+from services.ingest.batches import insert_accepted_batch
+from services.ingest.identity import revision_range
+from services.ingest.instants import iso, utc_now
+from services.ingest.tables import (
+    KEY_IN_USE,
+    LINK,
+    MODEL,
     OUTBOX,
+    PERSON,
     RECORD,
-    insert_accepted_batch,
-    iso,
-    revision_range,
-    utc_now,
+    REVIEW,
+    inserted_id,
 )
 from shared.catalogue import Dataset
 from shared.db import write_transaction
@@ -49,11 +53,6 @@ from shared.identifiers import first_forename, normalise_name, postcode_district
 
 log = logging.getLogger("csp.ingest.linkage")
 
-PERSON: Table = Person.__table__  # type: ignore[attr-defined]
-LINK: Table = PersonLink.__table__  # type: ignore[attr-defined]
-REVIEW: Table = LinkReview.__table__  # type: ignore[attr-defined]
-MODEL: Table = LinkageModel.__table__  # type: ignore[attr-defined]
-KEY_IN_USE: Table = LinkageKeyInUse.__table__  # type: ignore[attr-defined]
 
 STRONG = ("pnc", "cro", "nhs")
 COMPARED = ("surname", "forename", "dob", "district")
@@ -250,14 +249,16 @@ def train(engine: Engine, config: LinkageConfig, seed: int = 42) -> dict[str, An
     model["probability_two_random_records_match"] = max(labelled / total_pairs, 1e-9)
     moment = iso(utc_now())
     with engine.begin() as connection:
-        model_id = connection.execute(
-            insert(MODEL).values(
-                trained_at=moment,
-                records=len(rows),
-                labelled_pairs=labelled,
-                model=json.dumps(model),
+        model_id = inserted_id(
+            connection.execute(
+                insert(MODEL).values(
+                    trained_at=moment,
+                    records=len(rows),
+                    labelled_pairs=labelled,
+                    model=json.dumps(model),
+                )
             )
-        ).inserted_primary_key[0]  # type: ignore[index]
+        )
     return {
         "model": model_id,
         "trained_at": moment,

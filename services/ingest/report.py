@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from services.ingest.service_sql import BATCH, RECORD, REJECTION
+from services.ingest.tables import BATCH, RECORD, REJECTION
 from shared.catalogue import Dataset
 
 QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")

@@ -11,12 +11,10 @@ from typing import Any
 
 from sqlalchemy import Engine, desc, insert, select, true
 
-from services.ingest.models import PurgeLog
-from services.ingest.records import Linkage, delete_records
-from services.ingest.service_sql import RECORD, iso, utc_now
-from shared.db import table_of
+from services.ingest.instants import iso, utc_now
+from services.ingest.retraction import Linkage, delete_records
+from services.ingest.tables import PURGE_LOG, RECORD
 
-PURGE_LOG = table_of(PurgeLog)
 log = logging.getLogger("csp.ingest.retention")
 
 
