@@ -27,7 +27,7 @@ from services.ingest.linkage import link_batch
 from services.ingest.location import PostcodeLookup
 from services.ingest.outcome import PushOptions, PushOutcome
 from services.ingest.record_rows import RecordRows, chunks
-from services.ingest.storage import record_writer
+from services.ingest.storage import RecordWriter, record_writer
 from services.ingest.tables import OUTBOX, POSTCODE
 from shared.db import write_transaction
 from shared.errors import ProblemError
@@ -83,14 +83,13 @@ def push(
 
 
 def _store_rows(
-    connection: Connection,
+    writer: RecordWriter,
     builder: RecordRows,
     rows: Iterator[RawRow],
     options: PushOptions,
 ) -> None:
     """Every chunk's accepted rows written (none once an atomic push has an error)."""
     outcome = builder.outcome
-    writer = record_writer(connection)
     for chunk in chunks(rows, options.chunk_rows):
         outcome.received += len(chunk)
         if outcome.received > options.max_rows:
@@ -116,8 +115,18 @@ def _push_in(
 ) -> None:
     dataset, provider = compiled.dataset, options.provider
     seq = insert_push_batch(connection, provider, dataset.name, moment, outcome, "accepted")
-    builder = RecordRows(compiled, options, outcome, seq, moment, postcode_lookup(connection))
-    _store_rows(connection, builder, rows, options)
+    writer = record_writer(connection)
+    lookup = postcode_lookup(connection)
+
+    def lookup_between_copies(postcodes: set[str]) -> dict[str, tuple[float, float]]:
+        writer.wait()  # the connection is the writer thread's while it copies a chunk
+        return lookup(postcodes)
+
+    builder = RecordRows(compiled, options, outcome, seq, moment, lookup_between_copies)
+    try:
+        _store_rows(writer, builder, rows, options)
+    finally:
+        writer.close()
     if options.atomic and outcome.errors_total:
         return
     record_rejections(connection, seq, provider, dataset.name, moment, outcome.reasons)

@@ -1,11 +1,17 @@
 """Bulk writers for validated records, fed the rows ``record_rows`` builds (tuples in ``COLUMNS``
 order): one executemany upsert per chunk, or on PostgreSQL ``COPY``: straight into ``record``
 while a chunk's keys are all new, otherwise into a transaction-scoped staging table and one
-set-based upsert at the end."""
+set-based upsert at the end.
+
+The COPY of one chunk runs on a writer thread while the next chunk is validated, so the server's
+work on it overlaps Python's on the next; the connection is used by one thread at a time
+(``wait`` before any other statement, ``close`` before the transaction ends)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from psycopg.errors import UniqueViolation
@@ -43,7 +49,13 @@ class ExecutemanyWriter:
             self.statement, [dict(zip(COLUMNS, row, strict=True)) for row in rows]
         )
 
+    def wait(self) -> None:
+        return None
+
     def finish(self) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
 
@@ -57,6 +69,26 @@ class CopyWriter:
         self.staging = False
         self.direct = True
         self.raw: Any = connection.connection.driver_connection
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-copy")
+        self.pending: Future[None] | None = None
+
+    def write(self, rows: StoredRows) -> None:
+        """Copy the chunk on the writer thread once the previous chunk's COPY has ended."""
+        self.wait()
+        self.pending = self.thread.submit(self._write, rows)
+
+    def wait(self) -> None:
+        """Until the chunk being copied is in (its error, if any, raised here)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Stop the writer thread once a COPY still running has ended. Reached with a chunk
+        pending only when the push is already failing, so that COPY's own error is dropped."""
+        with contextlib.suppress(Exception):
+            self.wait()
+        self.thread.shutdown(wait=True)
 
     def _copy(self, table: str, rows: StoredRows) -> None:
         with (
@@ -67,7 +99,7 @@ class CopyWriter:
             for row in rows:
                 write(row)
 
-    def write(self, rows: StoredRows) -> None:
+    def _write(self, rows: StoredRows) -> None:
         if self.direct:
             self.connection.exec_driver_sql("SAVEPOINT ingest_direct")
             try:
@@ -89,6 +121,7 @@ class CopyWriter:
         self._copy("ingest_staging", rows)
 
     def finish(self) -> None:
+        self.wait()
         if not self.staging:
             return
         columns = ", ".join(COLUMNS)
@@ -107,7 +140,10 @@ class CopyWriter:
         )
 
 
-def record_writer(connection: Connection) -> ExecutemanyWriter | CopyWriter:
+RecordWriter = ExecutemanyWriter | CopyWriter
+
+
+def record_writer(connection: Connection) -> RecordWriter:
     if connection.dialect.name == "postgresql":
         return CopyWriter(connection)
     return ExecutemanyWriter(connection)
