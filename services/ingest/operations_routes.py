@@ -11,7 +11,7 @@ import httpx
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from services.ingest.deps import EngineDep, SettingsDep, app_state
+from services.ingest.deps import EngineDep, ReadDep, SettingsDep, app_state
 from services.ingest.models import ErasureRequest
 from services.ingest.outbox import holdings
 from services.ingest.postcodes import load_postcodes, postcode_count
@@ -97,8 +97,8 @@ async def postcode_layer(_claims: ClaimsDep, engine: EngineDep) -> dict[str, int
 
 
 @operations.get("/purges", tags=["retention"])
-async def list_purges(_admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
-    return {"purges": await asyncio.to_thread(purge_history, engine)}
+async def list_purges(_admin: AdminDep, connection: ReadDep) -> dict[str, Any]:
+    return {"purges": await asyncio.to_thread(purge_history, connection)}
 
 
 @operations.post("/purges", tags=["retention"])
@@ -160,11 +160,11 @@ async def dataset_holdings(claims: ClaimsDep, engine: EngineDep, dataset: str) -
 
 @internal.get("/purges")
 async def purges_since(
-    engine: EngineDep,
+    connection: ReadDep,
     claims: ClaimsDep,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> dict[str, Any]:
     """Purge log entries after a cursor, oldest first: the gateway records each in its audit."""
     require_service(claims, operators=True)
-    return {"purges": await asyncio.to_thread(purges_after, engine, after, limit)}
+    return {"purges": await asyncio.to_thread(purges_after, connection, after, limit)}

@@ -16,13 +16,12 @@ from scripts.synthetic_cohort import generate
 from services.ingest import linkage
 from services.ingest.identity import record_key
 from services.ingest.linkage import (
-    LINK,
     PersonComponents,
-    pair_quality,
     person_pseudonym,
     share_pseudonym,
 )
-from services.ingest.tables import RECORD
+from services.ingest.linkage_review import pair_quality
+from services.ingest.tables import LINK, RECORD
 from tests.conftest import RECORD_KEY_SECRET
 from tests.ingest.conftest import Client, drain, token
 
