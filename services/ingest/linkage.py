@@ -477,73 +477,109 @@ def _link_chunk(
         meta[row.id] = (row.provider, row.dataset)
     if not fresh:
         return outcome
-    ids = sorted(fresh)
-    for part in in_chunks(ids):
-        connection.execute(delete(LINK).where(LINK.c.record_id.in_(part)))
-        connection.execute(
-            delete(REVIEW).where(
-                REVIEW.c.status == "pending",
-                or_(REVIEW.c.record_id.in_(part), REVIEW.c.candidate_record.in_(part)),
+    linking = _ChunkLinking(connection, fresh, meta, config, moment)
+    linking.unlink()
+    linking.exact()
+    linking.probabilistic(current_model(connection) if probabilistic else None)
+    values = linking.assign(outcome)
+    linking.queue_reviews(values, outcome)
+    return outcome
+
+
+class _ChunkLinking:
+    """One chunk's records linked in four steps: exact, probabilistic, a person for every
+    component, then clerical review for the pairs left uncertain or in conflict."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        fresh: dict[int, dict[str, Any]],
+        meta: dict[int, tuple[str, str]],
+        config: LinkageConfig,
+        moment: datetime,
+    ) -> None:
+        self.connection = connection
+        self.fresh = fresh
+        self.meta = meta
+        self.config = config
+        self.moment = moment
+        self.ids = sorted(fresh)
+        self.components = PersonComponents()
+        self.method: dict[int, str] = {}
+        self.weight: dict[int, float] = {}
+        self.matched: dict[int, int] = {}
+        self.conflicts: list[tuple[int, int]] = []
+        self.reviews: list[tuple[int, int, float | None, str]] = []
+
+    def unlink(self) -> None:
+        """The chunk's records lose their links and pending reviews: they are linked afresh."""
+        for part in in_chunks(self.ids):
+            self.connection.execute(delete(LINK).where(LINK.c.record_id.in_(part)))
+            self.connection.execute(
+                delete(REVIEW).where(
+                    REVIEW.c.status == "pending",
+                    or_(REVIEW.c.record_id.in_(part), REVIEW.c.candidate_record.in_(part)),
+                )
             )
-        )
-    components = PersonComponents()
-    method: dict[int, str] = {}
-    weight: dict[int, float] = {}
-    matched: dict[int, int] = {}
-    # 1. exact, on strong identifiers, against the known people and within the batch. A record
-    # whose identifiers point at two people, or at a person holding another value of one of its
-    # identifiers (same PNC ID, another NHS number), joins neither: it stays apart, and a review
-    # item pairs it with each person it pointed at (``conflicts``).
-    known = _known_by_strong(connection, fresh)
-    pointed_people = {p for people in known.values() for p in people}
-    strong_of_person = _strong_of_people(connection, pointed_people)
-    first_with: dict[tuple[str, str], str] = {}
-    conflicts: list[tuple[int, int]] = []
-    for record_id in ids:
-        fields = fresh[record_id]
-        strong = {kind: fields[kind] for kind in STRONG if fields.get(kind)}
-        node = f"n{record_id}"
-        components.add(node, None, strong)
-        pointed: dict[int, int] = {}  # person → a record of it sharing an identifier
-        for kind, value in strong.items():
-            for known_person, known_record in known.get((kind, value), {}).items():
-                pointed.setdefault(known_person, known_record)
-        if len(pointed) > 1:
-            conflicts.extend((record_id, known_record) for known_record in pointed.values())
-            continue
-        for known_person, known_record in pointed.items():
-            components.add(f"p{known_person}", known_person, strong_of_person.get(known_person, {}))
-            if components.union(node, f"p{known_person}"):
-                method[record_id] = "exact"
-            else:
-                conflicts.append((record_id, known_record))
-        for kind, value in strong.items():
-            earlier = first_with.setdefault((kind, value), node)
-            if earlier == node:
+
+    def exact(self) -> None:
+        """1. exact, on strong identifiers, against the known people and within the batch. A
+        record whose identifiers point at two people, or at a person holding another value of one
+        of its identifiers (same PNC ID, another NHS number), joins neither: it stays apart, and a
+        review item pairs it with each person it pointed at (``conflicts``)."""
+        components, method, conflicts = self.components, self.method, self.conflicts
+        known = _known_by_strong(self.connection, self.fresh)
+        pointed_people = {p for people in known.values() for p in people}
+        strong_of_person = _strong_of_people(self.connection, pointed_people)
+        first_with: dict[tuple[str, str], str] = {}
+        for record_id in self.ids:
+            fields = self.fresh[record_id]
+            strong = {kind: fields[kind] for kind in STRONG if fields.get(kind)}
+            node = f"n{record_id}"
+            components.add(node, None, strong)
+            pointed: dict[int, int] = {}  # person → a record of it sharing an identifier
+            for kind, value in strong.items():
+                for known_person, known_record in known.get((kind, value), {}).items():
+                    pointed.setdefault(known_person, known_record)
+            if len(pointed) > 1:
+                conflicts.extend((record_id, known_record) for known_record in pointed.values())
                 continue
-            if components.union(earlier, node):
-                method.setdefault(record_id, "exact")
-            else:
-                conflicts.append((record_id, int(earlier[1:])))
-    # 2. probabilistic, for comparable records the exact pass left without a known person
-    model = current_model(connection) if probabilistic else None
-    open_ids = [
-        i
-        for i in ids
-        if _comparable(fresh[i]) and components.person[components.find(f"n{i}")] is None
-    ]
-    reviews: list[tuple[int, int, float | None, str]] = [
-        (rec, other, None, "conflict") for rec, other in conflicts
-    ]
-    if model is not None and open_ids:
-        candidates = _candidates(connection, {i: fresh[i] for i in open_ids})
+            for known_person, known_record in pointed.items():
+                person_node = f"p{known_person}"
+                components.add(person_node, known_person, strong_of_person.get(known_person, {}))
+                if components.union(node, person_node):
+                    method[record_id] = "exact"
+                else:
+                    conflicts.append((record_id, known_record))
+            for kind, value in strong.items():
+                earlier = first_with.setdefault((kind, value), node)
+                if earlier == node:
+                    continue
+                if components.union(earlier, node):
+                    method.setdefault(record_id, "exact")
+                else:
+                    conflicts.append((record_id, int(earlier[1:])))
+
+    def probabilistic(self, model: dict[str, Any] | None) -> None:
+        """2. probabilistic, for comparable records the exact pass left without a known person."""
+        components, fresh, config = self.components, self.fresh, self.config
+        open_ids = [
+            i
+            for i in self.ids
+            if _comparable(fresh[i]) and components.person[components.find(f"n{i}")] is None
+        ]
+        self.reviews = [(rec, other, None, "conflict") for rec, other in self.conflicts]
+        if model is None or not open_ids:
+            return
+        candidates = _candidates(self.connection, {i: fresh[i] for i in open_ids})
         rows = [_comparison_row(f"n{i}", fresh[i], fresh=True) for i in open_ids]
         rows += [
             _comparison_row(f"k{row.record_id}", row._mapping, fresh=False) for row in candidates
         ]
         person_of_known = {f"k{row.record_id}": row.person_id for row in candidates}
         # a known record stands for its whole person: every strong identifier the person has
-        strong_of_candidate = _strong_of_people(connection, {row.person_id for row in candidates})
+        people = {row.person_id for row in candidates}
+        strong_of_candidate = _strong_of_people(self.connection, people)
         strong_of_known = {
             f"k{row.record_id}": strong_of_candidate.get(row.person_id, {}) for row in candidates
         }
@@ -557,86 +593,94 @@ def _link_chunk(
             if score >= config.accept_weight and components.union(left, right):
                 for node, other in ((left, right), (right, left)):
                     record_id = int(node[1:])
-                    if node.startswith("n") and record_id not in method:
-                        method[record_id] = "probabilistic"
-                        weight[record_id] = score
-                        matched[record_id] = int(other[1:])
+                    if node.startswith("n") and record_id not in self.method:
+                        self.method[record_id] = "probabilistic"
+                        self.weight[record_id] = score
+                        self.matched[record_id] = int(other[1:])
             elif score < config.accept_weight:
-                reviews.append((int(left[1:]), int(right[1:]), score, "weight"))
+                self.reviews.append((int(left[1:]), int(right[1:]), score, "weight"))
             elif components.conflicting(left, right):
                 # as good as certain on names, yet another value of a strong identifier
-                reviews.append((int(left[1:]), int(right[1:]), score, "conflict"))
-    # 3. a person for every component: the known one, or a new one
-    values: list[dict[str, Any]] = []
-    sizes: dict[str, int] = {}
-    for record_id in ids:
-        root = components.find(f"n{record_id}")
-        sizes[root] = sizes.get(root, 0) + 1
-    unknown = [root for root in sizes if components.person[root] is None]
-    new_person = dict(zip(unknown, _new_people(connection, len(unknown), moment), strict=True))
-    outcome.new_people = len(unknown)
-    outcome.created = list(new_person.values())
-    conflicted = {record_id for record_id, _ in conflicts}
-    for record_id in ids:
-        root = components.find(f"n{record_id}")
-        person = components.person[root]
-        if person is None:
-            person = new_person[root]
-        # no method of its own but not alone: it shares a strong identifier within the batch
-        how = method.get(record_id) or (
-            "exact" if sizes[root] > 1 else "conflict" if record_id in conflicted else "new"
-        )
-        outcome.exact += how == "exact"
-        outcome.probabilistic += how == "probabilistic"
-        provider, dataset_name = meta[record_id]
-        values.append(
-            {
-                "record_id": record_id,
-                "person_id": person,
-                "provider": provider,
-                "dataset": dataset_name,
-                "method": how,
-                "match_weight": weight.get(record_id),
-                "matched_record": matched.get(record_id),
-                **{name: fresh[record_id].get(name) for name in (*STRONG, *COMPARED)},
-                **{name: fresh[record_id].get(name) for name in KEYS},
-                "linked_at": iso(moment),
-            }
-        )
-    for part in in_chunks(values):
-        connection.execute(insert(LINK), part)
-    outcome.records = len(values)
-    # 4. uncertain pairs, and records kept apart on conflicting identifiers, whose records ended
-    # with different people go to clerical review (once per pair: a decided pair stays decided)
-    person_by_record: dict[int, int] = {v["record_id"]: v["person_id"] for v in values}
-    queued: set[tuple[int, int]] = set()
-    for rec, cand, score_or_none, reason in reviews:
-        pl = person_by_record.get(rec)
-        pr = person_by_record.get(cand)
-        if pl is None:
-            rec, cand, pl, pr = cand, rec, pr, pl  # the fresh record first
-        if pl is None:
-            continue
-        if pr is None:
-            pr = connection.execute(
-                select(LINK.c.person_id).where(LINK.c.record_id == cand)
-            ).scalar()
-        if pr is None or pr == pl or (rec, pr) in queued or _reviewed(connection, rec, cand):
-            continue
-        queued.add((rec, pr))
-        connection.execute(
-            insert(REVIEW).values(
-                record_id=rec,
-                candidate_record=cand,
-                match_weight=score_or_none,
-                reason=reason,
-                status="pending",
-                created_at=iso(moment),
+                self.reviews.append((int(left[1:]), int(right[1:]), score, "conflict"))
+
+    def assign(self, outcome: LinkOutcome) -> list[dict[str, Any]]:
+        """3. a person for every component: the known one, or a new one; the links written."""
+        components, fresh = self.components, self.fresh
+        values: list[dict[str, Any]] = []
+        sizes: dict[str, int] = {}
+        for record_id in self.ids:
+            root = components.find(f"n{record_id}")
+            sizes[root] = sizes.get(root, 0) + 1
+        unknown = [root for root in sizes if components.person[root] is None]
+        made = _new_people(self.connection, len(unknown), self.moment)
+        new_person = dict(zip(unknown, made, strict=True))
+        outcome.new_people = len(unknown)
+        outcome.created = list(new_person.values())
+        conflicted = {record_id for record_id, _ in self.conflicts}
+        for record_id in self.ids:
+            root = components.find(f"n{record_id}")
+            person = components.person[root]
+            if person is None:
+                person = new_person[root]
+            # no method of its own but not alone: it shares a strong identifier within the batch
+            how = self.method.get(record_id) or (
+                "exact" if sizes[root] > 1 else "conflict" if record_id in conflicted else "new"
             )
-        )
-    outcome.queued = len(queued)
-    outcome.conflicts = len(conflicted)
-    return outcome
+            outcome.exact += how == "exact"
+            outcome.probabilistic += how == "probabilistic"
+            provider, dataset_name = self.meta[record_id]
+            values.append(
+                {
+                    "record_id": record_id,
+                    "person_id": person,
+                    "provider": provider,
+                    "dataset": dataset_name,
+                    "method": how,
+                    "match_weight": self.weight.get(record_id),
+                    "matched_record": self.matched.get(record_id),
+                    **{name: fresh[record_id].get(name) for name in (*STRONG, *COMPARED)},
+                    **{name: fresh[record_id].get(name) for name in KEYS},
+                    "linked_at": iso(self.moment),
+                }
+            )
+        for part in in_chunks(values):
+            self.connection.execute(insert(LINK), part)
+        outcome.records = len(values)
+        outcome.conflicts = len(conflicted)
+        return values
+
+    def queue_reviews(self, values: list[dict[str, Any]], outcome: LinkOutcome) -> None:
+        """4. uncertain pairs, and records kept apart on conflicting identifiers, whose records
+        ended with different people go to clerical review (once per pair: a decided pair stays
+        decided)."""
+        connection = self.connection
+        person_by_record: dict[int, int] = {v["record_id"]: v["person_id"] for v in values}
+        queued: set[tuple[int, int]] = set()
+        for rec, cand, score_or_none, reason in self.reviews:
+            pl = person_by_record.get(rec)
+            pr = person_by_record.get(cand)
+            if pl is None:
+                rec, cand, pl, pr = cand, rec, pr, pl  # the fresh record first
+            if pl is None:
+                continue
+            if pr is None:
+                pr = connection.execute(
+                    select(LINK.c.person_id).where(LINK.c.record_id == cand)
+                ).scalar()
+            if pr is None or pr == pl or (rec, pr) in queued or _reviewed(connection, rec, cand):
+                continue
+            queued.add((rec, pr))
+            connection.execute(
+                insert(REVIEW).values(
+                    record_id=rec,
+                    candidate_record=cand,
+                    match_weight=score_or_none,
+                    reason=reason,
+                    status="pending",
+                    created_at=iso(self.moment),
+                )
+            )
+        outcome.queued = len(queued)
 
 
 def _reviewed(connection: Connection, a: int, b: int) -> bool:
