@@ -15,6 +15,11 @@ The model is trained on the hub's own records: u-probabilities by random samplin
 pairs the exact pass already linked (``train``). Person ids never leave ingest; what leaves is a
 keyed hash of the id under the linkage key (``person_pseudonym``, for level ``personal``) or
 under a key derived from it for depersonalise only (``share_pseudonym``).
+
+Over 400 lines because linking a batch, re-linking after a correction, retraction or rekey, and
+the model they score with share the person fields, the components and the link rows; clerical
+review and the quality report are apart (``linkage_review``). The Splink model (``train``,
+``_predict``) is the next part to move out.
 """
 
 from __future__ import annotations
