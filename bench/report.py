@@ -18,7 +18,7 @@ from scripts.demo import demo_records
 from services.ingest.models import Base
 from services.ingest.report import parse_quarter, provider_rows
 from services.ingest.service import PushOptions, push
-from services.ingest.service_sql import RECORD
+from services.ingest.tables import RECORD
 from shared.catalogue import load_catalogue
 from shared.db import make_engine
 from shared.validation import compile_dataset

@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from shared.catalogue import Dataset, FieldSpec
@@ -20,6 +20,8 @@ from shared.periods import parse_iso
 Converter = Callable[[Any], Any]
 
 POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")
+# The stored form of an instant itself (UTC, whole seconds), with or without its ``Z``.
+STORED_INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z?")
 LOCATION_FIELDS = ("easting", "northing", "latitude", "longitude", "postcode")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -104,6 +106,15 @@ def parse_datetime(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be an ISO 8601 date or date-time")
     text = value.strip()
+    if STORED_INSTANT.fullmatch(text):
+        # Already in the stored form: checked as a date-time, not parsed and written again.
+        try:
+            datetime.fromisoformat(text[:19])
+        except ValueError:
+            raise ValueError("is not a valid ISO 8601 date or date-time") from None
+        if text < "1900":
+            raise ValueError("is before 1900")
+        return text[:19] + "Z"
     try:
         if len(text) == 10:
             return date.fromisoformat(text).isoformat() + "T00:00:00Z"

@@ -14,14 +14,15 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from services.ingest.service_sql import IDEMPOTENCY, iso, utc_now
+from services.ingest.instants import iso, utc_now
+from services.ingest.tables import IDEMPOTENCY
 from shared.db import write_transaction
 from shared.errors import ProblemError
 
@@ -56,6 +57,29 @@ def stored_answer(
         )
     answer: Answer = msgspec.json.decode(row.response)
     return answer
+
+
+def remember(
+    connection: Connection,
+    agency: str,
+    idempotency: tuple[str, str, int] | None,
+    moment: datetime,
+    answer: Answer,
+) -> None:
+    """Keep a push's first answer under its key (key, fingerprint, hours), in its transaction."""
+    if idempotency is None:
+        return
+    key, request_fingerprint, hours = idempotency
+    connection.execute(
+        insert(IDEMPOTENCY).values(
+            agency=agency,
+            key=key,
+            fingerprint=request_fingerprint,
+            status_code=202,
+            response=msgspec.json.encode(answer).decode(),
+            expires_at=iso(moment + timedelta(hours=hours)),
+        )
+    )
 
 
 def forget_expired_keys(engine: Engine, moment: datetime | None = None) -> int:

@@ -15,6 +15,11 @@ The model is trained on the hub's own records: u-probabilities by random samplin
 pairs the exact pass already linked (``train``). Person ids never leave ingest; what leaves is a
 keyed hash of the id under the linkage key (``person_pseudonym``, for level ``personal``) or
 under a key derived from it for depersonalise only (``share_pseudonym``).
+
+Over 400 lines because linking a batch, re-linking after a correction, retraction or rekey, and
+the model they score with share the person fields, the components and the link rows; clerical
+review and the quality report are apart (``linkage_review``). The Splink model (``train``,
+``_predict``) is the next part to move out.
 """
 
 from __future__ import annotations
@@ -31,16 +36,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select, update
 
-from services.ingest.models import LinkageKeyInUse, LinkageModel, LinkReview, Person, PersonLink
-from services.ingest.service_sql import (
+from services.ingest.batches import insert_accepted_batch
+from services.ingest.identity import revision_range
+from services.ingest.instants import iso, utc_now
+from services.ingest.tables import (
+    KEY_IN_USE,
+    LINK,
+    MODEL,
     OUTBOX,
+    PERSON,
     RECORD,
-    insert_accepted_batch,
-    iso,
-    revision_range,
-    utc_now,
+    REVIEW,
+    inserted_id,
 )
 from shared.catalogue import Dataset
 from shared.db import write_transaction
@@ -49,11 +58,6 @@ from shared.identifiers import first_forename, normalise_name, postcode_district
 
 log = logging.getLogger("csp.ingest.linkage")
 
-PERSON: Table = Person.__table__  # type: ignore[attr-defined]
-LINK: Table = PersonLink.__table__  # type: ignore[attr-defined]
-REVIEW: Table = LinkReview.__table__  # type: ignore[attr-defined]
-MODEL: Table = LinkageModel.__table__  # type: ignore[attr-defined]
-KEY_IN_USE: Table = LinkageKeyInUse.__table__  # type: ignore[attr-defined]
 
 STRONG = ("pnc", "cro", "nhs")
 COMPARED = ("surname", "forename", "dob", "district")
@@ -250,14 +254,16 @@ def train(engine: Engine, config: LinkageConfig, seed: int = 42) -> dict[str, An
     model["probability_two_random_records_match"] = max(labelled / total_pairs, 1e-9)
     moment = iso(utc_now())
     with engine.begin() as connection:
-        model_id = connection.execute(
-            insert(MODEL).values(
-                trained_at=moment,
-                records=len(rows),
-                labelled_pairs=labelled,
-                model=json.dumps(model),
+        model_id = inserted_id(
+            connection.execute(
+                insert(MODEL).values(
+                    trained_at=moment,
+                    records=len(rows),
+                    labelled_pairs=labelled,
+                    model=json.dumps(model),
+                )
             )
-        ).inserted_primary_key[0]  # type: ignore[index]
+        )
     return {
         "model": model_id,
         "trained_at": moment,
@@ -352,7 +358,7 @@ class PersonComponents:
         return True
 
 
-def _chunked(values: Sequence[Any]) -> Iterator[list[Any]]:
+def in_chunks(values: Sequence[Any]) -> Iterator[list[Any]]:
     for start in range(0, len(values), _IN_CHUNK):
         yield list(values[start : start + _IN_CHUNK])
 
@@ -365,7 +371,7 @@ def _known_by_strong(
     for kind in STRONG:
         values = sorted({f[kind] for f in fresh.values() if f.get(kind)})
         column = LINK.c[kind]
-        for part in _chunked(values):
+        for part in in_chunks(values):
             query = (
                 select(column, LINK.c.person_id, LINK.c.record_id)
                 .where(column.in_(part))
@@ -382,7 +388,7 @@ def _strong_of_people(connection: Connection, people: set[int]) -> dict[int, dic
     query = select(LINK.c.person_id, *(LINK.c[kind] for kind in STRONG)).where(
         or_(*(LINK.c[kind].is_not(None) for kind in STRONG))
     )
-    for part in _chunked(sorted(people)):
+    for part in in_chunks(sorted(people)):
         for row in connection.execute(query.where(LINK.c.person_id.in_(part))):
             held = found.setdefault(row.person_id, {})
             for kind in STRONG:
@@ -411,7 +417,7 @@ def _candidates(connection: Connection, fresh: dict[int, dict[str, Any]]) -> lis
             keys["name_key"].add(fields["name_key"])
     rows: dict[int, Any] = {}
     for name, values in keys.items():
-        for part in _chunked(sorted(values)):
+        for part in in_chunks(sorted(values)):
             query = (
                 select(*_CANDIDATE_COLUMNS)
                 .where(LINK.c[name].in_(part), LINK.c.surname.is_not(None))
@@ -476,73 +482,109 @@ def _link_chunk(
         meta[row.id] = (row.provider, row.dataset)
     if not fresh:
         return outcome
-    ids = sorted(fresh)
-    for part in _chunked(ids):
-        connection.execute(delete(LINK).where(LINK.c.record_id.in_(part)))
-        connection.execute(
-            delete(REVIEW).where(
-                REVIEW.c.status == "pending",
-                or_(REVIEW.c.record_id.in_(part), REVIEW.c.candidate_record.in_(part)),
+    linking = _ChunkLinking(connection, fresh, meta, config, moment)
+    linking.unlink()
+    linking.exact()
+    linking.probabilistic(current_model(connection) if probabilistic else None)
+    values = linking.assign(outcome)
+    linking.queue_reviews(values, outcome)
+    return outcome
+
+
+class _ChunkLinking:
+    """One chunk's records linked in four steps: exact, probabilistic, a person for every
+    component, then clerical review for the pairs left uncertain or in conflict."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        fresh: dict[int, dict[str, Any]],
+        meta: dict[int, tuple[str, str]],
+        config: LinkageConfig,
+        moment: datetime,
+    ) -> None:
+        self.connection = connection
+        self.fresh = fresh
+        self.meta = meta
+        self.config = config
+        self.moment = moment
+        self.ids = sorted(fresh)
+        self.components = PersonComponents()
+        self.method: dict[int, str] = {}
+        self.weight: dict[int, float] = {}
+        self.matched: dict[int, int] = {}
+        self.conflicts: list[tuple[int, int]] = []
+        self.reviews: list[tuple[int, int, float | None, str]] = []
+
+    def unlink(self) -> None:
+        """The chunk's records lose their links and pending reviews: they are linked afresh."""
+        for part in in_chunks(self.ids):
+            self.connection.execute(delete(LINK).where(LINK.c.record_id.in_(part)))
+            self.connection.execute(
+                delete(REVIEW).where(
+                    REVIEW.c.status == "pending",
+                    or_(REVIEW.c.record_id.in_(part), REVIEW.c.candidate_record.in_(part)),
+                )
             )
-        )
-    components = PersonComponents()
-    method: dict[int, str] = {}
-    weight: dict[int, float] = {}
-    matched: dict[int, int] = {}
-    # 1. exact, on strong identifiers, against the known people and within the batch. A record
-    # whose identifiers point at two people, or at a person holding another value of one of its
-    # identifiers (same PNC ID, another NHS number), joins neither: it stays apart, and a review
-    # item pairs it with each person it pointed at (``conflicts``).
-    known = _known_by_strong(connection, fresh)
-    pointed_people = {p for people in known.values() for p in people}
-    strong_of_person = _strong_of_people(connection, pointed_people)
-    first_with: dict[tuple[str, str], str] = {}
-    conflicts: list[tuple[int, int]] = []
-    for record_id in ids:
-        fields = fresh[record_id]
-        strong = {kind: fields[kind] for kind in STRONG if fields.get(kind)}
-        node = f"n{record_id}"
-        components.add(node, None, strong)
-        pointed: dict[int, int] = {}  # person → a record of it sharing an identifier
-        for kind, value in strong.items():
-            for known_person, known_record in known.get((kind, value), {}).items():
-                pointed.setdefault(known_person, known_record)
-        if len(pointed) > 1:
-            conflicts.extend((record_id, known_record) for known_record in pointed.values())
-            continue
-        for known_person, known_record in pointed.items():
-            components.add(f"p{known_person}", known_person, strong_of_person.get(known_person, {}))
-            if components.union(node, f"p{known_person}"):
-                method[record_id] = "exact"
-            else:
-                conflicts.append((record_id, known_record))
-        for kind, value in strong.items():
-            earlier = first_with.setdefault((kind, value), node)
-            if earlier == node:
+
+    def exact(self) -> None:
+        """1. exact, on strong identifiers, against the known people and within the batch. A
+        record whose identifiers point at two people, or at a person holding another value of one
+        of its identifiers (same PNC ID, another NHS number), joins neither: it stays apart, and a
+        review item pairs it with each person it pointed at (``conflicts``)."""
+        components, method, conflicts = self.components, self.method, self.conflicts
+        known = _known_by_strong(self.connection, self.fresh)
+        pointed_people = {p for people in known.values() for p in people}
+        strong_of_person = _strong_of_people(self.connection, pointed_people)
+        first_with: dict[tuple[str, str], str] = {}
+        for record_id in self.ids:
+            fields = self.fresh[record_id]
+            strong = {kind: fields[kind] for kind in STRONG if fields.get(kind)}
+            node = f"n{record_id}"
+            components.add(node, None, strong)
+            pointed: dict[int, int] = {}  # person → a record of it sharing an identifier
+            for kind, value in strong.items():
+                for known_person, known_record in known.get((kind, value), {}).items():
+                    pointed.setdefault(known_person, known_record)
+            if len(pointed) > 1:
+                conflicts.extend((record_id, known_record) for known_record in pointed.values())
                 continue
-            if components.union(earlier, node):
-                method.setdefault(record_id, "exact")
-            else:
-                conflicts.append((record_id, int(earlier[1:])))
-    # 2. probabilistic, for comparable records the exact pass left without a known person
-    model = current_model(connection) if probabilistic else None
-    open_ids = [
-        i
-        for i in ids
-        if _comparable(fresh[i]) and components.person[components.find(f"n{i}")] is None
-    ]
-    reviews: list[tuple[int, int, float | None, str]] = [
-        (rec, other, None, "conflict") for rec, other in conflicts
-    ]
-    if model is not None and open_ids:
-        candidates = _candidates(connection, {i: fresh[i] for i in open_ids})
+            for known_person, known_record in pointed.items():
+                person_node = f"p{known_person}"
+                components.add(person_node, known_person, strong_of_person.get(known_person, {}))
+                if components.union(node, person_node):
+                    method[record_id] = "exact"
+                else:
+                    conflicts.append((record_id, known_record))
+            for kind, value in strong.items():
+                earlier = first_with.setdefault((kind, value), node)
+                if earlier == node:
+                    continue
+                if components.union(earlier, node):
+                    method.setdefault(record_id, "exact")
+                else:
+                    conflicts.append((record_id, int(earlier[1:])))
+
+    def probabilistic(self, model: dict[str, Any] | None) -> None:
+        """2. probabilistic, for comparable records the exact pass left without a known person."""
+        components, fresh, config = self.components, self.fresh, self.config
+        open_ids = [
+            i
+            for i in self.ids
+            if _comparable(fresh[i]) and components.person[components.find(f"n{i}")] is None
+        ]
+        self.reviews = [(rec, other, None, "conflict") for rec, other in self.conflicts]
+        if model is None or not open_ids:
+            return
+        candidates = _candidates(self.connection, {i: fresh[i] for i in open_ids})
         rows = [_comparison_row(f"n{i}", fresh[i], fresh=True) for i in open_ids]
         rows += [
             _comparison_row(f"k{row.record_id}", row._mapping, fresh=False) for row in candidates
         ]
         person_of_known = {f"k{row.record_id}": row.person_id for row in candidates}
         # a known record stands for its whole person: every strong identifier the person has
-        strong_of_candidate = _strong_of_people(connection, {row.person_id for row in candidates})
+        people = {row.person_id for row in candidates}
+        strong_of_candidate = _strong_of_people(self.connection, people)
         strong_of_known = {
             f"k{row.record_id}": strong_of_candidate.get(row.person_id, {}) for row in candidates
         }
@@ -556,86 +598,94 @@ def _link_chunk(
             if score >= config.accept_weight and components.union(left, right):
                 for node, other in ((left, right), (right, left)):
                     record_id = int(node[1:])
-                    if node.startswith("n") and record_id not in method:
-                        method[record_id] = "probabilistic"
-                        weight[record_id] = score
-                        matched[record_id] = int(other[1:])
+                    if node.startswith("n") and record_id not in self.method:
+                        self.method[record_id] = "probabilistic"
+                        self.weight[record_id] = score
+                        self.matched[record_id] = int(other[1:])
             elif score < config.accept_weight:
-                reviews.append((int(left[1:]), int(right[1:]), score, "weight"))
+                self.reviews.append((int(left[1:]), int(right[1:]), score, "weight"))
             elif components.conflicting(left, right):
                 # as good as certain on names, yet another value of a strong identifier
-                reviews.append((int(left[1:]), int(right[1:]), score, "conflict"))
-    # 3. a person for every component: the known one, or a new one
-    values: list[dict[str, Any]] = []
-    sizes: dict[str, int] = {}
-    for record_id in ids:
-        root = components.find(f"n{record_id}")
-        sizes[root] = sizes.get(root, 0) + 1
-    unknown = [root for root in sizes if components.person[root] is None]
-    new_person = dict(zip(unknown, _new_people(connection, len(unknown), moment), strict=True))
-    outcome.new_people = len(unknown)
-    outcome.created = list(new_person.values())
-    conflicted = {record_id for record_id, _ in conflicts}
-    for record_id in ids:
-        root = components.find(f"n{record_id}")
-        person = components.person[root]
-        if person is None:
-            person = new_person[root]
-        # no method of its own but not alone: it shares a strong identifier within the batch
-        how = method.get(record_id) or (
-            "exact" if sizes[root] > 1 else "conflict" if record_id in conflicted else "new"
-        )
-        outcome.exact += how == "exact"
-        outcome.probabilistic += how == "probabilistic"
-        provider, dataset_name = meta[record_id]
-        values.append(
-            {
-                "record_id": record_id,
-                "person_id": person,
-                "provider": provider,
-                "dataset": dataset_name,
-                "method": how,
-                "match_weight": weight.get(record_id),
-                "matched_record": matched.get(record_id),
-                **{name: fresh[record_id].get(name) for name in (*STRONG, *COMPARED)},
-                **{name: fresh[record_id].get(name) for name in KEYS},
-                "linked_at": iso(moment),
-            }
-        )
-    for part in _chunked(values):
-        connection.execute(insert(LINK), part)
-    outcome.records = len(values)
-    # 4. uncertain pairs, and records kept apart on conflicting identifiers, whose records ended
-    # with different people go to clerical review (once per pair: a decided pair stays decided)
-    person_by_record: dict[int, int] = {v["record_id"]: v["person_id"] for v in values}
-    queued: set[tuple[int, int]] = set()
-    for rec, cand, score_or_none, reason in reviews:
-        pl = person_by_record.get(rec)
-        pr = person_by_record.get(cand)
-        if pl is None:
-            rec, cand, pl, pr = cand, rec, pr, pl  # the fresh record first
-        if pl is None:
-            continue
-        if pr is None:
-            pr = connection.execute(
-                select(LINK.c.person_id).where(LINK.c.record_id == cand)
-            ).scalar()
-        if pr is None or pr == pl or (rec, pr) in queued or _reviewed(connection, rec, cand):
-            continue
-        queued.add((rec, pr))
-        connection.execute(
-            insert(REVIEW).values(
-                record_id=rec,
-                candidate_record=cand,
-                match_weight=score_or_none,
-                reason=reason,
-                status="pending",
-                created_at=iso(moment),
+                self.reviews.append((int(left[1:]), int(right[1:]), score, "conflict"))
+
+    def assign(self, outcome: LinkOutcome) -> list[dict[str, Any]]:
+        """3. a person for every component: the known one, or a new one; the links written."""
+        components, fresh = self.components, self.fresh
+        values: list[dict[str, Any]] = []
+        sizes: dict[str, int] = {}
+        for record_id in self.ids:
+            root = components.find(f"n{record_id}")
+            sizes[root] = sizes.get(root, 0) + 1
+        unknown = [root for root in sizes if components.person[root] is None]
+        made = _new_people(self.connection, len(unknown), self.moment)
+        new_person = dict(zip(unknown, made, strict=True))
+        outcome.new_people = len(unknown)
+        outcome.created = list(new_person.values())
+        conflicted = {record_id for record_id, _ in self.conflicts}
+        for record_id in self.ids:
+            root = components.find(f"n{record_id}")
+            person = components.person[root]
+            if person is None:
+                person = new_person[root]
+            # no method of its own but not alone: it shares a strong identifier within the batch
+            how = self.method.get(record_id) or (
+                "exact" if sizes[root] > 1 else "conflict" if record_id in conflicted else "new"
             )
-        )
-    outcome.queued = len(queued)
-    outcome.conflicts = len(conflicted)
-    return outcome
+            outcome.exact += how == "exact"
+            outcome.probabilistic += how == "probabilistic"
+            provider, dataset_name = self.meta[record_id]
+            values.append(
+                {
+                    "record_id": record_id,
+                    "person_id": person,
+                    "provider": provider,
+                    "dataset": dataset_name,
+                    "method": how,
+                    "match_weight": self.weight.get(record_id),
+                    "matched_record": self.matched.get(record_id),
+                    **{name: fresh[record_id].get(name) for name in (*STRONG, *COMPARED)},
+                    **{name: fresh[record_id].get(name) for name in KEYS},
+                    "linked_at": iso(self.moment),
+                }
+            )
+        for part in in_chunks(values):
+            self.connection.execute(insert(LINK), part)
+        outcome.records = len(values)
+        outcome.conflicts = len(conflicted)
+        return values
+
+    def queue_reviews(self, values: list[dict[str, Any]], outcome: LinkOutcome) -> None:
+        """4. uncertain pairs, and records kept apart on conflicting identifiers, whose records
+        ended with different people go to clerical review (once per pair: a decided pair stays
+        decided)."""
+        connection = self.connection
+        person_by_record: dict[int, int] = {v["record_id"]: v["person_id"] for v in values}
+        queued: set[tuple[int, int]] = set()
+        for rec, cand, score_or_none, reason in self.reviews:
+            pl = person_by_record.get(rec)
+            pr = person_by_record.get(cand)
+            if pl is None:
+                rec, cand, pl, pr = cand, rec, pr, pl  # the fresh record first
+            if pl is None:
+                continue
+            if pr is None:
+                pr = connection.execute(
+                    select(LINK.c.person_id).where(LINK.c.record_id == cand)
+                ).scalar()
+            if pr is None or pr == pl or (rec, pr) in queued or _reviewed(connection, rec, cand):
+                continue
+            queued.add((rec, pr))
+            connection.execute(
+                insert(REVIEW).values(
+                    record_id=rec,
+                    candidate_record=cand,
+                    match_weight=score_or_none,
+                    reason=reason,
+                    status="pending",
+                    created_at=iso(self.moment),
+                )
+            )
+        outcome.queued = len(queued)
 
 
 def _reviewed(connection: Connection, a: int, b: int) -> bool:
@@ -690,7 +740,7 @@ def link_batch(
         # corrections that changed a person field or the person: the people they were part of
         now = {
             row.record_id: row
-            for part in _chunked(sorted(earlier))
+            for part in in_chunks(sorted(earlier))
             for row in connection.execute(
                 select(LINK.c.record_id, LINK.c.person_id, *(LINK.c[n] for n in compared)).where(
                     LINK.c.record_id.in_(part)
@@ -717,7 +767,7 @@ def forget(
     if not record_ids:
         return
     people: set[int] = set()
-    for part in _chunked(record_ids):
+    for part in in_chunks(record_ids):
         people.update(
             connection.execute(select(LINK.c.person_id).where(LINK.c.record_id.in_(part))).scalars()
         )
@@ -749,7 +799,7 @@ def relink_people(
     if not people:
         return 0
     before: dict[int, int] = {}
-    for part in _chunked(sorted(people)):
+    for part in in_chunks(sorted(people)):
         query = select(LINK.c.record_id, LINK.c.person_id).where(LINK.c.person_id.in_(part))
         before.update(
             {rid: person for rid, person in connection.execute(query) if rid not in leaving}
@@ -757,7 +807,7 @@ def relink_people(
     if before:
         rows = [
             row
-            for part in _chunked(sorted(before))
+            for part in in_chunks(sorted(before))
             for row in connection.execute(
                 select(RECORD.c.id, RECORD.c.provider, RECORD.c.dataset, RECORD.c.data).where(
                     RECORD.c.id.in_(part)
@@ -791,7 +841,7 @@ def relink_people(
 
 
 def _drop_empty_people(connection: Connection, people: set[int]) -> None:
-    for part in _chunked(sorted(people)):
+    for part in in_chunks(sorted(people)):
         held = select(LINK.c.person_id).where(LINK.c.person_id.in_(part))
         connection.execute(delete(PERSON).where(PERSON.c.id.in_(part), PERSON.c.id.not_in(held)))
 
@@ -802,7 +852,7 @@ def republish(connection: Connection, record_ids: Iterable[int], moment: datetim
     revisions the records take, and an outbox row, so depersonalise replaces its copy."""
     ids = sorted(set(record_ids))
     groups: dict[tuple[str, str], list[int]] = {}
-    for part in _chunked(ids):
+    for part in in_chunks(ids):
         query = select(RECORD.c.id, RECORD.c.provider, RECORD.c.dataset).where(
             RECORD.c.id.in_(part)
         )
@@ -877,224 +927,10 @@ def rekey(engine: Engine, config: LinkageConfig, chunk: int = 20_000) -> int:
 def people_of(connection: Connection, record_ids: list[int]) -> dict[int, int]:
     """Record id → person id, for the records that have one."""
     found: dict[int, int] = {}
-    for part in _chunked(record_ids):
+    for part in in_chunks(record_ids):
         query = select(LINK.c.record_id, LINK.c.person_id).where(LINK.c.record_id.in_(part))
         found.update({record_id: person for record_id, person in connection.execute(query)})
     return found
-
-
-# --- clerical review and the quality report ----------------------------------------------------
-
-
-def pending_reviews(engine: Engine, after: int = 0, limit: int = 100) -> dict[str, Any]:
-    """Pairs awaiting review — uncertain (``reason`` weight) or kept apart on conflicting strong
-    identifiers (``conflict``, no match weight) — with both records' person fields side by side
-    (for operators: personal data, admin scope only)."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(REVIEW)
-            .where(REVIEW.c.status == "pending", REVIEW.c.id > after)
-            .order_by(REVIEW.c.id)
-            .limit(limit)
-        ).all()
-        ids = {r.record_id for r in rows} | {r.candidate_record for r in rows}
-        links = {
-            row.record_id: row
-            for part in _chunked(sorted(ids))
-            for row in connection.execute(select(LINK).where(LINK.c.record_id.in_(part)))
-        }
-
-    def side(record_id: int) -> dict[str, Any]:
-        row = links.get(record_id)
-        if row is None:
-            return {"record": record_id}
-        shown = ("provider", "dataset", *STRONG, *COMPARED)
-        return {"record": record_id, **{name: getattr(row, name) for name in shown}}
-
-    reviews = [
-        {
-            "review_id": r.id,
-            "reason": r.reason,
-            "match_weight": None if r.match_weight is None else round(r.match_weight, 3),
-            "created_at": r.created_at,
-            "record": side(r.record_id),
-            "candidate": side(r.candidate_record),
-        }
-        for r in rows
-    ]
-    following = rows[-1].id if len(rows) == limit else None
-    return {"reviews": reviews, "next_cursor": following}
-
-
-def decide(engine: Engine, review_id: int, decision: str, by: str) -> dict[str, Any]:
-    """Accept (the record joins the candidate's person) or reject an uncertain pair."""
-    if decision not in ("accept", "reject"):
-        raise ProblemError(
-            422, "decision must be 'accept' or 'reject'.", slug="bad-decision", field="decision"
-        )
-    moment = iso(utc_now())
-    with engine.begin() as connection:
-        review = connection.execute(select(REVIEW).where(REVIEW.c.id == review_id)).first()
-        if review is None or review.status != "pending":
-            raise ProblemError(
-                404, "No pending review with that id.", slug="review-not-found", field="review_id"
-            )
-        if decision == "accept":
-            target = connection.execute(
-                select(LINK.c.person_id).where(LINK.c.record_id == review.candidate_record)
-            ).scalar()
-            source = connection.execute(
-                select(LINK.c.person_id).where(LINK.c.record_id == review.record_id)
-            ).scalar()
-            if target is None or source is None:
-                raise ProblemError(
-                    409, "One of the records has gone.", slug="review-stale", field="review_id"
-                )
-            # the whole of the record's person joins: its other records came with it
-            moved = connection.execute(
-                select(LINK.c.record_id).where(LINK.c.person_id == source)
-            ).scalars()
-            republish(connection, list(moved), utc_now())
-            connection.execute(
-                update(LINK)
-                .where(LINK.c.person_id == source)
-                .values(person_id=target, method="reviewed", linked_at=moment)
-            )
-        connection.execute(
-            update(REVIEW)
-            .where(REVIEW.c.id == review_id)
-            .values(
-                status="accepted" if decision == "accept" else "rejected",
-                decided_at=moment,
-                decided_by=by,
-            )
-        )
-    return {"review_id": review_id, "status": "accepted" if decision == "accept" else "rejected"}
-
-
-WEIGHT_BANDS = (-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0)
-
-
-def quality_report(engine: Engine, truth: dict[int, str] | None = None) -> dict[str, Any]:
-    """Link rates per dataset, the match-weight distribution, pending reviews, and precision and
-    recall of the links against a labelled set (record id → true person) when given one."""
-    with engine.connect() as connection:
-        per_dataset: dict[str, dict[str, int]] = {}
-        for dataset, method, count in connection.execute(
-            select(LINK.c.dataset, LINK.c.method, func.count()).group_by(
-                LINK.c.dataset, LINK.c.method
-            )
-        ):
-            per_dataset.setdefault(dataset, {})[method] = int(count)
-        people = connection.execute(
-            select(LINK.c.person_id, func.count()).group_by(LINK.c.person_id)
-        ).all()
-        shared = select(LINK.c.person_id).group_by(LINK.c.person_id).having(func.count() > 1)
-        linked_by_dataset: dict[str, int] = dict(
-            connection.execute(
-                select(LINK.c.dataset, func.count())
-                .where(LINK.c.person_id.in_(shared))
-                .group_by(LINK.c.dataset)
-            ).all()
-        )
-        weights = (
-            connection.execute(select(LINK.c.match_weight).where(LINK.c.match_weight.is_not(None)))
-            .scalars()
-            .all()
-        )
-        pending_by_reason: dict[str, int] = dict(
-            connection.execute(
-                select(REVIEW.c.reason, func.count())
-                .where(REVIEW.c.status == "pending")
-                .group_by(REVIEW.c.reason)
-            ).all()
-        )
-        pending = sum(pending_by_reason.values())
-        model = connection.execute(
-            select(MODEL.c.id, MODEL.c.trained_at, MODEL.c.records, MODEL.c.labelled_pairs)
-            .order_by(MODEL.c.id.desc())
-            .limit(1)
-        ).first()
-        assigned = (
-            dict(connection.execute(select(LINK.c.record_id, LINK.c.person_id)).all())
-            if truth is not None
-            else {}
-        )
-    multi = {person for person, count in people if count > 1}
-    datasets = {}
-    for name, methods in sorted(per_dataset.items()):
-        total = sum(methods.values())
-        linked = int(linked_by_dataset.get(name, 0))  # its person has other records
-        datasets[name] = {
-            "records": total,
-            "linked": linked,
-            "link_rate": round(linked / total, 4),
-            "by_method": methods,
-        }
-    edges: list[float | None] = [None, *WEIGHT_BANDS, None]
-    counts = [0] * (len(WEIGHT_BANDS) + 1)
-    for value in weights:
-        counts[next((i for i, e in enumerate(WEIGHT_BANDS) if value < e), len(WEIGHT_BANDS))] += 1
-    bands = [
-        {"from": edges[i], "to": edges[i + 1], "links": count} for i, count in enumerate(counts)
-    ]
-    report: dict[str, Any] = {
-        "datasets": datasets,
-        "people": len(people),
-        "people_with_several_records": len(multi),
-        "match_weights": bands,
-        "pending_reviews": int(pending or 0),
-        "pending_conflicts": int(pending_by_reason.get("conflict", 0)),
-        "model": None if model is None else dict(model._mapping),
-    }
-    if truth is not None:
-        report["against_truth"] = pair_quality(assigned, truth)
-    return report
-
-
-def labelled_truth(engine: Engine, labels: list[dict[str, str]]) -> dict[int, str]:
-    """A labelled set (provider, dataset, source_ref → true person) as record id → label; labels
-    naming no stored record are left out."""
-    wanted = {(e["provider"], e["dataset"], e["source_ref"]): str(e["person"]) for e in labels}
-    found: dict[int, str] = {}
-    refs = sorted({ref for _, _, ref in wanted})
-    with engine.connect() as connection:
-        for part in _chunked(refs):
-            query = select(
-                RECORD.c.id, RECORD.c.provider, RECORD.c.dataset, RECORD.c.source_ref
-            ).where(RECORD.c.source_ref.in_(part))
-            for record_id, provider, dataset, ref in connection.execute(query):
-                label = wanted.get((provider, dataset, ref))
-                if label is not None:
-                    found[record_id] = label
-    return found
-
-
-def pair_quality(assigned: dict[int, int], truth: dict[int, str]) -> dict[str, Any]:
-    """Pairwise precision and recall of a clustering against the true one (same records)."""
-
-    def pairs(groups: dict[Any, list[int]]) -> set[tuple[int, int]]:
-        out: set[tuple[int, int]] = set()
-        for members in groups.values():
-            ordered = sorted(members)
-            out.update((a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :])
-        return out
-
-    common = set(assigned) & set(truth)
-    by_person: dict[int, list[int]] = {}
-    by_truth: dict[str, list[int]] = {}
-    for record_id in common:
-        by_person.setdefault(assigned[record_id], []).append(record_id)
-        by_truth.setdefault(truth[record_id], []).append(record_id)
-    found, real = pairs(by_person), pairs(by_truth)
-    true_positive = len(found & real)
-    return {
-        "records": len(common),
-        "pairs_found": len(found),
-        "pairs_true": len(real),
-        "precision": round(true_positive / len(found), 4) if found else 1.0,
-        "recall": round(true_positive / len(real), 4) if real else 1.0,
-    }
 
 
 def config_from(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from services.ingest import linkage as link
+from services.ingest import linkage_review as review
 from services.ingest.deps import EngineDep, app_state
 from shared.errors import ProblemError
 from shared.tokens import AdminDep
@@ -59,7 +60,7 @@ async def list_reviews(
 ) -> dict[str, Any]:
     """Uncertain pairs awaiting clerical review, oldest first."""
     _config(request)
-    return await asyncio.to_thread(link.pending_reviews, engine, cursor, limit)
+    return await asyncio.to_thread(review.pending_reviews, engine, cursor, limit)
 
 
 @linkage.post("/reviews/{review_id}")
@@ -68,14 +69,14 @@ async def decide_review(
 ) -> dict[str, Any]:
     """Accept (the record's person joins the candidate's) or reject an uncertain pair."""
     _config(request)
-    return await asyncio.to_thread(link.decide, engine, review_id, body.decision, admin.sub)
+    return await asyncio.to_thread(review.decide, engine, review_id, body.decision, admin.sub)
 
 
 @linkage.get("/quality")
 async def linkage_quality(request: Request, _admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
     """Link rates per dataset, the match-weight distribution, pending reviews, the model."""
     _config(request)
-    return await asyncio.to_thread(link.quality_report, engine)
+    return await asyncio.to_thread(review.quality_report, engine)
 
 
 @linkage.post("/quality")
@@ -88,6 +89,6 @@ async def linkage_quality_against_labels(
     labels = [label.model_dump() for label in body.labels]
 
     def report() -> dict[str, Any]:
-        return link.quality_report(engine, link.labelled_truth(engine, labels))
+        return review.quality_report(engine, review.labelled_truth(engine, labels))
 
     return await asyncio.to_thread(report)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,19 +14,21 @@ from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
 
 from services.ingest.idempotency import forget_expired_keys
-from services.ingest.linkage import config_from, rekey
+from services.ingest.linkage import LinkageConfig, config_from, rekey
 from services.ingest.linkage_routes import linkage as linkage_routes
 from services.ingest.models import Base
+from services.ingest.operations_routes import internal, operations, reports
 from services.ingest.outbox import Relay, outbox_figures
+from services.ingest.peers import AgreementsPeer
 from services.ingest.people_routes import case_view
 from services.ingest.retention import purge
-from services.ingest.routes import batches, datasets, internal, operations, reports
+from services.ingest.routes import batches, datasets
 from services.ingest.settings import Settings, record_key_secret
 from services.ingest.state import IngestState
 from shared.app import build_app
 from shared.catalogue import load_catalogue
 from shared.db import is_sqlite, make_engine, ping, prepare_schema
-from shared.tokens import HEADER, TokenKey, TokenVerifier, service_token
+from shared.tokens import TokenKey, TokenVerifier
 from shared.validation import compile_dataset
 
 log = logging.getLogger("csp.ingest")
@@ -63,6 +65,59 @@ class OutboxCollector:
             yield GaugeMetricFamily(f"csp_outbox_{name}", help_text, value=figures[name])
 
 
+def _linkage(settings: Settings) -> LinkageConfig | None:
+    linkage = config_from(
+        settings.linkage_key.get_secret_value() if settings.linkage_key else None,
+        settings.link_accept_weight,
+        settings.link_review_weight,
+        settings.link_min_training_records,
+        settings.link_chunk_records,
+        settings.link_duckdb_memory,
+    )
+    if linkage is None:
+        log.warning("no CSP_INGEST_LINKAGE_KEY: records are stored without person links")
+    return linkage
+
+
+def _background(
+    settings: Settings, relay: Relay, purge_now: Callable[[], Awaitable[Any]]
+) -> list[asyncio.Task[Any]]:
+    """The loops that own their transactions: the outbox relay and the retention purge."""
+    tasks: list[asyncio.Task[Any]] = []
+    if settings.relay_enabled:
+        interval, backoff = settings.relay_interval_seconds, settings.relay_backoff_max_seconds
+        tasks.append(asyncio.create_task(relay.run_forever(interval, backoff)))
+    if settings.purge_enabled:
+        tasks.append(
+            asyncio.create_task(_every(settings.purge_interval_seconds, purge_now, "purge"))
+        )
+    return tasks
+
+
+def _clients(
+    settings: Settings,
+    depersonalise_transport: httpx.AsyncBaseTransport | None,
+    agreements_transport: httpx.AsyncBaseTransport | None,
+) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+    """One pooled client per peer (depersonalise, agreements), closed by the lifespan."""
+    timeout = httpx.Timeout(settings.relay_timeout_seconds, connect=5.0)
+    depersonalise = httpx.AsyncClient(
+        base_url=settings.depersonalise_url, transport=depersonalise_transport, timeout=timeout
+    )
+    agreements = httpx.AsyncClient(
+        base_url=settings.agreements_url, transport=agreements_transport, timeout=timeout
+    )
+    return depersonalise, agreements
+
+
+async def _stop(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -81,24 +136,11 @@ def create_app(
         engine = make_engine(settings.database_url)
         prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
         catalogue = load_catalogue(settings.catalogue_dir)
-        timeout = httpx.Timeout(settings.relay_timeout_seconds, connect=5.0)
-        depersonalise = httpx.AsyncClient(
-            base_url=settings.depersonalise_url, transport=depersonalise_transport, timeout=timeout
+        depersonalise, agreements = _clients(
+            settings, depersonalise_transport, agreements_transport
         )
-        agreements = httpx.AsyncClient(
-            base_url=settings.agreements_url, transport=agreements_transport, timeout=timeout
-        )
-        linkage = config_from(
-            settings.linkage_key.get_secret_value() if settings.linkage_key else None,
-            settings.link_accept_weight,
-            settings.link_review_weight,
-            settings.link_min_training_records,
-            settings.link_chunk_records,
-            settings.link_duckdb_memory,
-        )
-        if linkage is None:
-            log.warning("no CSP_INGEST_LINKAGE_KEY: records are stored without person links")
-        else:
+        linkage = _linkage(settings)
+        if linkage is not None:
             await asyncio.to_thread(rekey, engine, linkage)  # a rotated key: re-send the linked
         relay = Relay(
             engine,
@@ -110,24 +152,14 @@ def create_app(
             linkage_key=linkage.key if linkage else None,
         )
 
+        peer = AgreementsPeer(agreements, token_key)
+
         async def purge_now() -> list[dict[str, Any]]:
-            token = service_token(token_key, "agreements", "GET", "/internal/retention")
-            response = await agreements.get("/internal/retention", headers={HEADER: token})
-            response.raise_for_status()
+            rules = await peer.retention()
             entries = await asyncio.to_thread(
-                purge, engine, secret, response.json(), linkage=(catalogue, linkage)
+                purge, engine, secret, rules, linkage=(catalogue, linkage)
             )
             await asyncio.to_thread(forget_expired_keys, engine)
-            return entries
-
-        async def agreement_entries(agency: str | None) -> list[dict[str, Any]]:
-            token = service_token(token_key, "agreements", "GET", "/internal/agreements")
-            params = {"agency": agency} if agency else {}
-            response = await agreements.get(
-                "/internal/agreements", params=params, headers={HEADER: token}
-            )
-            response.raise_for_status()
-            entries: list[dict[str, Any]] = response.json()
             return entries
 
         app.state.token_verifier = verifier
@@ -138,30 +170,14 @@ def create_app(
             relay=relay,
             linkage=linkage,
             purge_now=purge_now,
-            agreement_entries=agreement_entries,
+            agreement_entries=peer.agreement_entries,
             push_turns=asyncio.Semaphore(1 if is_sqlite(engine) else 64),
         )
-        tasks = []
-        if settings.relay_enabled:
-            tasks.append(
-                asyncio.create_task(
-                    relay.run_forever(
-                        settings.relay_interval_seconds, settings.relay_backoff_max_seconds
-                    )
-                )
-            )
-        if settings.purge_enabled:
-            tasks.append(
-                asyncio.create_task(_every(settings.purge_interval_seconds, purge_now, "purge"))
-            )
+        tasks = _background(settings, relay, purge_now)
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await _stop(tasks)
             await depersonalise.aclose()
             await agreements.aclose()
             await verifier.replay.close()

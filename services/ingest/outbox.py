@@ -19,8 +19,9 @@ import httpx
 import msgspec
 from sqlalchemy import Connection, Engine, Row, func, select, update
 
+from services.ingest.identity import record_key, revision_range
 from services.ingest.linkage import people_of, share_pseudonym
-from services.ingest.service_sql import BATCH, OUTBOX, RECORD, record_key, revision_range
+from services.ingest.tables import BATCH, OUTBOX, RECORD
 from shared.catalogue import Dataset
 from shared.db import write_transaction
 from shared.holdings import revision_digest

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, select
 
-from services.ingest.linkage import LINK, person_handle
-from services.ingest.records import _granted, granted_record
-from services.ingest.service_sql import RECORD
+from services.ingest.linkage import person_handle
+from services.ingest.personal_reads import granted_clause, granted_record
+from services.ingest.tables import LINK, RECORD
 from shared.catalogue import Dataset
 from shared.grants import Slices
 
@@ -25,11 +25,11 @@ _decode = msgspec.json.Decoder().decode
 
 
 def _visible(dataset: str, scope: Slices) -> Any:
-    return (RECORD.c.dataset == dataset) & _granted(scope)
+    return (RECORD.c.dataset == dataset) & granted_clause(scope)
 
 
 def cohort_members(
-    engine: Engine, key: str, recipient: str, strand: str, scope: Slices
+    connection: Connection, key: str, recipient: str, strand: str, scope: Slices
 ) -> list[dict[str, Any]] | None:
     """Members of ``strand`` in the granted cohort records (None: no such strand), one entry per
     membership: the recipient's handle, joined and left."""
@@ -39,8 +39,7 @@ def cohort_members(
         .where(_visible(COHORT_DATASET, scope))
         .order_by(RECORD.c.occurred_at, RECORD.c.id)
     )
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
+    rows = connection.execute(query).all()
     members = []
     for row in rows:
         data = _decode(row.data)
@@ -57,71 +56,71 @@ def cohort_members(
     return members or None
 
 
-def visible_people(engine: Engine, scopes: Mapping[str, Slices]) -> set[int]:
+def visible_people(connection: Connection, scopes: Mapping[str, Slices]) -> set[int]:
     """The people behind the records the recipient may read at level personal."""
     found: set[int] = set()
-    with engine.connect() as connection:
-        for dataset, scope in scopes.items():
-            query = (
-                select(LINK.c.person_id)
-                .join(RECORD, LINK.c.record_id == RECORD.c.id)
-                .where(_visible(dataset, scope))
-                .distinct()
-            )
-            found.update(connection.execute(query).scalars())
+    for dataset, scope in scopes.items():
+        query = (
+            select(LINK.c.person_id)
+            .join(RECORD, LINK.c.record_id == RECORD.c.id)
+            .where(_visible(dataset, scope))
+            .distinct()
+        )
+        found.update(connection.execute(query).scalars())
     return found
 
 
 def search(
-    engine: Engine, key: str, recipient: str, field: str, value: str, scopes: Mapping[str, Slices]
+    connection: Connection,
+    key: str,
+    recipient: str,
+    field: str,
+    value: str,
+    scopes: Mapping[str, Slices],
 ) -> list[str]:
     """Handles of the visible people whose linked records carry ``field`` (pnc, cro, nhs) =
     ``value`` (normalised)."""
-    with engine.connect() as connection:
-        people = set(
-            connection.execute(
-                select(LINK.c.person_id).where(LINK.c[field] == value).distinct()
-            ).scalars()
-        )
-    return sorted(person_handle(key, recipient, p) for p in people & visible_people(engine, scopes))
+    people = set(
+        connection.execute(
+            select(LINK.c.person_id).where(LINK.c[field] == value).distinct()
+        ).scalars()
+    )
+    return sorted(
+        person_handle(key, recipient, p) for p in people & visible_people(connection, scopes)
+    )
 
 
 def resolve(
-    engine: Engine, key: str, recipient: str, handle: str, scopes: Mapping[str, Slices]
+    connection: Connection, key: str, recipient: str, handle: str, scopes: Mapping[str, Slices]
 ) -> int | None:
-    for person in visible_people(engine, scopes):
+    for person in visible_people(connection, scopes):
         if person_handle(key, recipient, person) == handle:
             return person
     return None
 
 
 def person_records(
-    engine: Engine,
+    connection: Connection,
     person: int,
     catalogue: Mapping[str, Dataset],
     scopes: Mapping[str, Slices],
 ) -> dict[str, list[dict[str, Any]]]:
     """Dataset → the person's records in it, each as its provider's grants show it."""
     out: dict[str, list[dict[str, Any]]] = {}
-    with engine.connect() as connection:
-        for dataset, scope in sorted(scopes.items()):
-            columns = ["provider", *catalogue[dataset].field_names]
-            query = (
-                select(RECORD.c.provider, RECORD.c.occurred_at, RECORD.c.data)
-                .join(LINK, LINK.c.record_id == RECORD.c.id)
-                .where(_visible(dataset, scope) & (LINK.c.person_id == person))
-                .order_by(RECORD.c.occurred_at, RECORD.c.id)
-            )
-            shown = [
-                record
-                for row in connection.execute(query)
-                if (
-                    record := granted_record(
-                        row.provider, row.occurred_at, row.data, scope, columns
-                    )
-                )
-                is not None
-            ]
-            if shown:
-                out[dataset] = shown
+    for dataset, scope in sorted(scopes.items()):
+        columns = ["provider", *catalogue[dataset].field_names]
+        query = (
+            select(RECORD.c.provider, RECORD.c.occurred_at, RECORD.c.data)
+            .join(LINK, LINK.c.record_id == RECORD.c.id)
+            .where(_visible(dataset, scope) & (LINK.c.person_id == person))
+            .order_by(RECORD.c.occurred_at, RECORD.c.id)
+        )
+        shown = [
+            record
+            for row in connection.execute(query)
+            if (record := granted_record(row.provider, row.occurred_at, row.data, scope, columns))
+            is not None
+        ]
+        if shown:
+            out[dataset] = shown
     return out

@@ -8,14 +8,14 @@ people routes on every person dataset, forwarded as ``dataset_grants``) and requ
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 
 from services.ingest import people
-from services.ingest import records as record_store
-from services.ingest.deps import EngineDep, app_state
+from services.ingest.deps import ReadDep, app_state
+from services.ingest.personal_reads import record_read
 from shared.app import request_id
 from shared.catalogue import load_catalogue
 from shared.errors import ProblemError
@@ -61,11 +61,11 @@ def _scopes(claims: InternalClaims) -> dict[str, Slices]:
 
 
 async def _record(
-    request: Request, engine: Any, claims: InternalClaims, dataset: str, served: int
+    request: Request, connection: Connection, claims: InternalClaims, dataset: str, served: int
 ) -> None:
     await asyncio.to_thread(
-        record_store.record_read,
-        engine,
+        record_read,
+        connection,
         agency=claims.sub,
         dataset=dataset,
         agreement=claims.agreement,
@@ -78,23 +78,23 @@ async def _record(
 
 @case_view.get("/cohorts/{strand}/members")
 async def cohort_members(
-    strand: str, request: Request, claims: ClaimsDep, engine: EngineDep
+    strand: str, request: Request, claims: ClaimsDep, connection: ReadDep
 ) -> JSONResponse:
     """The strand's members as handles issued to the caller, with joining and leaving dates."""
     _personal(claims)
     key = _key(request)
     members = await asyncio.to_thread(
-        people.cohort_members, engine, key, claims.sub, strand, slices(claims)
+        people.cohort_members, connection, key, claims.sub, strand, slices(claims)
     )
     if members is None:
         raise ProblemError(404, f"No cohort {strand!r}.", slug="unknown-cohort", field="strand")
-    await _record(request, engine, claims, people.COHORT_DATASET, len(members))
+    await _record(request, connection, claims, people.COHORT_DATASET, len(members))
     body = {"cohort": strand, "level": "personal", "count": len(members), "members": members}
     return JSONResponse(body, headers=NO_STORE)
 
 
 @case_view.get("/people")
-async def search_people(request: Request, claims: ClaimsDep, engine: EngineDep) -> JSONResponse:
+async def search_people(request: Request, claims: ClaimsDep, connection: ReadDep) -> JSONResponse:
     """Handles of the people the caller may read whose records carry an identifier it holds:
     ``?pnc_id=``, ``?cro_number=`` or ``?nhs_number=`` (in any written form)."""
     scopes = _scopes(claims)
@@ -113,25 +113,27 @@ async def search_people(request: Request, claims: ClaimsDep, engine: EngineDep) 
         value = parse(request.query_params[name])
     except ValueError as exc:
         raise ProblemError(422, f"{name}: {exc}", slug="invalid-identifier", field=name) from exc
-    handles = await asyncio.to_thread(people.search, engine, key, claims.sub, column, value, scopes)
+    handles = await asyncio.to_thread(
+        people.search, connection, key, claims.sub, column, value, scopes
+    )
     return JSONResponse({"people": [{"person": h} for h in handles]}, headers=NO_STORE)
 
 
 @case_view.get("/people/{person}")
 async def read_person(
-    person: str, request: Request, claims: ClaimsDep, engine: EngineDep
+    person: str, request: Request, claims: ClaimsDep, connection: ReadDep
 ) -> JSONResponse:
     """One person's linked records from every provider whose grant allows it, each record as
     that provider's grant shows it."""
     scopes = _scopes(claims)
     key = _key(request)
-    found = await asyncio.to_thread(people.resolve, engine, key, claims.sub, person, scopes)
+    found = await asyncio.to_thread(people.resolve, connection, key, claims.sub, person, scopes)
     if found is None:
         raise ProblemError(404, "No such person.", slug="unknown-person", field="person")
     catalogue = load_catalogue(request.app.state.settings.catalogue_dir)
-    records = await asyncio.to_thread(people.person_records, engine, found, catalogue, scopes)
+    records = await asyncio.to_thread(people.person_records, connection, found, catalogue, scopes)
     for dataset, rows in records.items():
-        await _record(request, engine, claims, dataset, len(rows))
+        await _record(request, connection, claims, dataset, len(rows))
     body = {
         "person": person,
         "level": "personal",

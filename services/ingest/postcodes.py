@@ -8,7 +8,7 @@ from typing import IO, Any
 from sqlalchemy import Engine, delete, func, select
 
 from services.ingest.location import parse_postcode_rows
-from services.ingest.service_sql import POSTCODE, dialect_insert
+from services.ingest.tables import POSTCODE, dialect_insert
 from shared.db import write_transaction
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, func, select
 
-from services.ingest.service_sql import BATCH, RECORD, REJECTION
+from services.ingest.tables import BATCH, RECORD, REJECTION
 from shared.catalogue import Dataset
 
 QUARTER = re.compile(r"^(\d{4})-Q([1-4])$")
@@ -93,6 +93,51 @@ class _Tally:
         self.receipt_months: set[str] = set()
         self.occurred_months: set[str] = set()
 
+    def add(self, row: Any, required: set[str], optional: set[str]) -> None:
+        """Count one stored record of the quarter."""
+        self.records += 1
+        received = row.received_at
+        if self.received_first is None or received < self.received_first:
+            self.received_first = received
+        if self.received_last is None or received > self.received_last:
+            self.received_last = received
+        self.receipt_months.add(received[:7])
+        self.occurred_months.add(row.occurred_at[:7])
+        self.geocoded += row.location_source != "none"
+        filled = {name for name, value in _decode(row.data).items() if value not in (None, "")}
+        self.required_filled += len(filled & required)
+        self.optional_filled += len(filled & optional)
+
+    def row(
+        self,
+        key: tuple[str, str],
+        quarter: Quarter,
+        fields: tuple[int, int],
+        rejected: int,
+        refusals: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The report's row for one provider and dataset (``fields``: required, optional)."""
+        due_end = _stamp(quarter.due + timedelta(days=1))
+        on_time = None if self.received_last is None else self.received_last < due_end
+        return {
+            "provider": key[0],
+            "dataset": key[1],
+            "records": self.records,
+            "received_first": self.received_first,
+            "received_last": self.received_last,
+            "due": quarter.due.isoformat(),
+            "on_time": on_time,
+            "completeness": {
+                "required": _share(self.required_filled, self.records * fields[0]),
+                "optional": _share(self.optional_filled, self.records * fields[1]),
+            },
+            "geocoded": _share(self.geocoded, self.records),
+            "months_with_records": sum(m in self.occurred_months for m in quarter.months),
+            "receipt_months": len(self.receipt_months),
+            "rejected": rejected,
+            "rejected_reasons": refusals[:REASONS_SHOWN],
+        }
+
 
 def provider_rows(
     engine: Engine, catalogue: dict[str, Dataset], quarter: Quarter, provider: str | None
@@ -100,11 +145,7 @@ def provider_rows(
     """One row per provider and dataset with records in the quarter or rows refused by pushes
     received during it (each refusal counts once, in the quarter it arrived), ``provider`` alone
     if given."""
-    start, end, due_end = (
-        _stamp(quarter.start),
-        _stamp(quarter.end + timedelta(days=1)),
-        _stamp(quarter.due + timedelta(days=1)),
-    )
+    start, end = _stamp(quarter.start), _stamp(quarter.end + timedelta(days=1))
     records = select(
         RECORD.c.provider,
         RECORD.c.dataset,
@@ -138,19 +179,9 @@ def provider_rows(
     optional = {n: {f.name for f in d.fields if not f.required} for n, d in catalogue.items()}
     with engine.connect() as connection:
         for row in connection.execution_options(yield_per=5000).execute(records):
-            tally = tallies[(row.provider, row.dataset)]
-            tally.records += 1
-            received = row.received_at
-            if tally.received_first is None or received < tally.received_first:
-                tally.received_first = received
-            if tally.received_last is None or received > tally.received_last:
-                tally.received_last = received
-            tally.receipt_months.add(received[:7])
-            tally.occurred_months.add(row.occurred_at[:7])
-            tally.geocoded += row.location_source != "none"
-            filled = {name for name, value in _decode(row.data).items() if value not in (None, "")}
-            tally.required_filled += len(filled & required.get(row.dataset, set()))
-            tally.optional_filled += len(filled & optional.get(row.dataset, set()))
+            tallies[(row.provider, row.dataset)].add(
+                row, required.get(row.dataset, set()), optional.get(row.dataset, set())
+            )
         rejected = {
             (code, dataset): int(rows or 0)
             for code, dataset, rows in connection.execute(batches)
@@ -165,31 +196,8 @@ def provider_rows(
     for key in sorted(set(tallies) | set(reasons) | set(rejected)):
         tally = tallies.get(key) or _Tally()
         refusals = sorted(reasons.get(key, []), key=lambda r: (-r["rows"], str(r["field"])))
-        n_required = len(required.get(key[1], ()))
-        n_optional = len(optional.get(key[1], ()))
-        on_time = None
-        if tally.received_last is not None:
-            on_time = tally.received_last < due_end
-        out.append(
-            {
-                "provider": key[0],
-                "dataset": key[1],
-                "records": tally.records,
-                "received_first": tally.received_first,
-                "received_last": tally.received_last,
-                "due": quarter.due.isoformat(),
-                "on_time": on_time,
-                "completeness": {
-                    "required": _share(tally.required_filled, tally.records * n_required),
-                    "optional": _share(tally.optional_filled, tally.records * n_optional),
-                },
-                "geocoded": _share(tally.geocoded, tally.records),
-                "months_with_records": sum(m in tally.occurred_months for m in quarter.months),
-                "receipt_months": len(tally.receipt_months),
-                "rejected": rejected.get(key, 0),
-                "rejected_reasons": refusals[:REASONS_SHOWN],
-            }
-        )
+        fields = (len(required.get(key[1], ())), len(optional.get(key[1], ())))
+        out.append(tally.row(key, quarter, fields, rejected.get(key, 0), refusals))
     return out
 
 

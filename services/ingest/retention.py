@@ -1,7 +1,8 @@
 """Retention: records held longer than the agreements allow are deleted here and, through delete
 events, from depersonalise. Age counts from when the hub received the record; once no agreement in
 force covers a provider's dataset (the rule carries ``ended``), every record of it goes
-``retention_days`` after that day."""
+``retention_days`` after that day. A purge or erasure owns its transactions, one per chunk of
+records deleted and one for its log entry, so a large one never holds the store for long."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ import logging
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, desc, insert, select, true
+from sqlalchemy import Connection, Engine, desc, insert, select, true
 
-from services.ingest.models import PurgeLog
-from services.ingest.records import Linkage, delete_records
-from services.ingest.service_sql import RECORD, iso, utc_now
-from shared.db import table_of
+from services.ingest.instants import iso, utc_now
+from services.ingest.retraction import Linkage, delete_records
+from services.ingest.tables import PURGE_LOG, RECORD
 
-PURGE_LOG = table_of(PurgeLog)
 log = logging.getLogger("csp.ingest.retention")
 
 
@@ -138,18 +137,16 @@ def erase(
     return entry
 
 
-def purge_history(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(PURGE_LOG).order_by(desc(PURGE_LOG.c.id)).limit(limit)
-        ).mappings()
-        return [dict(row) for row in rows]
+def purge_history(connection: Connection, limit: int = 200) -> list[dict[str, Any]]:
+    rows = connection.execute(
+        select(PURGE_LOG).order_by(desc(PURGE_LOG.c.id)).limit(limit)
+    ).mappings()
+    return [dict(row) for row in rows]
 
 
-def purges_after(engine: Engine, after: int, limit: int) -> list[dict[str, Any]]:
+def purges_after(connection: Connection, after: int, limit: int) -> list[dict[str, Any]]:
     """Purge log entries in the order they were written, for the gateway's audit to take in."""
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(PURGE_LOG).where(PURGE_LOG.c.id > after).order_by(PURGE_LOG.c.id).limit(limit)
-        ).mappings()
-        return [dict(row) for row in rows]
+    rows = connection.execute(
+        select(PURGE_LOG).where(PURGE_LOG.c.id > after).order_by(PURGE_LOG.c.id).limit(limit)
+    ).mappings()
+    return [dict(row) for row in rows]

@@ -1,28 +1,36 @@
-"""HTTP for ingest: translate requests to the domain functions and their answers back."""
+"""HTTP for ingest's datasets and batches: the catalogue, pushes, retractions, personal-level reads,
+data quality and batch status; each route translates a request to domain calls and back.
+Operators' and peers' routes: ``operations_routes``."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
-from services.ingest import records as record_store
 from services.ingest import schema
+from services.ingest.agreed_fields import check_header
+from services.ingest.batches import batch_status
 from services.ingest.bodies import HeaderWatch, csv_header, csv_lines, csv_rows, json_rows
-from services.ingest.deps import DatasetDep, EngineDep, SettingsDep, StateDep, app_state
+from services.ingest.deps import (
+    DatasetDep,
+    EngineDep,
+    ReadDep,
+    SettingsDep,
+    StateDep,
+    WriteDep,
+    app_state,
+)
 from services.ingest.idempotency import fingerprint, push_once
-from services.ingest.models import BatchPublic, ErasureRequest, PushAnswer
-from services.ingest.outbox import holdings
-from services.ingest.postcodes import load_postcodes, postcode_count
-from services.ingest.report import QUARTER_PATTERN, parse_quarter, provider_rows, report
-from services.ingest.report_render import report_csv, report_html
-from services.ingest.retention import erase, purge_history, purges_after
-from services.ingest.service import PushOptions, check_header, push
+from services.ingest.models import BatchPublic, PushAnswer
+from services.ingest.personal_reads import personal_page, record_read
+from services.ingest.quality import quality
+from services.ingest.retraction import retract
+from services.ingest.service import PushOptions, push
 from services.ingest.settings import Settings, record_key_secret
 from services.ingest.state import IngestState
 from shared.app import request_id
@@ -34,17 +42,13 @@ from shared.http import (
     SpooledBody,
     negotiate,
     refuse_declared_over,
-    require_service,
     spool,
 )
-from shared.tokens import RECORD_COUNT, AdminDep, ClaimsDep, InternalClaims
+from shared.tokens import RECORD_COUNT, ClaimsDep, InternalClaims
 from shared.validation import CompiledDataset
 
 datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 batches = APIRouter(prefix="/v1/batches", tags=["batches"])
-operations = APIRouter(prefix="/v1", tags=["operations"])
-reports = APIRouter(prefix="/v1/reports", tags=["reports"])
-internal = APIRouter(prefix="/internal", tags=["internal"])
 
 CSV_TYPES = {"text/csv", "application/csv"}
 
@@ -146,26 +150,15 @@ async def push_records(
         body.close()
 
 
-async def _push_spooled(
-    request: Request,
-    compiled: CompiledDataset,
+def _push_options(
     claims: InternalClaims,
     settings: Settings,
-    engine: Engine,
     state: IngestState,
     atomic: bool,
     idempotency_key: str | None,
-    body: SpooledBody,
-    is_csv: bool,
-) -> JSONResponse:
-    request_fingerprint = fingerprint(
-        request.method,
-        request.url.path,
-        request.url.query,
-        body.sha256,
-        request.headers.get("content-type", ""),
-    )
-    options = PushOptions(
+    request_fingerprint: str,
+) -> PushOptions:
+    return PushOptions(
         provider=claims.sub,
         atomic=atomic,
         allowed_fields=claims.fields,
@@ -178,6 +171,23 @@ async def _push_spooled(
         linkage=state.linkage,
         catalogue=state.catalogue,
     )
+
+
+async def _push_spooled(
+    request: Request,
+    compiled: CompiledDataset,
+    claims: InternalClaims,
+    settings: Settings,
+    engine: Engine,
+    state: IngestState,
+    atomic: bool,
+    idempotency_key: str | None,
+    body: SpooledBody,
+    is_csv: bool,
+) -> JSONResponse:
+    url, content_type = request.url, request.headers.get("content-type", "")
+    digest = fingerprint(request.method, url.path, url.query, body.sha256, content_type)
+    options = _push_options(claims, settings, state, atomic, idempotency_key, digest)
 
     def work() -> dict[str, Any]:
         text = body.text()
@@ -204,7 +214,7 @@ async def _push_spooled(
             ) from exc
 
     answer, replayed = await push_once(
-        engine, state.in_flight, claims.sub, idempotency_key, request_fingerprint, run
+        engine, state.in_flight, claims.sub, idempotency_key, digest, run
     )
     if replayed:
         return JSONResponse(answer, status_code=202, headers={"Idempotent-Replayed": "true"})
@@ -219,7 +229,7 @@ async def retract_record(
     source_ref: str,
     claims: ClaimsDep,
     settings: SettingsDep,
-    engine: EngineDep,
+    connection: WriteDep,
 ) -> Response:
     """Retract a record everywhere it went (a delete event follows to depersonalise)."""
     if claims.action != "retract" or claims.dataset != compiled.dataset.name:
@@ -229,8 +239,8 @@ async def retract_record(
         )
     secret = record_key_secret(settings)
     await asyncio.to_thread(
-        record_store.retract,
-        engine,
+        retract,
+        connection,
         secret,
         claims.sub,
         compiled.dataset.name,
@@ -266,7 +276,7 @@ async def read_personal(
     compiled: DatasetDep,
     request: Request,
     claims: ClaimsDep,
-    engine: EngineDep,
+    connection: ReadDep,
     level: str = "depersonalised",
     cursor: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -275,11 +285,11 @@ async def read_personal(
     """Personal-level records of the agreed providers: agreed fields, agreement dates only."""
     scope = _personal_reader(claims, compiled, level)
     columns, rows, following = await asyncio.to_thread(
-        record_store.personal_page, engine, compiled.dataset, scope, cursor, limit
+        personal_page, connection, compiled.dataset, scope, cursor, limit
     )
     await asyncio.to_thread(
-        record_store.record_read,
-        engine,
+        record_read,
+        connection,
         agency=claims.sub,
         dataset=compiled.dataset.name,
         agreement=claims.agreement,
@@ -311,159 +321,18 @@ async def read_personal(
 async def dataset_quality(
     compiled: DatasetDep,
     claims: ClaimsDep,
-    engine: EngineDep,
+    connection: ReadDep,
     period: Annotated[str, Query(pattern="^(month|quarter|year)$")] = "month",
     provider: str | None = None,
 ) -> dict[str, Any]:
     """Data quality of the caller's own records (operators: everyone's, or one provider's)."""
     who = (provider if claims.is_admin else claims.sub) or None
-    return await asyncio.to_thread(record_store.quality, engine, compiled.dataset, who, period)
+    return await asyncio.to_thread(quality, connection, compiled.dataset, who, period)
 
 
 @batches.get("/{batch_id}")
-async def get_batch(batch_id: str, claims: ClaimsDep, engine: EngineDep) -> BatchPublic:
+async def get_batch(batch_id: str, claims: ClaimsDep, connection: ReadDep) -> BatchPublic:
     status = await asyncio.to_thread(
-        record_store.batch_status, engine, batch_id, claims.sub, claims.is_admin
+        batch_status, connection, batch_id, claims.sub, claims.is_admin
     )
     return BatchPublic.model_validate(status)
-
-
-def _report_format(request: Request, format: str | None) -> str:
-    offered = [("text/html", "html"), ("text/csv", "csv")]
-    return negotiate(format, request.headers.get("accept"), offered, "json")
-
-
-@reports.get("/partnership", response_model=None)
-async def partnership_report(
-    request: Request,
-    claims: ClaimsDep,
-    engine: EngineDep,
-    quarter: Annotated[str, Query(pattern=QUARTER_PATTERN, max_length=7)],
-    format: Annotated[str | None, Query(pattern="^(json|csv|html)$")] = None,
-) -> dict[str, Any] | Response:
-    """The quarter's information sharing: operators see every provider, an agency its own rows,
-    the agreements it is party to and the maturity of its partnerships."""
-    try:
-        period = parse_quarter(quarter)
-    except ValueError as exc:
-        raise ProblemError(
-            422, f"quarter {exc}.", slug="validation-failed", field="quarter"
-        ) from exc
-    agency = None if claims.is_admin else claims.sub
-    try:
-        agreements = await app_state(request.app).agreement_entries(agency)
-    except httpx.HTTPError as exc:
-        raise ProblemError(
-            503, "The agreements service could not answer.", slug="backend-unavailable"
-        ) from exc
-    rows = await asyncio.to_thread(
-        provider_rows, engine, app_state(request.app).catalogue, period, None
-    )
-    body = report(period, rows, agreements)
-    if agency is not None:
-        body["rows"] = [r for r in rows if r["provider"] == agency]
-    chosen = _report_format(request, format)
-    if chosen == "csv":
-        return Response(
-            report_csv(body),
-            media_type=CSV_MEDIA,
-            headers={"Content-Disposition": f'attachment; filename="partnership-{quarter}.csv"'},
-        )
-    if chosen == "html":
-        return HTMLResponse(report_html(body))
-    return body
-
-
-@operations.post("/postcodes", tags=["postcodes"])
-async def load_postcode_layer(
-    request: Request,
-    _admin: AdminDep,
-    settings: SettingsDep,
-    engine: EngineDep,
-    replace: bool = False,
-) -> dict[str, Any]:
-    """Load Code-Point Open or ONSPD CSV as the postcode layer (``?replace=true`` swaps it)."""
-    body = await spool(request.stream(), settings.max_body_bytes)
-    try:
-        return await asyncio.to_thread(load_postcodes, engine, body.text(), replace)
-    finally:
-        body.close()
-
-
-@operations.get("/postcodes", tags=["postcodes"])
-async def postcode_layer(_claims: ClaimsDep, engine: EngineDep) -> dict[str, int]:
-    return {"postcodes": await asyncio.to_thread(postcode_count, engine)}
-
-
-@operations.get("/purges", tags=["retention"])
-async def list_purges(_admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
-    return {"purges": await asyncio.to_thread(purge_history, engine)}
-
-
-@operations.post("/purges", tags=["retention"])
-async def run_purge(request: Request, _admin: AdminDep) -> dict[str, Any]:
-    """Run the retention purge now (it also runs on its schedule)."""
-    return {"purges": await app_state(request.app).purge_now()}
-
-
-@operations.post("/erasures", tags=["retention"])
-async def erase_records(
-    request: Request,
-    body: ErasureRequest,
-    _admin: AdminDep,
-    settings: SettingsDep,
-    engine: EngineDep,
-) -> JSONResponse:
-    """Erase a provider's records of a dataset on request (all, or the listed references)."""
-    if body.dataset not in load_catalogue():
-        raise ProblemError(
-            404, f"No dataset {body.dataset!r}.", slug="unknown-dataset", field="dataset"
-        )
-    entry = await asyncio.to_thread(
-        erase,
-        engine,
-        record_key_secret(settings),
-        body.provider,
-        body.dataset,
-        body.source_refs,
-        linkage=(app_state(request.app).catalogue, app_state(request.app).linkage),
-    )
-    answer = {k: entry[k] for k in ("provider", "dataset", "deleted", "batch_id")}
-    return JSONResponse(answer, headers={"CSP-Record-Count": str(entry["deleted"])})
-
-
-@internal.get("/records")
-async def replay_records(
-    request: Request,
-    claims: ClaimsDep,
-    dataset: str,
-    after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-    provider: str | None = None,
-) -> dict[str, Any]:
-    """Current records of a dataset (optionally one provider's) as upsert events, for
-    depersonalise to rebuild or reconcile from."""
-    require_service(claims, operators=True)
-    events, following = await asyncio.to_thread(
-        app_state(request.app).relay.replay, dataset, after, limit, provider
-    )
-    return {"events": events, "next": following}
-
-
-@internal.get("/holdings")
-async def dataset_holdings(claims: ClaimsDep, engine: EngineDep, dataset: str) -> dict[str, Any]:
-    """Per provider: records held raw and a digest of their revisions (the reconciler's side)."""
-    require_service(claims, operators=True)
-    return await asyncio.to_thread(holdings, engine, dataset)
-
-
-@internal.get("/purges")
-async def purges_since(
-    engine: EngineDep,
-    claims: ClaimsDep,
-    after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
-) -> dict[str, Any]:
-    """Purge log entries after a cursor, oldest first: the gateway records each in its audit."""
-    require_service(claims, operators=True)
-    return {"purges": await asyncio.to_thread(purges_after, engine, after, limit)}

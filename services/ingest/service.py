@@ -1,132 +1,46 @@
-"""The push pipeline: validate rows in chunks, locate them, bulk-upsert them with their outbox row
-and the batch's answer in one transaction. Plain functions over an engine; no FastAPI here."""
+"""The push pipeline: rows in chunks through ``record_rows`` (validated, located, built once as
+``record`` rows), bulk-written by ``storage`` (COPY on PostgreSQL), then the batch's counts, its
+people linked, its one outbox row and its stored answer, all in one transaction. Plain functions
+over an engine; no FastAPI here."""
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
-import msgspec
-from sqlalchemy import Connection, Engine, case, func, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 
-from services.ingest.bodies import RawRow
-from services.ingest.linkage import LinkageConfig, link_batch
-from services.ingest.location import LocationError, locate
-from services.ingest.service_sql import (
-    BATCH,
-    IDEMPOTENCY,
-    OUTBOX,
-    POSTCODE,
-    RECORD,
-    REJECTION,
-    iso,
-    revision_range,
-    utc_now,
+from services.ingest.agreed_fields import check_fields, check_header
+from services.ingest.batches import (
+    count_corrections,
+    insert_push_batch,
+    record_rejections,
+    update_push_batch,
 )
-from services.ingest.storage import record_writer
-from shared.catalogue import Dataset
+from services.ingest.bodies import RawRow
+from services.ingest.idempotency import remember
+from services.ingest.identity import revision_range
+from services.ingest.instants import iso, utc_now
+from services.ingest.linkage import link_batch
+from services.ingest.location import PostcodeLookup
+from services.ingest.outcome import PushOptions, PushOutcome
+from services.ingest.record_rows import RecordRows, chunks
+from services.ingest.storage import RecordWriter, record_writer
+from services.ingest.tables import OUTBOX, POSTCODE
 from shared.db import write_transaction
 from shared.errors import ProblemError
-from shared.validation import CompiledDataset, validate_row
+from shared.validation import CompiledDataset
 
-_encode = msgspec.json.Encoder().encode
-
-
-@dataclass
-class PushOptions:
-    provider: str
-    atomic: bool = False
-    allowed_fields: list[str] | None = None
-    chunk_rows: int = 2000
-    max_rows: int = 5_000_000
-    max_errors: int = 1000
-    idempotency: tuple[str, str, int] | None = None
-    """(key, request fingerprint, hours to keep) when the sender gave an Idempotency-Key."""
-    linkage: LinkageConfig | None = None
-    catalogue: Mapping[str, Dataset] | None = None
-    """Every dataset, so corrections can re-link the other records of the people they leave."""
-
-
-@dataclass
-class PushOutcome:
-    batch_id: str
-    received: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    errors_total: int = 0
-    corrections: int = 0
-    unlocated: int = 0
-    outside_gb: int = 0
-    late: int = 0
-    reasons: Counter[tuple[str | None, str]] = field(default_factory=Counter)
-    """(field, message) -> rows refused for it; every row, however many errors are listed."""
-
-    def counts(self) -> dict[str, int]:
-        names = ("received", "accepted", "rejected", "corrections", "unlocated", "outside_gb")
-        return {name: getattr(self, name) for name in (*names, "late")}
-
-    def answer(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "batch_id": self.batch_id,
-            "received": self.received,
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-            "errors": self.errors,
-        }
-        if self.errors_total > len(self.errors):
-            body["errors_total"] = self.errors_total
-        return body
-
-
-def check_fields(names: Iterable[str], allowed: list[str] | None, dataset: str) -> None:
-    """Fields the agreement does not allow refuse the whole push (422 naming them)."""
-    if allowed is None:
-        return
-    outside = sorted(set(names) - set(allowed))
-    if outside:
-        raise ProblemError(
-            422,
-            f"The agreement does not allow these fields of {dataset}: {', '.join(outside)}.",
-            slug="fields-not-agreed",
-            rule="fields-not-agreed",
-            fields=outside,
-        )
-
-
-def check_header(compiled: CompiledDataset, header: list[str], allowed: list[str] | None) -> None:
-    """A CSV column that is not a field of the dataset refuses the push (422 naming it)."""
-    unknown = sorted(set(header) - compiled.names)
-    if unknown:
-        raise ProblemError(
-            422,
-            f"Columns that are not fields of {compiled.dataset.name}: {', '.join(unknown[:20])}.",
-            slug="unknown-fields",
-            fields=unknown[:20],
-        )
-    check_fields(header, allowed, compiled.dataset.name)
+__all__ = ["PushOptions", "PushOutcome", "check_fields", "check_header", "push"]
 
 
 class _AtomicRollbackError(Exception):
     """Rolls back an atomic push that had errors."""
 
 
-def _chunks(rows: Iterator[RawRow], size: int) -> Iterator[list[RawRow]]:
-    chunk: list[RawRow] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def postcode_lookup(connection: Connection) -> Any:
+def postcode_lookup(connection: Connection) -> PostcodeLookup:
     def lookup(postcodes: set[str]) -> dict[str, tuple[float, float]]:
         found: dict[str, tuple[float, float]] = {}
         wanted = sorted(postcodes)
@@ -159,84 +73,36 @@ def push(
             if options.atomic and outcome.errors_total:
                 raise _AtomicRollbackError
     except _AtomicRollbackError:
-        valid = outcome.received - outcome.rejected
-        if valid:
-            outcome.reasons[(None, "refused with the rest of its atomic batch")] += valid
-        outcome.rejected, outcome.accepted = outcome.received, 0
-        outcome.corrections = outcome.unlocated = outcome.late = 0
+        outcome.refuse_atomic()
         with write_transaction(engine) as connection:
-            seq = _insert_batch(connection, compiled, options, moment, outcome, "rejected")
-            _record_rejections(connection, seq, compiled, options, moment, outcome)
-            _remember(connection, options, moment, outcome)
+            name = compiled.dataset.name
+            seq = insert_push_batch(connection, options.provider, name, moment, outcome, "rejected")
+            record_rejections(connection, seq, options.provider, name, moment, outcome.reasons)
+            remember(connection, options.provider, options.idempotency, moment, outcome.answer())
     return outcome
 
 
-def _insert_batch(
-    connection: Connection,
-    compiled: CompiledDataset,
+def _store_rows(
+    writer: RecordWriter,
+    builder: RecordRows,
+    rows: Iterator[RawRow],
     options: PushOptions,
-    moment: datetime,
-    outcome: PushOutcome,
-    status: str,
-) -> int:
-    result = connection.execute(
-        insert(BATCH).values(
-            batch_id=outcome.batch_id,
-            dataset=compiled.dataset.name,
-            provider=options.provider,
-            kind="push",
-            status=status,
-            **outcome.counts(),
-            created_at=iso(moment),
-        )
-    )
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
-
-
-def _record_rejections(
-    connection: Connection,
-    seq: int,
-    compiled: CompiledDataset,
-    options: PushOptions,
-    moment: datetime,
-    outcome: PushOutcome,
 ) -> None:
-    """The batch's refusal reasons, counted, for the partnership report."""
-    if not outcome.reasons:
-        return
-    connection.execute(
-        insert(REJECTION),
-        [
-            {
-                "batch_seq": seq,
-                "provider": options.provider,
-                "dataset": compiled.dataset.name,
-                "received_at": iso(moment),
-                "field": name,
-                "reason": message[:200],
-                "rows": rows,
-            }
-            for (name, message), rows in sorted(outcome.reasons.items(), key=str)
-        ],
-    )
-
-
-def _remember(
-    connection: Connection, options: PushOptions, moment: datetime, outcome: PushOutcome
-) -> None:
-    if options.idempotency is None:
-        return
-    key, fingerprint, hours = options.idempotency
-    connection.execute(
-        insert(IDEMPOTENCY).values(
-            agency=options.provider,
-            key=key,
-            fingerprint=fingerprint,
-            status_code=202,
-            response=_encode(outcome.answer()).decode(),
-            expires_at=iso(moment + timedelta(hours=hours)),
-        )
-    )
+    """Every chunk's accepted rows written (none once an atomic push has an error)."""
+    outcome = builder.outcome
+    for chunk in chunks(rows, options.chunk_rows):
+        outcome.received += len(chunk)
+        if outcome.received > options.max_rows:
+            raise ProblemError(
+                413,
+                f"A batch holds at most {options.max_rows} rows; split the file.",
+                slug="too-many-rows",
+            )
+        stored = builder.rows(chunk)
+        if stored and not (options.atomic and outcome.errors_total):
+            writer.write(stored)
+    if not (options.atomic and outcome.errors_total):
+        writer.finish()
 
 
 def _push_in(
@@ -247,122 +113,45 @@ def _push_in(
     moment: datetime,
     outcome: PushOutcome,
 ) -> None:
-    dataset = compiled.dataset
-    seq = _insert_batch(connection, compiled, options, moment, outcome, "accepted")
-    base, _ = revision_range(seq)
-    received_at = iso(moment)
-    late_before = iso(moment - timedelta(days=dataset.period_days))
+    dataset, provider = compiled.dataset, options.provider
+    seq = insert_push_batch(connection, provider, dataset.name, moment, outcome, "accepted")
     writer = record_writer(connection)
     lookup = postcode_lookup(connection)
-    checked_fields: set[str] = set()
-    errors = outcome.errors
 
-    def reject(row: int, name: str | None, message: str) -> None:
-        outcome.errors_total += 1
-        # A name the dataset lacks came from the sender and could be anything: keep none.
-        known = name if name is None or name in compiled.names else None
-        outcome.reasons[(known, message if known == name else "is not a field of the dataset")] += 1
-        if len(errors) < options.max_errors:
-            errors.append({"row": row, "field": name, "message": message})
+    def lookup_between_copies(postcodes: set[str]) -> dict[str, tuple[float, float]]:
+        writer.wait()  # the connection is the writer thread's while it copies a chunk
+        return lookup(postcodes)
 
-    for chunk in _chunks(rows, options.chunk_rows):
-        outcome.received += len(chunk)
-        if outcome.received > options.max_rows:
-            raise ProblemError(
-                413,
-                f"A batch holds at most {options.max_rows} rows; split the file.",
-                slug="too-many-rows",
-            )
-        valid: list[tuple[int, dict[str, Any], list[str]]] = []
-        for number, raw in chunk:
-            if isinstance(raw, str):
-                outcome.rejected += 1
-                reject(number, None, raw)
-                continue
-            if options.allowed_fields is not None and not checked_fields.issuperset(raw):
-                check_fields(raw, options.allowed_fields, dataset.name)
-                checked_fields.update(raw)
-            clean, unlisted, problems = validate_row(compiled, raw)
-            if problems:
-                outcome.rejected += 1
-                for name, message in problems:
-                    reject(number, name, message)
-                continue
-            valid.append((number, clean, unlisted))
-        if compiled.located:
-            places = locate([v[1] for v in valid], dataset.location, lookup)
-        else:
-            places = []
-        batch_rows: list[dict[str, Any]] = []
-        for index, (number, clean, unlisted) in enumerate(valid):
-            place = places[index] if places else None
-            if isinstance(place, LocationError):
-                outcome.rejected += 1
-                outcome.outside_gb += place.outside_gb
-                reject(number, place.field, place.message)
-                continue
-            source = place.source if place is not None else "none"
-            outcome.unlocated += source == "none"
-            late = clean["occurred_at"] < late_before
-            outcome.late += late
-            batch_rows.append(
-                {
-                    "provider": options.provider,
-                    "dataset": dataset.name,
-                    "source_ref": clean["source_ref"],
-                    "revision": base | number,
-                    "batch_seq": seq,
-                    "first_batch": seq,
-                    "received_at": received_at,
-                    "occurred_at": clean["occurred_at"],
-                    "easting": place.easting if place is not None else None,
-                    "northing": place.northing if place is not None else None,
-                    "location_source": source,
-                    "late": late,
-                    "corrections": 0,
-                    "unlisted": ",".join(unlisted) or None,
-                    "data": _encode(clean).decode(),
-                }
-            )
-        outcome.accepted += len(batch_rows)
-        if batch_rows and not (options.atomic and outcome.errors_total):
-            writer.write(batch_rows)
+    builder = RecordRows(compiled, options, outcome, seq, moment, lookup_between_copies)
+    try:
+        _store_rows(writer, builder, rows, options)
+    finally:
+        writer.close()
     if options.atomic and outcome.errors_total:
         return
-    _record_rejections(connection, seq, compiled, options, moment, outcome)
-    writer.finish()
-    outcome.corrections = _corrections(connection, seq, outcome.accepted)
-    connection.execute(
-        update(BATCH)
-        .where(BATCH.c.seq == seq)
-        .values(status="accepted" if outcome.accepted else "rejected", **outcome.counts())
-    )
+    record_rejections(connection, seq, provider, dataset.name, moment, outcome.reasons)
+    outcome.corrections = count_corrections(connection, seq, outcome.accepted)
+    update_push_batch(connection, seq, outcome)
     if outcome.accepted and options.linkage is not None and dataset.link_fields:
         # people are linked before the outbox row exists, so every event carries its person
         link_batch(connection, dataset, seq, options.linkage, moment, options.catalogue)
     if outcome.accepted:
-        start, end = revision_range(seq)
-        connection.execute(
-            insert(OUTBOX).values(
-                kind="batch",
-                batch_seq=seq,
-                provider=options.provider,
-                dataset=dataset.name,
-                cursor=start,
-                end=end,
-                created_at=received_at,
-            )
-        )
-    _remember(connection, options, moment, outcome)
+        _queue_batch(connection, seq, provider, dataset.name, moment)
+    remember(connection, provider, options.idempotency, moment, outcome.answer())
 
 
-def _corrections(connection: Connection, seq: int, accepted: int) -> int:
-    """Rows that replaced an earlier record, or an earlier row of the same batch."""
+def _queue_batch(
+    connection: Connection, seq: int, provider: str, dataset: str, moment: datetime
+) -> None:
+    """The batch's one outbox row: it stands for every record in its revision range."""
     start, end = revision_range(seq)
-    kept, replaced = connection.execute(
-        select(
-            func.count(),
-            func.coalesce(func.sum(case((RECORD.c.first_batch != seq, 1), else_=0)), 0),
-        ).where(RECORD.c.revision > start, RECORD.c.revision < end)
-    ).one()
-    return int(replaced) + (accepted - int(kept))
+    values: dict[str, Any] = {
+        "kind": "batch",
+        "batch_seq": seq,
+        "provider": provider,
+        "dataset": dataset,
+        "cursor": start,
+        "end": end,
+        "created_at": iso(moment),
+    }
+    connection.execute(insert(OUTBOX).values(**values))

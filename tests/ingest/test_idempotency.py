@@ -21,8 +21,9 @@ from services.ingest.idempotency import (
     push_once,
     stored_answer,
 )
+from services.ingest.instants import iso, utc_now
 from services.ingest.models import Base
-from services.ingest.service_sql import IDEMPOTENCY, iso, utc_now
+from services.ingest.tables import IDEMPOTENCY
 from shared.db import make_engine, prepare_schema
 from shared.errors import ProblemError
 

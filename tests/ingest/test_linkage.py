@@ -14,14 +14,14 @@ from sqlalchemy import select
 
 from scripts.synthetic_cohort import generate
 from services.ingest import linkage
+from services.ingest.identity import record_key
 from services.ingest.linkage import (
-    LINK,
     PersonComponents,
-    pair_quality,
     person_pseudonym,
     share_pseudonym,
 )
-from services.ingest.service_sql import RECORD, record_key
+from services.ingest.linkage_review import pair_quality
+from services.ingest.tables import LINK, RECORD
 from tests.conftest import RECORD_KEY_SECRET
 from tests.ingest.conftest import Client, drain, token
 
@@ -416,8 +416,8 @@ async def test_a_purge_re_links_the_survivors_as_a_retraction_does(
 ) -> None:
     from datetime import timedelta
 
+    from services.ingest.instants import utc_now
     from services.ingest.retention import purge
-    from services.ingest.service_sql import utc_now
 
     person, _ = await one_person_three_ways(linked)
     app = linked.app  # type: ignore[attr-defined]

@@ -255,7 +255,7 @@ async def test_refusals_are_counted_without_the_senders_values(client: Client) -
     the dataset lacks (it came from the sender and could be anything) is not kept."""
     from sqlalchemy import select
 
-    from services.ingest.service_sql import REJECTION
+    from services.ingest.tables import REJECTION
 
     engine = client.app.state.engine  # type: ignore[attr-defined]
     compiled = compile_dataset(load_catalogue()["police-crime"])
