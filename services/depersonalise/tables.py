@@ -1,0 +1,167 @@
+"""Aggregates answers: base cells read from the count cube (or, for cohorts, from the cohort's
+members' records) and laid out under the release lattice (protection.py)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from services.depersonalise import cube, store
+from services.depersonalise.aggregates import (
+    ALL,
+    Fact,
+    Rule,
+    calendar_layout,
+    cohort_of,
+    fact_cells,
+    granted_rows,
+    in_cohort,
+    lattice_table,
+    membership_facts,
+    relative_layout,
+    relative_month,
+    whole_granted,
+)
+from shared.catalogue import Dataset
+from shared.errors import ProblemError
+from shared.grants import Slices
+
+COHORT_DATASET = "offender-cohort"
+Span = tuple[str, date | None, date | None]  # period asked, from, to
+
+
+def family_of(registry: store.Registry, layer: str) -> tuple[str, dict[str, str] | None]:
+    """The base layer of ``layer``'s family (the finest loaded layer nested in it) and each base
+    area's area in ``layer``; None when the layer is its own base."""
+    base = registry.family.get(layer)
+    if base is None or base == layer:
+        return layer, None
+    return base, registry.parents.get((base, layer), {})
+
+
+def cube_table(
+    engine: Engine,
+    registry: store.Registry,
+    spec: Dataset,
+    scope: Slices,
+    geography: str,
+    area_list: list[tuple[str, str]],
+    span: Span,
+    by: str | None,
+    rule: Rule,
+    people: bool,
+) -> dict[str, Any]:
+    """A calendar table read from the count cube: its cost grows with the cells answered."""
+    period, first, last = span
+    base_layer, parent_of = family_of(registry, geography)
+    query = cube.Query(registry.generation, spec.name, base_layer, by, first, last)
+    threshold = rule.lattice().threshold
+    rows: list[cube.BaseRow] = []
+    who: list[cube.PersonRow] | None = None
+    if people:
+        who = store.base_people(engine, query, spec, scope)
+    else:
+        rows = store.base_cells(engine, query, spec, scope)
+    loose = store.uncovered_rows(engine, query, spec, scope, threshold)
+    starts = {r[2] for r in (who if who is not None else rows)}
+    layout = calendar_layout(
+        area_list, parent_of, period, spec.time_resolution, (first, last), starts
+    )
+    residents = store.population(engine, geography)
+    described = {"base_layer": base_layer, "base_period": spec.time_resolution}
+    return lattice_table(rows, layout, rule, by, residents, loose, who, described)
+
+
+def check_whole_periods(first: date | None, last: date | None, period: str) -> None:
+    """``from`` must start a period and ``to`` end one: a range that cuts a period would count a
+    part of it under the whole period's label."""
+    from shared.periods import next_period, period_start
+
+    if first is not None and period_start(first, period) != first:
+        raise ProblemError(
+            422,
+            f"from ({first}) is not the first day of a {period}: ranges are whole periods.",
+            slug="range-cuts-period",
+            field="from",
+        )
+    if last is not None and next_period(period_start(last, period), period).toordinal() != (
+        last.toordinal() + 1
+    ):
+        raise ProblemError(
+            422,
+            f"to ({last}) is not the last day of a {period}: ranges are whole periods.",
+            slug="range-cuts-period",
+            field="to",
+        )
+
+
+def cohort_table(
+    engine: Engine,
+    registry: store.Registry,
+    spec: Dataset,
+    scopes: tuple[Slices, Slices],
+    geography: str | None,
+    area_list: list[tuple[str, str]],
+    span: Span,
+    by: str | None,
+    rule: Rule,
+    asked: tuple[str, bool, str | None],
+) -> dict[str, Any]:
+    """A cohort table, counted per record of the cohort's members only (never a whole dataset):
+    the strand's memberships first, then the dataset's records of those people, as base cells
+    per provider, base area and base period (a record counts when its person was a member in the
+    record's base period), laid out under the release lattice."""
+    scope, cohort_scope = scopes
+    (period, from_, to), (cohort, people, relative) = span, asked
+    generation = registry.generation
+    memberships = granted_rows(
+        store.aggregate_rows(
+            engine, generation, COHORT_DATASET, cohort_scope, None, "category", category=cohort
+        ),
+        cohort_scope,
+    )
+    members = cohort_of(memberships, cohort)
+    if not members.spans:
+        raise ProblemError(404, f"No cohort {cohort!r}.", slug="unknown-cohort", field="cohort")
+    base_layer, parent_of = family_of(registry, geography) if geography else (None, None)
+    resolution = spec.time_resolution
+    facts = whole_granted(
+        store.aggregate_rows(
+            engine, generation, spec.name, scope, base_layer, by, people=set(members.spans)
+        ),
+        scope,
+        resolution,
+        by,
+    )
+    described = {"base_layer": base_layer or ALL, "base_period": resolution}
+    if relative is not None:
+        facts = [f for f in facts if relative_month(f, members) is not None]
+        rows, who = fact_cells(facts, people, by, lambda f: (f.start, relative_month(f, members)))
+        layout = relative_layout(area_list, parent_of, period, (from_, to))
+        return lattice_table(rows, layout, rule, by, None, (), who, described)
+    if spec.name == COHORT_DATASET:
+        # Cohort size: each membership of the strand counts in every base period it spans.
+        keys = {_key(f) for f in memberships if f.value == cohort}
+        facts = membership_facts(
+            [f for f in facts if _key(f) in keys], resolution, to or date.today()
+        )
+    facts = in_cohort(facts, members, resolution)
+    if from_ is not None or to is not None:
+        facts = [
+            f
+            for f in facts
+            if f.start is not None
+            and (from_ is None or f.start >= from_)
+            and (to is None or f.start <= to)
+        ]
+    rows, who = fact_cells(facts, people, by)
+    starts = {r[2] for r in (who if who is not None else rows)}
+    layout = calendar_layout(area_list, parent_of, period, resolution, (from_, to), starts)
+    # Rates per resident are for whole populations, not for a cohort's counts.
+    return lattice_table(rows, layout, rule, by, None, (), who, described)
+
+
+def _key(fact: Fact) -> tuple[Any, ...]:
+    return (fact.person, fact.day, fact.until, fact.provider)
