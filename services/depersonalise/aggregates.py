@@ -327,6 +327,19 @@ def lattice_table(
     return _laid_out(answer, layout, values, by, population, rule, described or {})
 
 
+def uncovered_of(dims: Iterable[list[BaseRow]], threshold: int) -> set[tuple[str, str, Any]]:
+    """protection.uncovered_rows of base cells given by provider, area and period names (one
+    list per breakdown): what cube.read_uncovered finds in SQL, for cells counted in Python."""
+    names = _Names()
+    cells = [_record_cells(rows, names, "value") for rows in dims]
+    loose = protection.uncovered_rows(cells, threshold)
+    providers, areas, periods = (names.listed(k) for k in ("provider", "area", "period"))
+    return {
+        (providers[p], areas[a], periods[t])
+        for p, a, t in zip(loose.provider, loose.area, loose.period, strict=True)
+    }
+
+
 class _Names:
     """Integer ids of providers, areas, periods and values, numbered as they are first seen
     (values: in sorted order once all are known)."""

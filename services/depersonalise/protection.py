@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.depersonalise.cellkey import KEY_RANGE, cell_key
+from services.depersonalise.suppression import PRIMARY, apply_rule
 
 NAME = "release-lattice"  # disclosure.protection of every aggregates answer
 
@@ -207,7 +208,7 @@ def uncovered_rows(dims: Sequence[Cells], threshold: int) -> Rows:
 def base_suppressed(cells: Cells, threshold: int, breakdown: bool, uncovered: Rows) -> np.ndarray:
     """Which base cells are suppressed: the small ones (1..threshold-1); in a breakdown, one cover
     per row that needs one; in the total, the totals of uncovered rows."""
-    small = (cells.count >= 1) & (cells.count < threshold)
+    small = apply_rule(cells.count, threshold).status == PRIMARY
     if not len(cells):
         return small
     keys, row = _row_index([cells.rows, uncovered])
@@ -315,7 +316,7 @@ def _value(exact: np.ndarray, key: np.ndarray, lattice: Lattice) -> np.ndarray:
     if lattice.perturbation:
         value = np.where(exact > 0, np.maximum(exact + noise(key, lattice.perturbation), 0), 0)
     if lattice.round_to:
-        value = (np.floor(value / lattice.round_to + 0.5) * lattice.round_to).astype(np.int64)
+        value = apply_rule(value, lattice.threshold, lattice.round_to).published
     return value
 
 

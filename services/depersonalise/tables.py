@@ -22,6 +22,7 @@ from services.depersonalise.aggregates import (
     membership_facts,
     relative_layout,
     relative_month,
+    uncovered_of,
     whole_granted,
 )
 from shared.catalogue import Dataset
@@ -159,8 +160,34 @@ def cohort_table(
     rows, who = fact_cells(facts, people, by)
     starts = {r[2] for r in (who if who is not None else rows)}
     layout = calendar_layout(area_list, parent_of, period, resolution, (from_, to), starts)
+    loose: set[tuple[str, str, Any]] = set()
+    if by is None and spec.name != COHORT_DATASET:
+        loose = _uncovered(engine, generation, spec, scope, base_layer, facts, rule)
     # Rates per resident are for whole populations, not for a cohort's counts.
-    return lattice_table(rows, layout, rule, by, None, (), who, described)
+    return lattice_table(rows, layout, rule, by, None, loose, who, described)
+
+
+def _uncovered(
+    engine: Engine,
+    generation: int,
+    spec: Dataset,
+    scope: Slices,
+    layer: str | None,
+    facts: list[Fact],
+    rule: Rule,
+) -> set[tuple[str, str, Any]]:
+    """The rows of a cohort's total table whose small cells in some breakdown have no cover:
+    the same facts (records of the cohort's people), counted by each breakdown."""
+    kept = {(f.provider, f.area, f.start, f.day, f.person, f.key) for f in facts}
+    people = {f.person for f in facts if f.person is not None}
+    dims = []
+    for dim in cube.dims_of(spec)[1:]:
+        facts_by = store.aggregate_rows(engine, generation, spec.name, scope, layer, dim, people)
+        same = [
+            f for f in facts_by if (f.provider, f.area, f.start, f.day, f.person, f.key) in kept
+        ]
+        dims.append(fact_cells(same, False, dim)[0])
+    return uncovered_of(dims, rule.lattice().threshold)
 
 
 def _key(fact: Fact) -> tuple[Any, ...]:
