@@ -3,6 +3,8 @@ members' records) and laid out under the release lattice (protection.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -20,6 +22,7 @@ from services.depersonalise.aggregates import (
     in_cohort,
     lattice_table,
     membership_facts,
+    paused_collector,
     relative_layout,
     relative_month,
     uncovered_of,
@@ -61,11 +64,13 @@ def cube_table(
     threshold = rule.lattice().threshold
     rows: list[cube.BaseRow] = []
     who: list[cube.PersonRow] | None = None
-    if people:
-        who = store.base_people(engine, query, spec, scope)
-    else:
-        rows = store.base_cells(engine, query, spec, scope)
-    loose = store.uncovered_rows(engine, query, spec, scope, threshold)
+    with paused_collector():
+        if people:
+            who = store.base_people(engine, query, spec, scope)
+            loose = _people_uncovered(engine, query, spec, scope, threshold)
+        else:
+            rows = store.base_cells(engine, query, spec, scope)
+            loose = store.uncovered_rows(engine, query, spec, scope, threshold)
     starts = {r[2] for r in (who if who is not None else rows)}
     layout = calendar_layout(
         area_list, parent_of, period, spec.time_resolution, (first, last), starts
@@ -73,6 +78,21 @@ def cube_table(
     residents = store.population(engine, geography)
     described = {"base_layer": base_layer, "base_period": spec.time_resolution}
     return lattice_table(rows, layout, rule, by, residents, loose, who, described)
+
+
+def _people_uncovered(
+    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, threshold: int
+) -> set[tuple[str, str, Any]]:
+    """Uncovered rows of a people table: the people of every breakdown, whatever fields the
+    grants show (the lattice is the same for every recipient)."""
+    every = Slices(
+        {p: tuple(replace(t, fields=None) for t in terms) for p, terms in scope.by_provider.items()}
+    )
+    dims = [
+        store.base_people(engine, replace(query, by=dim), spec, every)
+        for dim in cube.dims_of(spec)[1:]
+    ]
+    return uncovered_of(dims, threshold, people=True)
 
 
 def check_whole_periods(first: date | None, last: date | None, period: str) -> None:
@@ -139,9 +159,17 @@ def cohort_table(
     described = {"base_layer": base_layer or ALL, "base_period": resolution}
     if relative is not None:
         facts = [f for f in facts if relative_month(f, members) is not None]
-        rows, who = fact_cells(facts, people, by, lambda f: (f.start, relative_month(f, members)))
+
+        def relative_key(fact: Fact) -> Any:
+            return (fact.start, relative_month(fact, members))
+
+        rows, who = fact_cells(facts, people, by, relative_key)
         layout = relative_layout(area_list, parent_of, period, (from_, to))
-        return lattice_table(rows, layout, rule, by, None, (), who, described)
+        hidden_rows: set[tuple[str, str, Any]] = set()
+        if by is None:
+            found = (engine, generation, spec, scope, base_layer, facts, rule, people)
+            hidden_rows = _uncovered(*found, relative_key)
+        return lattice_table(rows, layout, rule, by, None, hidden_rows, who, described)
     if spec.name == COHORT_DATASET:
         # Cohort size: each membership of the strand counts in every base period it spans.
         keys = {_key(f) for f in memberships if f.value == cohort}
@@ -162,7 +190,7 @@ def cohort_table(
     layout = calendar_layout(area_list, parent_of, period, resolution, (from_, to), starts)
     loose: set[tuple[str, str, Any]] = set()
     if by is None and spec.name != COHORT_DATASET:
-        loose = _uncovered(engine, generation, spec, scope, base_layer, facts, rule)
+        loose = _uncovered(engine, generation, spec, scope, base_layer, facts, rule, people)
     # Rates per resident are for whole populations, not for a cohort's counts.
     return lattice_table(rows, layout, rule, by, None, loose, who, described)
 
@@ -175,19 +203,22 @@ def _uncovered(
     layer: str | None,
     facts: list[Fact],
     rule: Rule,
+    people: bool,
+    period_key: Callable[[Fact], Any] | None = None,
 ) -> set[tuple[str, str, Any]]:
     """The rows of a cohort's total table whose small cells in some breakdown have no cover:
     the same facts (records of the cohort's people), counted by each breakdown."""
     kept = {(f.provider, f.area, f.start, f.day, f.person, f.key) for f in facts}
-    people = {f.person for f in facts if f.person is not None}
-    dims = []
+    persons = {f.person for f in facts if f.person is not None}
+    dims: list[list[Any]] = []
     for dim in cube.dims_of(spec)[1:]:
-        facts_by = store.aggregate_rows(engine, generation, spec.name, scope, layer, dim, people)
+        facts_by = store.aggregate_rows(engine, generation, spec.name, scope, layer, dim, persons)
         same = [
             f for f in facts_by if (f.provider, f.area, f.start, f.day, f.person, f.key) in kept
         ]
-        dims.append(fact_cells(same, False, dim)[0])
-    return uncovered_of(dims, rule.lattice().threshold)
+        rows, who = fact_cells(same, people, dim, period_key)
+        dims.append(list(who) if who is not None else list(rows))
+    return uncovered_of(dims, rule.lattice().threshold, people)
 
 
 def _key(fact: Fact) -> tuple[Any, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import numpy as np
 import pytest
@@ -217,3 +218,28 @@ def test_a_parent_layer_must_be_known_and_the_layer_nested_in_it(make_client) ->
     coarse = client.get(query + "&geography=demo", headers=reader()).json()
     assert coarse["disclosure"]["protected"]["base_layer"] == "fine"
     assert {c["area"]: c["count"] for c in coarse["cells"]}["DEMO0001"] is None
+
+
+def test_the_catalogue_turns_cell_key_perturbation_on_and_the_answer_says_so() -> None:
+    import tomllib
+
+    from services.depersonalise.aggregates import calendar_layout, lattice_table
+    from services.depersonalise.routes import _rule
+    from shared.catalogue import load_catalogue
+
+    shipped = load_catalogue()
+    assert all(spec.disclosure.perturbation is None for spec in shipped.values())
+    text = '[disclosure]\nthreshold = 5\n[disclosure.perturbation]\nmethod = "cell-key"\nmax = 2\n'
+    police = shipped["police-crime"]
+    disclosure = type(police.disclosure).model_validate(tomllib.loads(text)["disclosure"])
+    spec = police.model_copy(update={"disclosure": disclosure})
+    rule = _rule(spec, None)
+    assert rule.as_dict()["perturbation"] == {"method": "cell-key", "max": 2}
+    areas = [(f"A{i}", f"A{i}") for i in range(40)]
+    layout = calendar_layout(areas, None, "month", "month", (None, None), [date(2024, 1, 1)])
+    base = [("gmp", f"A{i}", date(2024, 1, 1), "", 10, 37 * i) for i in range(40)]
+    table = lattice_table(base, layout, rule, None)
+    counts = [c["count"] for c in table["cells"]]
+    assert all(8 <= n <= 12 for n in counts) and len(set(counts)) > 1
+    assert table["cells"] == lattice_table(base, layout, rule, None)["cells"]  # same noise
+    assert table["disclosure"]["protected"]["perturbation"] == {"method": "cell-key", "max": 2}
