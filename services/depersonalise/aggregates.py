@@ -184,7 +184,7 @@ def relative_layout(
         return offset + reach if -reach <= offset <= reach else -1
 
     labels = [str(offset) for offset in range(-reach, reach + 1)]
-    return Layout(areas, _area_index(areas, parent_of), labels, period_of)
+    return Layout(areas, area_index(areas, parent_of), labels, period_of)
 
 
 def whole_granted(
@@ -296,10 +296,11 @@ def calendar_layout(
         return index.get(period_start(start, period), -1)
 
     del resolution  # base periods nest in every coarser calendar period (coarser_or_equal)
-    return Layout(areas, _area_index(areas, parent_of), [label for _, label in periods], period_of)
+    return Layout(areas, area_index(areas, parent_of), [label for _, label in periods], period_of)
 
 
-def _area_index(areas: list[tuple[str, str]], parent_of: dict[str, str] | None) -> dict[str, int]:
+def area_index(areas: list[tuple[str, str]], parent_of: dict[str, str] | None) -> dict[str, int]:
+    """Each base area's answer area (by index); the answer's own areas without ``parent_of``."""
     own = {code: i for i, (code, _) in enumerate(areas)}
     if parent_of is None:
         return own
@@ -319,6 +320,19 @@ def lattice_table(
     """The answer's cells and disclosure figures from its base cells, under the release lattice
     (protection.py): ``uncovered`` rows have their totals suppressed (and a cover in a breakdown);
     with ``people`` the base cells count distinct people and ``base`` is not read."""
+    answer, values = lattice_answer(base, layout, rule, by, uncovered, people)
+    return laid_out(answer, layout, values, by, population, rule, described or {})
+
+
+def lattice_answer(
+    base: Iterable[BaseRow],
+    layout: Layout,
+    rule: Rule,
+    by: str | None,
+    uncovered: Iterable[tuple[str, str, Any]] = (),
+    people: Iterable[PersonRow] | None = None,
+) -> tuple[protection.Answer, list[str]]:
+    """:func:`lattice_table`'s answer before it is laid out, with the breakdown's values."""
     names = _Names()
     with paused_collector():
         if people is not None:
@@ -342,7 +356,29 @@ def lattice_table(
     answer = protection.release(
         cells, shape, rule.lattice(), breakdown=by is not None, uncovered=loose, people=who
     )
-    return _laid_out(answer, layout, values, by, population, rule, described or {})
+    return answer, values
+
+
+def also_blocked(
+    answer: protection.Answer, values: list[str], other: protection.Answer, its: list[str]
+) -> protection.Answer:
+    """``answer`` with every cell suppressed that ``other`` (the same cells counted from another
+    layer nested in the answer's) suppresses: a parent area is published only if no nested
+    layer's answer would hide a part of it."""
+    index = {v: i for i, v in enumerate(values)}
+    blocked = np.zeros_like(answer.suppressed)
+    for j, value in enumerate(its):
+        if value in index:
+            blocked[:, :, index[value]] |= other.suppressed[:, :, j]
+    suppressed = answer.suppressed | blocked
+    whole = not suppressed.any()
+    return protection.Answer(
+        np.where(suppressed, 0, answer.count),
+        suppressed,
+        answer.key,
+        answer.records if whole else None,
+        answer.outside if whole else None,
+    )
 
 
 def uncovered_of(
@@ -442,7 +478,7 @@ def _people_cells(
     return base, protection.People(cell_of, who, key)
 
 
-def _laid_out(
+def laid_out(
     answer: protection.Answer,
     layout: Layout,
     values: list[str],

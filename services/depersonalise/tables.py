@@ -15,11 +15,15 @@ from services.depersonalise.aggregates import (
     ALL,
     Fact,
     Rule,
+    also_blocked,
+    area_index,
     calendar_layout,
     cohort_of,
     fact_cells,
     granted_rows,
     in_cohort,
+    laid_out,
+    lattice_answer,
     lattice_table,
     membership_facts,
     paused_collector,
@@ -45,6 +49,17 @@ def family_of(registry: store.Registry, layer: str) -> tuple[str, dict[str, str]
     return base, registry.parents.get((base, layer), {})
 
 
+def nested_in(registry: store.Registry, layer: str) -> list[tuple[str, dict[str, str] | None]]:
+    """Every loaded layer nested in ``layer`` with its parent map, the family base first."""
+    base, parent_of = family_of(registry, layer)
+    others = sorted(
+        (child, None if child == layer else mapping)
+        for (child, parent), mapping in registry.parents.items()
+        if parent == layer and child != base
+    )
+    return [(base, parent_of), *others]
+
+
 def cube_table(
     engine: Engine,
     registry: store.Registry,
@@ -57,27 +72,43 @@ def cube_table(
     rule: Rule,
     people: bool,
 ) -> dict[str, Any]:
-    """A calendar table read from the count cube: its cost grows with the cells answered."""
+    """A calendar table read from the count cube: its cost grows with the cells answered.
+
+    Its counts are the sums of its family base's cells; a cell is published only if no layer
+    nested in the answer's (the base, and any other, each its own lattice) hides a part of it,
+    so that no nested layer's answers can be subtracted from it."""
     period, first, last = span
-    base_layer, parent_of = family_of(registry, geography)
-    query = cube.Query(registry.generation, spec.name, base_layer, by, first, last)
+    layers = nested_in(registry, geography)
+    answer: Any = None
+    for base_layer, parent_of in layers:
+        query = cube.Query(registry.generation, spec.name, base_layer, by, first, last)
+        rows, who, loose = _base(engine, query, spec, scope, rule, people)
+        if answer is None:
+            starts = {r[2] for r in (who if who is not None else rows)}
+            layout = calendar_layout(
+                area_list, parent_of, period, spec.time_resolution, (first, last), starts
+            )
+            answer, values = lattice_answer(rows, layout, rule, by, loose, who)
+            continue
+        nested = replace(layout, area_of=area_index(area_list, parent_of))
+        other, its = lattice_answer(rows, nested, rule, by, loose, who)
+        answer = also_blocked(answer, values, other, its)
+    residents = store.population(engine, geography)
+    described = {"base_layer": layers[0][0], "base_period": spec.time_resolution}
+    return laid_out(answer, layout, values, by, residents, rule, described)
+
+
+def _base(
+    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, rule: Rule, people: bool
+) -> tuple[list[cube.BaseRow], list[cube.PersonRow] | None, set[tuple[str, str, Any]]]:
+    """A query's base cells (or people) and its uncovered rows, from the cube."""
     threshold = rule.lattice().threshold
-    rows: list[cube.BaseRow] = []
-    who: list[cube.PersonRow] | None = None
     with paused_collector():
         if people:
             who = store.base_people(engine, query, spec, scope)
-            loose = _people_uncovered(engine, query, spec, scope, threshold)
-        else:
-            rows = store.base_cells(engine, query, spec, scope)
-            loose = store.uncovered_rows(engine, query, spec, scope, threshold)
-    starts = {r[2] for r in (who if who is not None else rows)}
-    layout = calendar_layout(
-        area_list, parent_of, period, spec.time_resolution, (first, last), starts
-    )
-    residents = store.population(engine, geography)
-    described = {"base_layer": base_layer, "base_period": spec.time_resolution}
-    return lattice_table(rows, layout, rule, by, residents, loose, who, described)
+            return [], who, _people_uncovered(engine, query, spec, scope, threshold)
+        rows = store.base_cells(engine, query, spec, scope)
+        return rows, None, store.uncovered_rows(engine, query, spec, scope, threshold)
 
 
 def _people_uncovered(
