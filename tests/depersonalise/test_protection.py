@@ -164,7 +164,7 @@ def manchester():
         "lsoa21cd",
         "lsoa21nm",
     )
-    msoa = derive_layer(lsoa, "msoa21", {"source": "name", "start": 0, "end": -4}, None)
+    msoa = derive_layer(lsoa, "msoa21", {"source": "name", "start": 0, "end": -1}, None)
     lad = derive_layer(
         lsoa, "lad", {"lookup": dict.fromkeys(lsoa.codes.tolist(), "E08000003")}, None
     )
@@ -178,7 +178,7 @@ def test_real_lsoas_nest_in_msoas_and_the_lad_and_not_in_wards(manchester) -> No
     lsoa, msoa, lad, wards = manchester
     in_msoa = parent_map(lsoa, msoa)
     assert in_msoa is not None and len(in_msoa) == len(lsoa) == 295
-    assert len(set(in_msoa.values())) == len(msoa)
+    assert len(set(in_msoa.values())) == len(msoa) > 50
     assert set((parent_map(lsoa, lad) or {}).values()) == {"E08000003"}
     assert parent_map(msoa, lad) is not None
     assert parent_map(lsoa, wards) is None  # 2021 LSOAs straddle 2022 ward boundaries
