@@ -120,15 +120,10 @@ def load_registry(engine: Engine, registry: Registry | None = None) -> Registry:
             building=state["building"],
             rebuild=state["rebuild"] or {},
         )
-        old_active = registry.active if registry else {}
         for row in conn.execute(select(T_LAYER).order_by(T_LAYER.c.id)).mappings():
             target = fresh.active if row["status"] == "active" else fresh.pending
-            cached = old_active.get(row["name"])
-            if (
-                cached is not None
-                and registry
-                and registry.meta.get(row["name"], {}).get("id") == row["id"]
-            ):
+            cached = _held_layer(registry, row["name"], row["id"])
+            if cached is not None:
                 target[row["name"]] = cached
             else:
                 areas = conn.execute(
@@ -160,6 +155,19 @@ def load_registry(engine: Engine, registry: Registry | None = None) -> Registry:
         if pending:
             fresh.snap_pending = combine_snap_layers(list({**active, **pending}.values()))
         return fresh
+
+
+def _held_layer(registry: Registry | None, name: str, layer_id: int) -> Layer | None:
+    """The layer already in memory under this row id (active, or pending before it was made
+    active), so it is not parsed again and its nesting is not found again."""
+    if registry is None:
+        return None
+    meta = registry.meta.get(name, {})
+    if meta.get("id") == layer_id and name in registry.active:
+        return registry.active[name]
+    if (meta.get("pending") or {}).get("id") == layer_id and name in registry.pending:
+        return registry.pending[name]
+    return None
 
 
 def _find_nesting(fresh: Registry, old: Registry | None) -> None:
