@@ -170,9 +170,9 @@ def relative_layout(
     period: str,
     span: tuple[date | None, date | None],
 ) -> Layout:
-    """Columns -reach … reach relative to joining; a base period is (calendar base period,
-    months since joining), so a relative quarter is the sum of its three relative months and
-    ``from``/``to`` take whole calendar periods."""
+    """Columns -reach … reach relative to joining; a base period is (calendar year, months since
+    joining), so a relative quarter is the sum of its three relative months and ``from``/``to``
+    take whole calendar years."""
     reach = RELATIVE_REACH[period]
     first, last = span
 

@@ -592,7 +592,7 @@ def read_aggregates(
         else [(ALL, ALL)]
     )
     _check_table_size(from_, to, period, len(area_list), settings.max_cells)
-    tables.check_whole_periods(from_, to, period)
+    tables.check_whole_periods(from_, to, period, relative is not None)
     rule = _rule(spec, threshold)
     people = count == "people"
     left_out: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -35,6 +35,7 @@ from services.depersonalise.aggregates import (
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices
+from shared.periods import next_period, period_start
 
 COHORT_DATASET = "offender-cohort"
 Span = tuple[str, date | None, date | None]  # period asked, from, to
@@ -126,24 +127,24 @@ def _people_uncovered(
     return uncovered_of(dims, threshold, people=True)
 
 
-def check_whole_periods(first: date | None, last: date | None, period: str) -> None:
+def check_whole_periods(
+    first: date | None, last: date | None, period: str, relative: bool = False
+) -> None:
     """``from`` must start a period and ``to`` end one: a range that cuts a period would count a
-    part of it under the whole period's label."""
-    from shared.periods import next_period, period_start
-
-    if first is not None and period_start(first, period) != first:
+    part of it under the whole period's label. Relative to joining, the range bounds calendar
+    years (the base of those tables is calendar year × months since joining)."""
+    unit = "year" if relative else period
+    if first is not None and period_start(first, unit) != first:
         raise ProblemError(
             422,
-            f"from ({first}) is not the first day of a {period}: ranges are whole periods.",
+            f"from ({first}) is not the first day of a {unit}: ranges are whole periods.",
             slug="range-cuts-period",
             field="from",
         )
-    if last is not None and next_period(period_start(last, period), period).toordinal() != (
-        last.toordinal() + 1
-    ):
+    if last is not None and next_period(period_start(last, unit), unit) != last + timedelta(1):
         raise ProblemError(
             422,
-            f"to ({last}) is not the last day of a {period}: ranges are whole periods.",
+            f"to ({last}) is not the last day of a {unit}: ranges are whole periods.",
             slug="range-cuts-period",
             field="to",
         )
@@ -184,7 +185,7 @@ def cohort_table(
             engine, generation, spec.name, scope, base_layer, by, people=set(members.spans)
         ),
         scope,
-        resolution,
+        "year" if relative is not None else resolution,
         by,
     )
     described = {"base_layer": base_layer or ALL, "base_period": resolution}
@@ -192,7 +193,8 @@ def cohort_table(
         facts = [f for f in facts if relative_month(f, members) is not None]
 
         def relative_key(fact: Fact) -> Any:
-            return (fact.start, relative_month(fact, members))
+            start = fact.start or date.min
+            return (date(start.year, 1, 1), relative_month(fact, members))
 
         rows, who = fact_cells(facts, people, by, relative_key)
         layout = relative_layout(area_list, parent_of, period, (from_, to))

@@ -299,3 +299,29 @@ def test_a_parent_is_hidden_where_any_layer_nested_in_it_hides_a_part(make_clien
     assert cells["demo"] == {"DEMO0001": 5, "DEMO0007": 6}
     assert cells["halves"] == {"T00a": None, "T00b": 8}
     assert cells["big"] == {"DEMO0001": None}
+
+
+def test_ranges_that_cut_a_period_are_refused_naming_the_end(make_client) -> None:
+    client, _ = make_client()
+    load_demo(client)
+    base = "/v1/datasets/police-crime/aggregates?geography=demo"
+    for query, field in (
+        ("&period=month&from=2024-01-15&to=2024-03-31", "from"),
+        ("&period=year&from=2024-01-01&to=2024-03-28", "to"),
+        ("&period=quarter&from=2024-02-01&to=2024-06-30", "from"),
+        ("&period=quarter&from=2024-01-01&to=2024-05-31", "to"),
+    ):
+        answer = client.get(base + query, headers=reader())
+        assert answer.status_code == 422, query
+        assert (answer.json()["field"], answer.json()["type"].rsplit(":", 1)[-1]) == (
+            field,
+            "range-cuts-period",
+        )
+    whole = client.get(base + "&period=quarter&from=2024-01-01&to=2024-06-30", headers=reader())
+    assert whole.status_code == 200
+    cohort = reader(dataset="offender-offence")
+    relative = client.get(
+        "/v1/datasets/offender-offence/aggregates?cohort=PPO&relative=joined&from=2024-02-01",
+        headers=cohort,
+    )
+    assert relative.status_code == 422 and relative.json()["field"] == "from"
