@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, or_, select, tuple_
+from sqlalchemy import and_, delete, exists, func, or_, select, tuple_
 from sqlalchemy.engine import Connection
 
 from services.depersonalise.models import CUBE_KEY, CubeCell, CubePerson
@@ -381,10 +381,10 @@ def read_uncovered(
     conn: Connection, query: Query, spec: Dataset, scope: Slices, threshold: int
 ) -> set[tuple[str, str, date]]:
     """Rows (provider, area, period start) whose total is at least ``threshold`` while some
-    breakdown has no cell at or above it (its small cells have no cover):
-    protection.uncovered_rows, in SQL. Only the rows whose total reaches the threshold are
-    looked at, each breakdown by one probe of the cube's key (a cell of the row at or above the
-    threshold), so the work follows the larger rows, not every cell."""
+    breakdown has no cell at or above it (its small cells have no cover) and the total would
+    narrow them: protection.uncovered_rows, in SQL. Only the rows whose total reaches the
+    threshold are looked at, each breakdown by probes of the cube's key (a cell of the row at or
+    above the threshold; how many cells it has), so the work follows the larger rows."""
     dims = [d for d in dims_of(spec) if d != TOTAL]
     t = T_CELL.c
     if conn.dialect.name == "postgresql":
@@ -397,12 +397,18 @@ def read_uncovered(
         lacking: list[Any] = []
         for dim in dims:
             cell = T_CELL.alias(f"in_{len(lacking)}")
+            row = (
+                _where(cell, {**key, "dim": dim}, False, None, None)
+                & (cell.c.at == t.at)
+                & (cell.c.area == t.area)
+            )
+            cells = select(func.count()).where(row).scalar_subquery()
+            # No cover, and the total would narrow its small cells (protection.whole_intervals).
             lacking.append(
-                ~exists().where(
-                    _where(cell, {**key, "dim": dim}, False, None, None)
-                    & (cell.c.at == t.at)
-                    & (cell.c.area == t.area)
-                    & (cell.c.count >= threshold)
+                ~exists().where(row & (cell.c.count >= threshold))
+                & ~(
+                    (t.count >= cells + (threshold - 2))
+                    & (t.count <= (cells - 1) * (threshold - 1) + 1)
                 )
             )
         if not lacking:

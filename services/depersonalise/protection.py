@@ -186,8 +186,9 @@ def release(
 
 def uncovered_rows(dims: Sequence[Cells], threshold: int) -> Rows:
     """Rows whose total is at least ``threshold`` and in which some breakdown has small cells
-    (1..threshold-1) but no cell at or above it to cover them (``dims``: the base cells of each
-    breakdown, not of the total)."""
+    (1..threshold-1) but no cell at or above it to cover them, and the total would narrow what
+    they may be (:func:`whole_intervals`; ``dims``: the base cells of each breakdown, not of the
+    total)."""
     found: list[np.ndarray] = []
     for dim in dims:
         if not len(dim):
@@ -197,12 +198,25 @@ def uncovered_rows(dims: Sequence[Cells], threshold: int) -> Rows:
         has_small = np.bincount(row, weights=small, minlength=len(keys)) > 0
         has_large = np.bincount(row, weights=dim.count >= threshold, minlength=len(keys)) > 0
         total = np.bincount(row, weights=dim.count, minlength=len(keys))
-        bad = has_small & ~has_large & (total >= threshold)
+        cells = np.bincount(row, weights=dim.count > 0, minlength=len(keys))
+        bad = (
+            has_small
+            & ~has_large
+            & (total >= threshold)
+            & ~whole_intervals(total, cells, threshold)
+        )
         found.append(np.stack([dim.provider, dim.area, dim.period], axis=1)[_first_of(row)][bad])
     if not found:
         return Rows.of([])
     rows = np.unique(np.concatenate(found), axis=0)
     return Rows(rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2].copy())
+
+
+def whole_intervals(total: np.ndarray, cells: np.ndarray, threshold: int) -> np.ndarray:
+    """Whether ``cells`` small cells (each 1..threshold-1) known to sum to ``total`` leave each
+    of them free over the whole 1..threshold-1: a row's total can then be published though its
+    small cells have no cover."""
+    return (total >= threshold - 2 + cells) & (total <= 1 + (cells - 1) * (threshold - 1))
 
 
 def base_suppressed(cells: Cells, threshold: int, breakdown: bool, uncovered: Rows) -> np.ndarray:

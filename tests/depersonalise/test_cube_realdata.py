@@ -175,9 +175,11 @@ def _reference(app: Any, dataset: str, scope: Slices, ask: dict[str, Any]) -> di
     starts = {r[2] for r in (who if who is not None else rows)}
     period = ask.get("period", "month")
     layout = calendar_layout(areas, None, period, spec.time_resolution, (first, last), starts)
-    dims = [fact_cells(facts(dim), False, dim)[0] for dim in dims_of(spec)[1:]]
-    # The cube's check counts rows of every breakdown within the grants' whole periods.
-    loose = {r for r in uncovered_of(dims, rule.lattice().threshold) if _within(r[2], first, last)}
+    # Covers look at every breakdown's true values, whatever the grants show.
+    counted = [fact_cells(facts(dim, shown=False), people, dim) for dim in dims_of(spec)[1:]]
+    dims = [who or rows for rows, who in counted]
+    found = uncovered_of(dims, rule.lattice().threshold, people)
+    loose = {r for r in found if _within(r[2], first, last)}
     described = {"base_layer": "lsoa21", "base_period": spec.time_resolution}
     population = store.population(engine, "lsoa21")
     return lattice_table(rows, layout, rule, ask.get("by"), population, loose, who, described)

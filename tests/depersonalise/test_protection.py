@@ -77,7 +77,8 @@ def test_a_row_with_a_small_cell_gets_a_cover_and_its_total_stays_published() ->
 
 def test_a_row_whose_small_cells_have_no_cover_hides_its_total_in_every_breakdown() -> None:
     one = Shape(np.array([0]), np.array([0]), 1, 1)
-    category = Cells.of({(0, 0, 0, 0): 2, (0, 0, 0, 1): 3})
+    # 1 + 1 + 3: a total of 5 would tell each is at most 3, not 1..4.
+    category = Cells.of({(0, 0, 0, 0): 1, (0, 0, 0, 1): 1, (0, 0, 0, 2): 3})
     outcome = Cells.of({(0, 0, 0, 0): 5})  # no small cell, but it sums to the total
     loose = uncovered_rows([category, outcome], 5)
     assert (loose.provider.tolist(), loose.area.tolist(), loose.period.tolist()) == ([0], [0], [0])
@@ -85,6 +86,17 @@ def test_a_row_whose_small_cells_have_no_cover_hides_its_total_in_every_breakdow
     assert flat(release(total, one, T5, breakdown=False, uncovered=loose)) == [None]
     by_outcome = Shape(np.array([0]), np.array([0]), 1, 1, values=1)
     assert flat(release(outcome, by_outcome, T5, breakdown=True, uncovered=loose)) == [None]
+
+
+def test_a_total_that_leaves_its_small_cells_free_is_published_without_a_cover() -> None:
+    # 2 + 3 = 5: either may be anything in 1..4 given the total. 4 + 4 = 8 would fix both.
+    free = Cells.of({(0, 0, 0, 0): 2, (0, 0, 0, 1): 3})
+    fixed = Cells.of({(0, 0, 1, 0): 4, (0, 0, 1, 1): 4})
+    loose = uncovered_rows([free, fixed], 5)
+    assert (loose.period.tolist(), len(loose)) == ([1], 1)
+    totals = Cells.of({(0, 0, 0, 0): 5, (0, 0, 1, 0): 8})
+    two = Shape(np.array([0]), np.array([0, 1]), 1, 2)
+    assert flat(release(totals, two, T5, breakdown=False, uncovered=loose)) == [5, None]
 
 
 def test_health_counts_follow_the_nhs_rule_on_the_exact_sums() -> None:
