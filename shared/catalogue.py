@@ -46,11 +46,19 @@ class FieldSpec(BaseModel):
     description: str = ""
 
 
+class Perturbation(BaseModel):
+    """Cell-key perturbation of published counts (ONS/ABS style): at most ``max`` either way."""
+
+    method: Literal["cell-key"] = "cell-key"
+    max: int = Field(default=2, ge=1, le=10)
+
+
 class DisclosureRule(BaseModel):
     threshold: int = 5
     floor: int = Field(default=5, description="no agreement may set a lower threshold")
     round_to: int | None = None
     secondary: bool = True
+    perturbation: Perturbation | None = None
 
 
 class Generalisation(BaseModel):

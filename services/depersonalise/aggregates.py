@@ -1,18 +1,22 @@
-"""Complete area × period (× breakdown) count tables under a dataset's disclosure rule, for
-calendar periods, cohorts and periods relative to joining a cohort."""
+"""Complete area × period (× breakdown) count tables, for calendar periods, cohorts and periods
+relative to joining a cohort: base cells laid out as an answer under the release lattice
+(protection.py)."""
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
+from services.depersonalise import cube, protection
 from services.depersonalise.service import next_period, period_start, periods_between
-from services.depersonalise.suppression import PRIMARY, PUBLISHED, apply_rule
 from shared.grants import Slices
 
 ALL = "all"  # the one area of a table without geography
@@ -23,20 +27,43 @@ RELATIVE_REACH = {"month": 12, "quarter": 4}
 
 @dataclass
 class Rule:
+    """A dataset's disclosure rule as an answer applies it: ``threshold`` is what the answer
+    shows (the caller's, when higher), ``base`` the rule's own threshold, which alone decides the
+    lattice of base cells (so a caller's threshold only hides more of the same cells)."""
+
     threshold: int
     round_to: int | None
     secondary: bool
+    perturbation: int | None = None  # cell-key noise of at most this much, or none
+    base: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "round_to": self.round_to, "secondary": self.secondary}
+        return {
+            "threshold": self.threshold,
+            "round_to": self.round_to,
+            "secondary": self.secondary,
+            "perturbation": self.perturbation_dict(),
+        }
+
+    def perturbation_dict(self) -> dict[str, Any] | None:
+        if not self.perturbation:
+            return None
+        return {"method": "cell-key", "max": self.perturbation}
+
+    def lattice(self) -> protection.Lattice:
+        base = self.base or self.threshold
+        return protection.Lattice(base, self.round_to, self.perturbation, self.threshold)
 
     def stricter(self, other: Rule) -> Rule:
         """The rule that suppresses at least what either does."""
         rounds = [r for r in (self.round_to, other.round_to) if r]
+        noise = [n for n in (self.perturbation, other.perturbation) if n]
         return Rule(
             max(self.threshold, other.threshold),
             max(rounds) if rounds else None,
             self.secondary or other.secondary,
+            max(noise) if noise else None,
+            max(self.base or self.threshold, other.base or other.threshold),
         )
 
 
@@ -129,223 +156,378 @@ def _months(day: date) -> int:
     return day.year * 12 + day.month - 1
 
 
-def relative_facts(facts: Iterable[Fact], cohort: Cohort, period: str) -> list[tuple[Fact, int]]:
-    """Each fact of a person who ever joined with its period relative to the joining month."""
+def relative_month(fact: Fact, cohort: Cohort) -> int | None:
+    """Months from the month the fact's person first joined to the fact's month."""
+    joined = cohort.joined(fact.person)
+    if joined is None or fact.day is None:
+        return None
+    return _months(fact.day) - _months(joined)
+
+
+def relative_layout(
+    areas: list[tuple[str, str]],
+    parent_of: dict[str, str] | None,
+    period: str,
+    span: tuple[date | None, date | None],
+) -> Layout:
+    """Columns -reach … reach relative to joining; a base period is (calendar year, months since
+    joining), so a relative quarter is the sum of its three relative months and ``from``/``to``
+    take whole calendar years."""
     reach = RELATIVE_REACH[period]
+    first, last = span
+
+    def period_of(key: Any) -> int:
+        start, months = key
+        if (first is not None and start < first) or (last is not None and start > last):
+            return -1
+        offset = months if period == "month" else months // 3
+        return offset + reach if -reach <= offset <= reach else -1
+
+    labels = [str(offset) for offset in range(-reach, reach + 1)]
+    return Layout(areas, area_index(areas, parent_of), labels, period_of)
+
+
+def whole_granted(
+    facts: Iterable[Fact], scope: Slices, resolution: str, by: str | None
+) -> list[Fact]:
+    """The facts in base periods that one of their provider's grant segments covers whole (as
+    the cube's reads count them); ``withheld`` where that segment's grant leaves ``by`` out."""
+    spans: dict[str, list[tuple[date | None, date | None, Any]]] = defaultdict(list)
+    for segment in cube.segments(scope):
+        span = cube.whole_periods(segment, resolution, None, None)
+        if span is not None:
+            spans[segment.provider].append((*span, segment.shown))
     out = []
     for fact in facts:
-        joined = cohort.joined(fact.person)
-        if joined is None or fact.day is None:
+        if fact.start is None:
             continue
-        months = _months(fact.day) - _months(joined)
-        offset = months if period == "month" else months // 3
-        if -reach <= offset <= reach:
-            out.append((fact, offset))
+        for lo, hi, shown in spans.get(fact.provider, ()):
+            if (lo is None or fact.start >= lo) and (hi is None or fact.start <= hi):
+                out.append(fact if by is None or by in shown else fact._replace(value=WITHHELD))
+                break
     return out
 
 
-# --- tables -----------------------------------------------------------------------------------
-
-
-class Placed(NamedTuple):
-    """Records counted in one cell (``person`` None), or one person of a cell (count 0)."""
-
-    area: str | None
-    start: date | None  # period start at the dataset's resolution, or a day within it
-    value: str
-    tally: int  # records (0 for a person row)
-    key_sum: int
-    person: str | None = None
-    person_key: int = 0
-    slot: int | None = None  # the table's period column, once placed
-
-
-def placed_facts(facts: Iterable[Fact], people: bool) -> Iterator[Placed]:
-    """Each fact as one record (and, counting people, its person) of its cell."""
+def fact_cells(
+    facts: Iterable[Fact],
+    people: bool,
+    by: str | None,
+    period_key: Callable[[Fact], Any] | None = None,
+) -> tuple[list[BaseRow], list[PersonRow] | None]:
+    """Base cells (provider, area, base period, value; ``""`` without ``by``) of facts: records
+    and key sums, or with ``people`` one row per distinct person of a cell. ``period_key`` names
+    a fact's base period (its start by default)."""
+    counted: dict[tuple[str, str, Any, str], list[int]] = defaultdict(lambda: [0, 0])
+    seen: dict[tuple[str, str, Any, str, str], int] = {}
     for fact in facts:
-        value = fact.value or ""
-        yield Placed(fact.area, fact.start, value, 1, fact.key)
-        if people and fact.person is not None:
-            yield Placed(fact.area, fact.start, value, 0, 0, fact.person, fact.person_key)
+        where = (
+            fact.provider,
+            fact.area or "",
+            fact.start if period_key is None else period_key(fact),
+            (fact.value or "") if by else "",
+        )
+        if people:
+            if fact.person is not None:
+                seen.setdefault((*where, fact.person), fact.person_key)
+            continue
+        held = counted[where]
+        held[0] += 1
+        held[1] += fact.key
+    if people:
+        return [], [(*k[:4], k[4], key) for k, key in seen.items()]
+    return [(*k, n, keys) for k, (n, keys) in counted.items()], None
 
 
-def aggregate(
-    rows: Iterable[Fact],
+# --- tables ---------------------------------------------------------------------------------
+
+BaseRow = tuple[str, str, Any, str, int, int]  # provider, base area, base period, value, n, keys
+PersonRow = tuple[str, str, Any, str, str, int]  # provider, base area, base period, value, who, key
+
+
+@contextmanager
+def paused_collector() -> Iterator[None]:
+    """The cyclic garbage collector paused: a table's hundreds of thousands of tuples and dicts
+    hold no cycles, and collections triggered by their allocation would cost several times the
+    work (as in geography._bulk_points)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an answer is made of base cells: its areas, each base area's answer area
+    (``area_of``; absent: outside the answer's areas), its period labels, and the answer period
+    of a base period (``period_of``; -1: outside the range asked)."""
+
+    areas: list[tuple[str, str]]
+    area_of: dict[str, int]
+    labels: list[str]
+    period_of: Callable[[Any], int]
+
+
+def calendar_layout(
     areas: list[tuple[str, str]],
+    parent_of: dict[str, str] | None,
     period: str,
+    resolution: str,
+    span: tuple[date | None, date | None],
+    starts: Iterable[date],
+) -> Layout:
+    """Calendar columns spanning the range asked (or the base periods counted when it is open),
+    each made of the base periods (``resolution``) inside it; ``parent_of`` maps base areas to
+    the answer's areas (None: the answer's layer is its own base)."""
+    first, last = span
+    seen = list(starts)
+    lo = first or (period_start(min(seen), period) if seen else None)
+    hi = last or (max(seen) if seen else None)
+    periods = periods_between(lo, hi, period) if lo and hi else []
+    index = {start: i for i, (start, _) in enumerate(periods)}
+    low = lo or date.max
+    high = hi or date.min
+
+    def period_of(start: Any) -> int:
+        if not low <= start <= high:
+            return -1
+        return index.get(period_start(start, period), -1)
+
+    del resolution  # base periods nest in every coarser calendar period (coarser_or_equal)
+    return Layout(areas, area_index(areas, parent_of), [label for _, label in periods], period_of)
+
+
+def area_index(areas: list[tuple[str, str]], parent_of: dict[str, str] | None) -> dict[str, int]:
+    """Each base area's answer area (by index); the answer's own areas without ``parent_of``."""
+    own = {code: i for i, (code, _) in enumerate(areas)}
+    if parent_of is None:
+        return own
+    return {child: own[parent] for child, parent in parent_of.items() if parent in own}
+
+
+def lattice_table(
+    base: Iterable[BaseRow],
+    layout: Layout,
     rule: Rule,
-    first: date | None = None,
-    last: date | None = None,
-    by: str | None = None,
+    by: str | None,
     population: dict[str, float] | None = None,
-    people: bool = False,
+    uncovered: Iterable[tuple[str, str, Any]] = (),
+    people: Iterable[PersonRow] | None = None,
+    described: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Count facts by calendar period, suppress and lay out every cell."""
-    kept = [
-        fact
-        for fact in rows
-        if fact.start is not None
-        and (first is None or fact.start >= period_start(first, period))
-        and (last is None or fact.start <= last)
-    ]
-    return calendar_table(
-        placed_facts(kept, people), areas, period, rule, first, last, by, population, people
+    """The answer's cells and disclosure figures from its base cells, under the release lattice
+    (protection.py): ``uncovered`` rows have their totals suppressed (and a cover in a breakdown);
+    with ``people`` the base cells count distinct people and ``base`` is not read."""
+    answer, values = lattice_answer(base, layout, rule, by, uncovered, people)
+    return laid_out(answer, layout, values, by, population, rule, described or {})
+
+
+def lattice_answer(
+    base: Iterable[BaseRow],
+    layout: Layout,
+    rule: Rule,
+    by: str | None,
+    uncovered: Iterable[tuple[str, str, Any]] = (),
+    people: Iterable[PersonRow] | None = None,
+) -> tuple[protection.Answer, list[str]]:
+    """:func:`lattice_table`'s answer before it is laid out, with the breakdown's values."""
+    names = _Names()
+    with paused_collector():
+        if people is not None:
+            cells, who = _people_cells(list(people), names, by)
+        else:
+            cells, who = _record_cells(list(base), names, by), None
+    rows = list(uncovered)
+    loose = protection.Rows(
+        names.ids("provider", [r[0] for r in rows]),
+        names.ids("area", [r[1] for r in rows]),
+        names.ids("period", [r[2] for r in rows]),
+    )
+    values = names.listed("value") if by else [""]
+    shape = protection.Shape(
+        np.array([layout.area_of.get(a, -1) for a in names.listed("area")], dtype=np.int64),
+        np.array([layout.period_of(p) for p in names.listed("period")], dtype=np.int64),
+        len(layout.areas),
+        len(layout.labels),
+        len(values),
+    )
+    answer = protection.release(
+        cells, shape, rule.lattice(), breakdown=by is not None, uncovered=loose, people=who
+    )
+    return answer, values
+
+
+def also_blocked(
+    answer: protection.Answer, values: list[str], other: protection.Answer, its: list[str]
+) -> protection.Answer:
+    """``answer`` with every cell suppressed that ``other`` (the same cells counted from another
+    layer nested in the answer's) suppresses: a parent area is published only if no nested
+    layer's answer would hide a part of it."""
+    index = {v: i for i, v in enumerate(values)}
+    blocked = np.zeros_like(answer.suppressed)
+    for j, value in enumerate(its):
+        if value in index:
+            blocked[:, :, index[value]] |= other.suppressed[:, :, j]
+    suppressed = answer.suppressed | blocked
+    whole = not suppressed.any()
+    return protection.Answer(
+        np.where(suppressed, 0, answer.count),
+        suppressed,
+        answer.key,
+        answer.records if whole else None,
+        answer.outside if whole else None,
     )
 
 
-def calendar_table(
-    rows: Iterable[Placed],
-    areas: list[tuple[str, str]],
-    period: str,
-    rule: Rule,
-    first: date | None,
-    last: date | None,
-    by: str | None,
-    population: dict[str, float] | None,
-    people: bool,
-) -> dict[str, Any]:
-    """The table of cells already within ``first``..``last``, by calendar period: the columns
-    span the range asked, or the periods counted when it is open."""
-    kept = [row for row in rows if row.start is not None]
-    starts = {row.start for row in kept if row.start is not None}
-    lo = first or (min(starts) if starts else None)
-    hi = last or (max(starts) if starts else None)
-    periods = periods_between(lo, hi, period) if lo and hi else []
-    index = {start: i for i, (start, _) in enumerate(periods)}
-    slots: dict[date, int | None] = {s: index.get(period_start(s, period)) for s in starts}
-    labels = [label for _, label in periods]
-    counted = tabulate(kept, areas, len(labels), by, people, slots)
-    return _table(counted, areas, labels, rule, by, population)
-
-
-def relative_aggregate(
-    rows: list[tuple[Fact, int]],
-    areas: list[tuple[str, str]],
-    period: str,
-    rule: Rule,
-    by: str | None = None,
-    people: bool = False,
-) -> dict[str, Any]:
-    """Count by period relative to joining (labels -reach … reach)."""
-    reach = RELATIVE_REACH[period]
-    placed = [
-        row._replace(slot=offset + reach)
-        for fact, offset in rows
-        for row in placed_facts([fact], people)
+def uncovered_of(
+    dims: Iterable[list[Any]], threshold: int, people: bool = False
+) -> set[tuple[str, str, Any]]:
+    """protection.uncovered_rows of base cells given by provider, area and period names (one
+    list per breakdown): what cube.read_uncovered finds in SQL, for cells counted in Python.
+    With ``people`` the lists hold people (a row's total is then taken as the sum of its cells,
+    at least its distinct people: more rows are found, never fewer)."""
+    names = _Names()
+    cells = [
+        _people_cells(rows, names, "value")[0] if people else _record_cells(rows, names, "value")
+        for rows in dims
     ]
-    labels = [str(offset) for offset in range(-reach, reach + 1)]
-    return _table(tabulate(placed, areas, len(labels), by, people), areas, labels, rule, by, None)
+    loose = protection.uncovered_rows(cells, threshold)
+    providers, areas, periods = (names.listed(k) for k in ("provider", "area", "period"))
+    return {
+        (providers[p], areas[a], periods[t])
+        for p, a, t in zip(loose.provider, loose.area, loose.period, strict=True)
+    }
 
 
-@dataclass
-class Counts:
-    """A table's counts and key sums (``[area, period, value]``, same shape), the values of its
-    third axis, and the records counted inside and outside its areas."""
+class _Names:
+    """Integer ids of providers, areas, periods and values, numbered as they are first seen
+    (values: in sorted order once all are known)."""
 
-    counts: np.ndarray
-    key_sums: np.ndarray
-    values: list[str]
-    records: int
-    outside: int
+    def __init__(self) -> None:
+        self.known: dict[str, dict[Any, int]] = defaultdict(dict)
 
+    def ids(self, kind: str, items: list[Any]) -> np.ndarray:
+        if not items:
+            return np.zeros(0, dtype=np.int64)
+        # Factorised in C first: only the distinct items go through the dict.
+        codes, uniques = pd.factorize(pd.Series(items, dtype=object))
+        known = self.known[kind]
+        mapped = np.fromiter(
+            (known.setdefault(u, len(known)) for u in uniques), dtype=np.int64, count=len(uniques)
+        )
+        return mapped[codes]
 
-def tabulate(
-    placed: list[Placed],
-    areas: list[tuple[str, str]],
-    periods: int,
-    by: str | None,
-    people: bool,
-    slots: dict[date, int | None] | None = None,
-) -> Counts:
-    """Counts and key sums by area × period × value (people: distinct people and the sum of
-    their keys); a row's period column is its ``slot``, or ``slots[start]`` when given."""
-    area_index = {code: i for i, (code, _) in enumerate(areas)}
-    values = sorted({row.value for row in placed}) if by else [""]
-    value_index = {c: i for i, c in enumerate(values)}
-    shape = (len(areas), periods, len(values))
-    records = outside = 0
-    cells: list[tuple[int, int, int]] = []
-    tallies: list[int] = []
-    sums: list[int] = []
-    seen: set[tuple[int, int, int, str]] = set()
-    for row in placed:
-        a = area_index.get(row.area) if row.area is not None else None
-        if row.person is None:
-            if a is None:
-                outside += row.tally
-                continue
-            records += row.tally
-        slot = row.slot if slots is None or row.start is None else slots[row.start]
-        if a is None or slot is None:
-            continue
-        where = (a, slot, value_index[row.value] if by else 0)
-        if row.person is not None:
-            if people and (*where, row.person) not in seen:
-                seen.add((*where, row.person))
-                cells.append(where)
-                tallies.append(1)
-                sums.append(row.person_key)
-        elif not people:
-            cells.append(where)
-            tallies.append(row.tally)
-            sums.append(row.key_sum)
-    counts = np.zeros(shape, dtype=np.int64)
-    key_sums = np.zeros_like(counts)
-    if cells:
-        at = tuple(np.array(cells, dtype=np.int64).T)
-        np.add.at(counts, at, np.array(tallies, dtype=np.int64))
-        np.add.at(key_sums, at, np.array(sums, dtype=np.int64))
-    return Counts(counts, key_sums, values, records, outside)
+    def listed(self, kind: str) -> list[Any]:
+        return list(self.known[kind])
+
+    def sorted_values(self, values: list[str]) -> np.ndarray:
+        codes, uniques = pd.factorize(pd.Series(values, dtype=object), sort=True)
+        self.known["value"] = {v: i for i, v in enumerate(uniques.tolist())}
+        return np.asarray(codes, dtype=np.int64)
 
 
-def _table(
-    counted: Counts,
-    areas: list[tuple[str, str]],
-    labels: list[str],
-    rule: Rule,
+def _record_cells(base: list[BaseRow], names: _Names, by: str | None) -> protection.Cells:
+    if not base:
+        return protection.Cells.of({})
+    provider, area, period, value, count, keys = zip(*base, strict=True)
+    return protection.Cells(
+        names.ids("provider", list(provider)),
+        names.ids("area", list(area)),
+        names.ids("period", list(period)),
+        names.sorted_values(list(value)) if by else np.zeros(len(base), dtype=np.int64),
+        np.asarray(count, dtype=np.int64),
+        np.asarray(keys, dtype=np.int64),
+    )
+
+
+def _people_cells(
+    rows: list[PersonRow], names: _Names, by: str | None
+) -> tuple[protection.Cells, protection.People]:
+    """Base cells counting distinct people (one row per person and base cell)."""
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return protection.Cells.of({}), protection.People(empty, empty, empty)
+    provider, area, period, value, person, keys = zip(*rows, strict=True)
+    columns = np.stack(
+        [
+            names.ids("provider", list(provider)),
+            names.ids("area", list(area)),
+            names.ids("period", list(period)),
+            names.sorted_values(list(value)) if by else np.zeros(len(rows), dtype=np.int64),
+        ],
+        axis=1,
+    )
+    cells, cell_of = np.unique(columns, axis=0, return_inverse=True)
+    cell_of = cell_of.reshape(-1)
+    key = np.asarray(keys, dtype=np.int64)
+    who = names.ids("person", list(person))
+    # A person is counted once per base cell (the cube holds one row per person and cell).
+    pairs, first = np.unique(np.stack([cell_of, who], axis=1), axis=0, return_index=True)
+    counted = np.bincount(pairs[:, 0], minlength=len(cells))
+    summed = np.bincount(pairs[:, 0], weights=key[first], minlength=len(cells)).astype(np.int64)
+    base = protection.Cells(
+        cells[:, 0].copy(),
+        cells[:, 1].copy(),
+        cells[:, 2].copy(),
+        cells[:, 3].copy(),
+        counted.astype(np.int64),
+        summed,
+    )
+    return base, protection.People(cell_of, who, key)
+
+
+def laid_out(
+    answer: protection.Answer,
+    layout: Layout,
+    values: list[str],
     by: str | None,
     population: dict[str, float] | None,
+    rule: Rule,
+    described: dict[str, Any],
 ) -> dict[str, Any]:
-    """Cells and disclosure figures of ``counts[area, period, value]`` (and ``key_sums``, the
-    sums of the counted records' or people's keys, same shape) under the rule."""
-    counts, values = counted.counts, counted.values
-    table = counts if by else counts[:, :, 0]
-    outcome = apply_rule(table, rule.threshold, rule.round_to, rule.secondary)
-    # Nested lists (by: [area][period][value]; none: [area][period]) read faster than arrays.
-    status, published = outcome.status.tolist(), outcome.published.tolist()
-    cells = []
-    for a, (code, name) in enumerate(areas):
-        residents = population.get(code) if population else None
-        for p, label in enumerate(labels):
-            for c, value in enumerate(values):
-                cell: dict[str, Any] = {"area": code, "area_name": name, "period": label}
-                if by:
-                    cell[by] = value
-                state = status[a][p][c] if by else status[a][p]
-                if state == PUBLISHED:
-                    cell["count"] = int(published[a][p][c] if by else published[a][p])
-                else:
-                    cell["count"] = None
-                    cell["suppressed"] = "primary" if state == PRIMARY else "secondary"
-                if population is not None:
-                    cell["rate"] = (
-                        round(cell["count"] / residents * 1000, 3)
-                        if residents and cell["count"] is not None
-                        else None
-                    )
-                cells.append(cell)
+    # Flat lists read faster than arrays, cell by cell.
+    counts, hidden = answer.count.ravel().tolist(), answer.suppressed.ravel().tolist()
+    cells: list[dict[str, Any]] = []
+    with paused_collector():
+        i = 0
+        for code, name in layout.areas:
+            residents = population.get(code) if population else None
+            for label in layout.labels:
+                for value in values:
+                    cell: dict[str, Any] = {"area": code, "area_name": name, "period": label}
+                    if by:
+                        cell[by] = value
+                    if hidden[i]:
+                        cell["count"] = None
+                        cell["suppressed"] = True
+                    else:
+                        cell["count"] = counts[i]
+                    if population is not None:
+                        cell["rate"] = (
+                            round(cell["count"] / residents * 1000, 3)
+                            if residents and cell["count"] is not None
+                            else None
+                        )
+                    cells.append(cell)
+                    i += 1
     disclosure = {
-        "cells": int(counts.size),
-        "suppressed_primary": outcome.primary,
-        "suppressed_secondary": outcome.secondary,
-        "min_published": outcome.min_published,
-        "records": counted.records,
-        "records_outside_layer": counted.outside,
+        "cells": int(answer.count.size),
+        "suppressed": answer.suppressed_cells,
+        "suppressed_primary": None,
+        "suppressed_secondary": None,
+        "min_published": answer.min_published,
+        "records": answer.records,
+        "records_outside_layer": answer.outside,
+        "protection": protection.NAME,
+        "protected": {
+            "base_period": described.get("base_period"),
+            "base_layer": described.get("base_layer"),
+            "per_provider": True,
+            "cover": True,
+            "rounded_to": rule.round_to,
+            "perturbation": rule.perturbation_dict(),
+        },
     }
-    return {
-        "cells": cells,
-        "disclosure": disclosure,
-        "table": table,
-        "status": outcome.status,
-        "key_sums": counted.key_sums,
-    }
+    return {"cells": cells, "disclosure": disclosure, "key": answer.key}

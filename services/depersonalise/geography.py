@@ -368,3 +368,53 @@ def wire_features(layer: Layer, tolerance_metres: float) -> dict[str, dict[str, 
         str(code): json.loads(shapely.to_geojson(geom))
         for code, geom in zip(layer.codes, rounded, strict=True)
     }
+
+
+NEST_TOLERANCE = 0.005  # share of an area that may lie outside its parent (boundary slivers)
+
+
+def parent_map(
+    child: Layer, parent: Layer, tolerance: float = NEST_TOLERANCE
+) -> dict[str, str] | None:
+    """Each area of ``child`` with the area of ``parent`` it lies in, when ``child`` nests in
+    ``parent``: every child area lies inside one parent area up to ``tolerance`` of its own area,
+    and the child areas cover each parent area up to ``tolerance`` of its area. None otherwise.
+
+    Vectorised: each child's representative point picks its parent; the children a prepared
+    parent contains whole need no more, and only the rest (on a boundary) are intersected.
+    """
+    if len(child) == 0 or len(parent) == 0 or len(child) < len(parent):
+        return None
+    points = shapely.point_on_surface(child.geoms)
+    hit_point, hit_parent = parent.tree.query(points, predicate="intersects")
+    chosen = np.full(len(child), -1, dtype=np.int64)
+    chosen[hit_point[::-1]] = hit_parent[::-1]  # the first parent on a shared edge
+    if (chosen < 0).any():
+        return None
+    parents = parent.geoms[chosen]
+    shapely.prepare(parent.geoms)
+    whole = shapely.within(child.geoms, parents)
+    child_area = shapely.area(child.geoms)
+    inside = child_area.copy()
+    edge = np.flatnonzero(~whole)
+    if edge.size:
+        inside[edge] = shapely.area(shapely.intersection(child.geoms[edge], parents[edge]))
+    if (inside < (1 - tolerance) * child_area).any():
+        return None
+    covered = np.bincount(chosen, weights=inside, minlength=len(parent))
+    if (covered < (1 - tolerance) * shapely.area(parent.geoms)).any():
+        return None
+    return dict(zip(child.codes.tolist(), parent.codes[chosen].tolist(), strict=True))
+
+
+def families(
+    layers: dict[str, Layer], nested: dict[tuple[str, str], dict[str, str]]
+) -> dict[str, str]:
+    """Each layer's family base: the finest layer nested in it (most areas; ties by name)."""
+    return {
+        name: min(
+            (child for child, parent in nested if parent == name),
+            key=lambda child: (-len(layers[child]), child),
+        )
+        for name in layers
+    }

@@ -246,10 +246,16 @@ class DeriveRequest(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class Perturbation(BaseModel):
+    method: Literal["cell-key"]
+    max: int = Field(description="the largest change any published count may carry")
+
+
 class SuppressionRule(BaseModel):
     threshold: int
     round_to: int | None
     secondary: bool
+    perturbation: Perturbation | None = None
 
 
 class AggregateCell(BaseModel):
@@ -260,17 +266,31 @@ class AggregateCell(BaseModel):
     period: str
     category: str | None = Field(default=None, description="with by=category")
     count: int | None = Field(description="null when suppressed")
-    suppressed: Literal["primary", "secondary"] | None = None
+    suppressed: Literal[True] | None = Field(
+        default=None, description="true when suppressed (never why)"
+    )
     rate: float | None = Field(default=None, description="per 1,000 people, with a population")
+
+
+class ProtectionApplied(BaseModel):
+    base_period: str | None
+    base_layer: str | None
+    per_provider: bool
+    cover: bool
+    rounded_to: int | None
+    perturbation: Perturbation | None
 
 
 class Disclosure(BaseModel):
     cells: int
-    suppressed_primary: int
-    suppressed_secondary: int
+    suppressed: int = Field(description="cells of this answer suppressed")
+    suppressed_primary: None = Field(description="not published: the split would give cells away")
+    suppressed_secondary: None
     min_published: int | None
-    records: int
-    records_outside_layer: int
+    records: int | None = Field(description="null unless no cell is suppressed")
+    records_outside_layer: int | None
+    protection: Literal["release-lattice"]
+    protected: ProtectionApplied
 
 
 class AggregateTable(BaseModel):

@@ -14,21 +14,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
-from services.depersonalise import cube, replay, store
-from services.depersonalise.aggregates import (
-    ALL,
-    RELATIVE_REACH,
-    Fact,
-    Rule,
-    aggregate,
-    calendar_table,
-    cohort_of,
-    granted_rows,
-    in_cohort,
-    membership_facts,
-    relative_aggregate,
-    relative_facts,
-)
+from services.depersonalise import cube, replay, store, tables
+from services.depersonalise.aggregates import ALL, RELATIVE_REACH, Rule
 from services.depersonalise.deps import (
     CatalogueDep,
     EngineDep,
@@ -45,7 +32,12 @@ from services.depersonalise.formats import (
     records_geojson,
     to_csv,
 )
-from services.depersonalise.geography import derive_layer, read_layer, wire_features
+from services.depersonalise.geography import (
+    derive_layer,
+    parent_map,
+    read_layer,
+    wire_features,
+)
 from services.depersonalise.models import (
     AggregateTable,
     DeriveRequest,
@@ -63,7 +55,6 @@ from services.depersonalise.service import (
     mask_records,
     masked_public,
     period_count,
-    period_start,
     points_of,
     public_record,
     record_areas,
@@ -307,13 +298,28 @@ async def load_geography(
     _admin: AdminDep,
     settings: SettingsDep,
     engine: EngineDep,
+    registry: RegistryDep,
     name_field: str | None = None,
+    parent: str | None = None,
 ) -> JSONResponse:
     _check_name(layer)
+    claimed = registry.building_layers().get(parent) if parent is not None else None
+    if parent is not None and claimed is None:
+        raise ProblemError(
+            422, f"unknown layer family {parent!r}.", slug="unknown-layer-family", field="parent"
+        )
     body = await _body(request, settings.max_upload_bytes, settings.max_geojson_vertices)
     parsed = await asyncio.to_thread(
         read_layer, body, layer, code_field, name_field, request.headers.get("content-type")
     )
+    if claimed is not None and await asyncio.to_thread(parent_map, parsed, claimed) is None:
+        raise ProblemError(
+            422,
+            f"{layer} does not nest in {parent}: an area lies across two of its areas or "
+            "outside them, or does not cover them.",
+            slug="not-nested",
+            field="parent",
+        )
     await asyncio.to_thread(store.save_layer, engine, parsed, code_field, name_field)
     rebuild = await trigger_rebuild(request)
     served = rebuild.get("state") == "complete"
@@ -518,7 +524,7 @@ AGGREGATE_FORMATS: dict[int | str, dict[str, Any]] = {
 }
 
 
-COHORT_DATASET = "offender-cohort"
+COHORT_DATASET = tables.COHORT_DATASET
 BREAKDOWN_CLASSES = cube.BREAKDOWN_CLASSES
 
 
@@ -586,11 +592,12 @@ def read_aggregates(
         else [(ALL, ALL)]
     )
     _check_table_size(from_, to, period, len(area_list), settings.max_cells)
+    tables.check_whole_periods(from_, to, period, relative is not None)
     rule = _rule(spec, threshold)
     people = count == "people"
     left_out: list[str] = []
     if cohort is None:
-        answer = _cube_table(
+        answer = tables.cube_table(
             reader,
             registry,
             spec,
@@ -606,10 +613,10 @@ def read_aggregates(
         cohort_scope = _cohort_scope(claims, dataset, scope)
         if dataset != COHORT_DATASET:
             rule = rule.stricter(_rule(dataset_or_404(catalogue, COHORT_DATASET), threshold))
-        answer = _cohort_table(
+        answer = tables.cohort_table(
             reader,
             registry,
-            dataset,
+            spec,
             (scope, cohort_scope),
             geography,
             area_list,
@@ -671,92 +678,6 @@ def read_aggregates(
             aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
         )
     return JSONResponse(body, headers=headers)
-
-
-def _cube_table(
-    engine: Any,
-    registry: store.Registry,
-    spec: Dataset,
-    scope: Slices,
-    geography: str,
-    area_list: list[tuple[str, str]],
-    span: tuple[str, date | None, date | None],
-    by: str | None,
-    rule: Rule,
-    people: bool,
-) -> dict[str, Any]:
-    """A calendar table read from the count cube: its cost grows with the cells answered."""
-    period, first, last = span
-    query = cube.Query(
-        registry.generation,
-        spec.name,
-        geography,
-        by,
-        period_start(first, period) if first else None,
-        last,
-    )
-    rows = store.cube_rows(engine, query, spec, scope, people)
-    residents = store.population(engine, geography)
-    return calendar_table(rows, area_list, period, rule, first, last, by, residents, people)
-
-
-def _cohort_table(
-    engine: Any,
-    registry: store.Registry,
-    dataset: str,
-    scopes: tuple[Slices, Slices],
-    geography: str | None,
-    area_list: list[tuple[str, str]],
-    span: tuple[str, date | None, date | None],
-    by: str | None,
-    rule: Rule,
-    asked: tuple[str, bool, str | None],
-) -> dict[str, Any]:
-    """A cohort table, counted per record of the cohort's members only (never a whole dataset):
-    the strand's memberships first, then the dataset's records of those people."""
-    (scope, cohort_scope), (period, from_, to), (cohort, people, relative) = scopes, span, asked
-    generation = registry.generation
-    memberships = granted_rows(
-        store.aggregate_rows(
-            engine, generation, COHORT_DATASET, cohort_scope, None, "category", category=cohort
-        ),
-        cohort_scope,
-    )
-    members = cohort_of(memberships, cohort)
-    if not members.spans:
-        raise ProblemError(404, f"No cohort {cohort!r}.", slug="unknown-cohort", field="cohort")
-    facts = granted_rows(
-        store.aggregate_rows(
-            engine, generation, dataset, scope, geography, by, people=set(members.spans)
-        ),
-        scope,
-        by or "category",
-    )
-    if relative is not None:
-        return relative_aggregate(
-            [
-                (fact, offset)
-                for fact, offset in relative_facts(facts, members, period)
-                if (from_ is None or (fact.day and fact.day >= from_))
-                and (to is None or (fact.day and fact.day <= to))
-            ],
-            area_list,
-            period,
-            rule,
-            by,
-            people,
-        )
-    if dataset == COHORT_DATASET:
-        # Cohort size: each membership of the strand counts in every period it spans.
-        keys = {_key(f) for f in memberships if f.value == cohort}
-        facts = membership_facts([f for f in facts if _key(f) in keys], period, to or date.today())
-    facts = in_cohort(facts, members, period)
-    # Rates per resident are for whole populations, not for a cohort's counts.
-    return aggregate(facts, area_list, period, rule, from_, to, by, None, people)
-
-
-def _key(fact: Fact) -> tuple[Any, ...]:
-    return (fact.person, fact.day, fact.until, fact.provider)
 
 
 def _layer_or_error(registry: store.Registry, geography: str) -> Any:
@@ -847,8 +768,9 @@ def _rule(spec: Dataset, asked: int | None) -> Rule:
             field="threshold",
             rule="disclosure-floor",
         )
-    threshold = max(asked or rule.threshold, rule.floor)
-    return Rule(threshold, rule.round_to, rule.secondary)
+    threshold = max(asked or rule.threshold, rule.floor, rule.threshold)
+    noise = rule.perturbation.max if rule.perturbation is not None else None
+    return Rule(threshold, rule.round_to, rule.secondary, noise, rule.threshold)
 
 
 def _wire_shapes(

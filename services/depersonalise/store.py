@@ -20,9 +20,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from services.depersonalise import cube, partitions
-from services.depersonalise.aggregates import ALL, Fact, Placed
+from services.depersonalise.aggregates import ALL, Fact
 from services.depersonalise.cellkey import record_key_value
-from services.depersonalise.geography import Layer, layer_from_wkb, layer_to_wkb
+from services.depersonalise.geography import (
+    Layer,
+    families,
+    layer_from_wkb,
+    layer_to_wkb,
+    parent_map,
+)
 from services.depersonalise.models import (
     DerivedRecord,
     Event,
@@ -68,6 +74,11 @@ class Registry:
     snap_pending: SnapLayer | None = None
     snap_meta: list[dict[str, Any]] = field(default_factory=list)
     rebuild: dict[str, Any] = field(default_factory=dict)
+    # (child, parent) → the parent map of active layers where child nests in parent, and each
+    # layer's family base (geography.parent_map, families); found when a layer is loaded.
+    parents: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    family: dict[str, str] = field(default_factory=dict)
+    _checked: dict[tuple[int, int], dict[str, str] | None] = field(default_factory=dict)
 
     def building_layers(self) -> dict[str, Layer]:
         return {**self.active, **self.pending}
@@ -109,15 +120,10 @@ def load_registry(engine: Engine, registry: Registry | None = None) -> Registry:
             building=state["building"],
             rebuild=state["rebuild"] or {},
         )
-        old_active = registry.active if registry else {}
         for row in conn.execute(select(T_LAYER).order_by(T_LAYER.c.id)).mappings():
             target = fresh.active if row["status"] == "active" else fresh.pending
-            cached = old_active.get(row["name"])
-            if (
-                cached is not None
-                and registry
-                and registry.meta.get(row["name"], {}).get("id") == row["id"]
-            ):
+            cached = _held_layer(registry, row["name"], row["id"])
+            if cached is not None:
                 target[row["name"]] = cached
             else:
                 areas = conn.execute(
@@ -144,10 +150,44 @@ def load_registry(engine: Engine, registry: Registry | None = None) -> Registry:
                     "report": row["report"],
                 }
             )
+        _find_nesting(fresh, registry)
         fresh.snap = combine_snap_layers(list(active.values()))
         if pending:
             fresh.snap_pending = combine_snap_layers(list({**active, **pending}.values()))
         return fresh
+
+
+def _held_layer(registry: Registry | None, name: str, layer_id: int) -> Layer | None:
+    """The layer already in memory under this row id (active, or pending before it was made
+    active), so it is not parsed again and its nesting is not found again."""
+    if registry is None:
+        return None
+    meta = registry.meta.get(name, {})
+    if meta.get("id") == layer_id and name in registry.active:
+        return registry.active[name]
+    if (meta.get("pending") or {}).get("id") == layer_id and name in registry.pending:
+        return registry.pending[name]
+    return None
+
+
+def _find_nesting(fresh: Registry, old: Registry | None) -> None:
+    """Which layers (active and pending) nest in which, checking only pairs not checked before
+    (a layer object is kept while its layer is unchanged); answers use the active layers'."""
+    layers = fresh.building_layers()
+    known = old._checked if old is not None else {}
+    for name, child in layers.items():
+        for other, parent in layers.items():
+            key = (id(child), id(parent))
+            if key not in known:
+                known[key] = (
+                    {str(c): str(c) for c in child.codes}
+                    if child is parent
+                    else parent_map(child, parent)
+                )
+            fresh._checked[key] = known[key]
+            if name in fresh.active and other in fresh.active and known[key] is not None:
+                fresh.parents[(name, other)] = known[key]  # type: ignore[assignment]
+    fresh.family = families(fresh.active, fresh.parents)
 
 
 def _bump(conn: Connection, **values: Any) -> None:
@@ -658,17 +698,26 @@ def _facts(result: Any, layer: str | None, by: str | None) -> list[Fact]:
     return facts
 
 
-def cube_rows(
-    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, people: bool
-) -> list[Placed]:
-    """The cube cells (and, counting people, their people) a table counts; never records."""
+def base_cells(
+    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices
+) -> list[cube.BaseRow]:
+    """The base cells a table is made of (cube.read_base); never records."""
     with engine.connect() as conn:
-        return [
-            Placed(area, start, value, count, key_sum, person, person_key)
-            for area, start, value, count, key_sum, person, person_key in cube.read(
-                conn, query, spec, scope, people
-            )
-        ]
+        return list(cube.read_base(conn, query, spec, scope))
+
+
+def base_people(
+    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices
+) -> list[cube.PersonRow]:
+    with engine.connect() as conn:
+        return list(cube.read_people(conn, query, spec, scope))
+
+
+def uncovered_rows(
+    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, threshold: int
+) -> set[tuple[str, str, date]]:
+    with engine.connect() as conn:
+        return cube.read_uncovered(conn, query, spec, scope, threshold)
 
 
 def providers_holding(engine: Engine, generation: int, dataset: str) -> set[str]:

@@ -93,15 +93,15 @@ def test_a_redelivered_event_is_stored_once_and_answered_stored(make_client) -> 
     # The relay lost the first answer: the same revision again must count, and not twice.
     client, fake = make_client()
     load_demo(client)
-    events = [event(i + 1, f"r{i}", 383100, 397100, revision=5) for i in range(3)]
-    assert push(client, fake, events)["depersonalised"] == 3
+    events = [event(i + 1, f"r{i}", 383100, 397100, revision=5) for i in range(5)]
+    assert push(client, fake, events)["depersonalised"] == 5
     again = push(client, fake, events)
     assert {r["status"] for r in again["results"]} == {"stored"}
     body = client.get(
         "/v1/datasets/police-crime/aggregates?geography=demo&from=2024-01-01&to=2024-01-31",
         headers=reader(),
     ).json()
-    assert body["disclosure"]["records"] == 3
+    assert body["disclosure"]["records"] == 5
 
 
 def test_events_apply_only_newer_revisions_and_answer_the_contract(make_client) -> None:
@@ -164,8 +164,8 @@ def test_aggregates_are_complete_suppressed_and_released(make_client) -> None:
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    # For the gateway's audit entry: the records the table counted.
-    assert answer.headers["csp-record-count"] == str(body["disclosure"]["records"])
+    # A table with a suppressed cell publishes no total: the gateway's audit gets no count.
+    assert "csp-record-count" not in answer.headers
     assert list(body) == [
         "dataset",
         "geography",
@@ -176,12 +176,20 @@ def test_aggregates_are_complete_suppressed_and_released(make_client) -> None:
         "agreement",
         "release_id",
     ]
-    assert body["rule"] == {"threshold": 5, "round_to": None, "secondary": True}
+    assert body["rule"] == {
+        "threshold": 5,
+        "round_to": None,
+        "secondary": True,
+        "perturbation": None,
+    }
     assert AggregateTable.model_validate(body).model_dump(exclude_unset=True) == body
     assert len(body["cells"]) == 36 * 3
-    assert body["disclosure"]["cells"] == 108
-    assert body["disclosure"]["records"] == 21  # inside the layer, in range, of gmp
-    assert body["disclosure"]["records_outside_layer"] == 1
+    disclosure = body["disclosure"]
+    assert disclosure["cells"] == 108 and disclosure["suppressed"] == 1
+    assert disclosure["protection"] == "release-lattice"
+    # Totals would give the suppressed 2 away (21 - 12 - 7): not published.
+    assert disclosure["records"] is None and disclosure["records_outside_layer"] is None
+    assert disclosure["suppressed_primary"] is None and disclosure["suppressed_secondary"] is None
     cell = {(c["area"], c["period"]): c for c in body["cells"]}
     assert cell[("DEMO0001", "2024-01")]["count"] == 12
     assert cell[("DEMO0002", "2024-01")] == {
@@ -189,13 +197,17 @@ def test_aggregates_are_complete_suppressed_and_released(make_client) -> None:
         "area_name": "Demo area 2 (not a real boundary)",
         "period": "2024-01",
         "count": None,
-        "suppressed": "primary",
+        "suppressed": True,
     }
     published = [c["count"] for c in body["cells"] if c["count"] is not None]
     assert not any(1 <= n < 5 for n in published)
-    # The column of the suppressed 2 gives up its smallest other cell (7), not the 12.
-    assert cell[("DEMO0003", "2024-01")]["suppressed"] == "secondary"
-    assert body["disclosure"]["suppressed_primary"] == 1
+    # No complementary cell in the table: no answer holds the 2 inside a published sum.
+    assert cell[("DEMO0003", "2024-01")]["count"] == 7
+    asked = str(answer.request.url).replace("period=month", "period=quarter")
+    quarter = client.get(asked, headers=reader()).json()
+    by_area = {c["area"]: c for c in quarter["cells"]}
+    assert by_area["DEMO0002"] == {**cell[("DEMO0002", "2024-01")], "period": "2024-Q1"}
+    assert (by_area["DEMO0001"]["count"], by_area["DEMO0003"]["count"]) == (12, 7)
     assert body["agreement"] == "agr-1" and body["release_id"]
     assert answer.headers["CSP-Release-ID"] == body["release_id"]
     kept = client.get(f"/v1/releases/{body['release_id']}", headers=reader())
@@ -562,7 +574,7 @@ def test_record_codes_come_from_the_published_point_and_otherwise_meet_k(make_cl
         headers=reader(),
     ).json()
     cells = {c["area"]: c for c in table["cells"]}
-    assert cells["DEMO0001"]["suppressed"] == "primary"  # the 1, counted where it happened
+    assert cells["DEMO0001"]["suppressed"] is True  # the 1, counted where it happened
     no_location = reader(level="depersonalised", fields=["occurred_at", "category"])
     hidden = client.get("/v1/datasets/police-crime/records", headers=no_location).json()
     assert "easting" not in hidden["records"][0]
