@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
+from scipy.sparse.linalg import lsqr
 
 OUTSIDE = "\x00outside"  # the pseudo-area of records outside the finest layer
 WITHHELD = "withheld"  # the value a provider's records take when its grant leaves the field out
@@ -317,7 +318,7 @@ class System:
             unknowns = self._cell_unknowns(grants, sorted(layer_areas), fines, None, None)
             self._equation(unknowns, disclosure["records"] - exact, disclosure["records"] + exact)
         if disclosure.get("records_outside_layer") is not None:
-            outside = [OUTSIDE] + sorted(self._all_finest() - layer_areas)
+            outside = [OUTSIDE, *sorted(self._all_finest() - layer_areas)]
             unknowns = self._cell_unknowns(grants, outside, fines, None, None)
             value = disclosure["records_outside_layer"]
             self._equation(unknowns, value - exact, value + exact)
@@ -364,9 +365,7 @@ class System:
     def _equation(self, unknowns: frozenset[int], lo: float, hi: float) -> None:
         self.rows.append(Row(dict.fromkeys(unknowns, 1.0), max(lo, 0.0), hi))
 
-    def _suppressed(
-        self, unknowns: frozenset[int], label: Any, threshold: int, where: str
-    ) -> None:
+    def _suppressed(self, unknowns: frozenset[int], label: Any, threshold: int, where: str) -> None:
         primary = label == "primary"
         lo, hi = (1.0, float(threshold - 1)) if primary else (0.0, math.inf)
         known = self.targets.get(unknowns)
@@ -406,13 +405,16 @@ class System:
         if truth is not None:
             values = np.array([float(truth.get(k, 0)) for k in self.keys])
             for target in self.targets.values():
-                target.truth = int(round(sum(values[i] for i in target.unknowns)))
+                target.truth = round(float(sum(values[i] for i in target.unknowns)))
                 if use_truth_primaries and 1 <= target.truth < target.threshold:
                     target.primary = True
-                    target.lo, target.hi = max(target.lo, 1.0), min(
-                        target.hi, float(target.threshold - 1)
+                    target.lo, target.hi = (
+                        max(target.lo, 1.0),
+                        min(target.hi, float(target.threshold - 1)),
                     )
-        rows = self.rows + [Row(dict.fromkeys(t.unknowns, 1.0), t.lo, t.hi) for t in self.targets.values()]
+        rows = self.rows + [
+            Row(dict.fromkeys(t.unknowns, 1.0), t.lo, t.hi) for t in self.targets.values()
+        ]
         inconsistent = 0
         if values is not None:
             for row in rows:
@@ -421,11 +423,18 @@ class System:
                     inconsistent += 1
         solver = Solver(len(self.keys), rows)
         solver.presolve()
+        while solver.fix_by_equalities():
+            solver.presolve()
         components = solver.components()
+        goals: dict[int, list[Target]] = {}
+        for target in self.targets.values():
+            root = solver.root_of(target)
+            if root is not None:
+                goals.setdefault(root, []).append(target)
         lps = 0
         for members, member_rows in components:
-            goals = [t for t in self.targets.values() if _inside(t, solver, members)]
-            lps += solver.bound(goals, members, member_rows, exact)
+            found = goals.get(int(members[0]), [])
+            lps += solver.bound(found, members, member_rows, exact)
         for target in self.targets.values():
             if target.low is None:
                 solver.bound_fixed(target)
@@ -442,12 +451,8 @@ class System:
         targets = [t for t in self.targets.values() if t.low is not None]
         determined = [t for t in targets if t.determined]
         wrong = [t for t in determined if t.truth is not None and t.interval[0] != t.truth]
-        primaries = [
-            t for t in targets if t.truth is not None and 1 <= t.truth < t.threshold
-        ]
-        narrowed = [
-            t for t in primaries if t.interval[0] > 1 or t.interval[1] < t.threshold - 1
-        ]
+        primaries = [t for t in targets if t.truth is not None and 1 <= t.truth < t.threshold]
+        narrowed = [t for t in primaries if t.interval[0] > 1 or t.interval[1] < t.threshold - 1]
         widths = [int(min(t.interval[1], t.threshold - 1) - t.interval[0]) for t in primaries]
         examples = [
             f"{t.where} = {t.interval[0]}" + ("" if t.truth is None else f" (true {t.truth})")
@@ -483,11 +488,6 @@ def settled(target: Target, low: float, high: float, exact: bool) -> bool:
     if target.primary:
         return low <= max(target.lo, 1.0) + EPS and high >= target.hi - EPS
     return math.isfinite(low) and math.floor(high + EPS) > math.ceil(low - EPS)
-
-
-def _inside(target: Target, solver: Solver, members: np.ndarray) -> bool:
-    free = [solver.alias(i) for i in target.unknowns if not solver.is_fixed(solver.alias(i))]
-    return bool(free) and solver.component_of.get(free[0]) == int(members[0])
 
 
 class Solver:
@@ -580,6 +580,44 @@ class Solver:
             self._rewrite()
             if not changed:
                 break
+
+    def root_of(self, target: Target) -> int | None:
+        """The component of a target's free unknowns (one: the target is a row), or None."""
+        for i in target.unknowns:
+            j = self.alias(i)
+            if not self.is_fixed(j):
+                return self.component_of.get(j)
+        return None
+
+    def fix_by_equalities(self) -> bool:
+        """Fix every unknown that the exact equations alone determine (its unit vector lies in
+        their row space), at the value they give; answer whether any was fixed."""
+        exact = [row for row in self.rows if abs(row.hi - row.lo) <= EPS]
+        if not exact:
+            return False
+        free = sorted({i for row in exact for i in row.terms})
+        position = {i: k for k, i in enumerate(free)}
+        r, c, v = [], [], []
+        for k, row in enumerate(exact):
+            for i, coef in row.terms.items():
+                r.append(k), c.append(position[i]), v.append(coef)
+        matrix = sparse.csr_matrix((v, (r, c)), shape=(len(exact), len(free)))
+        rhs = np.array([row.lo for row in exact])
+        limit = 50 * (len(exact) + len(free))
+        probe = np.random.default_rng(len(free)).standard_normal(len(free))
+        dual = lsqr(matrix.T, probe, atol=1e-12, btol=1e-12, iter_lim=limit)[0]
+        moves = np.abs(probe - matrix.T @ dual) > 1e-6
+        solution = lsqr(matrix, rhs, atol=1e-12, btol=1e-12, iter_lim=limit)[0]
+        fixed = False
+        for k in np.flatnonzero(~moves):
+            value = float(solution[k])
+            near = round(value)
+            i = free[int(k)]
+            if abs(value - near) > 1e-4 or near < self.lower[i] - EPS or near > self.upper[i] + EPS:
+                continue  # left to the LPs
+            self.lower[i] = self.upper[i] = float(near)
+            fixed = True
+        return fixed
 
     def components(self) -> list[tuple[np.ndarray, list[Row]]]:
         free = sorted({i for row in self.rows for i in row.terms})
@@ -702,7 +740,7 @@ class Solver:
         ]
         for objective in seeds:
             solve(objective)
-        for k, (target, offset, vector) in enumerate(goals):
+        for k, (target, _offset, vector) in enumerate(goals):
             if not settled(target, seen_low[k], seen_high[k], exact):
                 if seen_low[k] > max(target.lo, 0.0) + EPS:
                     solve(vector)
@@ -767,11 +805,16 @@ def grants_of(client: Any, headers: Mapping[str, str], dataset: str, purpose: st
 
 
 def query_set(
-    first: date, last: date, cuts: bool = True, singles: bool = True
+    first: date,
+    last: date,
+    singles: Sequence[str] = ("month", "quarter", "year"),
+    cuts: bool = True,
+    from_cuts: bool = True,
 ) -> list[dict[str, str]]:
     """The issue's queries over whole months ``first``..``last`` (without layer and ``by``):
-    month, quarter and year tables; every single month, quarter and year as a range; and years
-    cut short at the 28th of each month (``from`` cut likewise)."""
+    month, quarter and year tables; every single period of ``singles`` as a range; years cut
+    short at the 28th of each month but the last (``to``), and from the 10th of each month but
+    the first (``from``)."""
     span = {"from": first.isoformat(), "to": last.isoformat()}
     out = [{"period": p, **span} for p in ("month", "quarter", "year")]
     months = []
@@ -779,21 +822,22 @@ def query_set(
     while day <= last:
         months.append(day)
         day = _month_start(day.year, day.month + 1)
-    if singles:
-        for period in ("month", "quarter", "year"):
-            for label in sorted({_label(m, period) for m in months}):
-                start, end = label_span(label)
-                out.append({"period": period, "from": start.isoformat(), "to": end.isoformat()})
-    if cuts:
-        for month in months:
-            year_start = max(date(month.year, 1, 1), first)
+    for period in singles:
+        for label in sorted({_label(m, period) for m in months}):
+            start, end = label_span(label)
+            start, end = max(start, first), min(end, last)
+            out.append({"period": period, "from": start.isoformat(), "to": end.isoformat()})
+    for month in months:
+        year_start, year_end = (
+            max(date(month.year, 1, 1), first),
+            min(date(month.year, 12, 31), last),
+        )
+        if cuts and month.month < 12 and month < months[-1]:
             out.append(
                 {"period": "year", "from": year_start.isoformat(), "to": f"{month:%Y-%m}-28"}
             )
-            if month.month > 1:
-                out.append(
-                    {"period": "year", "from": f"{month:%Y-%m}-10", "to": f"{month.year}-12-31"}
-                )
+        if from_cuts and month.month > 1 and month > months[0]:
+            out.append({"period": "year", "from": f"{month:%Y-%m}-10", "to": year_end.isoformat()})
     return out
 
 

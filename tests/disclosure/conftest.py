@@ -66,7 +66,10 @@ def parent_layer() -> dict[str, Any]:
     return _collection(
         PARENT,
         [
-            (f"P{row + 1}", _square(WEST, SOUTH + row * SIZE, WEST + COLUMNS * SIZE, SOUTH + (row + 1) * SIZE))
+            (
+                f"P{row + 1}",
+                _square(WEST, SOUTH + row * SIZE, WEST + COLUMNS * SIZE, SOUTH + (row + 1) * SIZE),
+            )
             for row in range(ROWS)
         ],
     )

@@ -159,7 +159,8 @@ def test_the_query_set_covers_whole_and_cut_periods() -> None:
     assert {"period": "year", "from": "2024-01-01", "to": "2024-03-28"} in queries
     assert {"period": "month", "from": "2024-02-01", "to": "2024-02-29"} in queries
     assert {"period": "quarter", "from": "2024-04-01", "to": "2024-06-30"} in queries
-    assert len(queries) == 3 + 12 + 4 + 1 + 12 + 11
+    assert {"period": "year", "from": "2024-05-10", "to": "2024-12-31"} in queries
+    assert len(queries) == 3 + 12 + 4 + 1 + 11 + 11
 
 
 # --- generated tables through the depersonalise app --------------------------------------------
@@ -212,9 +213,11 @@ def tables(draw: st.DrawFn) -> list[tuple[int, str, int, str]]:
     return records
 
 
-def attack_table(
-    client: SyncClient, fake: Any, drawn: list[tuple[int, str, int, str]], cuts: bool
-) -> Any:
+def attack_table(client: SyncClient, fake: Any, drawn: list[tuple[int, str, int, str]]) -> Any:
+    """Push a drawn table under two new providers and attack a recipient of both, with and
+    without a purpose that narrows it to the first. Queries: the month, quarter and year tables,
+    each month alone, and years cut short at every month (``from`` cuts, which main rounds down
+    to the year and a whole-period rule refuses, are left to the gateway test and the bench)."""
     number = next_numbers(1)[0]
     providers = [f"prov{number}a", f"prov{number}b"]
     records = [(providers[p], area, month, category) for p, area, month, category in drawn]
@@ -222,7 +225,7 @@ def attack_table(
     both = [grant(p, "community-safety") for p in providers]
     one = [grant(providers[0], "youth-justice")]
     views = [View("both", reading(both), both), View("one", reading(one), one)]
-    queries = query_set(date(YEAR, 1, 1), date(YEAR, 12, 31), cuts=cuts)
+    queries = query_set(date(YEAR, 1, 1), date(YEAR, 12, 31), singles=("month",), from_cuts=False)
     answers = fetch_answers(client, DATASET, views, [FINE, PARENT], queries)
     truth = truth_of(
         (provider, area, f"{YEAR}-{month:02d}", {"category": category})
@@ -232,7 +235,7 @@ def attack_table(
 
 
 @settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     # A failing table is reported as found: shrinking would re-run the whole attack many times.
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -243,7 +246,7 @@ def test_no_suppressed_count_follows_from_every_answer_a_recipient_can_get(
     squares: tuple[SyncClient, Any], drawn: list[tuple[int, str, int, str]]
 ) -> None:
     client, fake = squares
-    report = attack_table(client, fake, drawn, cuts=True)
+    report = attack_table(client, fake, drawn)
     assert report.inconsistent == 0 and report.wrong == 0, report.summary()
     assert report.determined == 0, report.summary() + "\n" + "\n".join(report.examples)
     assert report.narrowed == 0, report.summary() + "\n" + "\n".join(report.examples)
