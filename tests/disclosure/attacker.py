@@ -19,10 +19,11 @@ is *determined*.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -223,8 +224,9 @@ class Report:
 class System:
     """The linear system of everything published in a recipient's answers."""
 
-    def __init__(self, structure: Structure) -> None:
+    def __init__(self, structure: Structure, atoms: Mapping[str, str] | None = None) -> None:
         self.structure = structure
+        self.atoms = dict(atoms or {})
         self.index: dict[Key, int] = {}
         self.keys: list[Key] = []
         self.rows: list[Row] = []
@@ -281,7 +283,12 @@ class System:
         layer_areas = self.layer_areas(layer, body)
         if layer_areas is None:
             return False
-        grants = [Grant.of(g) for g in answer.grants]
+        grants = list(
+            {
+                replace(grant, provider=self.atoms.get(grant.provider, grant.provider)): None
+                for grant in (Grant.of(g) for g in answer.grants)
+            }
+        )
         by = params.get("by") or None
         rule = body.get("rule") or {}
         threshold = int(rule.get("threshold") or 1)
@@ -403,7 +410,12 @@ class System:
         self.identities()
         values = None
         if truth is not None:
-            values = np.array([float(truth.get(k, 0)) for k in self.keys])
+            merged: dict[Key, int] = {}
+            for (provider, *rest), count in truth.items():
+                atom = self.atoms.get(provider, provider)
+                key: Key = (atom, *rest)  # type: ignore[assignment]
+                merged[key] = merged.get(key, 0) + count
+            values = np.array([float(merged.get(k, 0)) for k in self.keys])
             for target in self.targets.values():
                 target.truth = round(float(sum(values[i] for i in target.unknowns)))
                 if use_truth_primaries and 1 <= target.truth < target.threshold:
@@ -762,10 +774,34 @@ def attack(
     exact: bool = False,
 ) -> Report:
     """Build the system of ``answers`` and bound each suppressed cell (see ``System.attack``)."""
-    system = System(structure)
+    answers = list(answers)
+    system = System(structure, provider_atoms(answers))
     for answer in answers:
         system.add(answer)
     return system.attack(truth, use_truth_primaries, exact)
+
+
+def provider_atoms(answers: Iterable[Answer]) -> dict[str, str]:
+    """Provider → the group of providers that every answer counts alike (same grants in each):
+    no answer can tell them apart, so the group's sum is one unknown."""
+    readings = {
+        tuple(sorted(json.dumps(g, sort_keys=True, default=str) for g in a.grants)) for a in answers
+    }
+    signature: dict[str, list[tuple[Any, ...]]] = {}
+    for reading in sorted(readings):
+        grants = [Grant.of(json.loads(g)) for g in reading]
+        providers = {g.provider for g in grants}
+        for provider in providers:
+            terms = sorted(
+                (sorted(g.fields) if g.fields is not None else None, str(g.start), str(g.end))
+                for g in grants
+                if g.provider == provider
+            )
+            signature.setdefault(provider, []).append((reading, json.dumps(terms)))
+    groups: dict[str, list[str]] = {}
+    for provider, signed in signature.items():
+        groups.setdefault(json.dumps(signed), []).append(provider)
+    return {p: "+".join(sorted(members)) for members in groups.values() for p in members}
 
 
 def truth_of(
