@@ -502,6 +502,21 @@ def settled(target: Target, low: float, high: float, exact: bool) -> bool:
     return math.isfinite(low) and math.floor(high + EPS) > math.ceil(low - EPS)
 
 
+def _sparse(
+    rows: Sequence[tuple[Mapping[int, float], float]], position: Mapping[int, int], size: int
+) -> sparse.csr_matrix:
+    """The matrix of rows (terms, sign) over the unknowns at ``position``."""
+    r: list[int] = []
+    c: list[int] = []
+    v: list[float] = []
+    for k, (terms, sign) in enumerate(rows):
+        for i, coef in terms.items():
+            r.append(k)
+            c.append(position[i])
+            v.append(sign * coef)
+    return sparse.csr_matrix((v, (r, c)), shape=(len(rows), size))
+
+
 class Solver:
     """Presolve (aliases, fixed unknowns, bound tightening), components, and the LPs."""
 
@@ -609,11 +624,7 @@ class Solver:
             return False
         free = sorted({i for row in exact for i in row.terms})
         position = {i: k for k, i in enumerate(free)}
-        r, c, v = [], [], []
-        for k, row in enumerate(exact):
-            for i, coef in row.terms.items():
-                r.append(k), c.append(position[i]), v.append(coef)
-        matrix = sparse.csr_matrix((v, (r, c)), shape=(len(exact), len(free)))
+        matrix = _sparse([(row.terms, 1.0) for row in exact], position, len(free))
         rhs = np.array([row.lo for row in exact])
         limit = 50 * (len(exact) + len(free))
         probe = np.random.default_rng(len(free)).standard_normal(len(free))
@@ -623,11 +634,11 @@ class Solver:
         fixed = False
         for k in np.flatnonzero(~moves):
             value = float(solution[k])
-            near = round(value)
+            near = float(round(value))
             i = free[int(k)]
             if abs(value - near) > 1e-4 or near < self.lower[i] - EPS or near > self.upper[i] + EPS:
                 continue  # left to the LPs
-            self.lower[i] = self.upper[i] = float(near)
+            self.lower[i] = self.upper[i] = near
             fixed = True
         return fixed
 
@@ -685,28 +696,24 @@ class Solver:
         if not targets:
             return 0
         position = {int(i): k for k, i in enumerate(members)}
-        eq_r, eq_c, eq_v, eq_b = [], [], [], []
-        ub_r, ub_c, ub_v, ub_b = [], [], [], []
+        equal: list[tuple[Mapping[int, float], float]] = []
+        eq_b: list[float] = []
+        upper: list[tuple[Mapping[int, float], float]] = []
+        ub_b: list[float] = []
         for row in rows:
             if abs(row.hi - row.lo) <= EPS:
-                r = len(eq_b)
-                for i, c in row.terms.items():
-                    eq_r.append(r), eq_c.append(position[i]), eq_v.append(c)
+                equal.append((row.terms, 1.0))
                 eq_b.append(row.lo)
                 continue
             if math.isfinite(row.hi):
-                r = len(ub_b)
-                for i, c in row.terms.items():
-                    ub_r.append(r), ub_c.append(position[i]), ub_v.append(c)
+                upper.append((row.terms, 1.0))
                 ub_b.append(row.hi)
             if row.lo > -math.inf:
-                r = len(ub_b)
-                for i, c in row.terms.items():
-                    ub_r.append(r), ub_c.append(position[i]), ub_v.append(-c)
+                upper.append((row.terms, -1.0))
                 ub_b.append(-row.lo)
         size = len(members)
-        a_eq = sparse.csr_matrix((eq_v, (eq_r, eq_c)), shape=(len(eq_b), size)) if eq_b else None
-        a_ub = sparse.csr_matrix((ub_v, (ub_r, ub_c)), shape=(len(ub_b), size)) if ub_b else None
+        a_eq = _sparse(equal, position, size) if eq_b else None
+        a_ub = _sparse(upper, position, size) if ub_b else None
         bounds = [
             (self.lower[i], None if not math.isfinite(self.upper[i]) else self.upper[i])
             for i in members

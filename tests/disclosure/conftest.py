@@ -6,7 +6,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -140,7 +140,11 @@ def squares(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SyncClie
         if using_postgres()
         else f"sqlite:///{folder / 'depersonalise.db'}"
     )
-    settings = Settings(database_url=url, replay_page_size=500, **key_settings("depersonalise"))
+    settings = Settings(
+        database_url=url,
+        replay_page_size=500,
+        **cast(dict[str, Any], key_settings("depersonalise")),
+    )
     fake = FakeIngest()
     app = create_app(settings)
     app.state.ingest_transport = httpx.MockTransport(fake.handle)
