@@ -4,13 +4,16 @@ relative to joining a cohort: base cells laid out as an answer under the release
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
 from services.depersonalise import cube, protection
 from services.depersonalise.service import next_period, period_start, periods_between
@@ -181,7 +184,7 @@ def relative_layout(
         return offset + reach if -reach <= offset <= reach else -1
 
     labels = [str(offset) for offset in range(-reach, reach + 1)]
-    return Layout(areas, _area_index(areas, parent_of), labels, period_of)
+    return Layout(areas, area_index(areas, parent_of), labels, period_of)
 
 
 def whole_granted(
@@ -241,6 +244,20 @@ BaseRow = tuple[str, str, Any, str, int, int]  # provider, base area, base perio
 PersonRow = tuple[str, str, Any, str, str, int]  # provider, base area, base period, value, who, key
 
 
+@contextmanager
+def paused_collector() -> Iterator[None]:
+    """The cyclic garbage collector paused: a table's hundreds of thousands of tuples and dicts
+    hold no cycles, and collections triggered by their allocation would cost several times the
+    work (as in geography._bulk_points)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @dataclass(frozen=True)
 class Layout:
     """How an answer is made of base cells: its areas, each base area's answer area
@@ -279,10 +296,11 @@ def calendar_layout(
         return index.get(period_start(start, period), -1)
 
     del resolution  # base periods nest in every coarser calendar period (coarser_or_equal)
-    return Layout(areas, _area_index(areas, parent_of), [label for _, label in periods], period_of)
+    return Layout(areas, area_index(areas, parent_of), [label for _, label in periods], period_of)
 
 
-def _area_index(areas: list[tuple[str, str]], parent_of: dict[str, str] | None) -> dict[str, int]:
+def area_index(areas: list[tuple[str, str]], parent_of: dict[str, str] | None) -> dict[str, int]:
+    """Each base area's answer area (by index); the answer's own areas without ``parent_of``."""
     own = {code: i for i, (code, _) in enumerate(areas)}
     if parent_of is None:
         return own
@@ -302,11 +320,25 @@ def lattice_table(
     """The answer's cells and disclosure figures from its base cells, under the release lattice
     (protection.py): ``uncovered`` rows have their totals suppressed (and a cover in a breakdown);
     with ``people`` the base cells count distinct people and ``base`` is not read."""
+    answer, values = lattice_answer(base, layout, rule, by, uncovered, people)
+    return laid_out(answer, layout, values, by, population, rule, described or {})
+
+
+def lattice_answer(
+    base: Iterable[BaseRow],
+    layout: Layout,
+    rule: Rule,
+    by: str | None,
+    uncovered: Iterable[tuple[str, str, Any]] = (),
+    people: Iterable[PersonRow] | None = None,
+) -> tuple[protection.Answer, list[str]]:
+    """:func:`lattice_table`'s answer before it is laid out, with the breakdown's values."""
     names = _Names()
-    if people is not None:
-        cells, who = _people_cells(list(people), names, by)
-    else:
-        cells, who = _record_cells(list(base), names, by), None
+    with paused_collector():
+        if people is not None:
+            cells, who = _people_cells(list(people), names, by)
+        else:
+            cells, who = _record_cells(list(base), names, by), None
     rows = list(uncovered)
     loose = protection.Rows(
         names.ids("provider", [r[0] for r in rows]),
@@ -324,14 +356,43 @@ def lattice_table(
     answer = protection.release(
         cells, shape, rule.lattice(), breakdown=by is not None, uncovered=loose, people=who
     )
-    return _laid_out(answer, layout, values, by, population, rule, described or {})
+    return answer, values
 
 
-def uncovered_of(dims: Iterable[list[BaseRow]], threshold: int) -> set[tuple[str, str, Any]]:
+def also_blocked(
+    answer: protection.Answer, values: list[str], other: protection.Answer, its: list[str]
+) -> protection.Answer:
+    """``answer`` with every cell suppressed that ``other`` (the same cells counted from another
+    layer nested in the answer's) suppresses: a parent area is published only if no nested
+    layer's answer would hide a part of it."""
+    index = {v: i for i, v in enumerate(values)}
+    blocked = np.zeros_like(answer.suppressed)
+    for j, value in enumerate(its):
+        if value in index:
+            blocked[:, :, index[value]] |= other.suppressed[:, :, j]
+    suppressed = answer.suppressed | blocked
+    whole = not suppressed.any()
+    return protection.Answer(
+        np.where(suppressed, 0, answer.count),
+        suppressed,
+        answer.key,
+        answer.records if whole else None,
+        answer.outside if whole else None,
+    )
+
+
+def uncovered_of(
+    dims: Iterable[list[Any]], threshold: int, people: bool = False
+) -> set[tuple[str, str, Any]]:
     """protection.uncovered_rows of base cells given by provider, area and period names (one
-    list per breakdown): what cube.read_uncovered finds in SQL, for cells counted in Python."""
+    list per breakdown): what cube.read_uncovered finds in SQL, for cells counted in Python.
+    With ``people`` the lists hold people (a row's total is then taken as the sum of its cells,
+    at least its distinct people: more rows are found, never fewer)."""
     names = _Names()
-    cells = [_record_cells(rows, names, "value") for rows in dims]
+    cells = [
+        _people_cells(rows, names, "value")[0] if people else _record_cells(rows, names, "value")
+        for rows in dims
+    ]
     loose = protection.uncovered_rows(cells, threshold)
     providers, areas, periods = (names.listed(k) for k in ("provider", "area", "period"))
     return {
@@ -348,18 +409,23 @@ class _Names:
         self.known: dict[str, dict[Any, int]] = defaultdict(dict)
 
     def ids(self, kind: str, items: list[Any]) -> np.ndarray:
+        if not items:
+            return np.zeros(0, dtype=np.int64)
+        # Factorised in C first: only the distinct items go through the dict.
+        codes, uniques = pd.factorize(pd.Series(items, dtype=object))
         known = self.known[kind]
-        return np.fromiter(
-            (known.setdefault(item, len(known)) for item in items), dtype=np.int64, count=len(items)
+        mapped = np.fromiter(
+            (known.setdefault(u, len(known)) for u in uniques), dtype=np.int64, count=len(uniques)
         )
+        return mapped[codes]
 
     def listed(self, kind: str) -> list[Any]:
         return list(self.known[kind])
 
     def sorted_values(self, values: list[str]) -> np.ndarray:
-        order = {v: i for i, v in enumerate(sorted(set(values)))}
-        self.known["value"] = order
-        return np.fromiter((order[v] for v in values), dtype=np.int64, count=len(values))
+        codes, uniques = pd.factorize(pd.Series(values, dtype=object), sort=True)
+        self.known["value"] = {v: i for i, v in enumerate(uniques.tolist())}
+        return np.asarray(codes, dtype=np.int64)
 
 
 def _record_cells(base: list[BaseRow], names: _Names, by: str | None) -> protection.Cells:
@@ -412,7 +478,7 @@ def _people_cells(
     return base, protection.People(cell_of, who, key)
 
 
-def _laid_out(
+def laid_out(
     answer: protection.Answer,
     layout: Layout,
     values: list[str],
@@ -421,28 +487,31 @@ def _laid_out(
     rule: Rule,
     described: dict[str, Any],
 ) -> dict[str, Any]:
-    # Nested lists read faster than arrays, cell by cell.
-    counts, hidden = answer.count.tolist(), answer.suppressed.tolist()
-    cells = []
-    for a, (code, name) in enumerate(layout.areas):
-        residents = population.get(code) if population else None
-        for p, label in enumerate(layout.labels):
-            for c, value in enumerate(values):
-                cell: dict[str, Any] = {"area": code, "area_name": name, "period": label}
-                if by:
-                    cell[by] = value
-                if hidden[a][p][c]:
-                    cell["count"] = None
-                    cell["suppressed"] = True
-                else:
-                    cell["count"] = counts[a][p][c]
-                if population is not None:
-                    cell["rate"] = (
-                        round(cell["count"] / residents * 1000, 3)
-                        if residents and cell["count"] is not None
-                        else None
-                    )
-                cells.append(cell)
+    # Flat lists read faster than arrays, cell by cell.
+    counts, hidden = answer.count.ravel().tolist(), answer.suppressed.ravel().tolist()
+    cells: list[dict[str, Any]] = []
+    with paused_collector():
+        i = 0
+        for code, name in layout.areas:
+            residents = population.get(code) if population else None
+            for label in layout.labels:
+                for value in values:
+                    cell: dict[str, Any] = {"area": code, "area_name": name, "period": label}
+                    if by:
+                        cell[by] = value
+                    if hidden[i]:
+                        cell["count"] = None
+                        cell["suppressed"] = True
+                    else:
+                        cell["count"] = counts[i]
+                    if population is not None:
+                        cell["rate"] = (
+                            round(cell["count"] / residents * 1000, 3)
+                            if residents and cell["count"] is not None
+                            else None
+                        )
+                    cells.append(cell)
+                    i += 1
     disclosure = {
         "cells": int(answer.count.size),
         "suppressed": answer.suppressed_cells,

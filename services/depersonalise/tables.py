@@ -3,6 +3,8 @@ members' records) and laid out under the release lattice (protection.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -13,13 +15,18 @@ from services.depersonalise.aggregates import (
     ALL,
     Fact,
     Rule,
+    also_blocked,
+    area_index,
     calendar_layout,
     cohort_of,
     fact_cells,
     granted_rows,
     in_cohort,
+    laid_out,
+    lattice_answer,
     lattice_table,
     membership_facts,
+    paused_collector,
     relative_layout,
     relative_month,
     uncovered_of,
@@ -42,6 +49,17 @@ def family_of(registry: store.Registry, layer: str) -> tuple[str, dict[str, str]
     return base, registry.parents.get((base, layer), {})
 
 
+def nested_in(registry: store.Registry, layer: str) -> list[tuple[str, dict[str, str] | None]]:
+    """Every loaded layer nested in ``layer`` with its parent map, the family base first."""
+    base, parent_of = family_of(registry, layer)
+    others = sorted(
+        (child, None if child == layer else mapping)
+        for (child, parent), mapping in registry.parents.items()
+        if parent == layer and child != base
+    )
+    return [(base, parent_of), *others]
+
+
 def cube_table(
     engine: Engine,
     registry: store.Registry,
@@ -54,25 +72,58 @@ def cube_table(
     rule: Rule,
     people: bool,
 ) -> dict[str, Any]:
-    """A calendar table read from the count cube: its cost grows with the cells answered."""
+    """A calendar table read from the count cube: its cost grows with the cells answered.
+
+    Its counts are the sums of its family base's cells; a cell is published only if no layer
+    nested in the answer's (the base, and any other, each its own lattice) hides a part of it,
+    so that no nested layer's answers can be subtracted from it."""
     period, first, last = span
-    base_layer, parent_of = family_of(registry, geography)
-    query = cube.Query(registry.generation, spec.name, base_layer, by, first, last)
-    threshold = rule.lattice().threshold
-    rows: list[cube.BaseRow] = []
-    who: list[cube.PersonRow] | None = None
-    if people:
-        who = store.base_people(engine, query, spec, scope)
-    else:
-        rows = store.base_cells(engine, query, spec, scope)
-    loose = store.uncovered_rows(engine, query, spec, scope, threshold)
-    starts = {r[2] for r in (who if who is not None else rows)}
-    layout = calendar_layout(
-        area_list, parent_of, period, spec.time_resolution, (first, last), starts
-    )
+    layers = nested_in(registry, geography)
+    answer: Any = None
+    for base_layer, parent_of in layers:
+        query = cube.Query(registry.generation, spec.name, base_layer, by, first, last)
+        rows, who, loose = _base(engine, query, spec, scope, rule, people)
+        if answer is None:
+            starts = {r[2] for r in (who if who is not None else rows)}
+            layout = calendar_layout(
+                area_list, parent_of, period, spec.time_resolution, (first, last), starts
+            )
+            answer, values = lattice_answer(rows, layout, rule, by, loose, who)
+            continue
+        nested = replace(layout, area_of=area_index(area_list, parent_of))
+        other, its = lattice_answer(rows, nested, rule, by, loose, who)
+        answer = also_blocked(answer, values, other, its)
     residents = store.population(engine, geography)
-    described = {"base_layer": base_layer, "base_period": spec.time_resolution}
-    return lattice_table(rows, layout, rule, by, residents, loose, who, described)
+    described = {"base_layer": layers[0][0], "base_period": spec.time_resolution}
+    return laid_out(answer, layout, values, by, residents, rule, described)
+
+
+def _base(
+    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, rule: Rule, people: bool
+) -> tuple[list[cube.BaseRow], list[cube.PersonRow] | None, set[tuple[str, str, Any]]]:
+    """A query's base cells (or people) and its uncovered rows, from the cube."""
+    threshold = rule.lattice().threshold
+    with paused_collector():
+        if people:
+            who = store.base_people(engine, query, spec, scope)
+            return [], who, _people_uncovered(engine, query, spec, scope, threshold)
+        rows = store.base_cells(engine, query, spec, scope)
+        return rows, None, store.uncovered_rows(engine, query, spec, scope, threshold)
+
+
+def _people_uncovered(
+    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, threshold: int
+) -> set[tuple[str, str, Any]]:
+    """Uncovered rows of a people table: the people of every breakdown, whatever fields the
+    grants show (the lattice is the same for every recipient)."""
+    every = Slices(
+        {p: tuple(replace(t, fields=None) for t in terms) for p, terms in scope.by_provider.items()}
+    )
+    dims = [
+        store.base_people(engine, replace(query, by=dim), spec, every)
+        for dim in cube.dims_of(spec)[1:]
+    ]
+    return uncovered_of(dims, threshold, people=True)
 
 
 def check_whole_periods(first: date | None, last: date | None, period: str) -> None:
@@ -139,9 +190,17 @@ def cohort_table(
     described = {"base_layer": base_layer or ALL, "base_period": resolution}
     if relative is not None:
         facts = [f for f in facts if relative_month(f, members) is not None]
-        rows, who = fact_cells(facts, people, by, lambda f: (f.start, relative_month(f, members)))
+
+        def relative_key(fact: Fact) -> Any:
+            return (fact.start, relative_month(fact, members))
+
+        rows, who = fact_cells(facts, people, by, relative_key)
         layout = relative_layout(area_list, parent_of, period, (from_, to))
-        return lattice_table(rows, layout, rule, by, None, (), who, described)
+        hidden_rows: set[tuple[str, str, Any]] = set()
+        if by is None:
+            found = (engine, generation, spec, scope, base_layer, facts, rule, people)
+            hidden_rows = _uncovered(*found, relative_key)
+        return lattice_table(rows, layout, rule, by, None, hidden_rows, who, described)
     if spec.name == COHORT_DATASET:
         # Cohort size: each membership of the strand counts in every base period it spans.
         keys = {_key(f) for f in memberships if f.value == cohort}
@@ -162,7 +221,7 @@ def cohort_table(
     layout = calendar_layout(area_list, parent_of, period, resolution, (from_, to), starts)
     loose: set[tuple[str, str, Any]] = set()
     if by is None and spec.name != COHORT_DATASET:
-        loose = _uncovered(engine, generation, spec, scope, base_layer, facts, rule)
+        loose = _uncovered(engine, generation, spec, scope, base_layer, facts, rule, people)
     # Rates per resident are for whole populations, not for a cohort's counts.
     return lattice_table(rows, layout, rule, by, None, loose, who, described)
 
@@ -175,19 +234,22 @@ def _uncovered(
     layer: str | None,
     facts: list[Fact],
     rule: Rule,
+    people: bool,
+    period_key: Callable[[Fact], Any] | None = None,
 ) -> set[tuple[str, str, Any]]:
     """The rows of a cohort's total table whose small cells in some breakdown have no cover:
     the same facts (records of the cohort's people), counted by each breakdown."""
     kept = {(f.provider, f.area, f.start, f.day, f.person, f.key) for f in facts}
-    people = {f.person for f in facts if f.person is not None}
-    dims = []
+    persons = {f.person for f in facts if f.person is not None}
+    dims: list[list[Any]] = []
     for dim in cube.dims_of(spec)[1:]:
-        facts_by = store.aggregate_rows(engine, generation, spec.name, scope, layer, dim, people)
+        facts_by = store.aggregate_rows(engine, generation, spec.name, scope, layer, dim, persons)
         same = [
             f for f in facts_by if (f.provider, f.area, f.start, f.day, f.person, f.key) in kept
         ]
-        dims.append(fact_cells(same, False, dim)[0])
-    return uncovered_of(dims, rule.lattice().threshold)
+        rows, who = fact_cells(same, people, dim, period_key)
+        dims.append(list(who) if who is not None else list(rows))
+    return uncovered_of(dims, rule.lattice().threshold, people)
 
 
 def _key(fact: Fact) -> tuple[Any, ...]:

@@ -153,12 +153,12 @@ def _reference(app: Any, dataset: str, scope: Slices, ask: dict[str, Any]) -> di
     spec = CATALOGUE[dataset]
     where = store._live(registry.generation, dataset, scope)
 
-    def facts(by: str | None) -> list[Any]:
+    def facts(by: str | None, shown: bool = True) -> list[Any]:
         with engine.connect() as conn:
             found = store._facts(
                 conn.execute(select(*store.FACT_COLUMNS).where(where)), "lsoa21", by
             )
-        return whole_granted(found, scope, spec.time_resolution, by)
+        return whole_granted(found, scope, spec.time_resolution, by if shown else None)
 
     layer = registry.active["lsoa21"]
     areas = list(zip(layer.codes.tolist(), layer.names.tolist(), strict=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import numpy as np
 import pytest
@@ -217,3 +218,84 @@ def test_a_parent_layer_must_be_known_and_the_layer_nested_in_it(make_client) ->
     coarse = client.get(query + "&geography=demo", headers=reader()).json()
     assert coarse["disclosure"]["protected"]["base_layer"] == "fine"
     assert {c["area"]: c["count"] for c in coarse["cells"]}["DEMO0001"] is None
+
+
+def test_the_catalogue_turns_cell_key_perturbation_on_and_the_answer_says_so() -> None:
+    import tomllib
+
+    from services.depersonalise.aggregates import calendar_layout, lattice_table
+    from services.depersonalise.routes import _rule
+    from shared.catalogue import load_catalogue
+
+    shipped = load_catalogue()
+    assert all(spec.disclosure.perturbation is None for spec in shipped.values())
+    text = '[disclosure]\nthreshold = 5\n[disclosure.perturbation]\nmethod = "cell-key"\nmax = 2\n'
+    police = shipped["police-crime"]
+    disclosure = type(police.disclosure).model_validate(tomllib.loads(text)["disclosure"])
+    spec = police.model_copy(update={"disclosure": disclosure})
+    rule = _rule(spec, None)
+    assert rule.as_dict()["perturbation"] == {"method": "cell-key", "max": 2}
+    areas = [(f"A{i}", f"A{i}") for i in range(40)]
+    layout = calendar_layout(areas, None, "month", "month", (None, None), [date(2024, 1, 1)])
+    base = [("gmp", f"A{i}", date(2024, 1, 1), "", 10, 37 * i) for i in range(40)]
+    table = lattice_table(base, layout, rule, None)
+    counts = [c["count"] for c in table["cells"]]
+    assert all(8 <= n <= 12 for n in counts) and len(set(counts)) > 1
+    assert table["cells"] == lattice_table(base, layout, rule, None)["cells"]  # same noise
+    assert table["disclosure"]["protected"]["perturbation"] == {"method": "cell-key", "max": 2}
+
+
+def _triangles(size: float = 2000.0, columns: int = 3) -> dict:
+    """Each square of a ``columns`` × ``columns`` grid of ``size`` cut along its rising diagonal."""
+    west, south = MANCHESTER[0] - columns * size / 2, MANCHESTER[1] - columns * size / 2
+    features = []
+    for row in range(columns):
+        for column in range(columns):
+            x0, y0 = west + column * size, south + row * size
+            x1, y1 = x0 + size, y0 + size
+            for half, ring in (
+                ("a", [[x0, y0], [x1, y0], [x1, y1]]),
+                ("b", [[x0, y0], [x1, y1], [x0, y1]]),
+            ):
+                features.append(
+                    {
+                        "type": "Feature",
+                        "properties": {
+                            "code": f"T{row}{column}{half}",
+                            "name": f"T{row}{column}{half}",
+                        },
+                        "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+                    }
+                )
+    return {**demo_layer(), "features": features}
+
+
+def test_a_parent_is_hidden_where_any_layer_nested_in_it_hides_a_part(make_client) -> None:
+    # 2 km squares; inside them the 1 km demo squares and, not nested in those, two triangles
+    # per square. In the first square: 5 records in its lower-left 1 km square (3 below the
+    # diagonal, 2 above) and 6 in its upper-left one. The squares' base (1 km) publishes 5 and 6,
+    # but the lower triangle holds only 3: the 2 km square must be hidden, else 11 - 8 = 3.
+    client, fake = make_client()
+    load_demo(client)
+    assert _layer(client, "big", columns=3, rows=3, size_metres=2000).status_code == 202
+    halves = client.post(
+        "/v1/geographies/halves?code_field=code&name_field=name&parent=big",
+        content=json.dumps(_triangles()),
+        headers={**admin(), "Content-Type": "application/geo+json"},
+    )
+    assert halves.status_code == 202, halves.text
+    assert wait_rebuild(client)["state"] == "complete"
+    registry = client.app.state.registry
+    assert registry.family["big"] == "demo" and ("halves", "demo") not in registry.parents
+    west, south = MANCHESTER[0] - 3000, MANCHESTER[1] - 3000
+    points = [(west + 700, south + 200)] * 3 + [(west + 200, south + 700)] * 2
+    points += [(west + 300, south + 1500)] * 6
+    push(client, fake, [event(i, f"t{i}", x, y) for i, (x, y) in enumerate(points)])
+    query = "/v1/datasets/police-crime/aggregates?period=month&from=2024-01-01&to=2024-01-31"
+    cells = {}
+    for layer in ("demo", "halves", "big"):
+        body = client.get(f"{query}&geography={layer}", headers=reader()).json()
+        cells[layer] = {c["area"]: c["count"] for c in body["cells"] if c["count"] != 0}
+    assert cells["demo"] == {"DEMO0001": 5, "DEMO0007": 6}
+    assert cells["halves"] == {"T00a": None, "T00b": 8}
+    assert cells["big"] == {"DEMO0001": None}
