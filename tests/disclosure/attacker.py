@@ -177,6 +177,7 @@ class Target:
     threshold: int
     where: str
     primary: bool = False
+    small: bool = False  # a base cell whose true value is 1..t-1 (known to the test only)
     truth: int | None = None
     low: float | None = None  # the LP's minimum
     high: float | None = None  # the LP's maximum (inf: unbounded)
@@ -416,9 +417,13 @@ class System:
                 key: Key = (atom, *rest)  # type: ignore[assignment]
                 merged[key] = merged.get(key, 0) + count
             values = np.array([float(merged.get(k, 0)) for k in self.keys])
+            shared = {a for a in self.atoms.values() if list(self.atoms.values()).count(a) > 1}
             for target in self.targets.values():
                 target.truth = round(float(sum(values[i] for i in target.unknowns)))
-                if use_truth_primaries and 1 <= target.truth < target.threshold:
+                (only,) = target.unknowns if len(target.unknowns) == 1 else (None,)
+                base = only is not None and self.keys[only][0] not in shared
+                target.small = base and 1 <= target.truth < target.threshold
+                if use_truth_primaries and target.small:
                     target.primary = True
                     target.lo, target.hi = (
                         max(target.lo, 1.0),
@@ -463,8 +468,8 @@ class System:
         targets = [t for t in self.targets.values() if t.low is not None]
         determined = [t for t in targets if t.determined]
         wrong = [t for t in determined if t.truth is not None and t.interval[0] != t.truth]
-        primaries = [t for t in targets if t.truth is not None and 1 <= t.truth < t.threshold]
-        narrowed = [t for t in primaries if t.interval[0] > 1 or t.interval[1] < t.threshold - 1]
+        primaries = [t for t in targets if t.small]
+        narrowed = [t for t in primaries if t.interval[1] < t.threshold - 1]
         widths = [int(min(t.interval[1], t.threshold - 1) - t.interval[0]) for t in primaries]
         examples = [
             f"{t.where} = {t.interval[0]}" + ("" if t.truth is None else f" (true {t.truth})")
@@ -497,8 +502,8 @@ def settled(target: Target, low: float, high: float, exact: bool) -> bool:
     """Whether the feasible values seen (``low``..``high``) already answer what is asked."""
     if exact:
         return low <= max(target.lo, 0.0) + EPS and high >= target.hi - EPS
-    if target.primary:
-        return low <= max(target.lo, 1.0) + EPS and high >= target.hi - EPS
+    if target.small:
+        return high >= target.threshold - 1 - EPS and math.floor(high + EPS) > math.ceil(low - EPS)
     return math.isfinite(low) and math.floor(high + EPS) > math.ceil(low - EPS)
 
 

@@ -231,7 +231,9 @@ def attack_table(client: SyncClient, fake: Any, drawn: list[tuple[int, str, int,
         (provider, area, f"{YEAR}-{month:02d}", {"category": category})
         for provider, area, month, category in records
     )
-    return attack(answers, structure(), truth)
+    told = attack(answers, structure(), truth, use_truth_primaries=True)
+    assert told.determined == 0, told.summary() + "\n" + "\n".join(told.examples)
+    return attack(answers, structure(), truth, use_truth_primaries=False)
 
 
 @settings(
