@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from pyproj import Transformer
 
+from bench.privacy import BURGLARY, DATA, LSOA
 from bench.results import record
 from services.depersonalise.geography import Layer, read_layer, zipped_shapefile
 from services.depersonalise.main import create_app
@@ -57,9 +58,6 @@ from tests.disclosure.attacker import (
 )
 from tests.disclosure.conftest import grant, reading
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-LSOA = DATA / "boundaries" / "manchester_lsoa21.shp"
-BURGLARY = DATA / "police_uk" / "greater_manchester" / "gmp_burglary_2016-02_to_2019-01.csv"
 WARDS = DATA / "boundaries" / "nottingham_wards22.gpkg"
 NOTTINGHAM = {
     "Burglary": DATA / "police_uk" / "nottingham" / "nottingham_burglary_2022.csv.gz",
@@ -152,17 +150,21 @@ def run_attack(
     by: tuple[str | None, ...],
     known: dict[Any, int],
 ) -> Report:
-    grants = [grant(provider, "strategic-assessment")]
+    grants = [grant(provider, "strategic-assessment", start="2010-01-01")]
     views = [View(city, reading(grants), grants)]
     started = time.perf_counter()
     answers = fetch_answers(client, DATASET, views, layers, query_set(*span), by)
     fetched = time.perf_counter() - started
     report = attack(answers, structure, known)
+    if not report.unknowns or not report.suppressed:
+        raise SystemExit(f"{city}: the answers counted nothing ({report.summary()})")
     print(f"{city}: {len(answers)} answers fetched in {fetched:.0f} s; {report.summary()}")
     if report.inconsistent or report.wrong:
         print(f"{city}: the model disagrees with the truth ({report.inconsistent} equations)")
     for line in report.examples[:5]:
         print(f"  {line}")
+    verdict = "holds" if report.determined == report.narrowed == 0 else "FAILS"
+    print(f"{city}: the protection {verdict} (target: 0 determined, 0 narrowed)")
     for kind, value, baseline in (
         ("determined", report.determined, report.suppressed),
         ("narrowed", report.narrowed, report.primaries),
@@ -188,11 +190,13 @@ def published_share(
 ) -> None:
     """Share of events in published cells of one answer, against per-answer suppression of the
     same true table (the answer's counts where published, the truth behind suppressed ones)."""
-    grants = [grant(provider, "strategic-assessment")]
+    grants = [grant(provider, "strategic-assessment", start="2010-01-01")]
     body = client.get(f"/v1/datasets/{DATASET}/aggregates", params=params, headers=reading(grants))
     assert body.status_code == 200, body.text
     answer = body.json()
     events = answer["disclosure"]["records"]
+    if not events:
+        raise SystemExit(f"{figure}: the answer counted no events")
     shown = sum(c["count"] for c in answer["cells"] if c["count"] is not None)
     print(f"{figure}: {shown} of {events} events published by the hub")
     table = true_table(answer, params)

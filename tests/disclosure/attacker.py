@@ -210,6 +210,7 @@ class Report:
     lps: int
     seconds: float
     examples: list[str]
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     def summary(self) -> str:
         return (
@@ -434,9 +435,12 @@ class System:
                 if total < row.lo - EPS or total > row.hi + EPS:
                     inconsistent += 1
         solver = Solver(len(self.keys), rows)
+        phases = {"build": time.perf_counter() - started}
         solver.presolve()
+        phases["presolve"] = time.perf_counter() - started - sum(phases.values())
         while solver.fix_by_equalities():
             solver.presolve()
+        phases["equalities"] = time.perf_counter() - started - sum(phases.values())
         components = solver.components()
         goals: dict[int, list[Target]] = {}
         for target in self.targets.values():
@@ -450,11 +454,13 @@ class System:
         for target in self.targets.values():
             if target.low is None:
                 solver.bound_fixed(target)
-        return self._report(solver, components, inconsistent, lps, started)
+        phases["lps"] = time.perf_counter() - started - sum(phases.values())
+        report = self._report(components, inconsistent, lps, started)
+        report.phases = {k: round(v, 2) for k, v in phases.items()}
+        return report
 
     def _report(
         self,
-        solver: Solver,
         components: list[tuple[np.ndarray, list[Row]]],
         inconsistent: int,
         lps: int,
@@ -500,6 +506,14 @@ def settled(target: Target, low: float, high: float, exact: bool) -> bool:
     if target.primary:
         return low <= max(target.lo, 1.0) + EPS and high >= target.hi - EPS
     return math.isfinite(low) and math.floor(high + EPS) > math.ceil(low - EPS)
+
+
+def _floor(value: float) -> float:
+    return float(math.floor(value + EPS)) if math.isfinite(value) else value
+
+
+def _ceil(value: float) -> float:
+    return float(math.ceil(value - EPS)) if math.isfinite(value) else value
 
 
 def _sparse(
@@ -562,8 +576,10 @@ class Solver:
                 known.lo, known.hi = max(known.lo, lo), min(known.hi, hi)
         self.rows = list(merged.values())
 
-    def presolve(self) -> None:
-        for _ in range(50):
+    def presolve(self, rounds: int = 20) -> None:
+        """Aliases, then bounds from rows of positive terms, to a fixpoint (or ``rounds``).
+        Counts are integers, so every bound found is rounded inwards."""
+        for _ in range(rounds):
             changed = False
             for row in self.rows:
                 if len(row.terms) == 2 and row.lo == row.hi == 0.0:
@@ -582,7 +598,7 @@ class Solver:
                     continue
                 if len(row.terms) == 1:
                     ((i, c),) = row.terms.items()
-                    lo, hi = row.lo / c, row.hi / c
+                    lo, hi = _ceil(row.lo / c), _floor(row.hi / c)
                     if lo > self.lower[i] + EPS:
                         self.lower[i], changed = lo, True
                     if hi < self.upper[i] - EPS:
@@ -595,13 +611,13 @@ class Solver:
                 )
                 for i, c in row.terms.items():
                     before = self.upper[i]
-                    cap = (row.hi - floor_sum + c * self.lower[i]) / c
+                    cap = _floor((row.hi - floor_sum + c * self.lower[i]) / c)
                     if cap < self.upper[i] - EPS:
                         self.upper[i], changed = max(cap, self.lower[i]), True
                     finite = math.isfinite(before)
                     if endless - (0 if finite else 1) == 0:
                         rest = ceiling - (c * before if finite else 0.0)
-                        floor = (row.lo - rest) / c
+                        floor = _ceil((row.lo - rest) / c)
                         if floor > self.lower[i] + EPS:
                             self.lower[i], changed = min(floor, self.upper[i]), True
             self._rewrite()

@@ -29,7 +29,7 @@ from tests.disclosure.attacker import (
 from tests.disclosure.conftest import FINE, PARENT, YEAR, fine_layer, parent_layer, place, structure
 from tests.e2e.conftest import ADMIN_KEY, running_hub
 from tests.e2e.test_end_to_end import bearer, wait_depersonalised
-from tests.e2e.test_grants import register
+from tests.e2e.test_grants import agree, register
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -100,7 +100,7 @@ def set_up(hub: Hub, client: httpx.Client) -> dict[str, Any]:
         (POLICE, HEALTH, BOTH),
         (FIRE, HEALTH, BOTH),
     ):
-        agreement(client, keys, provider, recipient, purpose)
+        agree(client, keys, provider, recipient, DATASET, "aggregate", purpose=purpose)
     records = drawn_records()
     for provider in (POLICE, FIRE):
         batch = rows(records, provider)
@@ -116,34 +116,6 @@ def set_up(hub: Hub, client: httpx.Client) -> dict[str, Any]:
         for provider, area, month, category in records
     )
     return {"client": client, "keys": keys, "truth": truth}
-
-
-def agreement(
-    client: httpx.Client, keys: dict[str, str], provider: str, recipient: str, purpose: str
-) -> None:
-    """An active aggregate-level agreement for ``purpose`` between one provider and recipient."""
-    made = client.post(
-        "/v1/agreements",
-        json={
-            "title": f"{provider} to {recipient}: {DATASET} for {purpose}",
-            "purpose": purpose,
-            "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
-            "providers": [provider],
-            "recipients": [recipient],
-            "datasets": [{"dataset": DATASET, "level": "aggregate"}],
-            "start": f"{YEAR}-01-01",
-            "end": "2030-12-31",
-            "review_by": "2030-06-30",
-            "retention_days": 365,
-        },
-        headers=bearer(ADMIN_KEY),
-    )
-    assert made.status_code == 201, made.text
-    for party in (provider, recipient):
-        signed = client.post(
-            f"/v1/agreements/{made.json()['id']}/sign", headers=bearer(keys[party])
-        )
-        assert signed.status_code == 200, signed.text
 
 
 def views(client: httpx.Client, key: str, purposes: list[str | None]) -> list[View]:
