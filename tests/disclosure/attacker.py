@@ -178,6 +178,7 @@ class Target:
     where: str
     primary: bool = False
     truth: int | None = None
+    unresolved: bool = False  # the attack's time ran out before this cell was settled
     low: float | None = None  # the LP's minimum
     high: float | None = None  # the LP's maximum (inf: unbounded)
 
@@ -207,6 +208,7 @@ class Report:
     narrowed: int  # of those, with an interval narrower than 1..t-1
     smallest_width: int | None  # the narrowest interval of a primary cell (t-2 when none narrowed)
     inconsistent: int  # equations the truth violates (a modelling fault); 0 without truth
+    unresolved: int  # cells left unsettled when the time given ran out
     lps: int
     seconds: float
     examples: list[str]
@@ -218,7 +220,8 @@ class Report:
             f"{self.components} components (largest {self.largest_component}); "
             f"{self.suppressed} suppressed cells, {self.determined} determined "
             f"({self.wrong} wrongly), {self.narrowed} of {self.primaries} primaries narrowed "
-            f"(smallest width {self.smallest_width}); {self.lps} LPs in {self.seconds:.1f} s"
+            f"(smallest width {self.smallest_width}); {self.unresolved} unresolved; "
+            f"{self.lps} LPs in {self.seconds:.1f} s {self.phases}"
         )
 
 
@@ -400,13 +403,15 @@ class System:
         truth: Mapping[Key, int] | None = None,
         use_truth_primaries: bool = True,
         exact: bool = False,
+        seconds: float | None = None,
     ) -> Report:
         """Bound every suppressed cell; ``truth`` (the test's, never the attacker's) checks the
         model and marks the cells whose true value is 1..t-1, which then get those bounds.
 
         Without ``exact``, an LP is skipped once the feasible points already found settle the
         question asked of a cell (not determined; for a primary, not narrowed), so ``low`` and
-        ``high`` may then be inner estimates of the interval."""
+        ``high`` may then be inner estimates of the interval. Past ``seconds`` the cells not yet
+        settled are left ``unresolved`` (counted apart, neither determined nor narrowed)."""
         started = time.perf_counter()
         self.identities()
         values = None
@@ -435,6 +440,7 @@ class System:
                 if total < row.lo - EPS or total > row.hi + EPS:
                     inconsistent += 1
         solver = Solver(len(self.keys), rows)
+        deadline = None if seconds is None else started + seconds
         phases = {"build": time.perf_counter() - started}
         solver.presolve()
         phases["presolve"] = time.perf_counter() - started - sum(phases.values())
@@ -450,9 +456,9 @@ class System:
         lps = 0
         for members, member_rows in components:
             found = goals.get(int(members[0]), [])
-            lps += solver.bound(found, members, member_rows, exact)
+            lps += solver.bound(found, members, member_rows, exact, deadline)
         for target in self.targets.values():
-            if target.low is None:
+            if target.low is None and not target.unresolved:
                 solver.bound_fixed(target)
         phases["lps"] = time.perf_counter() - started - sum(phases.values())
         report = self._report(components, inconsistent, lps, started)
@@ -466,7 +472,7 @@ class System:
         lps: int,
         started: float,
     ) -> Report:
-        targets = [t for t in self.targets.values() if t.low is not None]
+        targets = [t for t in self.targets.values() if not t.unresolved]
         determined = [t for t in targets if t.determined]
         wrong = [t for t in determined if t.truth is not None and t.interval[0] != t.truth]
         primaries = [t for t in targets if t.truth is not None and 1 <= t.truth < t.threshold]
@@ -493,6 +499,7 @@ class System:
             narrowed=len(narrowed),
             smallest_width=min(widths) if widths else None,
             inconsistent=inconsistent,
+            unresolved=sum(t.unresolved for t in self.targets.values()),
             lps=lps,
             seconds=time.perf_counter() - started,
             examples=examples,
@@ -529,6 +536,61 @@ def _sparse(
             c.append(position[i])
             v.append(sign * coef)
     return sparse.csr_matrix((v, (r, c)), shape=(len(rows), size))
+
+
+class _Warm:
+    """One component's LP held in HiGHS (the solver ``linprog`` calls) between objectives, so
+    that each new objective starts from the last optimal basis instead of from scratch."""
+
+    def __init__(self, core: Any, highs: Any) -> None:
+        self.core, self.highs = core, highs
+
+    @classmethod
+    def of(
+        cls,
+        rows: Sequence[Row],
+        position: Mapping[int, int],
+        size: int,
+        bounds: Sequence[tuple[float, float | None]],
+    ) -> _Warm | None:
+        try:
+            from scipy.optimize._highspy import _core as core
+        except ImportError:  # another scipy: linprog from scratch each time
+            return None
+        inf = core.kHighsInf
+        matrix = _sparse([(row.terms, 1.0) for row in rows], position, size).tocsc()
+        lp = core.HighsLp()
+        lp.num_col_ = lp.a_matrix_.num_col_ = size
+        lp.num_row_ = lp.a_matrix_.num_row_ = len(rows)
+        lp.a_matrix_.format_ = core.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = matrix.indptr
+        lp.a_matrix_.index_ = matrix.indices
+        lp.a_matrix_.value_ = matrix.data
+        lp.col_cost_ = np.zeros(size)
+        lp.col_lower_ = np.array([lo for lo, _ in bounds], dtype=float)
+        lp.col_upper_ = np.array([inf if hi is None else hi for _, hi in bounds], dtype=float)
+        lp.row_lower_ = np.array([max(row.lo, -inf) for row in rows], dtype=float)
+        lp.row_upper_ = np.array([min(row.hi, inf) for row in rows], dtype=float)
+        highs = core._Highs()
+        highs.setOptionValue("output_flag", False)
+        if highs.passModel(lp) == core.HighsStatus.kError:
+            return None
+        return cls(core, highs)
+
+    def solve(self, objective: np.ndarray) -> np.ndarray | None:
+        """The optimum's point, or None when the objective is unbounded below."""
+        n = len(objective)
+        self.highs.changeColsCost(n, np.arange(n, dtype=np.int32), objective.astype(float))
+        self.highs.run()
+        status = self.highs.getModelStatus()
+        if status == self.core.HighsModelStatus.kOptimal:
+            return np.asarray(self.highs.getSolution().col_value)
+        if status in (
+            self.core.HighsModelStatus.kUnbounded,
+            self.core.HighsModelStatus.kUnboundedOrInfeasible,
+        ):
+            return None
+        raise RuntimeError(f"the attack's LP failed: {self.highs.modelStatusToString(status)}")
 
 
 class Solver:
@@ -706,7 +768,12 @@ class Solver:
         target.low, target.high = low, high
 
     def bound(
-        self, targets: list[Target], members: np.ndarray, rows: list[Row], exact: bool
+        self,
+        targets: list[Target],
+        members: np.ndarray,
+        rows: list[Row],
+        exact: bool,
+        deadline: float | None = None,
     ) -> int:
         """Minimise and maximise each target over one component; answer the LPs solved."""
         if not targets:
@@ -741,31 +808,37 @@ class Solver:
             for i, c in terms.items():
                 vector[position[i]] = c
             goals.append((target, offset, vector))
-        seen_low = [math.inf] * len(goals)
-        seen_high = [-math.inf] * len(goals)
+        seen_low = np.full(len(goals), math.inf)
+        seen_high = np.full(len(goals), -math.inf)
         lps = 0
+
+        warm = _Warm.of(rows, position, size, bounds)
+        matrix = sparse.csr_matrix(np.array([v for _, _, v in goals]))
+        offsets = np.array([o for _, o, _ in goals])
 
         def solve(objective: np.ndarray) -> np.ndarray | None:
             nonlocal lps
             lps += 1
-            found = linprog(
-                objective,
-                A_ub=a_ub,
-                b_ub=np.array(ub_b) if ub_b else None,
-                A_eq=a_eq,
-                b_eq=np.array(eq_b) if eq_b else None,
-                bounds=bounds,
-                method="highs",
-            )
-            if found.status == 3:
+            if warm is not None:
+                x = warm.solve(objective)
+            else:
+                found = linprog(
+                    objective,
+                    A_ub=a_ub,
+                    b_ub=np.array(ub_b) if ub_b else None,
+                    A_eq=a_eq,
+                    b_eq=np.array(eq_b) if eq_b else None,
+                    bounds=bounds,
+                    method="highs",
+                )
+                if found.status not in (0, 3):
+                    raise RuntimeError(f"the attack's LP failed: {found.message}")
+                x = None if found.status == 3 else np.asarray(found.x)
+            if x is None:
                 return None
-            if found.status != 0:
-                raise RuntimeError(f"the attack's LP failed: {found.message}")
-            x = np.asarray(found.x)
-            for k, (_, offset, vector) in enumerate(goals):
-                value = offset + float(vector @ x)
-                seen_low[k] = min(seen_low[k], value)
-                seen_high[k] = max(seen_high[k], value)
+            values = offsets + matrix @ x
+            np.minimum(seen_low, values, out=seen_low)
+            np.maximum(seen_high, values, out=seen_high)
             return x
 
         everything = np.sum([v for _, _, v in goals], axis=0)
@@ -776,13 +849,17 @@ class Solver:
         for objective in seeds:
             solve(objective)
         for k, (target, _offset, vector) in enumerate(goals):
+            if deadline is not None and time.perf_counter() > deadline:
+                if not settled(target, seen_low[k], seen_high[k], exact):
+                    target.unresolved = True
+                    continue
             if not settled(target, seen_low[k], seen_high[k], exact):
                 if seen_low[k] > max(target.lo, 0.0) + EPS:
                     solve(vector)
             if not settled(target, seen_low[k], seen_high[k], exact):
                 if solve(-vector) is None:
                     seen_high[k] = math.inf
-            target.low, target.high = seen_low[k], seen_high[k]
+            target.low, target.high = float(seen_low[k]), float(seen_high[k])
         return lps
 
 
@@ -795,13 +872,14 @@ def attack(
     truth: Mapping[Key, int] | None = None,
     use_truth_primaries: bool = True,
     exact: bool = False,
+    seconds: float | None = None,
 ) -> Report:
     """Build the system of ``answers`` and bound each suppressed cell (see ``System.attack``)."""
     answers = list(answers)
     system = System(structure, provider_atoms(answers))
     for answer in answers:
         system.add(answer)
-    return system.attack(truth, use_truth_primaries, exact)
+    return system.attack(truth, use_truth_primaries, exact, seconds)
 
 
 def provider_atoms(answers: Iterable[Answer]) -> dict[str, str]:
