@@ -941,6 +941,17 @@ def grants_of(client: Any, headers: Mapping[str, str], dataset: str, purpose: st
     return list(answer.json().get("grants") or [])
 
 
+def layers_of(client: Any, headers: Mapping[str, str]) -> list[str]:
+    """Every layer ``GET /v1/geographies`` lists as served."""
+    listing = client.get("/v1/geographies", headers=dict(headers))
+    assert listing.status_code == 200, listing.text
+    return sorted(
+        layer["name"]
+        for layer in listing.json()["layers"]
+        if layer.get("status", "active") == "active"
+    )
+
+
 def query_set(
     first: date,
     last: date,

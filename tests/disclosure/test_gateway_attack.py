@@ -8,6 +8,7 @@ aggregates answers and the ``grants`` of ``POST /v1/decisions`` for each purpose
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -23,6 +24,7 @@ from tests.disclosure.attacker import (
     attack,
     fetch_answers,
     grants_of,
+    layers_of,
     query_set,
     truth_of,
 )
@@ -93,6 +95,10 @@ def set_up(hub: Hub, client: httpx.Client) -> dict[str, Any]:
             headers=bearer(ADMIN_KEY),
         )
         assert loaded.status_code == 202, loaded.text
+    deadline = time.monotonic() + 60
+    while layers_of(client, bearer(ADMIN_KEY)) != sorted([FINE, PARENT]):
+        assert time.monotonic() < deadline, "the layers were not served in time"
+        time.sleep(0.2)
     for provider, recipient, purpose in (
         (POLICE, COUNCIL, BOTH),
         (FIRE, COUNCIL, BOTH),
@@ -138,7 +144,9 @@ def test_the_council_learns_no_suppressed_count_from_its_answers_under_both_purp
     seen = views(client, keys[COUNCIL], [None, BOTH, NARROW])
     assert {g["provider"] for g in seen[2].grants} == {POLICE}
     assert {g["provider"] for g in seen[1].grants} == {POLICE, FIRE}
-    answers = fetch_answers(client, DATASET, seen, [FINE, PARENT], QUERIES)
+    layers = layers_of(client, bearer(keys[COUNCIL]))
+    assert layers == sorted([FINE, PARENT])
+    answers = fetch_answers(client, DATASET, seen, layers, QUERIES)
     report = attack(answers, structure(), world["truth"])
     assert report.inconsistent == 0 and report.wrong == 0, report.summary()
     assert report.suppressed > 0
