@@ -523,6 +523,31 @@ def _ceil(value: float) -> float:
     return float(math.ceil(value - EPS)) if math.isfinite(value) else value
 
 
+def _program(rows: Sequence[Row], position: Mapping[int, int], size: int) -> dict[str, Any]:
+    """``linprog``'s arguments for rows lo ≤ a·x ≤ hi (equalities where lo = hi)."""
+    equal: list[tuple[Mapping[int, float], float]] = []
+    eq_b: list[float] = []
+    upper: list[tuple[Mapping[int, float], float]] = []
+    ub_b: list[float] = []
+    for row in rows:
+        if abs(row.hi - row.lo) <= EPS:
+            equal.append((row.terms, 1.0))
+            eq_b.append(row.lo)
+            continue
+        if math.isfinite(row.hi):
+            upper.append((row.terms, 1.0))
+            ub_b.append(row.hi)
+        if row.lo > -math.inf:
+            upper.append((row.terms, -1.0))
+            ub_b.append(-row.lo)
+    return {
+        "A_ub": _sparse(upper, position, size) if ub_b else None,
+        "b_ub": np.array(ub_b) if ub_b else None,
+        "A_eq": _sparse(equal, position, size) if eq_b else None,
+        "b_eq": np.array(eq_b) if eq_b else None,
+    }
+
+
 def _sparse(
     rows: Sequence[tuple[Mapping[int, float], float]], position: Mapping[int, int], size: int
 ) -> sparse.csr_matrix:
@@ -779,42 +804,22 @@ class Solver:
         if not targets:
             return 0
         position = {int(i): k for k, i in enumerate(members)}
-        equal: list[tuple[Mapping[int, float], float]] = []
-        eq_b: list[float] = []
-        upper: list[tuple[Mapping[int, float], float]] = []
-        ub_b: list[float] = []
-        for row in rows:
-            if abs(row.hi - row.lo) <= EPS:
-                equal.append((row.terms, 1.0))
-                eq_b.append(row.lo)
-                continue
-            if math.isfinite(row.hi):
-                upper.append((row.terms, 1.0))
-                ub_b.append(row.hi)
-            if row.lo > -math.inf:
-                upper.append((row.terms, -1.0))
-                ub_b.append(-row.lo)
         size = len(members)
-        a_eq = _sparse(equal, position, size) if eq_b else None
-        a_ub = _sparse(upper, position, size) if ub_b else None
         bounds = [
             (self.lower[i], None if not math.isfinite(self.upper[i]) else self.upper[i])
             for i in members
         ]
-        goals = []
-        for target in targets:
-            offset, terms = self._offset(target)
-            vector = np.zeros(size)
-            for i, c in terms.items():
-                vector[position[i]] = c
-            goals.append((target, offset, vector))
-        seen_low = np.full(len(goals), math.inf)
-        seen_high = np.full(len(goals), -math.inf)
+        offsets = np.zeros(len(targets))
+        picked: list[tuple[Mapping[int, float], float]] = []
+        for k, target in enumerate(targets):
+            offsets[k], terms = self._offset(target)
+            picked.append((terms, 1.0))
+        matrix = _sparse(picked, position, size)  # one row per target over the component
+        seen_low = np.full(len(targets), math.inf)
+        seen_high = np.full(len(targets), -math.inf)
         lps = 0
-
         warm = _Warm.of(rows, position, size, bounds)
-        matrix = sparse.csr_matrix(np.array([v for _, _, v in goals]))
-        offsets = np.array([o for _, o, _ in goals])
+        program = None if warm is not None else _program(rows, position, size)
 
         def solve(objective: np.ndarray) -> np.ndarray | None:
             nonlocal lps
@@ -822,15 +827,8 @@ class Solver:
             if warm is not None:
                 x = warm.solve(objective)
             else:
-                found = linprog(
-                    objective,
-                    A_ub=a_ub,
-                    b_ub=np.array(ub_b) if ub_b else None,
-                    A_eq=a_eq,
-                    b_eq=np.array(eq_b) if eq_b else None,
-                    bounds=bounds,
-                    method="highs",
-                )
+                assert program is not None
+                found = linprog(objective, **program, bounds=bounds, method="highs")
                 if found.status not in (0, 3):
                     raise RuntimeError(f"the attack's LP failed: {found.message}")
                 x = None if found.status == 3 else np.asarray(found.x)
@@ -841,14 +839,15 @@ class Solver:
             np.maximum(seen_high, values, out=seen_high)
             return x
 
-        everything = np.sum([v for _, _, v in goals], axis=0)
-        rng = np.random.default_rng(len(goals))
+        everything = np.asarray(matrix.sum(axis=0)).ravel()
+        rng = np.random.default_rng(len(targets))
         seeds = [everything, -everything] + [
-            rng.uniform(-1, 1, size) * (everything > 0) for _ in range(min(6, len(goals) // 10))
+            rng.uniform(-1, 1, size) * (everything > 0) for _ in range(min(6, len(targets) // 10))
         ]
         for objective in seeds:
             solve(objective)
-        for k, (target, _offset, vector) in enumerate(goals):
+        for k, target in enumerate(targets):
+            vector = matrix.getrow(k).toarray().ravel()
             if deadline is not None and time.perf_counter() > deadline:
                 if not settled(target, seen_low[k], seen_high[k], exact):
                     target.unresolved = True
