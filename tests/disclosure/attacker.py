@@ -179,6 +179,7 @@ class Target:
     primary: bool = False
     small: bool = False  # a base cell whose true value is 1..t-1 (known to the test only)
     truth: int | None = None
+    unresolved: bool = False  # the attack's time ran out before this cell was settled
     low: float | None = None  # the LP's minimum
     high: float | None = None  # the LP's maximum (inf: unbounded)
 
@@ -208,9 +209,11 @@ class Report:
     narrowed: int  # of those, with an interval narrower than 1..t-1
     smallest_width: int | None  # the narrowest interval of a primary cell (t-2 when none narrowed)
     inconsistent: int  # equations the truth violates (a modelling fault); 0 without truth
+    unresolved: int  # cells left unsettled when the time given ran out
     lps: int
     seconds: float
     examples: list[str]
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     def summary(self) -> str:
         return (
@@ -218,7 +221,8 @@ class Report:
             f"{self.components} components (largest {self.largest_component}); "
             f"{self.suppressed} suppressed cells, {self.determined} determined "
             f"({self.wrong} wrongly), {self.narrowed} of {self.primaries} primaries narrowed "
-            f"(smallest width {self.smallest_width}); {self.lps} LPs in {self.seconds:.1f} s"
+            f"(smallest width {self.smallest_width}); {self.unresolved} unresolved; "
+            f"{self.lps} LPs in {self.seconds:.1f} s {self.phases}"
         )
 
 
@@ -400,13 +404,15 @@ class System:
         truth: Mapping[Key, int] | None = None,
         use_truth_primaries: bool = True,
         exact: bool = False,
+        seconds: float | None = None,
     ) -> Report:
         """Bound every suppressed cell; ``truth`` (the test's, never the attacker's) checks the
         model and marks the cells whose true value is 1..t-1, which then get those bounds.
 
         Without ``exact``, an LP is skipped once the feasible points already found settle the
         question asked of a cell (not determined; for a primary, not narrowed), so ``low`` and
-        ``high`` may then be inner estimates of the interval."""
+        ``high`` may then be inner estimates of the interval. Past ``seconds`` the cells not yet
+        settled are left ``unresolved`` (counted apart, neither determined nor narrowed)."""
         started = time.perf_counter()
         self.identities()
         values = None
@@ -439,9 +445,13 @@ class System:
                 if total < row.lo - EPS or total > row.hi + EPS:
                     inconsistent += 1
         solver = Solver(len(self.keys), rows)
+        deadline = None if seconds is None else started + seconds
+        phases = {"build": time.perf_counter() - started}
         solver.presolve()
+        phases["presolve"] = time.perf_counter() - started - sum(phases.values())
         while solver.fix_by_equalities():
             solver.presolve()
+        phases["equalities"] = time.perf_counter() - started - sum(phases.values())
         components = solver.components()
         goals: dict[int, list[Target]] = {}
         for target in self.targets.values():
@@ -451,21 +461,23 @@ class System:
         lps = 0
         for members, member_rows in components:
             found = goals.get(int(members[0]), [])
-            lps += solver.bound(found, members, member_rows, exact)
+            lps += solver.bound(found, members, member_rows, exact, deadline)
         for target in self.targets.values():
-            if target.low is None:
+            if target.low is None and not target.unresolved:
                 solver.bound_fixed(target)
-        return self._report(solver, components, inconsistent, lps, started)
+        phases["lps"] = time.perf_counter() - started - sum(phases.values())
+        report = self._report(components, inconsistent, lps, started)
+        report.phases = {k: round(v, 2) for k, v in phases.items()}
+        return report
 
     def _report(
         self,
-        solver: Solver,
         components: list[tuple[np.ndarray, list[Row]]],
         inconsistent: int,
         lps: int,
         started: float,
     ) -> Report:
-        targets = [t for t in self.targets.values() if t.low is not None]
+        targets = [t for t in self.targets.values() if not t.unresolved]
         determined = [t for t in targets if t.determined]
         wrong = [t for t in determined if t.truth is not None and t.interval[0] != t.truth]
         primaries = [t for t in targets if t.small]
@@ -492,6 +504,7 @@ class System:
             narrowed=len(narrowed),
             smallest_width=min(widths) if widths else None,
             inconsistent=inconsistent,
+            unresolved=sum(t.unresolved for t in self.targets.values()),
             lps=lps,
             seconds=time.perf_counter() - started,
             examples=examples,
@@ -507,6 +520,39 @@ def settled(target: Target, low: float, high: float, exact: bool) -> bool:
     return math.isfinite(low) and math.floor(high + EPS) > math.ceil(low - EPS)
 
 
+def _floor(value: float) -> float:
+    return float(math.floor(value + EPS)) if math.isfinite(value) else value
+
+
+def _ceil(value: float) -> float:
+    return float(math.ceil(value - EPS)) if math.isfinite(value) else value
+
+
+def _program(rows: Sequence[Row], position: Mapping[int, int], size: int) -> dict[str, Any]:
+    """``linprog``'s arguments for rows lo ≤ a·x ≤ hi (equalities where lo = hi)."""
+    equal: list[tuple[Mapping[int, float], float]] = []
+    eq_b: list[float] = []
+    upper: list[tuple[Mapping[int, float], float]] = []
+    ub_b: list[float] = []
+    for row in rows:
+        if abs(row.hi - row.lo) <= EPS:
+            equal.append((row.terms, 1.0))
+            eq_b.append(row.lo)
+            continue
+        if math.isfinite(row.hi):
+            upper.append((row.terms, 1.0))
+            ub_b.append(row.hi)
+        if row.lo > -math.inf:
+            upper.append((row.terms, -1.0))
+            ub_b.append(-row.lo)
+    return {
+        "A_ub": _sparse(upper, position, size) if ub_b else None,
+        "b_ub": np.array(ub_b) if ub_b else None,
+        "A_eq": _sparse(equal, position, size) if eq_b else None,
+        "b_eq": np.array(eq_b) if eq_b else None,
+    }
+
+
 def _sparse(
     rows: Sequence[tuple[Mapping[int, float], float]], position: Mapping[int, int], size: int
 ) -> sparse.csr_matrix:
@@ -520,6 +566,61 @@ def _sparse(
             c.append(position[i])
             v.append(sign * coef)
     return sparse.csr_matrix((v, (r, c)), shape=(len(rows), size))
+
+
+class _Warm:
+    """One component's LP held in HiGHS (the solver ``linprog`` calls) between objectives, so
+    that each new objective starts from the last optimal basis instead of from scratch."""
+
+    def __init__(self, core: Any, highs: Any) -> None:
+        self.core, self.highs = core, highs
+
+    @classmethod
+    def of(
+        cls,
+        rows: Sequence[Row],
+        position: Mapping[int, int],
+        size: int,
+        bounds: Sequence[tuple[float, float | None]],
+    ) -> _Warm | None:
+        try:
+            from scipy.optimize._highspy import _core as core
+        except ImportError:  # another scipy: linprog from scratch each time
+            return None
+        inf = core.kHighsInf
+        matrix = _sparse([(row.terms, 1.0) for row in rows], position, size).tocsc()
+        lp = core.HighsLp()
+        lp.num_col_ = lp.a_matrix_.num_col_ = size
+        lp.num_row_ = lp.a_matrix_.num_row_ = len(rows)
+        lp.a_matrix_.format_ = core.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = matrix.indptr
+        lp.a_matrix_.index_ = matrix.indices
+        lp.a_matrix_.value_ = matrix.data
+        lp.col_cost_ = np.zeros(size)
+        lp.col_lower_ = np.array([lo for lo, _ in bounds], dtype=float)
+        lp.col_upper_ = np.array([inf if hi is None else hi for _, hi in bounds], dtype=float)
+        lp.row_lower_ = np.array([max(row.lo, -inf) for row in rows], dtype=float)
+        lp.row_upper_ = np.array([min(row.hi, inf) for row in rows], dtype=float)
+        highs = core._Highs()
+        highs.setOptionValue("output_flag", False)
+        if highs.passModel(lp) == core.HighsStatus.kError:
+            return None
+        return cls(core, highs)
+
+    def solve(self, objective: np.ndarray) -> np.ndarray | None:
+        """The optimum's point, or None when the objective is unbounded below."""
+        n = len(objective)
+        self.highs.changeColsCost(n, np.arange(n, dtype=np.int32), objective.astype(float))
+        self.highs.run()
+        status = self.highs.getModelStatus()
+        if status == self.core.HighsModelStatus.kOptimal:
+            return np.asarray(self.highs.getSolution().col_value)
+        if status in (
+            self.core.HighsModelStatus.kUnbounded,
+            self.core.HighsModelStatus.kUnboundedOrInfeasible,
+        ):
+            return None
+        raise RuntimeError(f"the attack's LP failed: {self.highs.modelStatusToString(status)}")
 
 
 class Solver:
@@ -567,8 +668,10 @@ class Solver:
                 known.lo, known.hi = max(known.lo, lo), min(known.hi, hi)
         self.rows = list(merged.values())
 
-    def presolve(self) -> None:
-        for _ in range(50):
+    def presolve(self, rounds: int = 20) -> None:
+        """Aliases, then bounds from rows of positive terms, to a fixpoint (or ``rounds``).
+        Counts are integers, so every bound found is rounded inwards."""
+        for _ in range(rounds):
             changed = False
             for row in self.rows:
                 if len(row.terms) == 2 and row.lo == row.hi == 0.0:
@@ -587,7 +690,7 @@ class Solver:
                     continue
                 if len(row.terms) == 1:
                     ((i, c),) = row.terms.items()
-                    lo, hi = row.lo / c, row.hi / c
+                    lo, hi = _ceil(row.lo / c), _floor(row.hi / c)
                     if lo > self.lower[i] + EPS:
                         self.lower[i], changed = lo, True
                     if hi < self.upper[i] - EPS:
@@ -600,13 +703,13 @@ class Solver:
                 )
                 for i, c in row.terms.items():
                     before = self.upper[i]
-                    cap = (row.hi - floor_sum + c * self.lower[i]) / c
+                    cap = _floor((row.hi - floor_sum + c * self.lower[i]) / c)
                     if cap < self.upper[i] - EPS:
                         self.upper[i], changed = max(cap, self.lower[i]), True
                     finite = math.isfinite(before)
                     if endless - (0 if finite else 1) == 0:
                         rest = ceiling - (c * before if finite else 0.0)
-                        floor = (row.lo - rest) / c
+                        floor = _ceil((row.lo - rest) / c)
                         if floor > self.lower[i] + EPS:
                             self.lower[i], changed = min(floor, self.upper[i]), True
             self._rewrite()
@@ -695,83 +798,72 @@ class Solver:
         target.low, target.high = low, high
 
     def bound(
-        self, targets: list[Target], members: np.ndarray, rows: list[Row], exact: bool
+        self,
+        targets: list[Target],
+        members: np.ndarray,
+        rows: list[Row],
+        exact: bool,
+        deadline: float | None = None,
     ) -> int:
         """Minimise and maximise each target over one component; answer the LPs solved."""
         if not targets:
             return 0
         position = {int(i): k for k, i in enumerate(members)}
-        equal: list[tuple[Mapping[int, float], float]] = []
-        eq_b: list[float] = []
-        upper: list[tuple[Mapping[int, float], float]] = []
-        ub_b: list[float] = []
-        for row in rows:
-            if abs(row.hi - row.lo) <= EPS:
-                equal.append((row.terms, 1.0))
-                eq_b.append(row.lo)
-                continue
-            if math.isfinite(row.hi):
-                upper.append((row.terms, 1.0))
-                ub_b.append(row.hi)
-            if row.lo > -math.inf:
-                upper.append((row.terms, -1.0))
-                ub_b.append(-row.lo)
         size = len(members)
-        a_eq = _sparse(equal, position, size) if eq_b else None
-        a_ub = _sparse(upper, position, size) if ub_b else None
         bounds = [
             (self.lower[i], None if not math.isfinite(self.upper[i]) else self.upper[i])
             for i in members
         ]
-        goals = []
-        for target in targets:
-            offset, terms = self._offset(target)
-            vector = np.zeros(size)
-            for i, c in terms.items():
-                vector[position[i]] = c
-            goals.append((target, offset, vector))
-        seen_low = [math.inf] * len(goals)
-        seen_high = [-math.inf] * len(goals)
+        offsets = np.zeros(len(targets))
+        picked: list[tuple[Mapping[int, float], float]] = []
+        for k, target in enumerate(targets):
+            offsets[k], terms = self._offset(target)
+            picked.append((terms, 1.0))
+        matrix = _sparse(picked, position, size)  # one row per target over the component
+        seen_low = np.full(len(targets), math.inf)
+        seen_high = np.full(len(targets), -math.inf)
         lps = 0
+        warm = _Warm.of(rows, position, size, bounds)
+        program = None if warm is not None else _program(rows, position, size)
 
         def solve(objective: np.ndarray) -> np.ndarray | None:
             nonlocal lps
             lps += 1
-            found = linprog(
-                objective,
-                A_ub=a_ub,
-                b_ub=np.array(ub_b) if ub_b else None,
-                A_eq=a_eq,
-                b_eq=np.array(eq_b) if eq_b else None,
-                bounds=bounds,
-                method="highs",
-            )
-            if found.status == 3:
+            if warm is not None:
+                x = warm.solve(objective)
+            else:
+                assert program is not None
+                found = linprog(objective, **program, bounds=bounds, method="highs")
+                if found.status not in (0, 3):
+                    raise RuntimeError(f"the attack's LP failed: {found.message}")
+                x = None if found.status == 3 else np.asarray(found.x)
+            if x is None:
                 return None
-            if found.status != 0:
-                raise RuntimeError(f"the attack's LP failed: {found.message}")
-            x = np.asarray(found.x)
-            for k, (_, offset, vector) in enumerate(goals):
-                value = offset + float(vector @ x)
-                seen_low[k] = min(seen_low[k], value)
-                seen_high[k] = max(seen_high[k], value)
+            values = offsets + matrix @ x
+            np.minimum(seen_low, values, out=seen_low)
+            np.maximum(seen_high, values, out=seen_high)
             return x
 
-        everything = np.sum([v for _, _, v in goals], axis=0)
-        rng = np.random.default_rng(len(goals))
+        everything = np.asarray(matrix.sum(axis=0)).ravel()
+        rng = np.random.default_rng(len(targets))
         seeds = [everything, -everything] + [
-            rng.uniform(-1, 1, size) * (everything > 0) for _ in range(min(6, len(goals) // 10))
+            rng.uniform(-1, 1, size) * (everything > 0) for _ in range(min(6, len(targets) // 10))
         ]
         for objective in seeds:
             solve(objective)
-        for k, (target, _offset, vector) in enumerate(goals):
+        for k, target in enumerate(targets):
+            vector = matrix.getrow(k).toarray().ravel()
+            if deadline is not None and time.perf_counter() > deadline:
+                if not settled(target, seen_low[k], seen_high[k], exact):
+                    target.unresolved = True
+                    continue
             if not settled(target, seen_low[k], seen_high[k], exact):
                 if seen_low[k] > max(target.lo, 0.0) + EPS:
                     solve(vector)
             if not settled(target, seen_low[k], seen_high[k], exact):
                 if solve(-vector) is None:
                     seen_high[k] = math.inf
-            target.low, target.high = seen_low[k], seen_high[k]
+            target.low, target.high = float(seen_low[k]), float(seen_high[k])
         return lps
 
 
@@ -784,13 +876,14 @@ def attack(
     truth: Mapping[Key, int] | None = None,
     use_truth_primaries: bool = True,
     exact: bool = False,
+    seconds: float | None = None,
 ) -> Report:
     """Build the system of ``answers`` and bound each suppressed cell (see ``System.attack``)."""
     answers = list(answers)
     system = System(structure, provider_atoms(answers))
     for answer in answers:
         system.add(answer)
-    return system.attack(truth, use_truth_primaries, exact)
+    return system.attack(truth, use_truth_primaries, exact, seconds)
 
 
 def provider_atoms(answers: Iterable[Answer]) -> dict[str, str]:
@@ -850,6 +943,17 @@ def grants_of(client: Any, headers: Mapping[str, str], dataset: str, purpose: st
     answer = client.post("/v1/decisions", json=body, headers=dict(headers))
     assert answer.status_code == 200, answer.text
     return list(answer.json().get("grants") or [])
+
+
+def layers_of(client: Any, headers: Mapping[str, str]) -> list[str]:
+    """Every layer ``GET /v1/geographies`` lists as served."""
+    listing = client.get("/v1/geographies", headers=dict(headers))
+    assert listing.status_code == 200, listing.text
+    return sorted(
+        layer["name"]
+        for layer in listing.json()["layers"]
+        if layer.get("status", "active") == "active"
+    )
 
 
 def query_set(

@@ -91,14 +91,16 @@ def structure() -> Structure:
     return Structure(FINE, {PARENT: nested})
 
 
-def grant(provider: str, purpose: str, fields: list[str] | None = None) -> dict[str, Any]:
+def grant(
+    provider: str, purpose: str, fields: list[str] | None = None, start: str = f"{YEAR}-01-01"
+) -> dict[str, Any]:
     return {
         "provider": provider,
         "agreement": f"agr-{provider}-{purpose}",
         "version": 1,
         "level": "aggregate",
         "fields": fields,
-        "from": f"{YEAR}-01-01",
+        "from": start,
         "to": "2030-12-31",
         "purpose": purpose,
     }

@@ -8,6 +8,7 @@ aggregates answers and the ``grants`` of ``POST /v1/decisions`` for each purpose
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -23,13 +24,14 @@ from tests.disclosure.attacker import (
     attack,
     fetch_answers,
     grants_of,
+    layers_of,
     query_set,
     truth_of,
 )
 from tests.disclosure.conftest import FINE, PARENT, YEAR, fine_layer, parent_layer, place, structure
 from tests.e2e.conftest import ADMIN_KEY, running_hub
 from tests.e2e.test_end_to_end import bearer, wait_depersonalised
-from tests.e2e.test_grants import register
+from tests.e2e.test_grants import agree, register
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -93,6 +95,10 @@ def set_up(hub: Hub, client: httpx.Client) -> dict[str, Any]:
             headers=bearer(ADMIN_KEY),
         )
         assert loaded.status_code == 202, loaded.text
+    deadline = time.monotonic() + 60
+    while layers_of(client, bearer(ADMIN_KEY)) != sorted([FINE, PARENT]):
+        assert time.monotonic() < deadline, "the layers were not served in time"
+        time.sleep(0.2)
     for provider, recipient, purpose in (
         (POLICE, COUNCIL, BOTH),
         (FIRE, COUNCIL, BOTH),
@@ -100,7 +106,7 @@ def set_up(hub: Hub, client: httpx.Client) -> dict[str, Any]:
         (POLICE, HEALTH, BOTH),
         (FIRE, HEALTH, BOTH),
     ):
-        agreement(client, keys, provider, recipient, purpose)
+        agree(client, keys, provider, recipient, DATASET, "aggregate", purpose=purpose)
     records = drawn_records()
     for provider in (POLICE, FIRE):
         batch = rows(records, provider)
@@ -116,34 +122,6 @@ def set_up(hub: Hub, client: httpx.Client) -> dict[str, Any]:
         for provider, area, month, category in records
     )
     return {"client": client, "keys": keys, "truth": truth}
-
-
-def agreement(
-    client: httpx.Client, keys: dict[str, str], provider: str, recipient: str, purpose: str
-) -> None:
-    """An active aggregate-level agreement for ``purpose`` between one provider and recipient."""
-    made = client.post(
-        "/v1/agreements",
-        json={
-            "title": f"{provider} to {recipient}: {DATASET} for {purpose}",
-            "purpose": purpose,
-            "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
-            "providers": [provider],
-            "recipients": [recipient],
-            "datasets": [{"dataset": DATASET, "level": "aggregate"}],
-            "start": f"{YEAR}-01-01",
-            "end": "2030-12-31",
-            "review_by": "2030-06-30",
-            "retention_days": 365,
-        },
-        headers=bearer(ADMIN_KEY),
-    )
-    assert made.status_code == 201, made.text
-    for party in (provider, recipient):
-        signed = client.post(
-            f"/v1/agreements/{made.json()['id']}/sign", headers=bearer(keys[party])
-        )
-        assert signed.status_code == 200, signed.text
 
 
 def views(client: httpx.Client, key: str, purposes: list[str | None]) -> list[View]:
@@ -166,7 +144,9 @@ def test_the_council_learns_no_suppressed_count_from_its_answers_under_both_purp
     seen = views(client, keys[COUNCIL], [None, BOTH, NARROW])
     assert {g["provider"] for g in seen[2].grants} == {POLICE}
     assert {g["provider"] for g in seen[1].grants} == {POLICE, FIRE}
-    answers = fetch_answers(client, DATASET, seen, [FINE, PARENT], QUERIES)
+    layers = layers_of(client, bearer(keys[COUNCIL]))
+    assert layers == sorted([FINE, PARENT])
+    answers = fetch_answers(client, DATASET, seen, layers, QUERIES)
     report = attack(answers, structure(), world["truth"])
     assert report.inconsistent == 0 and report.wrong == 0, report.summary()
     assert report.suppressed > 0

@@ -56,6 +56,7 @@ def agree(
     dataset: str,
     level: str,
     fields: list[str] | None = None,
+    purpose: str = "integrated-offender-management",
 ) -> dict[str, Any]:
     terms: dict[str, Any] = {"dataset": dataset, "level": level}
     if fields is not None:
@@ -64,7 +65,7 @@ def agree(
         "/v1/agreements",
         json={
             "title": f"{provider} to {recipient}: {dataset}",
-            "purpose": "integrated-offender-management",
+            "purpose": purpose,
             "legal_basis": ["cda-1998-s115", "uk-gdpr-6-1-e"],
             "providers": [provider],
             "recipients": [recipient],
