@@ -22,6 +22,7 @@ MODULES = (
     "bench.hostile",
     "bench.audit_proofs",
     "bench.soak",
+    "bench.disclosure",
 )
 
 

@@ -21,9 +21,12 @@ def record(
     baseline: float | None = None,
     target: float | None = None,
     higher_is_better: bool = True,
+    ceiling: float | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Store one figure; ``ratio`` is value/baseline (baseline/value when lower is better)."""
+    """Store one figure; ``ratio`` is value/baseline (baseline/value when lower is better).
+    ``target`` is a ratio to reach; ``ceiling`` instead bounds the value itself (a count of
+    cells that must stay 0, say), and is stored as the target."""
     ratio = None
     if baseline:
         ratio = value / baseline if higher_is_better else baseline / value if value else None
@@ -32,7 +35,7 @@ def record(
         "unit": unit,
         "baseline": None if baseline is None else round(baseline, 4),
         "ratio": None if ratio is None else round(ratio, 4),
-        "target": target,
+        "target": target if ceiling is None else ceiling,
     }
     entry.update(extra)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -40,12 +43,14 @@ def record(
     results[figure] = entry
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     verdict = ""
-    if target is not None and ratio is not None:
+    if ceiling is not None:
+        verdict = "  meets target" if value <= ceiling else "  ABOVE TARGET"
+    elif target is not None and ratio is not None:
         verdict = "  meets target" if ratio >= target else "  BELOW TARGET"
     shown_ratio = "n/a" if ratio is None else f"{ratio:.3f}"
     print(
         f"{figure}: {value:,.3f} {unit} (baseline {baseline}, ratio {shown_ratio}, "
-        f"target {target}){verdict}",
+        f"target {target if ceiling is None else ceiling}){verdict}",
         flush=True,
     )
     return entry

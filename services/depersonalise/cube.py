@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select, tuple_
+from sqlalchemy import and_, case, delete, exists, func, or_, select, tuple_
 from sqlalchemy.engine import Connection
 
 from services.depersonalise.models import CUBE_KEY, CubeCell, CubePerson
@@ -403,14 +403,31 @@ def read_uncovered(
                 & (cell.c.area == t.area)
             )
             cells = select(func.count()).where(row).scalar_subquery()
-            # No cover, and the total would narrow its small cells (protection.whole_intervals).
-            lacking.append(
-                ~exists().where(row & (cell.c.count >= threshold))
-                & ~(
-                    (t.count >= cells + (threshold - 2))
-                    & (t.count <= (cells - 1) * (threshold - 1) + 1)
+            large = exists().where(row & (cell.c.count >= threshold))
+            small = exists().where(row & (cell.c.count >= 1) & (cell.c.count < threshold))
+            # How far the row's cells reach past the least they could be (protection.cover_need).
+            spare = (
+                select(
+                    func.coalesce(
+                        func.sum(
+                            case(
+                                (cell.c.count >= threshold, cell.c.count - threshold),
+                                else_=cell.c.count - 1,
+                            )
+                        ),
+                        0,
+                    )
                 )
+                .where(row & (cell.c.count >= 1))
+                .scalar_subquery()
             )
+            # Small cells that covers cannot free (protection.cover_need) and, without a cover,
+            # that the total would narrow (protection.whole_intervals).
+            free = ~large & (
+                (t.count >= cells + (threshold - 2))
+                & (t.count <= (cells - 1) * (threshold - 1) + 1)
+            )
+            lacking.append(small & ~((large & (spare >= threshold - 2)) | free))
         if not lacking:
             continue
         rows = conn.execute(

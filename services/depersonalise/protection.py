@@ -186,9 +186,9 @@ def release(
 
 def uncovered_rows(dims: Sequence[Cells], threshold: int) -> Rows:
     """Rows whose total is at least ``threshold`` and in which some breakdown has small cells
-    (1..threshold-1) but no cell at or above it to cover them, and the total would narrow what
-    they may be (:func:`whole_intervals`; ``dims``: the base cells of each breakdown, not of the
-    total)."""
+    (1..threshold-1) that neither its published cells can cover (:func:`cover_need`) nor the
+    total leaves free over the whole 1..threshold-1 (:func:`whole_intervals`; ``dims``: the base
+    cells of each breakdown, not of the total)."""
     found: list[np.ndarray] = []
     for dim in dims:
         if not len(dim):
@@ -196,15 +196,15 @@ def uncovered_rows(dims: Sequence[Cells], threshold: int) -> Rows:
         keys, row = _row_index([dim.rows])
         small = (dim.count >= 1) & (dim.count < threshold)
         has_small = np.bincount(row, weights=small, minlength=len(keys)) > 0
-        has_large = np.bincount(row, weights=dim.count >= threshold, minlength=len(keys)) > 0
+        large = dim.count >= threshold
+        has_large = np.bincount(row, weights=large, minlength=len(keys)) > 0
+        gain = np.bincount(row, weights=np.where(large, dim.count - threshold, 0), minlength=len(keys))
+        need = cover_need(dim.count, small, row, len(keys), threshold)
         total = np.bincount(row, weights=dim.count, minlength=len(keys))
         cells = np.bincount(row, weights=dim.count > 0, minlength=len(keys))
-        bad = (
-            has_small
-            & ~has_large
-            & (total >= threshold)
-            & ~whole_intervals(total, cells, threshold)
-        )
+        covered = has_large & (gain >= need)
+        free = ~has_large & whole_intervals(total, cells, threshold)
+        bad = has_small & (total >= threshold) & ~covered & ~free
         found.append(np.stack([dim.provider, dim.area, dim.period], axis=1)[_first_of(row)][bad])
     if not found:
         return Rows.of([])
@@ -217,6 +217,21 @@ def whole_intervals(total: np.ndarray, cells: np.ndarray, threshold: int) -> np.
     of them free over the whole 1..threshold-1: a row's total can then be published though its
     small cells have no cover."""
     return (total >= threshold - 2 + cells) & (total <= 1 + (cells - 1) * (threshold - 1))
+
+
+def cover_need(
+    count: np.ndarray, small: np.ndarray, row: np.ndarray, n_rows: int, threshold: int
+) -> np.ndarray:
+    """Per row, how far above the threshold its covers must reach together.
+
+    Someone who knows the row's total, its published cells, and which of its suppressed cells
+    are small (1..t-1) and which are covers (at least t) bounds every small cell above by
+    ``Σ(small - 1) + 1 + Σ(cover - t)``. That bound must not fall below t-1, or the reader would
+    learn that a small count is smaller than the rule says; so the covers must add
+    ``t - 2 - Σ(small - 1)`` at least. With at least one cover no small cell is bounded below
+    by more than 1 from the row alone, and no cover is ever determined."""
+    spare = np.bincount(row, weights=np.where(small, count - 1, 0), minlength=n_rows)
+    return (threshold - 2) - spare
 
 
 def base_suppressed(cells: Cells, threshold: int, breakdown: bool, uncovered: Rows) -> np.ndarray:
@@ -238,13 +253,20 @@ def base_suppressed(cells: Cells, threshold: int, breakdown: bool, uncovered: Ro
     candidate = np.flatnonzero(~small & (cells.count > 0) & needs[row])
     hidden = small.copy()
     if candidate.size:
-        # The smallest candidate of each row (ties: the first value), chosen from the row alone.
+        # Covers from each row alone: its smallest published cells, as many as cover_need asks
+        # (at least one; ties: the first value).
         order = candidate[
             np.lexsort((cells.value[candidate], cells.count[candidate], row[candidate]))
         ]
+        rows = row[order]
+        gain = (cells.count[order] - threshold).astype(np.float64)
         first = np.ones(order.size, dtype=bool)
-        first[1:] = row[order][1:] != row[order][:-1]
-        hidden[order[first]] = True
+        first[1:] = rows[1:] != rows[:-1]
+        group = np.cumsum(first) - 1
+        running = np.cumsum(gain)
+        before = running - gain - (running - gain)[first][group]
+        need = cover_need(cells.count, small, row, n_rows, threshold)
+        hidden[order[first | (before < need[rows])]] = True
     return hidden
 
 

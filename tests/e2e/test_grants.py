@@ -50,13 +50,14 @@ def agree(
     dataset: str,
     level: str,
     fields: list[str] | None = None,
+    purpose: str = "integrated-offender-management",
 ) -> dict[str, Any]:
     terms: dict[str, Any] = {"dataset": dataset, "level": level}
     if fields is not None:
         terms["fields"] = fields
     body = agreement_terms(
         f"{provider} to {recipient}: {dataset}",
-        "integrated-offender-management",
+        purpose,
         [provider],
         [recipient],
         [terms],
