@@ -198,7 +198,9 @@ def uncovered_rows(dims: Sequence[Cells], threshold: int) -> Rows:
         has_small = np.bincount(row, weights=small, minlength=len(keys)) > 0
         large = dim.count >= threshold
         has_large = np.bincount(row, weights=large, minlength=len(keys)) > 0
-        gain = np.bincount(row, weights=np.where(large, dim.count - threshold, 0), minlength=len(keys))
+        gain = np.bincount(
+            row, weights=np.where(large, dim.count - threshold, 0), minlength=len(keys)
+        )
         need = cover_need(dim.count, small, row, len(keys), threshold)
         total = np.bincount(row, weights=dim.count, minlength=len(keys))
         cells = np.bincount(row, weights=dim.count > 0, minlength=len(keys))
