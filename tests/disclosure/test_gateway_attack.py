@@ -29,9 +29,14 @@ from tests.disclosure.attacker import (
     truth_of,
 )
 from tests.disclosure.conftest import FINE, PARENT, YEAR, fine_layer, parent_layer, place, structure
-from tests.e2e.conftest import ADMIN_KEY, running_hub
-from tests.e2e.test_end_to_end import bearer, wait_depersonalised
-from tests.e2e.test_grants import agree, register
+from tests.e2e.conftest import (
+    ADMIN_KEY,
+    bearer,
+    register_agencies,
+    running_hub,
+    wait_depersonalised,
+)
+from tests.e2e.test_grants import agree
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -83,7 +88,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def set_up(hub: Hub, client: httpx.Client) -> dict[str, Any]:
-    keys = register(
+    keys = register_agencies(
         client,
         ((POLICE, "police"), (FIRE, "fire"), (COUNCIL, "local-authority"), (HEALTH, "health")),
     )
