@@ -87,8 +87,9 @@ def demo(hub: Hub) -> dict[str, str]:
             answer = client.get(
                 "/v1/datasets/police-crime/aggregates", params=QUERY, headers=council
             )
-            counted = answer.json().get("disclosure", {}).get("records") if answer.is_success else 0
-            if BIG_LAYER in ready and counted == 400:
+            # seed() waited for the demo's batch; the big layer is served once its rebuild has
+            # replayed every record (the total itself is not published beside a suppressed cell).
+            if BIG_LAYER in ready and answer.is_success:
                 break
             time.sleep(0.5)
         else:
