@@ -25,7 +25,7 @@ async def test_a_header_far_wider_than_the_dataset_is_refused_at_once(
     header = ",".join(f"c{n}" for n in range(columns)).encode() + b"\r\n"
     started = time.perf_counter()
     answer = await client.post(PUSH, content=header + b"x\r\n" * 10, headers=csv_headers())
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 5.0  # linear; quadratic would take minutes
     assert answer.status_code == 422
     assert answer.json()["field"] == "header"
 
@@ -59,7 +59,7 @@ async def test_a_json_value_longer_than_the_limit_is_refused(client: Client) -> 
     started = time.perf_counter()
     answer = await client.post(PUSH, content=long.encode(), headers={
         **token("gmp"), "Content-Type": "application/json"})  # fmt: skip
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 5.0  # linear; quadratic would take minutes
     assert answer.status_code == 400
     assert "longer than" in answer.json()["detail"]
 

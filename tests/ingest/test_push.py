@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -141,20 +140,26 @@ async def test_concurrent_pushes_all_succeed_while_reads_are_answered(
     client: Client, receiver: Any
 ) -> None:
     # Eight providers at once on one store: every push is accepted (queued on SQLite, never 503),
-    # and a batch status read is answered while they run.
+    # and a batch status read is answered while they run: it comes back before the last push does
+    # (an order, not a time, so a loaded machine cannot make it flaky).
     bodies = [[crime(f"p{p}-{i}") for i in range(1500)] for p in range(8)]
     first = (await push(client, bodies[0][:10], sub="agency-0")).json()
-    pushes = [
-        asyncio.create_task(push(client, body, sub=f"agency-{p}")) for p, body in enumerate(bodies)
-    ]
+    finished: list[str] = []
+
+    async def pushed(p: int, body: list[dict[str, Any]]) -> httpx.Response:
+        answer = await push(client, body, sub=f"agency-{p}")
+        finished.append(f"push-{p}")
+        return answer
+
+    pushes = [asyncio.create_task(pushed(p, body)) for p, body in enumerate(bodies)]
     await asyncio.sleep(0.05)
-    started = time.monotonic()
     read = await client.get(f"/v1/batches/{first['batch_id']}", headers=token("agency-0"))
-    read_seconds = time.monotonic() - started
+    finished.append("read")
     answers = await asyncio.gather(*pushes)
     assert [a.status_code for a in answers] == [202] * 8, [a.text[:200] for a in answers]
     assert sum(a.json()["accepted"] for a in answers) == 8 * 1500
-    assert read.status_code == 200 and read_seconds < 2.0, read_seconds
+    assert read.status_code == 200
+    assert finished[-1] != "read", finished
     await drain(client)
     for p, answer in enumerate(answers):
         counts = await batch(client, answer.json()["batch_id"], sub=f"agency-{p}")
