@@ -35,6 +35,11 @@ FRAMEWORK_FREE = (
     "services.depersonalise.record_bodies",
     "services.depersonalise.record_policy",
     "services.depersonalise.uploads",
+    "services.ingest.linkage",
+    "services.ingest.linkage_fields",
+    "services.ingest.linkage_keys",
+    "services.ingest.linkage_matching",
+    "services.ingest.linkage_model",
 )
 
 # The modules whose job is HTTP: the app, its dependencies, its routes (one module or one per
