@@ -37,7 +37,7 @@ import numpy as np
 from sqlalchemy import text
 
 from bench.results import best_of, record
-from services.depersonalise import cube, routes, store, tables
+from services.depersonalise import aggregate_query, cube, routes, store, tables
 from services.depersonalise.cellkey import key_secret, record_key_value
 from services.depersonalise.models import Base, Event
 from shared.catalogue import Dataset, load_catalogue
@@ -110,7 +110,7 @@ def hub_seconds(engine: Any, areas: int, spec: Dataset, repeats: int = 3) -> flo
     registry = store.Registry(generation=1)
     area_list = [(f"E{i:08d}", f"Area {i}") for i in range(areas)]
     scope = slices_of([{"provider": "gmp", "fields": None, "from": "2024-01-01"}])
-    rule = routes._rule(spec, None)
+    rule = aggregate_query.disclosure_rule(spec, None)
 
     def answer() -> None:
         table = tables.cube_table(

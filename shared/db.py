@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Table, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -90,6 +90,27 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             connection.rollback()
             raise
         connection.commit()
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def in_write_transaction(
+    engine: Engine, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``work(connection, ...)`` in a write transaction of its own: how a background job (a relay
+    round, a purge chunk) owns its transaction in one visible place, off a request."""
+    with write_transaction(engine) as connection:
+        return work(connection, *args, **kwargs)
+
+
+def in_read_transaction(
+    engine: Engine, work: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``work(connection, ...)`` on a connection of its own that only reads (never committed)."""
+    with engine.connect() as connection:
+        return work(connection, *args, **kwargs)
 
 
 def ping(engine: Engine) -> None:

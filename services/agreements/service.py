@@ -1,7 +1,7 @@
-"""Agencies and agreements held in the database: reading them as plain data, and every change.
-
-Each change writes its history row and bumps the generation counter in the request's transaction,
-so every replica's decision snapshot reloads on its next decision.
+"""Agreements held in the database: read as plain data (``StoredAgreement``), and every change to
+one (created, amended, signed, suspended, reinstated, revoked), each writing its history row and
+bumping the generation counter in the request's transaction (``change_log``). Agencies are in
+``agencies``, the checking of terms in ``agreement_terms``; their names stay importable from here.
 """
 
 from __future__ import annotations
@@ -10,32 +10,33 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
+from services.agreements.agencies import agencies_after as agencies_after
+from services.agreements.agencies import create_agency as create_agency
+from services.agreements.agencies import ensure_agency as ensure_agency
+from services.agreements.agencies import get_agency as get_agency
+from services.agreements.agencies import set_agency_status as set_agency_status
+from services.agreements.agreement_terms import normalise_terms as normalise_terms
+from services.agreements.agreement_terms import validate as validate
+from services.agreements.change_log import bump_generation as bump_generation
+from services.agreements.change_log import history as history
+from services.agreements.change_log import read_generation as read_generation
+from services.agreements.change_log import record_history
+from services.agreements.change_log import revocation_days as revocation_days
+from services.agreements.change_log import utcnow as utcnow
 from services.agreements.lifecycle import Agreement, DatasetGrant, Version, operator_state_of
 from services.agreements.models import (
     AgencyRow,
-    AgreementCreate,
     AgreementRow,
     AgreementVersionRow,
-    GenerationRow,
-    HistoryRow,
     SignatureRow,
 )
-from services.agreements.reference import CodeLists
-from services.agreements.validation import check_terms
-from shared.catalogue import Dataset
 from shared.errors import ProblemError
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -139,135 +140,7 @@ def read_all(session: Session) -> tuple[list[AgencyRow], list[StoredAgreement]]:
     return agencies, stored
 
 
-def read_generation(engine: Engine) -> int:
-    with Session(engine) as session:
-        row = session.get(GenerationRow, 1)
-        return row.value if row else 0
-
-
 # ---------------------------------------------------------------- changes
-
-
-def bump_generation(session: Session) -> None:
-    result = session.exec(
-        update(GenerationRow)
-        .where(col(GenerationRow.id) == 1)
-        .values(value=GenerationRow.value + 1)
-    )
-    if result.rowcount == 0:
-        session.add(GenerationRow(id=1, value=1))
-    session.flush()
-
-
-def ensure_agency(session: Session, code: str, name: str, kind: str) -> None:
-    if session.get(AgencyRow, code) is None:
-        session.add(AgencyRow(code=code, name=name, kind=kind, created_at=utcnow()))
-        bump_generation(session)
-
-
-def create_agency(session: Session, code: str, name: str, kind: str) -> AgencyRow:
-    if session.get(AgencyRow, code) is not None:
-        raise ProblemError(
-            409, f"An agency with code {code!r} exists.", slug="agency-exists", field="code"
-        )
-    row = AgencyRow(code=code, name=name, kind=kind, created_at=utcnow())
-    session.add(row)
-    bump_generation(session)
-    return row
-
-
-def get_agency(session: Session, code: str) -> AgencyRow:
-    row = session.get(AgencyRow, code)
-    if row is None:
-        raise ProblemError(404, f"No agency {code!r}.", slug="agency-not-found")
-    return row
-
-
-def agencies_after(session: Session, after: str, limit: int) -> list[AgencyRow]:
-    """Up to ``limit`` agencies whose code sorts after ``after``, in code order."""
-    query = select(AgencyRow).where(col(AgencyRow.code) > after).order_by(col(AgencyRow.code))
-    return list(session.exec(query.limit(limit)))
-
-
-def set_agency_status(
-    session: Session, code: str, status: str, protected: str, actor: str
-) -> AgencyRow:
-    row = get_agency(session, code)
-    if status == "suspended" and code == protected:
-        raise ProblemError(
-            409, "The operators' agency cannot be suspended.", slug="agency-protected"
-        )
-    if row.status != status:
-        row.status = status
-        session.add(row)
-        event = "party-suspended" if status == "suspended" else "party-reinstated"
-        for agreement_id, version in _agreements_naming(session, code):
-            _history(session, agreement_id, version, actor, event, agency=code)
-        bump_generation(session)
-    return row
-
-
-def _agreements_naming(session: Session, code: str) -> list[tuple[str, int]]:
-    """Each agreement with a version naming ``code``, with its newest version number."""
-    named: dict[str, int] = {}
-    for v in session.exec(select(AgreementVersionRow)):
-        if code in v.terms["providers"] or code in v.terms["recipients"]:
-            named[v.agreement_id] = max(named.get(v.agreement_id, 0), v.version)
-    return sorted(named.items())
-
-
-def _history(
-    session: Session, agreement_id: str, version: int, actor: str, event: str, **detail: Any
-) -> None:
-    session.add(
-        HistoryRow(
-            agreement_id=agreement_id,
-            version=version,
-            at=utcnow(),
-            actor=actor,
-            event=event,
-            detail=detail,
-        )
-    )
-
-
-def normalise_terms(body: AgreementCreate) -> dict[str, Any]:
-    """The terms as stored: JSON-ready, with the type and review date filled in when absent."""
-    terms = body.model_dump(mode="json", exclude={"days"})
-    if terms["type"] is None:
-        reciprocal = set(body.providers) == set(body.recipients)
-        terms["type"] = "reciprocal" if reciprocal else "one-way"
-    if terms["review_by"] is None:
-        # ICO code: review regularly; a year after the start unless the agreement ends sooner.
-        terms["review_by"] = min(body.start + timedelta(days=365), body.end).isoformat()
-    return terms
-
-
-def validate(
-    session: Session,
-    body: AgreementCreate,
-    codes: CodeLists,
-    catalogue: Mapping[str, Dataset],
-) -> dict[str, Any]:
-    named = set(body.providers) | set(body.recipients)
-    known = set(session.exec(select(AgencyRow.code).where(col(AgencyRow.code).in_(named))))
-    errors = check_terms(
-        {**body.model_dump(), "datasets": [d.model_dump() for d in body.datasets]},
-        codes,
-        catalogue,
-        known,
-    )
-    if errors:
-        fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
-        raise ProblemError(
-            422,
-            f"The agreement is not valid: {fields}.",
-            slug="agreement-invalid",
-            title="Validation failed",
-            field=errors[0]["field"],
-            errors=errors,
-        )
-    return normalise_terms(body)
 
 
 def new_agreement_id() -> str:
@@ -285,7 +158,7 @@ def create_agreement(session: Session, terms: dict[str, Any], actor: str) -> str
             agreement_id=agreement_id, version=1, terms=terms, created_at=now, created_by=actor
         )
     )
-    _history(session, agreement_id, 1, actor, "created", title=terms["title"])
+    record_history(session, agreement_id, 1, actor, "created", title=terms["title"])
     bump_generation(session)
     return agreement_id
 
@@ -315,7 +188,9 @@ def amend_agreement(session: Session, agreement_id: str, terms: dict[str, Any], 
             created_by=actor,
         )
     )
-    _history(session, agreement_id, row.latest_version, actor, "amended", title=terms["title"])
+    record_history(
+        session, agreement_id, row.latest_version, actor, "amended", title=terms["title"]
+    )
     bump_generation(session)
     return row.latest_version
 
@@ -349,7 +224,7 @@ def sign_agreement(session: Session, stored: StoredAgreement, agency: str, signa
             )
     except IntegrityError:
         return False
-    _history(session, agreement.id, latest.version, agency, "signed", signatory=signatory)
+    record_history(session, agreement.id, latest.version, agency, "signed", signatory=signatory)
     bump_generation(session)
     return True
 
@@ -371,33 +246,5 @@ def operator_act(session: Session, agreement_id: str, act: str, actor: str) -> N
         return
     row.operator_state = target
     session.add(row)
-    _history(session, agreement_id, row.latest_version, actor, event)
+    record_history(session, agreement_id, row.latest_version, actor, event)
     bump_generation(session)
-
-
-def revocation_days(session: Session, agreement_ids: list[str]) -> dict[str, date]:
-    """The day each of these agreements was revoked (from its history)."""
-    if not agreement_ids:
-        return {}
-    rows = session.exec(
-        select(HistoryRow.agreement_id, HistoryRow.at).where(
-            col(HistoryRow.agreement_id).in_(agreement_ids), HistoryRow.event == "revoked"
-        )
-    )
-    return {agreement_id: at.date() for agreement_id, at in rows}
-
-
-def history(
-    session: Session, agreement_id: str, after: int, limit: int
-) -> tuple[list[HistoryRow], int | None]:
-    rows = list(
-        session.exec(
-            select(HistoryRow)
-            .where(HistoryRow.agreement_id == agreement_id, col(HistoryRow.id) > after)
-            .order_by(col(HistoryRow.id))
-            .limit(limit + 1)
-        )
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (rows[-1].id if more and rows else None)

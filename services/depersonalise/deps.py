@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 
 from services.depersonalise import store
 from services.depersonalise.settings import Settings
+from services.depersonalise.uploads import read_body
 from shared.catalogue import Dataset, load_catalogue
 
 
@@ -33,6 +34,13 @@ def get_registry(request: Request) -> store.Registry:
     registry = store.load_registry(request.app.state.engine, request.app.state.registry)
     request.app.state.registry = registry
     return registry
+
+
+async def body_of(request: Request, limit: int, geojson_vertices: int | None = None) -> bytes:
+    """The request's body, bounded as it streams (``uploads.read_body``)."""
+    return await read_body(
+        request.stream(), request.headers.get("content-length"), limit, geojson_vertices
+    )
 
 
 def get_catalogue() -> dict[str, Dataset]:

@@ -23,7 +23,7 @@ from services.ingest.identity import record_key, revision_range
 from services.ingest.linkage import people_of, share_pseudonym
 from services.ingest.tables import BATCH, OUTBOX, RECORD
 from shared.catalogue import Dataset
-from shared.db import write_transaction
+from shared.db import in_read_transaction, in_write_transaction
 from shared.holdings import revision_digest
 from shared.periods import parse_iso
 from shared.tokens import HEADER, TokenKey, service_token
@@ -115,52 +115,55 @@ class Relay:
             "person": person,
         }
 
-    def collect(self) -> tuple[list[dict[str, Any]], list[tuple[int, int, bool, int]]]:
+    def collect(
+        self, connection: Connection
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, int, bool, int]]]:
         """Up to ``batch_events`` events, and per outbox row (id, new cursor, done, batch_seq)."""
         events: list[dict[str, Any]] = []
         progress: list[tuple[int, int, bool, int]] = []
-        with self.engine.connect() as connection:
-            pending = connection.execute(
-                select(OUTBOX).where(OUTBOX.c.delivered.is_(False)).order_by(OUTBOX.c.id).limit(50)
+        pending = connection.execute(
+            select(OUTBOX).where(OUTBOX.c.delivered.is_(False)).order_by(OUTBOX.c.id).limit(50)
+        ).all()
+        batch_ids = _batch_ids(connection, {row.batch_seq for row in pending})
+        for row in pending:
+            room = self.batch_events - len(events)
+            if room <= 0:
+                break
+            batch_id = batch_ids.get(row.batch_seq)
+            if row.kind == "delete":
+                events.append(
+                    {
+                        "event_id": row.cursor,
+                        "op": "delete",
+                        "dataset": row.dataset,
+                        "provider": row.provider,
+                        "record_key": row.record_key,
+                        "revision": row.cursor,
+                        "batch_id": batch_id,
+                    }
+                )
+                progress.append((row.id, row.cursor, True, row.batch_seq))
+                continue
+            records = connection.execute(
+                select(RECORD)
+                .where(RECORD.c.revision > row.cursor, RECORD.c.revision < row.end)
+                .order_by(RECORD.c.revision)
+                .limit(room)
             ).all()
-            batch_ids = _batch_ids(connection, {row.batch_seq for row in pending})
-            for row in pending:
-                room = self.batch_events - len(events)
-                if room <= 0:
-                    break
-                batch_id = batch_ids.get(row.batch_seq)
-                if row.kind == "delete":
-                    events.append(
-                        {
-                            "event_id": row.cursor,
-                            "op": "delete",
-                            "dataset": row.dataset,
-                            "provider": row.provider,
-                            "record_key": row.record_key,
-                            "revision": row.cursor,
-                            "batch_id": batch_id,
-                        }
-                    )
-                    progress.append((row.id, row.cursor, True, row.batch_seq))
-                    continue
-                records = connection.execute(
-                    select(RECORD)
-                    .where(RECORD.c.revision > row.cursor, RECORD.c.revision < row.end)
-                    .order_by(RECORD.c.revision)
-                    .limit(room)
-                ).all()
-                people = self.people(connection, list(records))
-                events.extend(self.upsert_event(r, batch_id, people.get(r.id)) for r in records)
-                cursor = records[-1].revision if records else row.cursor
-                progress.append((row.id, cursor, len(records) < room, row.batch_seq))
+            people = self.people(connection, list(records))
+            events.extend(self.upsert_event(r, batch_id, people.get(r.id)) for r in records)
+            cursor = records[-1].revision if records else row.cursor
+            progress.append((row.id, cursor, len(records) < room, row.batch_seq))
         return events, progress
 
     def save(
         self,
+        connection: Connection,
         events: list[dict[str, Any]],
         progress: list[tuple[int, int, bool, int]],
         results: list[dict[str, Any]],
     ) -> None:
+        """The outbox rows' progress and the batches' counts, once depersonalise has answered."""
         seq_of = {e["event_id"]: e["event_id"] >> 24 for e in events}
         delivered = Counter(seq_of.values())
         depersonalised = Counter(
@@ -168,33 +171,32 @@ class Relay:
             for r in results
             if r.get("event_id") in seq_of and r.get("status") in DEPERSONALISED
         )
-        with write_transaction(self.engine) as connection:
-            for outbox_id, cursor, done, seq in progress:
+        for outbox_id, cursor, done, seq in progress:
+            connection.execute(
+                update(OUTBOX).where(OUTBOX.c.id == outbox_id).values(cursor=cursor, delivered=done)
+            )
+            if done:
                 connection.execute(
-                    update(OUTBOX)
-                    .where(OUTBOX.c.id == outbox_id)
-                    .values(cursor=cursor, delivered=done)
+                    update(BATCH).where(BATCH.c.seq == seq).values(status="delivered")
                 )
-                if done:
-                    connection.execute(
-                        update(BATCH).where(BATCH.c.seq == seq).values(status="delivered")
-                    )
-            for seq, count in delivered.items():
-                connection.execute(
-                    update(BATCH)
-                    .where(BATCH.c.seq == seq)
-                    .values(
-                        delivered=BATCH.c.delivered + count,
-                        depersonalised=BATCH.c.depersonalised + depersonalised.get(seq, 0),
-                    )
+        for seq, count in delivered.items():
+            connection.execute(
+                update(BATCH)
+                .where(BATCH.c.seq == seq)
+                .values(
+                    delivered=BATCH.c.delivered + count,
+                    depersonalised=BATCH.c.depersonalised + depersonalised.get(seq, 0),
                 )
-            finished = {seq for _id, _cursor, done, seq in progress if done}
-            for seq in sorted(finished - _still_pending(connection, finished)):
-                settle_batch(connection, seq)
+            )
+        finished = {seq for _id, _cursor, done, seq in progress if done}
+        for seq in sorted(finished - _still_pending(connection, finished)):
+            settle_batch(connection, seq)
 
     async def run_once(self) -> int:
-        """Deliver one batch of events; the number delivered (0 when nothing is pending)."""
-        events, progress = await asyncio.to_thread(self.collect)
+        """Deliver one batch of events; the number delivered (0 when nothing is pending). A round
+        owns two transactions, both here: it reads what is pending, and writes the progress only
+        after depersonalise has answered 2xx."""
+        events, progress = await asyncio.to_thread(in_read_transaction, self.engine, self.collect)
         if not progress:
             return 0
         results: list[dict[str, Any]] = []
@@ -205,7 +207,9 @@ class Relay:
             )
             response.raise_for_status()
             results = response.json().get("results") or []
-        await asyncio.to_thread(self.save, events, progress, results)
+        await asyncio.to_thread(
+            in_write_transaction, self.engine, self.save, events, progress, results
+        )
         return len(events) or len(progress)
 
     async def drain(self, max_rounds: int = 10_000) -> int:

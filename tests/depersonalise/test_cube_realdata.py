@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from services.depersonalise import store
+from services.depersonalise.aggregate_query import disclosure_rule as _rule
 from services.depersonalise.aggregates import (
     ALL,
     calendar_layout,
@@ -30,7 +31,6 @@ from services.depersonalise.aggregates import (
 from services.depersonalise.cube import dims_of
 from services.depersonalise.geography import zipped_shapefile
 from services.depersonalise.main import create_app
-from services.depersonalise.routes import _rule
 from services.depersonalise.settings import Settings
 from shared.catalogue import load_catalogue
 from shared.grants import Slices, slices_of

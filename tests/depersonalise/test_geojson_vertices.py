@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.depersonalise.routes import VertexCount
+from services.depersonalise.uploads import VertexCount
 from shared.errors import ProblemError
 from tests.depersonalise.conftest import admin
 

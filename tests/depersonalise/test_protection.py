@@ -235,8 +235,8 @@ def test_a_parent_layer_must_be_known_and_the_layer_nested_in_it(make_client) ->
 def test_the_catalogue_turns_cell_key_perturbation_on_and_the_answer_says_so() -> None:
     import tomllib
 
+    from services.depersonalise.aggregate_query import disclosure_rule as _rule
     from services.depersonalise.aggregates import calendar_layout, lattice_table
-    from services.depersonalise.routes import _rule
     from shared.catalogue import load_catalogue
 
     shipped = load_catalogue()

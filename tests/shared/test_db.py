@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from shared.db import make_engine, write_transaction
+from shared.db import in_read_transaction, in_write_transaction, make_engine, write_transaction
 
 
 def impatient_engine(path: Path) -> Engine:
@@ -96,4 +96,25 @@ def test_a_failed_write_rolls_back_and_frees_the_queue(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     with write_transaction(engine) as connection:
         assert connection.execute(text("SELECT count(*) FROM t")).scalar() == 0
+    engine.dispose()
+
+
+def test_a_background_job_commits_all_its_work_or_none_of_it(tmp_path: Path) -> None:
+    engine = impatient_engine(tmp_path / "job.db")
+
+    def add(connection: Any, writer: int, n: int = 1) -> int:
+        connection.execute(text("INSERT INTO t VALUES (:w, :n)"), {"w": writer, "n": n})
+        return writer
+
+    def add_then_fail(connection: Any) -> None:
+        add(connection, 2)
+        raise RuntimeError("boom")
+
+    def count(connection: Any) -> int:
+        return int(connection.execute(text("SELECT count(*) FROM t")).scalar_one())
+
+    assert in_write_transaction(engine, add, 1, n=5) == 1
+    with pytest.raises(RuntimeError):
+        in_write_transaction(engine, add_then_fail)
+    assert in_read_transaction(engine, count) == 1
     engine.dispose()

@@ -3,8 +3,10 @@ it raises and reads, loads neither FastAPI nor Starlette."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,9 @@ FRAMEWORK_FREE = (
     "services.agreements.dry_run",
     "services.agreements.retention",
     "services.agreements.service",
+    "services.agreements.agencies",
+    "services.agreements.agreement_terms",
+    "services.agreements.change_log",
     "services.agreements.visibility",
     "services.gateway.audit",
     "services.gateway.audit_queries",
@@ -28,7 +33,23 @@ FRAMEWORK_FREE = (
     "services.gateway.key_issue",
     "services.gateway.decisions",
     "services.gateway.retention_audit",
+    "services.depersonalise.aggregate_query",
+    "services.depersonalise.layers",
+    "services.depersonalise.record_bodies",
+    "services.depersonalise.record_policy",
+    "services.depersonalise.uploads",
+    "services.ingest.linkage",
+    "services.ingest.linkage_fields",
+    "services.ingest.linkage_keys",
+    "services.ingest.linkage_matching",
+    "services.ingest.linkage_model",
 )
+
+# The modules whose job is HTTP: the app, its dependencies, its routes (one module or one per
+# resource, ``routes_<resource>.py`` or ingest's ``<resource>_routes.py``), the gateway's proxy
+# and the analysts' page it serves.
+HTTP_MODULE = re.compile(r"(main|deps|routes|routes_\w+|\w+_routes)\.py")
+GATEWAY_HTTP = {"proxy.py", "web.py"}
 
 
 PROBE = """
@@ -52,6 +73,24 @@ def test_domain_modules_load_without_fastapi_or_starlette() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_only_the_http_modules_of_a_service_import_the_framework() -> None:
+    services = Path(__file__).resolve().parents[2] / "services"
+    framework = re.compile(r"fastapi|starlette")
+    importing = [
+        path
+        for path in sorted(services.glob("*/*.py"))
+        if framework.search(path.read_text(encoding="utf-8"))
+    ]
+    assert importing, "the services are where the check looks"
+    strays = [
+        f"{path.parent.name}/{path.name}"
+        for path in importing
+        if not HTTP_MODULE.fullmatch(path.name)
+        and not (path.parent.name == "gateway" and path.name in GATEWAY_HTTP)
+    ]
+    assert strays == []
 
 
 def test_names_moved_to_shared_deps_are_still_importable_from_where_they_were() -> None:

@@ -1,0 +1,51 @@
+"""Routes of the hub's own traffic: ingest's events, and the operators' reconciliation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from services.depersonalise import store
+from services.depersonalise.deps import CatalogueDep, EngineDep, RegistryDep, SettingsDep
+from services.depersonalise.models import EventBatch, EventsAnswer
+from services.depersonalise.reconcile import reconcile
+from shared.http import require_service
+from shared.tokens import AdminDep, ClaimsDep
+
+internal = APIRouter(prefix="/internal", tags=["internal"])
+router = APIRouter(prefix="/v1", tags=["depersonalise"])
+
+
+# --- ingest → depersonalise -------------------------------------------------------------------
+
+
+@internal.post("/events")
+def receive_events(
+    batch: EventBatch,
+    claims: ClaimsDep,
+    engine: EngineDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+) -> EventsAnswer:
+    require_service(claims)
+    results, stored = store.apply_events(
+        engine, batch.events, catalogue, registry.targets(), settings.record_key_secret()
+    )
+    return EventsAnswer.model_validate({"results": results, "depersonalised": stored})
+
+
+@router.post("/reconcile")
+async def reconcile_now(request: Request, _admin: AdminDep) -> dict[str, Any]:
+    """Compare raw (ingest) with derived records per dataset x provider now, and repair."""
+    return await reconcile(request.app.state)
+
+
+@router.get("/reconcile")
+def last_reconcile(request: Request, _admin: AdminDep) -> dict[str, Any]:
+    """The last reconciliation of this replica (scheduled or asked for)."""
+    report = request.app.state.reconcile
+    if report is None:
+        return {"state": "never", "pairs": [], "lag_records": 0}
+    return dict(report)
