@@ -214,38 +214,56 @@ def recount(conn: Connection, generation: int, catalogue: dict[str, Dataset]) ->
 
 
 def _recount_sql(conn: Connection, spec: Dataset, people: bool) -> str:
+    """(layer, dim, provider, period start, area, the value's JSON text[, person], count, keys)
+    of a dataset's live records in one generation, in key order."""
     postgres = conn.dialect.name == "postgresql"
-    raws = []
-    for dim in dims_of(spec):
+    dims = dims_of(spec)
+    for dim in dims:
         if not _FIELD.match(dim or "x"):
             raise ValueError(f"a breakdown field the cube cannot name: {dim!r}")
-        if dim == TOTAL:
-            raws.append("WHEN '' THEN NULL")
-        elif dim == "category":
-            raws.append("WHEN 'category' THEN r.category")
-        elif postgres:
-            raws.append(
-                f"WHEN '{dim}' THEN coalesce((r.attributes -> '{dim}')::text, "
-                f"(r.counted -> '{dim}')::text)"
-            )
-        else:
-            raws.append(
-                f"WHEN '{dim}' THEN coalesce(r.attributes -> '$.\"{dim}\"', "
-                f"r.counted -> '$.\"{dim}\"')"
-            )
-    dims = ", ".join(f"('{dim}')" for dim in dims_of(spec))
-    each = "json_each_text(r.areas)" if postgres else "json_each(r.areas)"
-    mark = "%s" if postgres else "?"
+    fields = [d for d in dims if d not in (TOTAL, "category")]
+    if postgres:
+        json_of = [
+            f"coalesce((r.attributes -> '{d}')::text, (r.counted -> '{d}')::text)" for d in fields
+        ]
+    else:
+        json_of = [
+            f"coalesce(r.attributes -> '$.\"{d}\"', r.counted -> '$.\"{d}\"')" for d in fields
+        ]
+    raws = ["r.category", *json_of]
     person = ", r.person" if people else ""
     counted = "count(*), max(coalesce(r.person_key, 0))" if people else "count(*), sum(r.key)"
-    only = " AND r.person IS NOT NULL AND r.person <> ''" if people else ""
+    mark = "%s" if postgres else "?"
+    where = (
+        f"r.generation = {mark} AND r.dataset = {mark} AND NOT r.deleted "
+        "AND r.period_start IS NOT NULL"
+        + (" AND r.person IS NOT NULL AND r.person <> ''" if people else "")
+    )
+    named = ["category", *fields]
+    if postgres:
+        # One scan: each record's areas parsed once, every dim a grouping set of one hash
+        # aggregation (GROUPING(vN) = 0 in the set of dim N).
+        columns = ", ".join(f"{raw} AS v{i}" for i, raw in enumerate(raws))
+        base = f"layer, provider, period_start, area{', person' if people else ''}"
+        sets = ", ".join([f"({base})", *(f"({base}, v{i})" for i in range(len(raws)))])
+        dim = " ".join(f"WHEN GROUPING(v{i}) = 0 THEN '{n}'" for i, n in enumerate(named))
+        raw = " ".join(f"WHEN GROUPING(v{i}) = 0 THEN v{i}" for i in range(len(raws)))
+        aggregate = counted.replace("r.", "")
+        return (
+            f"SELECT layer, CASE {dim} ELSE '' END AS dim, provider, period_start, area, "
+            f"CASE {raw} END AS raw{', person' if people else ''}, {aggregate} "
+            f"FROM (SELECT a.key AS layer, r.provider, r.period_start, "
+            f"coalesce(a.value, '') AS area{person}, r.key, r.person_key, {columns} "
+            f"FROM derived_record r, json_each_text(r.areas) a WHERE {where}) s "
+            f"GROUP BY GROUPING SETS ({sets}) ORDER BY 1, 2, 3, 4, 5"
+        )
+    cases = " ".join(f"WHEN '{n}' THEN {raw}" for n, raw in zip(named, raws, strict=True))
+    values = ", ".join(f"('{dim}')" for dim in dims)
     return (
-        f"WITH dims(dim) AS (VALUES {dims}) "
+        f"WITH dims(dim) AS (VALUES {values}) "
         f"SELECT a.key, d.dim, r.provider, r.period_start, coalesce(a.value, ''), "
-        f"CASE d.dim {' '.join(raws)} END{person}, {counted} "
-        f"FROM derived_record r, {each} a, dims d "
-        f"WHERE r.generation = {mark} AND r.dataset = {mark} AND NOT r.deleted "
-        f"AND r.period_start IS NOT NULL{only} "
+        f"CASE d.dim WHEN '' THEN NULL {cases} END{person}, {counted} "
+        f"FROM derived_record r, json_each(r.areas) a, dims d WHERE {where} "
         f"GROUP BY 1, 2, 3, 4, 5, 6{', 7' if people else ''} ORDER BY 1, 2, 3, 4, 5"
     )
 
@@ -259,6 +277,11 @@ def _recount_table(
     driver: Any = conn.connection.driver_connection
     # On PostgreSQL a server-side cursor: the groups come back chunk by chunk, never all at once.
     cursor = driver.cursor(name="cube_recount") if postgres else driver.cursor()
+    if postgres:
+        # Millions of rows estimated: compiling (JIT) would cost more than it saves; the hash
+        # aggregation gets room to stay in memory.
+        conn.exec_driver_sql("SET LOCAL jit = off")
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
     try:
         cursor.execute(sql, params)
         pending: list[tuple[Any, ...]] = []
