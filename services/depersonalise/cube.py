@@ -219,7 +219,7 @@ def _recount_sql(conn: Connection, spec: Dataset, people: bool) -> str:
     postgres = conn.dialect.name == "postgresql"
     dims = dims_of(spec)
     for dim in dims:
-        if not _FIELD.match(dim or "x"):
+        if dim and not _FIELD.match(dim):  # named in the SQL text: field names only
             raise ValueError(f"a breakdown field the cube cannot name: {dim!r}")
     fields = [d for d in dims if d not in (TOTAL, "category")]
     if postgres:
