@@ -260,6 +260,7 @@ def rebuild_figures(url: str, suffix: str) -> None:
         "records/s",
         records=figures["records"],
         seconds=round(figures["seconds"], 1),
+        recount_seconds=round(figures["recount_seconds"], 1),
     )
     record(
         f"depersonalise_rebuild_peak_rss_mb{suffix}",
