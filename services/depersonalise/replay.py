@@ -137,6 +137,7 @@ async def rebuild(
         progress.update(state="complete", finished_at=store.now().isoformat(), replayed=False)
         await asyncio.to_thread(store.activate, engine, building, progress)
         return progress
+    analysed = page_size
     try:
         for name in sorted(catalogue):
             after: Any = None
@@ -164,6 +165,10 @@ async def rebuild(
                         keys,
                     )
                     progress["processed"] += len(events)
+                    if progress["processed"] >= analysed * 2:
+                        # Statistics as the new partition grows (each time it doubles).
+                        analysed = progress["processed"]
+                        await asyncio.to_thread(store.analyze_generation, engine, building)
                     await asyncio.to_thread(store.set_progress, engine, dict(progress))
                 if not more:
                     break
@@ -186,6 +191,7 @@ async def rebuild(
     try:
         # Replayed records were not counted one by one: the new cube is one aggregation.
         await asyncio.to_thread(store.recount_cube, engine, building, catalogue)
+        await asyncio.to_thread(store.analyze_generation, engine, building)
     except Exception as exc:  # noqa: BLE001 - old answers stay served; the state says why
         log.error("rebuild failed", extra={"error": type(exc).__name__})
         failed = {**progress, "state": "failed", "error": type(exc).__name__}

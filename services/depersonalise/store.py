@@ -332,6 +332,19 @@ def recount_cube(engine: Engine, generation: int, catalogue: dict[str, Dataset])
         cube.recount(conn, generation, catalogue)
 
 
+def analyze_generation(engine: Engine, generation: int) -> None:
+    """Fresh planner statistics for a generation's partitions (PostgreSQL; nothing elsewhere).
+    A rebuild's partitions start empty: without them, a lookup of held record keys is planned
+    as a scan of the whole partition, page after page."""
+    with engine.begin() as conn:
+        if not partitions.postgres(conn):
+            return
+        for table in partitions.PARTITIONED:
+            name = f"{table}_g{int(generation)}"
+            if conn.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar_one():
+                conn.execute(text(f"ANALYZE {name}"))
+
+
 def abandon(engine: Engine, rebuild: dict[str, Any]) -> None:
     """Keep serving the old generation; the pending layers wait for a retried rebuild."""
     with write_transaction(engine) as conn:
