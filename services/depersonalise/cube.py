@@ -2,19 +2,21 @@
 
 Every live derived record adds 1 (and its record key) to one cell per layer × breakdown ``dim``
 (``""``, the total; ``category``; each attribute or special-category field that can be a ``by``)
-at two grains: its period at the dataset's time resolution (``fine`` false) and its day (``fine``
-true; skipped for datasets held by day, whose periods are days). A record of a linked person also
+at its period at the dataset's time resolution (``fine`` false). A record of a linked person also
 adds its person to the same cells in ``cube_person``, so ``count=people`` stays exact. The cube is
 changed in the transaction that changes the records (store.apply_events, drop_unheld), so it is
-never ahead of or behind them; a rebuild writes the next generation's cube as it replays.
+never ahead of or behind them; a rebuild replays records without counting them one by one and
+then counts the next generation's cube in one aggregation over its records (``recount``).
 
-Aggregates read only the period cells (``fine`` false): a grant window counts the base periods it
-covers whole (protection.py). Day cells stay for finer reads to come.
+Aggregates read only period cells: a grant window counts the base periods it covers whole
+(protection.py), so no day cells (``fine`` true) are written.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -74,28 +76,14 @@ def _as_date(value: Any) -> date | None:
 def cells_of(row: dict[str, Any], spec: Dataset) -> list[Key]:
     """The cube cells a derived record (a row of derived_record) is counted in."""
     start = _as_date(row.get("period_start"))
-    day = _as_date(row.get("occurred_on")) or start
-    if row.get("deleted") or start is None or day is None:
+    if row.get("deleted") or start is None:
         return []
-    grains = [(False, start)] if spec.time_resolution == "day" else [(False, start), (True, day)]
+    generation, dataset, provider = row["generation"], row["dataset"], row["provider"]
     values = [(dim, value_of(row, dim)) for dim in dims_of(spec)]
-    # Day cells have no total: the category cells of a day hold each of its records once.
     return [
-        (
-            row["generation"],
-            row["dataset"],
-            layer,
-            dim,
-            fine,
-            row["provider"],
-            at,
-            area or "",
-            value,
-        )
+        (generation, dataset, layer, dim, False, provider, start, area or "", value)
         for layer, area in sorted((row.get("areas") or {}).items())
         for dim, value in values
-        for fine, at in grains
-        if not (fine and dim == TOTAL)
     ]
 
 
@@ -204,6 +192,153 @@ def _drop_empty(conn: Connection, table: Any, keys: list[tuple[Any, ...]]) -> No
 def drop_generations(conn: Connection, keep: int) -> None:
     for table in (T_CELL, T_PERSON):
         conn.execute(delete(table).where(table.c.generation != keep))
+
+
+RECOUNT_CHUNK = 20_000  # cells read, merged and written at a time: the recount's memory bound
+_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def recount(conn: Connection, generation: int, catalogue: dict[str, Dataset]) -> None:
+    """Replace a generation's cube with a count of its live records: one aggregation per
+    dataset (and one of its people) in the database, the cells streamed back in key order and
+    written in chunks, so memory follows the chunk, not the records. The same cells as adding
+    each record's ``cells_of`` one by one: the database groups by each breakdown value's JSON
+    text, and Python turns it into the value aggregates count (``value_of``), merging texts that
+    name the same value."""
+    for table in (T_CELL, T_PERSON):
+        conn.execute(delete(table).where(table.c.generation == generation))
+    for name in sorted(catalogue):
+        spec = catalogue[name]
+        _recount_table(conn, T_CELL, generation, spec, people=False)
+        _recount_table(conn, T_PERSON, generation, spec, people=True)
+
+
+def _recount_sql(conn: Connection, spec: Dataset, people: bool) -> str:
+    """(layer, dim, provider, period start, area, the value's JSON text[, person], count, keys)
+    of a dataset's live records in one generation, in key order."""
+    postgres = conn.dialect.name == "postgresql"
+    dims = dims_of(spec)
+    for dim in dims:
+        if dim and not _FIELD.match(dim):  # named in the SQL text: field names only
+            raise ValueError(f"a breakdown field the cube cannot name: {dim!r}")
+    fields = [d for d in dims if d not in (TOTAL, "category")]
+    if postgres:
+        json_of = [
+            f"coalesce((r.attributes -> '{d}')::text, (r.counted -> '{d}')::text)" for d in fields
+        ]
+    else:
+        json_of = [
+            f"coalesce(r.attributes -> '$.\"{d}\"', r.counted -> '$.\"{d}\"')" for d in fields
+        ]
+    raws = ["r.category", *json_of]
+    person = ", r.person" if people else ""
+    counted = "count(*), max(coalesce(r.person_key, 0))" if people else "count(*), sum(r.key)"
+    mark = "%s" if postgres else "?"
+    where = (
+        f"r.generation = {mark} AND r.dataset = {mark} AND NOT r.deleted "
+        "AND r.period_start IS NOT NULL"
+        + (" AND r.person IS NOT NULL AND r.person <> ''" if people else "")
+    )
+    named = ["category", *fields]
+    if postgres:
+        # One scan: each record's areas parsed once, every dim a grouping set of one hash
+        # aggregation (GROUPING(vN) = 0 in the set of dim N).
+        columns = ", ".join(f"{raw} AS v{i}" for i, raw in enumerate(raws))
+        base = f"layer, provider, period_start, area{', person' if people else ''}"
+        sets = ", ".join([f"({base})", *(f"({base}, v{i})" for i in range(len(raws)))])
+        dim = " ".join(f"WHEN GROUPING(v{i}) = 0 THEN '{n}'" for i, n in enumerate(named))
+        raw = " ".join(f"WHEN GROUPING(v{i}) = 0 THEN v{i}" for i in range(len(raws)))
+        aggregate = counted.replace("r.", "")
+        return (
+            f"SELECT layer, CASE {dim} ELSE '' END AS dim, provider, period_start, area, "
+            f"CASE {raw} END AS raw{', person' if people else ''}, {aggregate} "
+            f"FROM (SELECT a.key AS layer, r.provider, r.period_start, "
+            f"coalesce(a.value, '') AS area{person}, r.key, r.person_key, {columns} "
+            f"FROM derived_record r, json_each_text(r.areas) a WHERE {where}) s "
+            f"GROUP BY GROUPING SETS ({sets}) ORDER BY 1, 2, 3, 4, 5"
+        )
+    cases = " ".join(f"WHEN '{n}' THEN {raw}" for n, raw in zip(named, raws, strict=True))
+    values = ", ".join(f"('{dim}')" for dim in dims)
+    return (
+        f"WITH dims(dim) AS (VALUES {values}) "
+        f"SELECT a.key, d.dim, r.provider, r.period_start, coalesce(a.value, ''), "
+        f"CASE d.dim WHEN '' THEN NULL {cases} END{person}, {counted} "
+        f"FROM derived_record r, json_each(r.areas) a, dims d WHERE {where} "
+        f"GROUP BY 1, 2, 3, 4, 5, 6{', 7' if people else ''} ORDER BY 1, 2, 3, 4, 5"
+    )
+
+
+def _recount_table(
+    conn: Connection, table: Any, generation: int, spec: Dataset, people: bool
+) -> None:
+    sql = _recount_sql(conn, spec, people)
+    params = (generation, spec.name)
+    postgres = conn.dialect.name == "postgresql"
+    driver: Any = conn.connection.driver_connection
+    # On PostgreSQL a server-side cursor: the groups come back chunk by chunk, never all at once.
+    cursor = driver.cursor(name="cube_recount") if postgres else driver.cursor()
+    if postgres:
+        # Millions of rows estimated: compiling (JIT) would cost more than it saves; the hash
+        # aggregation gets room to stay in memory.
+        conn.exec_driver_sql("SET LOCAL jit = off")
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+    try:
+        cursor.execute(sql, params)
+        pending: list[tuple[Any, ...]] = []
+        group: Key | None = None
+        merged: dict[Any, list[int]] = {}
+        added = ["count"] if people else ["count", "key_sum"]
+        while True:
+            rows = cursor.fetchmany(RECOUNT_CHUNK)
+            for row in rows:
+                layer, dim, provider, at, area, raw = row[:6]
+                prefix = (layer, dim, provider, at, area)
+                if prefix != group:
+                    pending += _cells(generation, spec.name, group, merged, people)
+                    group, merged = prefix, {}
+                value = _value(dim, raw)
+                if people:
+                    held = merged.setdefault((value, row[6]), [0, 0])
+                    held[0] += int(row[7])
+                    held[1] = int(row[8])
+                else:
+                    held = merged.setdefault(value, [0, 0])
+                    held[0] += int(row[6])
+                    held[1] += int(row[7])
+            if not rows:
+                pending += _cells(generation, spec.name, group, merged, people)
+            if len(pending) >= RECOUNT_CHUNK or not rows:
+                _upsert(conn, table, pending, added)
+                pending = []
+            if not rows:
+                break
+    finally:
+        cursor.close()
+
+
+def _value(dim: str, raw: Any) -> str:
+    """The value aggregates count for a breakdown's JSON text (``value_of``)."""
+    if dim == TOTAL or raw is None:
+        return ""
+    if dim == "category":
+        return str(raw)
+    value = json.loads(raw)
+    return "" if value is None else str(value)
+
+
+def _cells(
+    generation: int, dataset: str, group: Key | None, merged: dict[Any, list[int]], people: bool
+) -> list[tuple[Any, ...]]:
+    if group is None:
+        return []
+    layer, dim, provider, at, area = group
+    base = (generation, dataset, layer, dim, False, provider, _as_date(at))
+    if people:
+        return [
+            (*base, area, value, person, person_key, count)
+            for (value, person), (count, person_key) in merged.items()
+        ]
+    return [(*base, area, value, count, keys) for value, (count, keys) in merged.items()]
 
 
 # --- reading --------------------------------------------------------------------------------

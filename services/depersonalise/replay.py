@@ -12,9 +12,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from services.depersonalise import store
@@ -47,6 +49,13 @@ def retry_after(rebuild: dict[str, Any], moment: datetime | None = None) -> str:
         return "5"
     remaining = max(total - processed, 0) / (processed / elapsed)
     return str(int(min(max(remaining, 1), 60)))
+
+
+class ReplayPage(BaseModel):
+    """A page of ``GET /internal/records``: its events and the cursor of the next page."""
+
+    events: list[Event] = []
+    next: Any = None
 
 
 class IngestUnreachableError(Exception):
@@ -128,6 +137,7 @@ async def rebuild(
         progress.update(state="complete", finished_at=store.now().isoformat(), replayed=False)
         await asyncio.to_thread(store.activate, engine, building, progress)
         return progress
+    analysed = page_size
     try:
         for name in sorted(catalogue):
             after: Any = None
@@ -147,9 +157,18 @@ async def rebuild(
                     registry = await asyncio.to_thread(registry_loader)
                     targets = [(building, registry.building_layers(), registry.building_snap())]
                     await asyncio.to_thread(
-                        store.apply_events, engine, events, catalogue, targets, keys
+                        partial(store.apply_events, count=False),
+                        engine,
+                        events,
+                        catalogue,
+                        targets,
+                        keys,
                     )
                     progress["processed"] += len(events)
+                    if progress["processed"] >= analysed * 2:
+                        # Statistics as the new partition grows (each time it doubles).
+                        analysed = progress["processed"]
+                        await asyncio.to_thread(store.analyze_generation, engine, building)
                     await asyncio.to_thread(store.set_progress, engine, dict(progress))
                 if not more:
                     break
@@ -164,6 +183,15 @@ async def rebuild(
         log.warning("rebuild failed", extra={"processed": progress["processed"]})
         await asyncio.to_thread(store.abandon, engine, failed)
         return failed
+    except Exception as exc:  # noqa: BLE001 - old answers stay served; the state says why
+        log.error("rebuild failed", extra={"error": type(exc).__name__})
+        failed = {**progress, "state": "failed", "error": type(exc).__name__}
+        await asyncio.to_thread(store.abandon, engine, failed)
+        return failed
+    try:
+        # Replayed records were not counted one by one: the new cube is one aggregation.
+        await asyncio.to_thread(store.recount_cube, engine, building, catalogue)
+        await asyncio.to_thread(store.analyze_generation, engine, building)
     except Exception as exc:  # noqa: BLE001 - old answers stay served; the state says why
         log.error("rebuild failed", extra={"error": type(exc).__name__})
         failed = {**progress, "state": "failed", "error": type(exc).__name__}
@@ -228,11 +256,12 @@ async def _page(
         # A 404 too: finishing with no records would drop every derived record the old layers had.
         raise IngestUnreachableError(f"status {response.status_code}")
     try:
-        body = response.json()
-        events = [Event.model_validate(e) for e in body.get("events", [])]
+        # Parsed and validated in one pass over the bytes, not through Python dicts first.
+        body = ReplayPage.model_validate_json(response.content)
     except ValueError as exc:
         raise IngestUnreachableError("malformed page") from exc
-    if "next" in body:
-        return events, body["next"], body["next"] is not None and bool(events)
+    events = body.events
+    if "next" in body.model_fields_set:
+        return events, body.next, body.next is not None and bool(events)
     cursor = events[-1].event_id if events else None
     return events, cursor, len(events) >= limit

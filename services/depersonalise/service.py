@@ -156,6 +156,13 @@ def mask_records(
     gx, gy, method, k, displacement = generalise(dataset, x, y, snap)
     published = {name: layer.assign(gx, gy) for name, layer in layers.items()}
     resolution = dataset.time_resolution
+    # Per record, plain Python values: indexing numpy arrays one element at a time costs more
+    # than the rest of the loop.
+    codes = {name: layer.codes.tolist() for name, layer in layers.items()}
+    at_point = {name: idx.tolist() for name, idx in areas.items()}
+    at_published = {name: idx.tolist() for name, idx in published.items()}
+    special = [f.name for f in dataset.fields if f.classification == "special-category"]
+    px, py, pk, how = gx.tolist(), gy.tolist(), k.tolist(), method.tolist()
     out = []
     for i, record in enumerate(records):
         moment = parse_instant(record.get("occurred_at"))
@@ -167,25 +174,21 @@ def mask_records(
                 category=band_category(record.get("category")),
                 attributes=kept_attributes(dataset, record),
                 areas={
-                    name: (str(layers[name].codes[idx[i]]) if idx[i] >= 0 else None)
-                    for name, idx in areas.items()
+                    name: (str(codes[name][idx[i]]) if idx[i] >= 0 else None)
+                    for name, idx in at_point.items()
                 },
-                x=None if np.isnan(gx[i]) else float(gx[i]),
-                y=None if np.isnan(gy[i]) else float(gy[i]),
-                method=str(method[i]),
-                k=None if np.isnan(k[i]) else float(k[i]),
+                x=None if math.isnan(px[i]) else px[i],
+                y=None if math.isnan(py[i]) else py[i],
+                method=str(how[i]),
+                k=None if math.isnan(pk[i]) else pk[i],
                 occurred_on=day,
                 occurred_until=day_of(record.get("occurred_to")),
-                counted={
-                    f.name: record[f.name]
-                    for f in dataset.fields
-                    if f.classification == "special-category" and record.get(f.name) is not None
-                },
+                counted={name: record[name] for name in special if record.get(name) is not None},
                 point_areas={
-                    name: (str(layers[name].codes[idx[i]]) if idx[i] >= 0 else None)
-                    for name, idx in published.items()
+                    name: (str(codes[name][idx[i]]) if idx[i] >= 0 else None)
+                    for name, idx in at_published.items()
                 }
-                if np.isfinite(gx[i])
+                if math.isfinite(px[i])
                 else {},
             )
         )

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, false, func, insert, or_, select, update
+from sqlalchemy import delete, false, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -318,6 +318,33 @@ def activate(engine: Engine, building: int, rebuild: dict[str, Any]) -> None:
         _bump(conn, generation=building, building=None, rebuild=rebuild)
 
 
+def recount_cube(engine: Engine, generation: int, catalogue: dict[str, Dataset]) -> None:
+    """Count a rebuilt generation's cube from its records (cube.recount), in one transaction.
+    Writers of that generation's records wait meanwhile (on PostgreSQL a SHARE lock on its
+    partition; SQLite has one writer), so a live event is either counted here or, committed
+    after, adds its own change to the recounted cube."""
+    with write_transaction(engine) as conn:
+        if partitions.postgres(conn):
+            held = conn.execute(
+                text("SELECT to_regclass(:name)"), {"name": f"derived_record_g{int(generation)}"}
+            ).scalar_one()
+            conn.execute(text(f"LOCK TABLE {held or 'derived_record'} IN SHARE MODE"))
+        cube.recount(conn, generation, catalogue)
+
+
+def analyze_generation(engine: Engine, generation: int) -> None:
+    """Fresh planner statistics for a generation's partitions (PostgreSQL; nothing elsewhere).
+    A rebuild's partitions start empty: without them, a lookup of held record keys is planned
+    as a scan of the whole partition, page after page."""
+    with engine.begin() as conn:
+        if not partitions.postgres(conn):
+            return
+        for table in partitions.PARTITIONED:
+            name = f"{table}_g{int(generation)}"
+            if conn.execute(text("SELECT to_regclass(:name)"), {"name": name}).scalar_one():
+                conn.execute(text(f"ANALYZE {name}"))
+
+
 def abandon(engine: Engine, rebuild: dict[str, Any]) -> None:
     """Keep serving the old generation; the pending layers wait for a retried rebuild."""
     with write_transaction(engine) as conn:
@@ -343,10 +370,14 @@ def apply_events(
     catalogue: dict[str, Dataset],
     targets: list[tuple[int, dict[str, Layer], SnapLayer | None]],
     secret: bytes,
+    *,
+    count: bool = True,
 ) -> tuple[list[dict[str, Any]], int]:
     """Apply each event to every target generation if its revision is newer than what is held,
     and the change to that generation's count cube in the same transaction (``secret``: the
-    record-key secret, cellkey.key_secret)."""
+    record-key secret, cellkey.key_secret). ``count`` false: the cube is left alone (a
+    rebuild's replay, whose generation is counted whole by ``recount_cube`` before it is
+    served)."""
     statuses: dict[int, str] = {}
     stored = 0
     for attempt in range(3):
@@ -354,7 +385,7 @@ def apply_events(
             with write_transaction(engine) as conn:
                 for position, (generation, layers, snap) in enumerate(targets):
                     outcome = _apply_to_generation(
-                        conn, events, catalogue, generation, layers, snap, secret
+                        conn, events, catalogue, generation, layers, snap, secret, count
                     )
                     if position == 0:
                         statuses = outcome
@@ -375,14 +406,15 @@ def _apply_to_generation(
     layers: dict[str, Layer],
     snap: SnapLayer | None,
     secret: bytes,
+    count: bool = True,
 ) -> dict[int, str]:
-    held = _held(conn, generation, list({e.record_key for e in events}))
+    held = _held(conn, generation, events)
     statuses, winners = _winners(events, catalogue, {k: r["revision"] for k, r in held.items()})
     if not winners:
         return statuses
     delta = cube.Delta.empty()
     replaced = [k for k in winners if k in held]
-    for key in replaced:
+    for key in replaced if count else ():
         spec = catalogue.get(held[key]["dataset"])
         if spec is not None:
             delta.add(held[key], spec, -1)
@@ -397,19 +429,25 @@ def _apply_to_generation(
     for row in rows:
         row["key"] = record_key_value(secret, row["record_key"])
         row["person_key"] = record_key_value(secret, row["person"]) if row["person"] else None
-        delta.add(row, catalogue[row["dataset"]], +1)
+        if count:
+            delta.add(row, catalogue[row["dataset"]], +1)
     insert_records(conn, rows)
     cube.apply(conn, delta)
     return statuses
 
 
-def _held(conn: Connection, generation: int, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """The rows held of these record keys in a generation."""
+def _held(conn: Connection, generation: int, events: list[Event]) -> dict[str, dict[str, Any]]:
+    """The rows held of these events' record keys in a generation. Looked up with the events'
+    providers, so that the unique key's index (generation, provider, record_key) finds them:
+    without the provider a lookup scanned the whole generation, page after page of a replay."""
+    keys = sorted({e.record_key for e in events})
+    providers = sorted({e.provider for e in events})
     held: dict[str, dict[str, Any]] = {}
     for start in range(0, len(keys), 500):
         for row in conn.execute(
             select(T_RECORD).where(
                 (T_RECORD.c.generation == generation)
+                & T_RECORD.c.provider.in_(providers)
                 & T_RECORD.c.record_key.in_(keys[start : start + 500])
             )
         ).mappings():
@@ -503,6 +541,9 @@ def _masked_row(generation: int, event: Event, masked: Any) -> dict[str, Any]:
 
 COPY_FROM = 200  # rows from which PostgreSQL is given a batch by COPY rather than INSERT
 JSON_COLUMNS = {"attributes", "areas", "point_areas", "counted"}
+# Columns whose values SQLite takes as they are (text and numbers, never dates or booleans).
+PLAIN_COLUMNS = {"record_key", "dataset", "provider", "revision", "category", "person", "method"}
+PLAIN_COLUMNS |= {"generation", "x", "y", "k", "key", "person_key"}
 
 
 def insert_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -523,10 +564,18 @@ def insert_records(conn: Connection, rows: list[dict[str, Any]]) -> None:
         f"VALUES ({', '.join('?' * len(columns))})"
     )
     for start in range(0, len(rows), 5000):
-        conn.exec_driver_sql(
-            sql,
-            [tuple(_sqlite(row.get(c), c) for c in columns) for row in rows[start : start + 5000]],
-        )
+        chunk = rows[start : start + 5000]
+        # Column by column: only the JSON, date and boolean columns are converted.
+        values = [_sqlite_column([row.get(c) for row in chunk], c) for c in columns]
+        conn.exec_driver_sql(sql, list(zip(*values, strict=True)))
+
+
+def _sqlite_column(values: list[Any], column: str) -> list[Any]:
+    if column in JSON_COLUMNS:
+        return [None if v is None else json.dumps(v) for v in values]
+    if column in PLAIN_COLUMNS:
+        return values
+    return [_sqlite(v, column) for v in values]
 
 
 def _sqlite(value: Any, column: str) -> Any:

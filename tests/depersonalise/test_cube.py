@@ -4,12 +4,16 @@ retractions, reconciliation drops and a rebuild (cells that reach zero are gone)
 from __future__ import annotations
 
 from collections import Counter
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 
 from services.depersonalise import cube, store
+from services.depersonalise.models import Base, Event
 from shared.catalogue import load_catalogue
+from shared.db import make_engine, prepare_schema
 from tests.depersonalise.conftest import event, service, wait_rebuild
 from tests.depersonalise.test_api import load_demo
 
@@ -113,3 +117,45 @@ def test_the_cube_is_a_recount_of_the_live_records(make_client: Any) -> None:
             select(cube.T_CELL.c.generation).where(cube.T_CELL.c.generation != rebuilt)
         ).first()
     assert others is None  # the old generation's cube went with its records
+
+
+def test_a_recount_gives_the_cells_records_add_one_by_one(database_url: Any) -> None:
+    """A rebuild counts its generation in one aggregation (cube.recount): the same cells, counts,
+    key sums and people as each record's cells added one by one, whatever JSON its values are."""
+    engine = make_engine(database_url("depersonalise"))
+    prepare_schema(engine, Base.metadata, Path(store.__file__).parent / "migrations")
+    store.ensure_state(engine)
+    values: list[Any] = ["charged", True, False, None, 12, 1.5, "12", [1, "a"], {"b": 2}]
+    rows = []
+    for i in range(60):
+        dataset = "offender-offence" if i % 4 == 0 else "police-crime"
+        event = Event.model_construct(
+            event_id=i,
+            op="upsert",
+            dataset=dataset,
+            provider=["gmp", "tfgm"][i % 2],
+            record_key=f"r{i}",
+            revision=1,
+        )
+        attributes = {"outcome": values[i % len(values)]} if i % 5 else {}
+        rows.append(
+            {
+                **store._row(7, event, deleted=i % 11 == 0),
+                "period_start": None if i % 13 == 0 else date(2024, 1 + i % 3, 1),
+                "category": ["Burglary", None, "Robbery"][i % 3],
+                "attributes": attributes,
+                "counted": {"outcome": values[(i + 3) % len(values)]} if i % 3 else None,
+                "areas": {"bench": f"E{i % 4}", "other": None if i % 6 == 0 else f"W{i % 2}"},
+                "person": f"person-{i % 3}" if dataset == "offender-offence" else None,
+                "person_key": i % 3 if dataset == "offender-offence" else None,
+                "key": i * 7 % 128,
+            }
+        )
+    with engine.begin() as conn:
+        store.insert_records(conn, rows)
+    store.recount_cube(engine, 7, CATALOGUE)
+    assert held(engine, 7) == recount(engine, 7)
+    assert held(engine, 7)[1]
+    store.recount_cube(engine, 7, CATALOGUE)  # a second count replaces the first
+    assert held(engine, 7) == recount(engine, 7)
+    engine.dispose()
