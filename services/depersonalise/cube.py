@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, exists, func, or_, select, tuple_
+from sqlalchemy import and_, case, delete, func, literal, or_, select, tuple_
 from sqlalchemy.engine import Connection
 
 from services.depersonalise.models import CUBE_KEY, CubeCell, CubePerson
@@ -516,61 +516,104 @@ def read_uncovered(
     conn: Connection, query: Query, spec: Dataset, scope: Slices, threshold: int
 ) -> set[tuple[str, str, date]]:
     """Rows (provider, area, period start) whose total is at least ``threshold`` while some
-    breakdown has no cell at or above it (its small cells have no cover) and the total would
-    narrow them: protection.uncovered_rows, in SQL. Only the rows whose total reaches the
-    threshold are looked at, each breakdown by probes of the cube's key (a cell of the row at or
-    above the threshold; how many cells it has), so the work follows the larger rows."""
-    dims = [d for d in dims_of(spec) if d != TOTAL]
-    t = T_CELL.c
-    if conn.dialect.name == "postgresql":
-        # The planner's estimate of the probes is far too high and would compile them (JIT) for
-        # longer than they take.
-        conn.exec_driver_sql("SET LOCAL jit = off")
+    breakdown has small cells that neither its cells at or above the threshold can cover
+    (protection.cover_need) nor the total leaves free (protection.whole_intervals):
+    protection.uncovered_rows, in SQL (:func:`_lacking`)."""
     found: set[tuple[str, str, date]] = set()
+    _plan_probes(conn)
     for base, (_withheld, (lo, hi)) in _bases(query, spec, scope):
-        key = {k: v for k, v in base.items() if k != "dim"}
-        lacking: list[Any] = []
-        for dim in dims:
-            cell = T_CELL.alias(f"in_{len(lacking)}")
-            row = (
-                _where(cell, {**key, "dim": dim}, False, None, None)
-                & (cell.c.at == t.at)
-                & (cell.c.area == t.area)
-            )
-            cells = select(func.count()).where(row).scalar_subquery()
-            large = exists().where(row & (cell.c.count >= threshold))
-            small = exists().where(row & (cell.c.count >= 1) & (cell.c.count < threshold))
-            # How far the row's cells reach past the least they could be (protection.cover_need).
-            spare = (
-                select(
-                    func.coalesce(
-                        func.sum(
-                            case(
-                                (cell.c.count >= threshold, cell.c.count - threshold),
-                                else_=cell.c.count - 1,
-                            )
-                        ),
-                        0,
-                    )
-                )
-                .where(row & (cell.c.count >= 1))
-                .scalar_subquery()
-            )
-            # Small cells that covers cannot free (protection.cover_need) and, without a cover,
-            # that the total would narrow (protection.whole_intervals).
-            free = ~large & (
-                (t.count >= cells + (threshold - 2))
-                & (t.count <= (cells - 1) * (threshold - 1) + 1)
-            )
-            lacking.append(small & ~((large & (spare >= threshold - 2)) | free))
-        if not lacking:
+        total, lacking = _totals(base, spec, threshold)
+        if lacking is None:
             continue
+        t = total.c
         rows = conn.execute(
             select(t.area, t.at).where(
-                _where(T_CELL, {**key, "dim": TOTAL}, False, lo, hi)
-                & (t.count >= threshold)
-                & or_(*lacking)
+                _where(total, _key(base), False, lo, hi) & (t.count >= threshold) & lacking
             )
         ).all()
         found.update((base["provider"], area, _as_date(at) or at) for area, at in rows)
     return found
+
+
+def read_table(
+    conn: Connection, query: Query, spec: Dataset, scope: Slices, threshold: int
+) -> tuple[list[BaseRow], set[tuple[str, str, date]]]:
+    """A query's base cells and its uncovered rows (:func:`read_base`, :func:`read_uncovered`).
+    A total table reads both at once: each total cell with whether its row is uncovered, the
+    breakdowns probed only for the totals at or above the threshold."""
+    if query.by is not None:
+        return list(read_base(conn, query, spec, scope)), read_uncovered(
+            conn, query, spec, scope, threshold
+        )
+    rows: list[BaseRow] = []
+    found: set[tuple[str, str, date]] = set()
+    _plan_probes(conn)
+    for base, (_withheld, (lo, hi)) in _bases(query, spec, scope):
+        provider = base["provider"]
+        total, lacking = _totals(base, spec, threshold)
+        t = total.c
+        flag = (
+            literal(0) if lacking is None else case(((t.count >= threshold) & lacking, 1), else_=0)
+        )
+        cells = fetch(
+            conn,
+            select(t.area, t.at, t.count, t.key_sum, flag).where(
+                _where(total, _key(base), False, lo, hi)
+            ),
+        )
+        rows.extend((provider, a, at, "", n, keys) for a, at, n, keys, _u in cells)
+        found.update((provider, a, _as_date(at) or at) for a, at, _n, _k, u in cells if u)
+    return rows, found
+
+
+def _plan_probes(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # The planner's estimate of the probes is far too high: it would compile them (JIT)
+        # for longer than they take.
+        conn.exec_driver_sql("SET LOCAL jit = off")
+
+
+def _key(base: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: v for k, v in base.items() if k != "dim"}, "dim": TOTAL}
+
+
+def _totals(base: dict[str, Any], spec: Dataset, threshold: int) -> tuple[Any, Any]:
+    """The total cells' table and whether a total's row lacks a cover in some breakdown (None
+    when the dataset has no breakdown): one probe of the cube's key per breakdown, in turn,
+    until one lacks it."""
+    total = T_CELL.alias("total")
+    dims = [d for d in dims_of(spec) if d != TOTAL]
+    if not dims:
+        return total, None
+    return total, or_(*(_lacking(total, dim, threshold) for dim in dims))
+
+
+def _lacking(total: Any, dim: str, threshold: int) -> Any:
+    """Whether the row of a total cell has, in ``dim``, small cells (1..threshold-1) that its
+    cells at or above the threshold cannot cover (protection.cover_need) and that, without a
+    cover, the total would narrow (protection.whole_intervals)."""
+    cell = T_CELL.alias(f"in_{dim}")
+    t, c = total.c, cell.c
+
+    def tally(condition: Any) -> Any:
+        return func.sum(case((condition, 1), else_=0))
+
+    large = tally(c.count >= threshold)
+    small = tally((c.count >= 1) & (c.count < threshold))
+    # How far the row's cells reach past the least they could be (protection.cover_need).
+    spare = func.sum(
+        case((c.count >= threshold, c.count - threshold), (c.count >= 1, c.count - 1), else_=0)
+    )
+    cells = func.count()
+    free = (t.count >= cells + (threshold - 2)) & (t.count <= (cells - 1) * (threshold - 1) + 1)
+    lacking = (small > 0) & ~(((large > 0) & (spare >= threshold - 2)) | ((large == 0) & free))
+    same_row = and_(
+        *(getattr(c, k) == getattr(t, k) for k in ("generation", "dataset", "layer", "fine")),
+        c.provider == t.provider,
+        c.dim == dim,
+        c.at == t.at,
+        c.area == t.area,
+    )
+    # An aggregate without GROUP BY answers one row, also for a row with no cell in ``dim``.
+    found = select(case((lacking, 1), else_=0)).where(same_row).scalar_subquery()
+    return found == 1

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from pyproj import Transformer
 
+from services.depersonalise.aggregates import CellTable
 from shared.http import CSV_MEDIA, negotiate, neutralise
 
 MEDIA = {
@@ -84,6 +85,21 @@ def records_geojson(records: list[dict[str, Any]], extra: dict[str, Any]) -> dic
         for record, point in zip(records, coords, strict=True)
     ]
     return {"type": "FeatureCollection", "features": features, **extra}
+
+
+def aggregates_json(body: dict[str, Any]) -> bytes:
+    """An aggregates body as JSONResponse renders it (compact, UTF-8, no NaN), byte for byte; its
+    cells written straight from the answer's arrays (aggregates.CellTable.json)."""
+    members = [
+        f"{json.dumps(key, ensure_ascii=False)}:"
+        + (
+            value.json()
+            if isinstance(value, CellTable)
+            else json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        )
+        for key, value in body.items()
+    ]
+    return ("{" + ",".join(members) + "}").encode("utf-8")
 
 
 def aggregates_geojson(answer: dict[str, Any], shapes: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from services.depersonalise.deps import (
 from services.depersonalise.formats import (
     MEDIA,
     aggregates_geojson,
+    aggregates_json,
     choose_format,
     columns_of,
     to_csv,
@@ -115,7 +116,7 @@ def read_aggregates(
         return JSONResponse(
             aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
         )
-    return JSONResponse(body, headers=headers)
+    return Response(aggregates_json(body), media_type=MEDIA["json"], headers=headers)
 
 
 @router.get("/releases/{release_id}")

@@ -108,8 +108,9 @@ def _base(
         if people:
             who = store.base_people(engine, query, spec, scope)
             return [], who, _people_uncovered(engine, query, spec, scope, threshold)
-        rows = store.base_cells(engine, query, spec, scope)
-        return rows, None, store.uncovered_rows(engine, query, spec, scope, threshold)
+        with engine.connect() as conn:
+            rows, loose = cube.read_table(conn, query, spec, scope, threshold)
+        return rows, None, loose
 
 
 def _people_uncovered(

@@ -315,3 +315,18 @@ def test_a_cohort_query_reads_only_the_cohorts_people(hub: dict[str, Any]) -> No
     assert {f.area for f in facts} == {ALL}
     records = answer.json()["disclosure"]["records"]
     assert records is None or records <= held  # no total where a cell is suppressed
+
+
+@pytest.mark.parametrize("ask", ASKS[:3], ids=["month", "quarter-category", "year-outcome"])
+def test_the_json_written_from_the_arrays_is_the_json_of_the_cells_byte_for_byte(
+    hub: dict[str, Any], ask: dict[str, Any]
+) -> None:
+    from starlette.responses import JSONResponse
+
+    url, headers = _query("police-crime", ask, GRANTS[0])
+    answer = hub["client"].get(url, headers=headers)
+    assert answer.status_code == 200, answer.text
+    expected = _reference(hub["app"], "police-crime", slices_of(GRANTS[0]), ask)
+    cells = [dict(cell) for cell in expected["cells"]]  # one dict per cell, as before
+    assert any(c["count"] is None for c in cells) and any(c["count"] == 0 for c in cells)
+    assert answer.content == JSONResponse({**answer.json(), "cells": cells}).body
