@@ -4,7 +4,7 @@ batches, postcode look-ups between chunk copies, and a refused batch leaving not
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,24 +12,14 @@ import msgspec
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
-from services.ingest.models import Base
 from services.ingest.service import PushOptions, push
 from services.ingest.tables import BATCH, OUTBOX, POSTCODE, RECORD
 from shared.catalogue import load_catalogue
-from shared.db import make_engine
 from shared.errors import ProblemError
 from shared.validation import compile_dataset
 
 CRIME = compile_dataset(load_catalogue()["police-crime"])
 MOMENT = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: Callable[[str], str]) -> Iterator[Engine]:
-    made = make_engine(database_url("ingest"))
-    Base.metadata.create_all(made)
-    yield made
-    made.dispose()
 
 
 def crime_row(ref: str, category: str = "Burglary", **place: Any) -> dict[str, Any]:

@@ -5,31 +5,19 @@ SQLite and on PostgreSQL's COPY writer: the same CSV is pushed both ways and com
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, select
 
 from services.ingest.bodies import csv_header, csv_rows
-from services.ingest.models import Base
 from services.ingest.service import PushOptions, PushOutcome, push
 from services.ingest.tables import RECORD
 from shared.catalogue import load_catalogue
-from shared.db import make_engine
 from shared.validation import CompiledDataset, compile_dataset
 
 MOMENT = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 CATALOGUE = load_catalogue()
-
-
-@pytest.fixture
-def engine(database_url: Callable[[str], str]) -> Iterator[Engine]:
-    made = make_engine(database_url("ingest"))
-    Base.metadata.create_all(made)
-    yield made
-    made.dispose()
 
 
 def pushed(
@@ -61,7 +49,8 @@ def assert_same_both_ways(engine: Engine, compiled: CompiledDataset, text: str) 
     return by_column
 
 
-CRIMES = """source_ref,occurred_at,occurred_to,category,latitude,longitude,easting,northing,offence_code
+CRIMES = """\
+source_ref,occurred_at,occurred_to,category,latitude,longitude,easting,northing,offence_code
 C1,2024-02-10T10:00:00Z,,Burglary,53.48,-2.24,,,28
 C2,2024-02-11T23:59:59Z,,Robbery,53.49,-2.25,,,
 C3,2024-02-12T00:00:00Z,,Vehicle crime,53.47,-2.23,,,29
