@@ -10,7 +10,8 @@ work on it overlaps Python's on the next; the connection is used by one thread a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,10 +21,50 @@ from sqlalchemy import Connection, text
 from services.ingest.tables import RECORD, dialect_insert
 
 COLUMNS = [c.name for c in RECORD.columns if c.name != "id"]
+_NUMBERS: dict[str, Callable[[Any], str]] = {
+    **dict.fromkeys(("revision", "batch_seq", "first_batch", "corrections"), int.__repr__),
+    **dict.fromkeys(("easting", "northing"), float.__repr__),
+}
+# COPY's text format: a tab between columns, \N for NULL, these escaped inside a value
+_ESCAPED = re.compile("[\\\\\t\n\r]")
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_BOOLEAN = {True: "t", False: "f"}
+_NULL = "\\N"
 KEY = ("provider", "dataset", "source_ref")
 # What a newer revision of a held record replaces; ``corrections`` counts the replacements.
 REPLACED = [c for c in COLUMNS if c not in (*KEY, "first_batch", "corrections")]
 StoredRows = Sequence[tuple[Any, ...]]
+
+
+def copy_text(rows: StoredRows) -> bytes | None:
+    """The rows as the body of a text-format COPY, built column by column; None when a value
+    holds a NUL, which COPY text cannot carry (the driver's own formatting then refuses it)."""
+    cells: list[Sequence[str]] = []
+    for name, values in zip(COLUMNS, zip(*rows, strict=True), strict=True):
+        column = _copy_cells(name, values)
+        if column is None:
+            return None
+        cells.append(column)
+    return ("\n".join(map("\t".join, zip(*cells, strict=True))) + "\n").encode()
+
+
+def _copy_cells(name: str, values: tuple[Any, ...]) -> Sequence[str] | None:
+    nulls = None in values
+    if name == "late":
+        return list(map(_BOOLEAN.__getitem__, values))
+    render = _NUMBERS.get(name)
+    if render is not None:
+        return (
+            [_NULL if v is None else render(v) for v in values]
+            if nulls
+            else list(map(render, values))
+        )
+    joined = "".join([v for v in values if v is not None] if nulls else values)
+    if "\x00" in joined:
+        return None
+    if _ESCAPED.search(joined):
+        values = tuple(None if v is None else v.translate(_ESCAPES) for v in values)
+    return [_NULL if v is None else v for v in values] if nulls else values
 
 
 def record_upsert(connection: Connection) -> Any:
@@ -73,9 +114,11 @@ class CopyWriter:
         self.pending: Future[None] | None = None
 
     def write(self, rows: StoredRows) -> None:
-        """Copy the chunk on the writer thread once the previous chunk's COPY has ended."""
+        """Copy the chunk on the writer thread once the previous chunk's COPY has ended. Its
+        text is built here: the thread only sends it, so it seldom waits for the interpreter."""
+        body = copy_text(rows)
         self.wait()
-        self.pending = self.thread.submit(self._write, rows)
+        self.pending = self.thread.submit(self._write, rows, body)
 
     def wait(self) -> None:
         """Until the chunk being copied is in (its error, if any, raised here)."""
@@ -90,20 +133,23 @@ class CopyWriter:
             self.wait()
         self.thread.shutdown(wait=True)
 
-    def _copy(self, table: str, rows: StoredRows) -> None:
+    def _copy(self, table: str, rows: StoredRows, body: bytes | None) -> None:
         with (
             self.raw.cursor() as cursor,
             cursor.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy,
         ):
+            if body is not None:
+                copy.write(body)
+                return
             write = copy.write_row
             for row in rows:
                 write(row)
 
-    def _write(self, rows: StoredRows) -> None:
+    def _write(self, rows: StoredRows, body: bytes | None) -> None:
         if self.direct:
             self.connection.exec_driver_sql("SAVEPOINT ingest_direct")
             try:
-                self._copy("record", rows)
+                self._copy("record", rows, body)
             except UniqueViolation:
                 self.connection.exec_driver_sql("ROLLBACK TO SAVEPOINT ingest_direct")
                 self.direct = False
@@ -118,7 +164,7 @@ class CopyWriter:
                 )
             )
             self.staging = True
-        self._copy("ingest_staging", rows)
+        self._copy("ingest_staging", rows, body)
 
     def finish(self) -> None:
         self.wait()
