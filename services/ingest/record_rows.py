@@ -1,11 +1,12 @@
-"""A pushed chunk turned into the rows ``record`` stores: each row validated (``shared.validation``,
-compiled once per dataset), the chunk located together (``location.locate``), and every accepted
-row built once as a tuple in ``storage.COLUMNS`` order, the form COPY writes. A refused row is
-counted and listed in the push's outcome with its row number, field and reason."""
+"""A pushed chunk turned into the rows ``record`` stores: a CSV chunk validated column by column
+(``columns``), other rows one by one (``shared.validation``, compiled once per dataset), the chunk
+located together (``location.locate_columns``), and the accepted rows built by column as a
+``storage.StoredChunk``, from which COPY's text is made. A refused row is counted and listed in
+the push's outcome with its row number, field and reason."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from itertools import repeat
 from operator import itemgetter
@@ -20,10 +21,9 @@ from services.ingest.identity import revision_range
 from services.ingest.instants import iso
 from services.ingest.location import LocationError, PostcodeLookup, locate_columns
 from services.ingest.outcome import PushOptions, PushOutcome
+from services.ingest.storage import Same, StoredChunk
 from shared.validation import CompiledDataset, validate_row
 
-StoredRow = tuple[Any, ...]
-"""One ``record`` row in ``storage.COLUMNS`` order."""
 Valid = list[tuple[int, dict[str, Any], list[str]]]
 Chunk = list[RawRow] | CsvChunk
 
@@ -121,56 +121,55 @@ class RecordRows:
                 valid.append((chunk.first + index, clean, unlisted.get(index, [])))
         return valid
 
-    def rows(self, chunk: Chunk) -> list[StoredRow]:
+    def rows(self, chunk: Chunk) -> StoredChunk:
         """The chunk's accepted rows, located, as ``record`` rows (built column by column)."""
         outcome = self.outcome
         valid = self.valid_csv(chunk) if isinstance(chunk, CsvChunk) else self.valid(chunk)
         if not valid:
-            return []
+            return StoredChunk(0, [])
         dataset = self.compiled.dataset
         numbers, records, unlisted = (list(column) for column in zip(*valid, strict=True))
         # one call encodes the chunk; JSON escapes every newline inside a value
         texts = _encode_lines(records).decode().split("\n")[: len(records)]
         occurred = list(map(itemgetter("occurred_at"), records))
-        late = list(map(self.late_before.__gt__, occurred))
-        east: Iterable[float | None] = repeat(None)
-        north: Iterable[float | None] = repeat(None)
-        sources: list[str] = ["none"] * len(records)
+        east: Sequence[float | None] | Same = Same(None)
+        north: Sequence[float | None] | Same = Same(None)
+        sources: Sequence[str] | Same = Same("none")
         errors: dict[int, LocationError] = {}
         if self.compiled.located:
             places = locate_columns(records, dataset.location, self.lookup)
             east, north, sources = places.eastings, places.northings, places.sources
             errors = places.errors
         seq = self.seq
-        stored = list(
-            zip(
-                repeat(self.options.provider),
-                repeat(dataset.name),
-                map(itemgetter("source_ref"), records),
-                map(self.base.__or__, numbers),
-                repeat(seq),
-                repeat(seq),
-                repeat(self.received_at),
-                occurred,
-                east,
-                north,
-                sources,
-                late,
-                repeat(0),
-                [",".join(names) or None for names in unlisted] if any(unlisted) else repeat(None),
-                texts,
-            )
-        )
+        columns: list[Sequence[Any] | Same] = [
+            Same(self.options.provider),
+            Same(dataset.name),
+            list(map(itemgetter("source_ref"), records)),
+            list(map(self.base.__or__, numbers)),
+            Same(seq),
+            Same(seq),
+            Same(self.received_at),
+            occurred,
+            east,
+            north,
+            sources,
+            list(map(self.late_before.__gt__, occurred)),
+            Same(0),
+            [",".join(names) or None for names in unlisted] if any(unlisted) else Same(None),
+            texts,
+        ]
+        count = len(records)
         if errors:
             for index in sorted(errors):
                 place = errors[index]
                 outcome.rejected += 1
                 outcome.outside_gb += place.outside_gb
                 self.reject(numbers[index], place.field, place.message)
-            stored = [row for index, row in enumerate(stored) if index not in errors]
-            late = [row[11] for row in stored]
-            sources = [row[10] for row in stored]
-        outcome.unlocated += sources.count("none")
-        outcome.late += sum(late)
-        outcome.accepted += len(stored)
-        return stored
+            kept = [i for i in range(count) if i not in errors]
+            columns = [c if isinstance(c, Same) else [c[i] for i in kept] for c in columns]
+            count = len(kept)
+        sources, late = columns[10], columns[11]
+        outcome.unlocated += count if isinstance(sources, Same) else list(sources).count("none")
+        outcome.late += sum(late) if not isinstance(late, Same) else 0
+        outcome.accepted += count
+        return StoredChunk(count, columns)

@@ -13,6 +13,7 @@ import contextlib
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import repeat
 from typing import Any
 
 from psycopg.errors import UniqueViolation
@@ -36,19 +37,49 @@ REPLACED = [c for c in COLUMNS if c not in (*KEY, "first_batch", "corrections")]
 StoredRows = Sequence[tuple[Any, ...]]
 
 
-def copy_text(rows: StoredRows) -> bytes | None:
-    """The rows as the body of a text-format COPY, built column by column; None when a value
-    holds a NUL, which COPY text cannot carry (the driver's own formatting then refuses it)."""
-    cells: list[Sequence[str]] = []
-    for name, values in zip(COLUMNS, zip(*rows, strict=True), strict=True):
-        column = _copy_cells(name, values)
-        if column is None:
-            return None
-        cells.append(column)
-    return ("\n".join(map("\t".join, zip(*cells, strict=True))) + "\n").encode()
+class Same:
+    """A column holding one value on every row of a chunk."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
-def _copy_cells(name: str, values: tuple[Any, ...]) -> Sequence[str] | None:
+class StoredChunk:
+    """A chunk of ``record`` rows by column, in ``COLUMNS`` order: each a sequence of values, or
+    ``Same`` for a value every row shares (the batch, the provider...), kept and rendered once."""
+
+    def __init__(self, count: int, columns: list[Sequence[Any] | Same]) -> None:
+        self.count = count
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _full(self) -> list[Sequence[Any]]:
+        return [[c.value] * self.count if isinstance(c, Same) else c for c in self.columns]
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return list(zip(*self._full(), strict=True))
+
+    def copy_text(self) -> bytes | None:
+        """The rows as the body of a text-format COPY, built column by column; None when a
+        value holds a NUL, which COPY text cannot carry (the driver's own formatting then
+        refuses it)."""
+        cells: list[Any] = []
+        for name, values in zip(COLUMNS, self.columns, strict=True):
+            if isinstance(values, Same):
+                rendered = _copy_cells(name, (values.value,))
+                cells.append(None if rendered is None else repeat(rendered[0], self.count))
+            else:
+                cells.append(_copy_cells(name, values))
+            if cells[-1] is None:
+                return None
+        return ("\n".join(map("\t".join, zip(*cells, strict=False))) + "\n").encode()
+
+
+def _copy_cells(name: str, values: Sequence[Any]) -> Sequence[str] | None:
     nulls = None in values
     if name == "late":
         return list(map(_BOOLEAN.__getitem__, values))
@@ -63,7 +94,7 @@ def _copy_cells(name: str, values: tuple[Any, ...]) -> Sequence[str] | None:
     if "\x00" in joined:
         return None
     if _ESCAPED.search(joined):
-        values = tuple(None if v is None else v.translate(_ESCAPES) for v in values)
+        values = [None if v is None else v.translate(_ESCAPES) for v in values]
     return [_NULL if v is None else v for v in values] if nulls else values
 
 
@@ -85,13 +116,18 @@ class ExecutemanyWriter:
         self.connection = connection
         self.statement = record_upsert(connection)
 
-    def write(self, rows: StoredRows) -> None:
+    def write(self, chunk: StoredChunk) -> None:
         self.connection.execute(
-            self.statement, [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+            self.statement, [dict(zip(COLUMNS, row, strict=True)) for row in chunk.rows()]
         )
 
     def wait(self) -> None:
         return None
+
+    @property
+    def all_new(self) -> bool:
+        """Whether every row written was a new key (unknown here: an upsert may replace)."""
+        return False
 
     def finish(self) -> None:
         return None
@@ -113,12 +149,19 @@ class CopyWriter:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-copy")
         self.pending: Future[None] | None = None
 
-    def write(self, rows: StoredRows) -> None:
+    def write(self, chunk: StoredChunk) -> None:
         """Copy the chunk on the writer thread once the previous chunk's COPY has ended. Its
         text is built here: the thread only sends it, so it seldom waits for the interpreter."""
-        body = copy_text(rows)
+        body = chunk.copy_text()
+        rows = chunk.rows() if body is None else []
         self.wait()
         self.pending = self.thread.submit(self._write, rows, body)
+
+    @property
+    def all_new(self) -> bool:
+        """Whether every chunk went straight into ``record``: then no row met a held key or
+        repeated one, so none was a correction."""
+        return self.direct and not self.staging
 
     def wait(self) -> None:
         """Until the chunk being copied is in (its error, if any, raised here)."""
