@@ -95,22 +95,70 @@ def csv_header(
     return header, csv.reader(text, delimiter=delimiter, strict=False)
 
 
-def csv_rows(header: list[str], reader: Iterator[list[str]]) -> Iterator[RawRow]:
-    width = len(header)
-    number = 0
-    try:
-        for cells in reader:
-            if not cells:
-                continue
-            number += 1
+class CsvChunk:
+    """Consecutive data rows of a CSV as read (lists of cells), numbered from ``first``."""
+
+    __slots__ = ("cells", "first", "header")
+
+    def __init__(self, header: list[str], first: int, cells: list[list[str]]) -> None:
+        self.header = header
+        self.first = first
+        self.cells = cells
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def raw_rows(self) -> Iterator[RawRow]:
+        """The chunk as ``RawRow``s, as ``CsvRows`` yields them one by one."""
+        header, width = self.header, len(self.header)
+        for number, cells in enumerate(self.cells, self.first):
             if len(cells) != width:
                 yield number, f"has {len(cells)} cells; the header has {width}"
-                continue
-            yield number, dict(zip(header, cells, strict=True))
-    except csv.Error as exc:
-        raise ProblemError(
-            400, f"The CSV cannot be read after data row {number}: {exc}.", slug="bad-csv"
-        ) from None
+            else:
+                yield number, dict(zip(header, cells, strict=True))
+
+
+class CsvRows:
+    """The data rows of a CSV: one by one as ``RawRow``s, or in chunks of cells (``chunks``),
+    which the push validates column by column. Blank lines are skipped and not numbered."""
+
+    def __init__(self, header: list[str], reader: Iterator[list[str]]) -> None:
+        self.header = header
+        self.reader = reader
+        self.number = 0
+        self._rows: Iterator[RawRow] | None = None
+
+    def __iter__(self) -> CsvRows:
+        return self
+
+    def __next__(self) -> RawRow:
+        if self._rows is None:
+            self._rows = (row for chunk in self.chunks(1) for row in chunk.raw_rows())
+        return next(self._rows)
+
+    def chunks(self, size: int) -> Iterator[CsvChunk]:
+        cells: list[list[str]] = []
+        try:
+            for row in self.reader:
+                if row:
+                    cells.append(row)
+                    if len(cells) >= size:
+                        yield CsvChunk(self.header, self.number + 1, cells)
+                        self.number += len(cells)
+                        cells = []
+        except csv.Error as exc:
+            number = self.number + len(cells)
+            raise ProblemError(
+                400, f"The CSV cannot be read after data row {number}: {exc}.", slug="bad-csv"
+            ) from None
+        if cells:
+            yield CsvChunk(self.header, self.number + 1, cells)
+            self.number += len(cells)
+
+
+def csv_rows(header: list[str], reader: Iterator[list[str]]) -> Iterator[RawRow]:
+    """The rows as a ``CsvRows``, which the push takes in chunks of cells."""
+    return CsvRows(header, reader)
 
 
 class _JsonStream:

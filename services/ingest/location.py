@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def on_land(eastings: np.ndarray, northings: np.ndarray) -> np.ndarray:
     return land[row, col]
 
 
-def to_bng(latitudes: list[float], longitudes: list[float]) -> tuple[np.ndarray, np.ndarray]:
+def to_bng(
+    latitudes: list[float] | np.ndarray, longitudes: list[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """WGS84 degrees → EPSG:27700 metres, one vectorised call per chunk."""
     eastings, northings = _wgs84_to_bng().transform(
         np.asarray(longitudes, dtype=float), np.asarray(latitudes, dtype=float)
@@ -98,84 +101,122 @@ class LocationError:
 
 
 PostcodeLookup = Callable[[set[str]], dict[str, tuple[float, float]]]
-Results = list[Located | LocationError | None]
 
 _OUTSIDE = "lies outside Great Britain (British National Grid extent)"
 _AT_SEA = "lies in the sea, not on land in Great Britain"
 
 
+@dataclass
+class Places:
+    """Where each record of a chunk lies, by column; ``errors`` holds the rows with no usable
+    location (their coordinates and source mean nothing)."""
+
+    eastings: list[float | None]
+    northings: list[float | None]
+    sources: list[str]
+    errors: dict[int, LocationError]
+
+
 def locate(
     records: list[dict[str, Any]], requirement: str, lookup: PostcodeLookup
 ) -> list[Located | LocationError]:
-    """A location (or the reason there is none usable) for each clean record of a chunk.
+    """A location (or the reason there is none usable) for each clean record of a chunk."""
+    places = locate_columns(records, requirement, lookup)
+    errors = places.errors
+    return [
+        errors.get(i) or Located(east, north, source)
+        for i, (east, north, source) in enumerate(
+            zip(places.eastings, places.northings, places.sources, strict=True)
+        )
+    ]
+
+
+def locate_columns(
+    records: list[dict[str, Any]], requirement: str, lookup: PostcodeLookup
+) -> Places:
+    """``locate`` by column.
 
     Precedence: easting/northing, then latitude/longitude, then the postcode's centroid. Rows
     with coordinates are gathered first and checked against the box and the land mask together,
     so the per-row cost stays a few array operations per chunk.
     """
-    results: Results = [None] * len(records)
+    count = len(records)
+    places = Places([None] * count, [None] * count, [NONE] * count, {})
+    if not count:
+        return places
+    east, north, lat, lon = (
+        list(map(dict.get, records, repeat(name)))
+        for name in ("easting", "northing", "latitude", "longitude")
+    )
+    if east.count(None) == count == north.count(None) and None not in lat and None not in lon:
+        # every record has latitude/longitude and nothing before them: checked as arrays
+        lats, lons = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+        pair = (lats >= -90.0) & (lats <= 90.0) & (lons >= -180.0) & (lons <= 180.0)
+        for i in np.flatnonzero(~pair).tolist():
+            places.errors[i] = LocationError("latitude", "is not a WGS84 latitude/longitude pair")
+        _locate_wgs84(lats[pair], lons[pair], np.flatnonzero(pair), places)
+        return places
     grid: list[int] = []
     wgs84: list[int] = []
     postcodes: list[int] = []
+    errors = places.errors
     for i, record in enumerate(records):
-        east, north = record.get("easting"), record.get("northing")
-        lat, lon = record.get("latitude"), record.get("longitude")
-        if east is not None or north is not None:
-            if east is None or north is None:
-                missing = "northing" if north is None else "easting"
-                results[i] = LocationError(missing, "is needed with the other grid coordinate")
-            elif not in_gb(east, north):
-                results[i] = LocationError("easting", _OUTSIDE, outside_gb=True)
+        e, n, la, lo = east[i], north[i], lat[i], lon[i]
+        if e is not None or n is not None:
+            if e is None or n is None:
+                missing = "northing" if n is None else "easting"
+                errors[i] = LocationError(missing, "is needed with the other grid coordinate")
+            elif not in_gb(e, n):
+                errors[i] = LocationError("easting", _OUTSIDE, outside_gb=True)
             else:
                 grid.append(i)
-        elif lat is not None or lon is not None:
-            if lat is None or lon is None:
-                missing = "longitude" if lon is None else "latitude"
-                results[i] = LocationError(missing, "is needed with the other WGS84 coordinate")
-            elif not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-                results[i] = LocationError("latitude", "is not a WGS84 latitude/longitude pair")
+        elif la is not None or lo is not None:
+            if la is None or lo is None:
+                missing = "longitude" if lo is None else "latitude"
+                errors[i] = LocationError(missing, "is needed with the other WGS84 coordinate")
+            elif not (-90.0 <= la <= 90.0 and -180.0 <= lo <= 180.0):
+                errors[i] = LocationError("latitude", "is not a WGS84 latitude/longitude pair")
             else:
                 wgs84.append(i)
         elif record.get("postcode") is not None:
             postcodes.append(i)
         else:
-            results[i] = _unlocated(requirement, "location")
+            _unlocated(requirement, "location", i, places)
     if grid:
-        _locate_grid(records, grid, results)
+        _locate_grid([east[i] for i in grid], [north[i] for i in grid], grid, places)
     if wgs84:
-        _locate_wgs84(records, wgs84, results)
+        lats = np.asarray([lat[i] for i in wgs84], dtype=float)
+        lons = np.asarray([lon[i] for i in wgs84], dtype=float)
+        _locate_wgs84(lats, lons, np.asarray(wgs84, dtype=np.intp), places)
     if postcodes:
         found = lookup({records[i]["postcode"] for i in postcodes})
         for i in postcodes:
             point = found.get(records[i]["postcode"])
-            results[i] = (
-                Located(point[0], point[1], POSTCODE)
-                if point is not None
-                else _unlocated(requirement, "postcode")
-            )
-    return [r if r is not None else Located(None, None, NONE) for r in results]
+            if point is None:
+                _unlocated(requirement, "postcode", i, places)
+            else:
+                places.eastings[i], places.northings[i], places.sources[i] = (*point, POSTCODE)
+    return places
 
 
-def _locate_grid(records: list[dict[str, Any]], indices: list[int], results: Results) -> None:
-    """Fill ``results`` at ``indices`` (easting/northing already inside the box): one mask lookup
-    for the whole chunk."""
-    eastings = [records[i]["easting"] for i in indices]
-    northings = [records[i]["northing"] for i in indices]
+def _locate_grid(
+    eastings: list[Any], northings: list[Any], indices: list[int], places: Places
+) -> None:
+    """Easting/northing already inside the box: one mask lookup for the whole chunk."""
     land = on_land(np.asarray(eastings, dtype=float), np.asarray(northings, dtype=float))
     for i, east, north, ok in zip(indices, eastings, northings, land.tolist(), strict=True):
-        results[i] = (
-            Located(east, north, COORDINATES)
-            if ok
-            else LocationError("easting", _AT_SEA, outside_gb=True)
-        )
+        if ok:
+            places.eastings[i], places.northings[i], places.sources[i] = east, north, COORDINATES
+        else:
+            places.errors[i] = LocationError("easting", _AT_SEA, outside_gb=True)
 
 
-def _locate_wgs84(records: list[dict[str, Any]], indices: list[int], results: Results) -> None:
-    """Fill ``results`` at ``indices`` from latitude/longitude: one transform, one box test and
-    one mask lookup for the whole chunk."""
-    eastings, northings = to_bng(
-        [records[i]["latitude"] for i in indices], [records[i]["longitude"] for i in indices]
-    )
+def _locate_wgs84(
+    latitudes: np.ndarray, longitudes: np.ndarray, indices: np.ndarray, places: Places
+) -> None:
+    """Latitude/longitude (a valid pair) at ``indices``: one transform, one box test and one
+    mask lookup for the whole chunk."""
+    eastings, northings = to_bng(latitudes, longitudes)
     inside = (
         np.isfinite(eastings)
         & np.isfinite(northings)
@@ -186,29 +227,32 @@ def _locate_wgs84(records: list[dict[str, Any]], indices: list[int], results: Re
     )
     land = np.zeros_like(inside)
     land[inside] = on_land(eastings[inside], northings[inside])
-    points = zip(
-        indices,
-        np.round(eastings, 1).tolist(),
-        np.round(northings, 1).tolist(),
-        inside.tolist(),
-        land.tolist(),
-        strict=True,
-    )
-    for i, east, north, in_box, ok in points:
-        if ok:
-            results[i] = Located(east, north, COORDINATES)
-        else:
-            results[i] = LocationError("latitude", _AT_SEA if in_box else _OUTSIDE, outside_gb=True)
+    for i, in_box in zip(indices[~land].tolist(), inside[~land].tolist(), strict=True):
+        places.errors[i] = LocationError(
+            "latitude", _AT_SEA if in_box else _OUTSIDE, outside_gb=True
+        )
+    east = np.round(eastings[land], 1).tolist()
+    north = np.round(northings[land], 1).tolist()
+    kept = indices[land].tolist()
+    if len(kept) == len(places.sources):  # the whole chunk: whole columns
+        places.eastings, places.northings = east, north
+        places.sources = [COORDINATES] * len(kept)
+        return
+    for i, e, n in zip(kept, east, north, strict=True):
+        places.eastings[i], places.northings[i], places.sources[i] = e, n, COORDINATES
 
 
-def _unlocated(requirement: str, field: str) -> Located | LocationError:
+def _unlocated(requirement: str, field: str, index: int, places: Places) -> None:
     if requirement != "required":
-        return Located(None, None, NONE)
+        return
     if field == "postcode":
-        return LocationError("postcode", "is not in the loaded postcode layer, and no coordinates")
-    return LocationError(
-        "location", "is required: easting/northing, latitude/longitude or a postcode"
-    )
+        places.errors[index] = LocationError(
+            "postcode", "is not in the loaded postcode layer, and no coordinates"
+        )
+    else:
+        places.errors[index] = LocationError(
+            "location", "is required: easting/northing, latitude/longitude or a postcode"
+        )
 
 
 def parse_postcode_rows(rows: Iterable[list[str]]) -> Iterable[tuple[str, float, float] | None]:

@@ -130,7 +130,8 @@ def _push_in(
     if options.atomic and outcome.errors_total:
         return
     record_rejections(connection, seq, provider, dataset.name, moment, outcome.reasons)
-    outcome.corrections = count_corrections(connection, seq, outcome.accepted)
+    if not writer.all_new:
+        outcome.corrections = count_corrections(connection, seq, outcome.accepted)
     update_push_batch(connection, seq, outcome)
     if outcome.accepted and options.linkage is not None and dataset.link_fields:
         # people are linked before the outbox row exists, so every event carries its person

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from services.ingest.deps import app_state
 from services.ingest.main import create_app
+from services.ingest.models import Base
 from services.ingest.settings import Settings
+from shared.db import make_engine
 from shared.tokens import HEADER, issue_token
 from tests.conftest import GATEWAY_KEY
 from tests.ingest.fake_depersonalise import build_receiver
@@ -19,6 +22,15 @@ from tests.ingest.fake_depersonalise import build_receiver
 def token(sub: str = "gmp", roles: list[str] | None = None, **claims: Any) -> dict[str, str]:
     body = {"sub": sub, "roles": roles or ["agency"], **claims}
     return {HEADER: issue_token(GATEWAY_KEY, body)}
+
+
+@pytest.fixture
+def engine(database_url: Callable[[str], str]) -> Iterator[Engine]:
+    """The test database with ingest's tables, for tests that call the push path directly."""
+    made = make_engine(database_url("ingest"))
+    Base.metadata.create_all(made)
+    yield made
+    made.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ batches, postcode look-ups between chunk copies, and a refused batch leaving not
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,24 +12,14 @@ import msgspec
 import pytest
 from sqlalchemy import Engine, func, insert, select
 
-from services.ingest.models import Base
 from services.ingest.service import PushOptions, push
 from services.ingest.tables import BATCH, OUTBOX, POSTCODE, RECORD
 from shared.catalogue import load_catalogue
-from shared.db import make_engine
 from shared.errors import ProblemError
 from shared.validation import compile_dataset
 
 CRIME = compile_dataset(load_catalogue()["police-crime"])
 MOMENT = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: Callable[[str], str]) -> Iterator[Engine]:
-    made = make_engine(database_url("ingest"))
-    Base.metadata.create_all(made)
-    yield made
-    made.dispose()
 
 
 def crime_row(ref: str, category: str = "Burglary", **place: Any) -> dict[str, Any]:
@@ -117,3 +107,26 @@ def test_an_atomic_batch_with_an_error_in_a_late_chunk_stores_none(engine: Engin
     assert stored(engine) == {}
     with engine.connect() as connection:
         assert connection.execute(select(BATCH.c.status)).scalars().all() == ["rejected"]
+
+
+@pytest.mark.parametrize("repeated", [False, True], ids=["straight-in", "staged"])
+def test_text_that_copy_escapes_is_stored_as_sent(engine: Engine, repeated: bool) -> None:
+    """Tabs, newlines, carriage returns, backslashes, quotes and letters beyond ASCII in a
+    value reach ``record`` unchanged, whether a chunk is copied straight in or staged."""
+    awkward = 'a\tb\nc\r\nd \\ e \\N "f" \u00e9\u2603'
+    place = {"latitude": "53.48", "longitude": "-2.24"}
+    rows = [crime_row(f"T{i}", location_description=f"{awkward} {i}", **place) for i in range(4)]
+    rows[1]["category"] = "Criminal damage\\arson"
+    if repeated:
+        rows.append(crime_row("T0", location_description=awkward, **place))
+    outcome = push(
+        engine, CRIME, numbered(rows), PushOptions(provider="gmp", chunk_rows=2), now=MOMENT
+    )
+    assert outcome.errors == []
+    with engine.connect() as connection:
+        held = connection.execute(select(RECORD.c.source_ref, RECORD.c.data, RECORD.c.unlisted))
+        found = {ref: (msgspec.json.decode(data), unlisted) for ref, data, unlisted in held}
+    assert found["T0"][0]["location_description"] == (awkward if repeated else f"{awkward} 0")
+    assert found["T3"][0]["location_description"] == f"{awkward} 3"
+    assert found["T1"][0]["category"] == "Criminal damage\\arson"
+    assert {unlisted for _, unlisted in found.values()} == {None}
