@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -208,6 +209,10 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextMan
         app.state.engine = engine
         app.state.gateway = state
         tasks = _background(settings, engine, state)
+        # What start-up made (modules, routes, schemas) lives as long as the process: kept out of
+        # the collector's passes, which otherwise walk it again and again under load.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -29,6 +29,10 @@ async def agreements_me(gw: GatewayState, caller: Caller, request_id: str) -> tu
         "roles": list(caller.roles),
         "key_id": caller.key_id,
         "request_id": request_id,
+        # Bound to this call, as every token the gateway forwards.
+        "aud": "agreements",
+        "htm": "GET",
+        "htu": PATH,
     }
     token = issue_token(gw.token_key, claims, gw.token_ttl)
     try:

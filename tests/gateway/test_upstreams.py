@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from shared.tokens import issue_token
 from tests.conftest import GATEWAY_KEY
-from tests.gateway.conftest import Hub
+from tests.gateway.conftest import Hub, MakeHub, closed_port
 
 AGGREGATES = "/v1/datasets/police-crime/aggregates?geography=lsoa21&period=month"
 PUSH = "/v1/datasets/police-crime/records"
@@ -68,3 +68,38 @@ async def test_the_gateways_own_peer_calls_use_the_same_client(hub: Hub) -> None
     assert answer.status_code == 200, answer.text
     assert answer.json()["agency"]["code"] == "gmp"
     assert answer.json()["agreements"] == [{"id": "agr-1"}]
+
+
+async def test_me_names_the_key_is_audited_and_carries_the_security_headers(hub: Hub) -> None:
+    headers = await hub.issue("gmp")
+    answer = await hub.client.get("/v1/me", headers={**headers, "X-Request-ID": "r-me"})
+    assert answer.status_code == 200, answer.text
+    key_id = headers["Authorization"].split("_")[1]
+    assert answer.json() == {
+        "agency": {"code": "gmp"},
+        "agreements": [{"id": "agr-1"}],
+        "roles": ["agency"],
+        "key_id": key_id,
+    }
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["x-request-id"] == "r-me"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'none'" in answer.headers["content-security-policy"]
+    trail = await hub.client.get("/v1/audit", headers=hub.admin())
+    mine = [e for e in trail.json()["entries"] if e["request_id"] == "r-me"]
+    assert [(e["route"], e["key_id"], e["status"], e["outcome"]) for e in mine] == [
+        ("/v1/me", key_id, 200, "allowed")
+    ]
+    head = await hub.client.head("/v1/me", headers=headers)
+    assert head.status_code == 405  # GET only, as the router declares it
+
+
+async def test_me_without_agreements_is_a_503_problem_and_audited(make_hub: MakeHub) -> None:
+    hub = await make_hub(real=("agreements",), agreements_url=f"http://127.0.0.1:{closed_port()}")
+    answer = await hub.client.get("/v1/me", headers={**hub.admin(), "X-Request-ID": "r-down"})
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"].endswith("backend-unavailable")
+    trail = await hub.client.get("/v1/audit", headers=hub.admin())
+    mine = [e for e in trail.json()["entries"] if e["request_id"] == "r-down"]
+    assert [(e["route"], e["status"], e["outcome"]) for e in mine] == [("/v1/me", 503, "error")]
