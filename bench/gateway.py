@@ -133,15 +133,14 @@ def _quiet(line: str) -> None:
 def seed(gateway: str, admin_key: str) -> dict[str, str]:
     from scripts.demo import seed as seed_demo
 
+    # seed_demo waits until every demo record is depersonalised; the aggregates answer then
+    # counts them all (its total is not published beside a suppressed cell, so not checked).
     keys = seed_demo(gateway, admin_key)
     council = {"Authorization": f"Bearer {keys['demo-council']}"}
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        answer = httpx.get(gateway + AGGREGATES, headers=council, timeout=10)
-        if answer.status_code == 200 and answer.json()["disclosure"]["records"] >= 300:
-            return keys
-        time.sleep(0.5)
-    raise TimeoutError("the demo records were not depersonalised in time")
+    answer = httpx.get(gateway + AGGREGATES, headers=council, timeout=10)
+    if answer.status_code != 200:
+        raise RuntimeError(f"the demo aggregates answered {answer.status_code}")
+    return keys
 
 
 def direct_token(secret: TokenKey, agreements: str, agency: str, key_id: str) -> dict[str, str]:
@@ -260,7 +259,7 @@ def report(backend: str, **pairs: tuple[dict[str, Any], dict[str, Any]]) -> None
     )  # fmt: skip
     via, base = pairs["trivial"]
     record(
-        "gateway_trivial_read_throughput", via["rps"], "req/s", baseline=base["rps"], target=0.25,
+        "gateway_trivial_read_throughput", via["rps"], "req/s", baseline=base["rps"], target=0.5,
         p50_ms=round(via["p50_ms"], 2), p99_ms=round(via["p99_ms"], 2),
         direct_p50_ms=round(base["p50_ms"], 2), direct_p99_ms=round(base["p99_ms"], 2),
         requests=REQUESTS, route="GET /v1/me", **common,

@@ -1,14 +1,15 @@
-"""The gateway app: ``create_app(settings, *, <peer>_transport=...)``, as ingest's.
+"""The gateway app: ``create_app(settings)``.
 
-A ``<peer>_transport`` (agreements, ingest, depersonalise) replaces that backend's client with any
-httpx transport (tests wire fake backends in through ``httpx.ASGITransport``); without it each
-backend gets one pooled aiohttp session. What the app keeps is one ``GatewayState``.
+Each backend (agreements, ingest, depersonalise) is reached at its ``*_url`` over one pooled
+aiohttp session, in production and in the tests alike (they serve fake backends on local ports).
+What the app keeps is one ``GatewayState``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -17,7 +18,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis.asyncio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -37,7 +37,7 @@ from services.gateway.proxy import GatewayMiddleware
 from services.gateway.routes import docs_router, router
 from services.gateway.settings import Settings
 from services.gateway.state import GatewayState
-from services.gateway.upstream import AiohttpUpstream, HttpxUpstream, Upstream, call_json
+from services.gateway.upstream import AiohttpUpstream, Upstream, call_json
 from services.gateway.web import router as web_router
 from shared.app import build_app, state_of
 from shared.db import make_engine, ping, prepare_schema
@@ -47,28 +47,16 @@ log = logging.getLogger("csp.gateway")
 BACKENDS = ("agreements", "ingest", "depersonalise")
 
 
-def _upstreams(
-    settings: Settings, transports: dict[str, httpx.AsyncBaseTransport | None]
-) -> dict[str, Upstream]:
-    made: dict[str, Upstream] = {}
-    for name in BACKENDS:
-        url = getattr(settings, f"{name}_url")
-        transport = transports.get(name)
-        if transport is not None:
-            made[name] = HttpxUpstream(
-                url,
-                transport,
-                connect_timeout=settings.connect_timeout_seconds,
-                read_timeout=settings.read_timeout_seconds,
-            )
-        else:
-            made[name] = AiohttpUpstream(
-                url,
-                connect_timeout=settings.connect_timeout_seconds,
-                read_timeout=settings.read_timeout_seconds,
-                limit=settings.max_connections_per_backend,
-            )
-    return made
+def _upstreams(settings: Settings) -> dict[str, Upstream]:
+    return {
+        name: AiohttpUpstream(
+            getattr(settings, f"{name}_url"),
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            limit=settings.max_connections_per_backend,
+        )
+        for name in BACKENDS
+    }
 
 
 def _service_token(key: TokenKey, ttl: int) -> Callable[[], str]:
@@ -197,9 +185,7 @@ def _background(
     return tasks
 
 
-def _lifespan(
-    settings: Settings, peers: dict[str, httpx.AsyncBaseTransport | None]
-) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
@@ -213,7 +199,7 @@ def _lifespan(
             checkpoint_seconds=settings.audit_checkpoint_seconds,
         )
         audit_log.start()
-        upstreams = _upstreams(settings, peers)
+        upstreams = _upstreams(settings)
         state, close_storage = _make_state(settings, engine, audit_log, upstreams)
         if seed:
             state.audit_trusted = audit_sign.trusted_keys(
@@ -223,6 +209,10 @@ def _lifespan(
         app.state.engine = engine
         app.state.gateway = state
         tasks = _background(settings, engine, state)
+        # What start-up made (modules, routes, schemas) lives as long as the process: kept out of
+        # the collector's passes, which otherwise walk it again and again under load.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
@@ -253,22 +243,11 @@ async def _peers_answer(app: FastAPI) -> None:
             raise RuntimeError(f"{name} answers {status}")
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    agreements_transport: httpx.AsyncBaseTransport | None = None,
-    ingest_transport: httpx.AsyncBaseTransport | None = None,
-    depersonalise_transport: httpx.AsyncBaseTransport | None = None,
-) -> FastAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    peers = {
-        "agreements": agreements_transport,
-        "ingest": ingest_transport,
-        "depersonalise": depersonalise_transport,
-    }
     app = build_app(
         "gateway",
-        lifespan=_lifespan(settings, peers),
+        lifespan=_lifespan(settings),
         ready_checks=[
             ("database", lambda app: ping(app.state.engine)),
             ("peers", _peers_answer),

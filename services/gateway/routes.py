@@ -26,6 +26,7 @@ from services.gateway.deps import (
     SettingsDep,
     StreamConnectionDep,
 )
+from services.gateway.me import agreements_of, agreements_unavailable, me_answer
 from services.gateway.schemas import (
     AccessToken,
     AuditPage,
@@ -37,12 +38,10 @@ from services.gateway.schemas import (
     KeyRequest,
     TokenError,
 )
-from services.gateway.state import GatewayState
 from services.gateway.upstream import BackendTimeoutError, BackendUnavailableError, call_json
 from shared.app import request_id
 from shared.errors import ProblemError, problem_body
 from shared.http import CSV_MEDIA, negotiate, neutralise
-from shared.tokens import issue_token
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
 docs_router = APIRouter(include_in_schema=False)
@@ -58,54 +57,14 @@ async def _peer(coro: Any) -> tuple[int, Any]:
     try:
         return await coro
     except (BackendUnavailableError, BackendTimeoutError) as exc:
-        raise ProblemError(
-            503, "The agreements service is unavailable.", slug="backend-unavailable"
-        ) from exc
-
-
-async def _agreements_me(
-    caller: keys.Caller, gateway: GatewayState, request: Request
-) -> tuple[int, Any]:
-    """Agreements' ``/v1/me`` for the caller: its agency and the agreements it is party to."""
-    token = issue_token(
-        gateway.token_key,
-        {
-            "sub": caller.agency,
-            "roles": list(caller.roles),
-            "key_id": caller.key_id,
-            "request_id": request_id(request),
-        },
-        gateway.token_ttl,
-    )
-    return await _peer(
-        call_json(
-            gateway.upstreams["agreements"], "GET", "/v1/me", token, request_id=request_id(request)
-        )
-    )
-
-
-async def _agreements_of(caller: keys.Caller, gateway: GatewayState, request: Request) -> set[str]:
-    status, body = await _agreements_me(caller, gateway, request)
-    if status == 404:
-        return set()
-    if status != 200 or not isinstance(body, dict):
-        raise ProblemError(
-            503, "The agreements service could not answer.", slug="backend-unavailable"
-        )
-    return {str(a.get("id")) for a in body.get("agreements") or [] if isinstance(a, dict)}
+        raise agreements_unavailable() from exc
 
 
 @router.get("/me")
 async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[str, Any]:
     """The caller's agency, roles, key id and the agreements it is party to."""
-    status, body = await _agreements_me(caller, gateway, request)
-    if status == 404:
-        body = {"agency": {"code": caller.agency}, "agreements": []}
-    elif status != 200 or not isinstance(body, dict):
-        raise ProblemError(
-            503, "The agreements service could not answer.", slug="backend-unavailable"
-        )
-    return {**body, "roles": list(caller.roles), "key_id": caller.key_id}
+    # The gateway's hot path (proxy.py) answers GET /v1/me itself, by the same function.
+    return await me_answer(gateway, caller, request_id(request))
 
 
 @router.post(
@@ -255,7 +214,7 @@ async def audit_trail(
 ) -> AuditPage | Response:
     """Operators see every entry; an agency sees every access to the data it provided."""
     viewer = None if caller.is_admin else caller.agency
-    parties = set() if viewer is None else await _agreements_of(caller, gateway, request)
+    parties = set() if viewer is None else await agreements_of(gateway, caller, request_id(request))
     entries = await asyncio.to_thread(
         audit_queries.trail,
         connection,

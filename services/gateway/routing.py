@@ -64,10 +64,10 @@ def person_datasets() -> list[str]:
     )
 
 
-def _routes() -> list[Route]:
+def _gateway_routes() -> list[Route]:
+    """The routes the gateway answers itself."""
     r = Route
     return [
-        # the gateway's own
         r("GET", "/v1/me", GATEWAY),
         r("POST", TOKEN_PATH, GATEWAY),
         r("POST", "/v1/agencies/{code}/keys", GATEWAY, admin_only=True),
@@ -79,7 +79,13 @@ def _routes() -> list[Route]:
         r("GET", "/v1/audit/consistency", GATEWAY, scope=READ),
         r("POST", "/v1/audit/{seq}/redact", GATEWAY, admin_only=True),
         r("GET", "/v1/audit/{seq}/proof", GATEWAY, scope=READ),
-        # agreements
+    ]
+
+
+def _agreements_routes() -> list[Route]:
+    """Agencies, agreements, decisions and the registers, owned by agreements."""
+    r = Route
+    return [
         r("GET", "/v1/agencies", AGREEMENTS),
         r("POST", "/v1/agencies", AGREEMENTS, admin_only=True),
         r("GET", "/v1/agencies/{code}", AGREEMENTS),
@@ -103,7 +109,13 @@ def _routes() -> list[Route]:
         r("POST", "/v1/decisions", AGREEMENTS, scope=READ),
         r("GET", "/v1/purposes", AGREEMENTS),
         r("GET", "/v1/legal-bases", AGREEMENTS),
-        # ingest
+    ]
+
+
+def _ingest_routes() -> list[Route]:
+    """Datasets, pushes, batches, postcodes, purges, linkage and erasures, owned by ingest."""
+    r = Route
+    return [
         r("GET", "/v1/datasets", INGEST),
         r("GET", "/v1/datasets/{dataset}", INGEST),
         r("POST", "/v1/datasets/{dataset}/records", INGEST, action="push", scope=PUSH),
@@ -121,7 +133,13 @@ def _routes() -> list[Route]:
         r("GET", "/v1/linkage/quality", INGEST, admin_only=True),
         r("POST", "/v1/linkage/quality", INGEST, admin_only=True),
         r("POST", "/v1/erasures", INGEST, admin_only=True),
-        # the case view: personal reads of linked people, decided on every person dataset
+    ]
+
+
+def _case_view_routes() -> list[Route]:
+    """The case view: personal reads of linked people, decided on every person dataset."""
+    r = Route
+    return [
         r(
             "GET",
             "/v1/cohorts/{strand}/members",
@@ -143,7 +161,14 @@ def _routes() -> list[Route]:
             reason=True,
             scope=READ,
         ),
-        # depersonalise (record reads at level personal go to ingest, see ``match``)
+    ]
+
+
+def _depersonalise_routes() -> list[Route]:
+    """Depersonalised reads, aggregates, geographies, snap layers and releases (record reads
+    at level personal go to ingest, see ``forwarding.decide``)."""
+    r = Route
+    return [
         r("GET", "/v1/datasets/{dataset}/records", DEPERSONALISE, "read", scope=READ),
         r(
             "GET",
@@ -176,6 +201,18 @@ def _routes() -> list[Route]:
         r("GET", "/v1/releases/{release_id}", DEPERSONALISE, scope=READ),
         r("GET", "/v1/reconcile", DEPERSONALISE, admin_only=True),
         r("POST", "/v1/reconcile", DEPERSONALISE, admin_only=True),
+    ]
+
+
+def _routes() -> list[Route]:
+    """Every public route, in matching order (within a method and length, the first that binds
+    wins, so literal segments are listed before parameters)."""
+    return [
+        *_gateway_routes(),
+        *_agreements_routes(),
+        *_ingest_routes(),
+        *_case_view_routes(),
+        *_depersonalise_routes(),
     ]
 
 

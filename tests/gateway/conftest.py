@@ -1,4 +1,6 @@
-"""A gateway wired to fake backends through httpx.ASGITransport, on a fresh database."""
+"""A gateway wired to fake backends on a fresh database, over the production upstream client:
+the fakes are served by uvicorn on local ports in this process and reached over aiohttp, as the
+real backends are in production."""
 
 from __future__ import annotations
 
@@ -57,24 +59,51 @@ class Hub:
         }
 
 
+class _ByPort:
+    """One ASGI app answering on several local ports: each port's requests go to its own app."""
+
+    def __init__(self, apps: dict[int, FastAPI]) -> None:
+        self.apps = apps
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.apps[scope["server"][1]](scope, receive, send)
+
+
 @contextlib.contextmanager
-def served(app: FastAPI) -> Iterator[int]:
-    """``app`` served by uvicorn on a free local port, in a thread of this process."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+def served_apps(apps: dict[str, FastAPI]) -> Iterator[dict[str, int]]:
+    """Each of ``apps`` served on a free local port (name -> port) by one uvicorn server, in a
+    thread of this process."""
+    if not apps:
+        yield {}
+        return
+    sockets = {name: socket.socket() for name in apps}
+    for sock in sockets.values():
+        sock.bind(("127.0.0.1", 0))
+    ports = {name: int(sock.getsockname()[1]) for name, sock in sockets.items()}
+    dispatch = _ByPort({ports[name]: app for name, app in apps.items()})
+    config = uvicorn.Config(dispatch, log_level="warning", lifespan="off", ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": list(sockets.values())}, daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 5
     while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.005)
     try:
-        yield port
+        yield ports
     finally:
         server.should_exit = True
         thread.join(5)
-        sock.close()
+        for sock in sockets.values():
+            sock.close()
+
+
+@contextlib.contextmanager
+def served(app: FastAPI) -> Iterator[int]:
+    """``app`` served by uvicorn on a free local port, in a thread of this process."""
+    with served_apps({"app": app}) as ports:
+        yield ports["app"]
 
 
 def closed_port() -> int:
@@ -98,24 +127,24 @@ async def make_hub(database_url: Callable[[str], str]) -> AsyncIterator[MakeHub]
         backends: dict[str, FastAPI] | None = None,
         **overrides: Any,
     ) -> Hub:
-        """``real`` backends are reached over the production client at their ``*_url``;
-        ``backends`` gives the fake apps (served on those ports by the caller), else new ones."""
+        """``real`` backends are the caller's: reached at the ``*_url`` given in ``overrides``;
+        the others are ``backends`` (new fakes by default), served here on local ports. Either way
+        the gateway reaches them over its production client."""
         backends = backends or fakes.backend_apps()
         admin_key = overrides.pop("admin_key", make_key())
+        ports = stack.enter_context(
+            served_apps({name: app for name, app in backends.items() if name not in real})
+        )
         values: dict[str, Any] = {
             "database_url": database_url("gateway") if fresh_db else db,
             "admin_key": admin_key,
             "rate_limit": "10000/second",
             "audit_checkpoint_seconds": 3600,
+            **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in ports.items()},
             **overrides,
         }
         settings = Settings(**values)
-        transports: dict[str, httpx.AsyncBaseTransport] = {
-            f"{name}_transport": httpx.ASGITransport(app=app)
-            for name, app in backends.items()
-            if name not in real
-        }
-        app = create_app(settings, **transports)
+        app = create_app(settings)
         await stack.enter_async_context(app.router.lifespan_context(app))
         client = await stack.enter_async_context(
             httpx.AsyncClient(
