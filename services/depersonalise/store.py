@@ -747,26 +747,11 @@ def _facts(result: Any, layer: str | None, by: str | None) -> list[Fact]:
     return facts
 
 
-def base_cells(
-    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices
-) -> list[cube.BaseRow]:
-    """The base cells a table is made of (cube.read_base); never records."""
-    with engine.connect() as conn:
-        return list(cube.read_base(conn, query, spec, scope))
-
-
 def base_people(
     engine: Engine, query: cube.Query, spec: Dataset, scope: Slices
 ) -> list[cube.PersonRow]:
     with engine.connect() as conn:
         return list(cube.read_people(conn, query, spec, scope))
-
-
-def uncovered_rows(
-    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, threshold: int
-) -> set[tuple[str, str, date]]:
-    with engine.connect() as conn:
-        return cube.read_uncovered(conn, query, spec, scope, threshold)
 
 
 def providers_holding(engine: Engine, generation: int, dataset: str) -> set[str]:

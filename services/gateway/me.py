@@ -1,8 +1,8 @@
 """``GET /v1/me``: the caller's agency and the agreements it is party to, as agreements answers
 them for the caller, with the key's roles and id added.
 
-Answered on the hot path (``proxy.py``), the busiest route the gateway answers itself; the audit
-trail asks agreements the same way which agreements an agency is party to (``agreements_of``).
+The route (``routes.me``) and the audit trail (which asks which agreements an agency is party to,
+``agreements_of``) call agreements the same way.
 """
 
 from __future__ import annotations

@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
-from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway import me, routing
+from services.gateway import routing
 from services.gateway.audit import AuditUnavailableError
 from services.gateway.forwarding import Exchange, check_scope, decide, header
 from services.gateway.keys import Caller
@@ -186,11 +185,6 @@ class GatewayMiddleware:
             query, headers = scope["query_string"], scope["headers"]
             backend = await decide(gw.decisions, exchange, match, query, headers, claims)
         if backend == routing.GATEWAY:
-            if route.path == me.PATH and scope["method"] == "GET":
-                # The busiest route of its own, answered here rather than through the router.
-                answer = await me.me_answer(gw, caller, exchange.request_id)
-                await _send_json(gw, exchange, send, answer)
-                return
             scope["state"]["caller"] = caller
             await self.app(scope, receive, _audited(gw, exchange, send))
             return
@@ -306,21 +300,6 @@ def _audited(gw: GatewayState, exchange: Exchange, send: Send) -> Send:
         await send(message)
 
     return wrapped
-
-
-async def _send_json(gw: GatewayState, exchange: Exchange, send: Send, answer: Any) -> None:
-    """A 200 JSON answer of the gateway's own, audited before it starts, encoded as the router
-    encodes a route's return value (pydantic's JSON, compact)."""
-    body = to_json(answer)
-    headers = [
-        (b"content-length", str(len(body)).encode()),
-        (b"content-type", b"application/json"),
-        *SECURITY_HEADERS,
-        API_CSP,
-    ]
-    await _audit(gw, exchange.entry("complete", 200, None))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _upstream_headers(

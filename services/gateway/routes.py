@@ -63,7 +63,6 @@ async def _peer(coro: Any) -> tuple[int, Any]:
 @router.get("/me")
 async def me(caller: CallerDep, gateway: GatewayDep, request: Request) -> dict[str, Any]:
     """The caller's agency, roles, key id and the agreements it is party to."""
-    # The gateway's hot path (proxy.py) answers GET /v1/me itself, by the same function.
     return await me_answer(gateway, caller, request_id(request))
 
 
