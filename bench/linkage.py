@@ -36,10 +36,12 @@ from sqlalchemy import distinct, func, select
 from bench.results import peak_rss_mb, record
 from scripts.synthetic_cohort import generate
 from services.ingest.instants import utc_now
-from services.ingest.linkage import LINK, LinkageConfig, link_records, train
+from services.ingest.linkage import link_records
+from services.ingest.linkage_fields import LinkageConfig
+from services.ingest.linkage_model import train
 from services.ingest.models import Base
 from services.ingest.service import PushOptions, push
-from services.ingest.tables import RECORD
+from services.ingest.tables import LINK, RECORD
 from shared.catalogue import load_catalogue
 from shared.db import make_engine
 from shared.validation import compile_dataset

@@ -7,14 +7,11 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Table, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import create_engine
-
-if TYPE_CHECKING:
-    from shared.deps import get_session as get_session
 
 
 def table_of(model: type[Any]) -> Table:
@@ -135,12 +132,3 @@ def prepare_schema(engine: Engine, metadata: Any, migrations_dir: Path | None = 
         command.upgrade(config, "head")
         return
     metadata.create_all(engine)
-
-
-def __getattr__(name: str) -> Any:
-    # The request's session is a FastAPI dependency, kept in shared/deps.py; still importable here.
-    if name == "get_session":
-        import shared.deps
-
-        return shared.deps.get_session
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

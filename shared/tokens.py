@@ -263,8 +263,8 @@ class TokenVerifier:
         return claims
 
 
-# The FastAPI dependencies that read a request's token live in shared/deps.py; routes that import
-# them from here still can, without this module importing the web framework.
+# The FastAPI dependencies that read a request's token live in shared/deps.py; depersonalise's
+# routes still import them from here, without this module importing the web framework.
 _IN_DEPS = frozenset({"AdminDep", "ClaimsDep", "internal_claims", "require_admin"})
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.agreements.change_log import utcnow
 from services.agreements.decisions import DecisionRequest
 from services.agreements.models import DecisionPublic, DecisionQuery, InternalDecisionQuery
-from services.agreements.service import utcnow
 from services.agreements.state import Runtime
 from services.agreements.views import party_summary
 from shared.errors import ProblemError

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlmodel import Session
 
-from services.agreements import service
+from services.agreements import agreement_terms, service
+from services.agreements.change_log import utcnow
 from services.agreements.decision_log import LoggedDecision, recent, window_start
 from services.agreements.decisions import (
     AgencyFacts,
@@ -111,12 +112,12 @@ def dry_run(
 ) -> dict[str, Any]:
     """The body's terms as the agreement's next version, replayed over the decisions of the last
     ``body.days`` days that concern any of its parties (old or new)."""
-    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
+    terms = agreement_terms.validate(session, body, runtime.codes, runtime.catalogue)
     target = stored.agreement
     draft = service.version_from_terms(target.id, target.latest.version + 1, terms, {})
     runtime.recorder.flush()
     snapshot = runtime.snapshots.current()
-    now = service.utcnow()
+    now = utcnow()
     parties = {p for v in target.versions for p in v.parties} | set(draft.parties)
     decisions = recent(session, window_start(now, body.days), parties)
     candidates: dict[str, list[Agreement]] = {

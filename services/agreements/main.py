@@ -11,11 +11,11 @@ from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from services.agreements.agencies import ensure_agency
 from services.agreements.decision_log import DecisionRecorder
 from services.agreements.models import Base
 from services.agreements.reference import load_code_lists
 from services.agreements.routes import routers
-from services.agreements.service import ensure_agency
 from services.agreements.settings import Settings
 from services.agreements.snapshot import SnapshotCache
 from services.agreements.state import Runtime

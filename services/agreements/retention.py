@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlmodel import Session
 
+from services.agreements.change_log import revocation_days
 from services.agreements.lifecycle import Agreement, in_force
-from services.agreements.service import StoredAgreement, revocation_days
+from services.agreements.service import StoredAgreement
 
 
 def retention_rules(

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from services.agreements import service
+from services.agreements import agencies as agency_store
+from services.agreements import agreement_terms, service
+from services.agreements.change_log import history, utcnow
 from services.agreements.decision_answer import decided, decision_request, own_view
 from services.agreements.decision_log import usage
 from services.agreements.deps import CallerDep, RuntimeDep, ServiceDep, SessionDep, SettingsDep
@@ -31,7 +33,6 @@ from services.agreements.models import (
     SignBody,
 )
 from services.agreements.retention import retention_in_force
-from services.agreements.service import utcnow
 from services.agreements.views import (
     agreement_view,
     register_csv,
@@ -73,28 +74,28 @@ agencies = APIRouter(prefix="/v1/agencies", tags=["agencies"])
 
 @agencies.post("", status_code=201)
 def create_agency(body: AgencyCreate, session: SessionDep, _admin: AdminDep) -> AgencyPublic:
-    return _agency_public(service.create_agency(session, body.code, body.name, body.kind))
+    return _agency_public(agency_store.create_agency(session, body.code, body.name, body.kind))
 
 
 @agencies.get("")
 def list_agencies(
     session: SessionDep, _admin: AdminDep, cursor: Cursor = None, limit: Limit = 50
 ) -> Page:
-    rows = service.agencies_after(session, decode_cursor(cursor), limit + 1)
+    rows = agency_store.agencies_after(session, decode_cursor(cursor), limit + 1)
     return _page([(r.code, _agency_public(r).model_dump()) for r in rows], limit)
 
 
 @agencies.get("/{code}")
 def get_agency(code: str, session: SessionDep, claims: ClaimsDep) -> AgencyPublic:
     check_agency_visible(claims, code)
-    return _agency_public(service.get_agency(session, code))
+    return _agency_public(agency_store.get_agency(session, code))
 
 
 @agencies.post("/{code}/suspend")
 def suspend_agency(
     code: str, session: SessionDep, settings: SettingsDep, admin: AdminDep
 ) -> AgencyPublic:
-    row = service.set_agency_status(session, code, "suspended", settings.ops_agency, admin.sub)
+    row = agency_store.set_agency_status(session, code, "suspended", settings.ops_agency, admin.sub)
     return _agency_public(row)
 
 
@@ -102,7 +103,7 @@ def suspend_agency(
 def reinstate_agency(
     code: str, session: SessionDep, settings: SettingsDep, admin: AdminDep
 ) -> AgencyPublic:
-    row = service.set_agency_status(session, code, "active", settings.ops_agency, admin.sub)
+    row = agency_store.set_agency_status(session, code, "active", settings.ops_agency, admin.sub)
     return _agency_public(row)
 
 
@@ -139,7 +140,7 @@ def create_agreement(
     runtime: RuntimeDep,
     admin: AdminDep,
 ) -> dict[str, Any]:
-    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
+    terms = agreement_terms.validate(session, body, runtime.codes, runtime.catalogue)
     agreement_id = service.create_agreement(session, terms, admin.sub)
     return _view(session, agreement_id, settings)
 
@@ -222,7 +223,7 @@ def amend_agreement(
     runtime: RuntimeDep,
     admin: AdminDep,
 ) -> dict[str, Any]:
-    terms = service.validate(session, body, runtime.codes, runtime.catalogue)
+    terms = agreement_terms.validate(session, body, runtime.codes, runtime.catalogue)
     number = service.amend_agreement(session, agreement_id, terms, admin.sub)
     stored = visible_agreement(service.read_agreement(session, agreement_id), agreement_id)
     return agreement_view(
@@ -272,7 +273,7 @@ def agreement_history(
     visible_agreement(service.read_agreement(session, agreement_id), agreement_id, claims)
     after = decode_cursor(cursor)
     start = int(after) if after.isdigit() else 0
-    rows, next_id = service.history(session, agreement_id, start, limit)
+    rows, next_id = history(session, agreement_id, start, limit)
     return Page(
         items=[
             {

@@ -1,7 +1,7 @@
 """Agreements held in the database: read as plain data (``StoredAgreement``), and every change to
 one (created, amended, signed, suspended, reinstated, revoked), each writing its history row and
 bumping the generation counter in the request's transaction (``change_log``). Agencies are in
-``agencies``, the checking of terms in ``agreement_terms``; their names stay importable from here.
+``agencies``, the checking of terms in ``agreement_terms``.
 """
 
 from __future__ import annotations
@@ -16,19 +16,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from services.agreements.agencies import agencies_after as agencies_after
-from services.agreements.agencies import create_agency as create_agency
-from services.agreements.agencies import ensure_agency as ensure_agency
-from services.agreements.agencies import get_agency as get_agency
-from services.agreements.agencies import set_agency_status as set_agency_status
-from services.agreements.agreement_terms import normalise_terms as normalise_terms
-from services.agreements.agreement_terms import validate as validate
-from services.agreements.change_log import bump_generation as bump_generation
-from services.agreements.change_log import history as history
-from services.agreements.change_log import read_generation as read_generation
-from services.agreements.change_log import record_history
-from services.agreements.change_log import revocation_days as revocation_days
-from services.agreements.change_log import utcnow as utcnow
+from services.agreements.change_log import bump_generation, record_history, utcnow
 from services.agreements.lifecycle import Agreement, DatasetGrant, Version, operator_state_of
 from services.agreements.models import (
     AgencyRow,

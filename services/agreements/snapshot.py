@@ -16,6 +16,7 @@ import anyio
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from services.agreements.change_log import read_generation
 from services.agreements.decisions import (
     AgencyFacts,
     Decision,
@@ -24,7 +25,7 @@ from services.agreements.decisions import (
     decide,
 )
 from services.agreements.models import GenerationRow
-from services.agreements.service import StoredAgreement, read_all, read_generation
+from services.agreements.service import StoredAgreement, read_all
 
 
 @dataclass(frozen=True)

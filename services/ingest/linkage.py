@@ -21,7 +21,7 @@ one chunk (``linkage_matching``), the Splink model (``linkage_model``), the pseu
 (``linkage_keys``), clerical review and the quality report (``linkage_review``). This module holds
 what the push, retraction, purge, erasure and start-up call: linking a batch or a set of records,
 forgetting records, re-linking the people they leave, re-sending records whose person changed, and
-re-sending all after a key rotation; the names the other modules import from here stay importable.
+re-sending all after a key rotation. Import what the other modules hold from where it lives.
 """
 
 from __future__ import annotations
@@ -37,22 +37,17 @@ from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from services.ingest.batches import insert_accepted_batch
 from services.ingest.identity import revision_range
 from services.ingest.instants import iso, utc_now
-from services.ingest.linkage_fields import COMPARED as COMPARED
-from services.ingest.linkage_fields import KEYS as KEYS
-from services.ingest.linkage_fields import STRONG as STRONG
-from services.ingest.linkage_fields import LinkageConfig as LinkageConfig
-from services.ingest.linkage_fields import LinkOutcome as LinkOutcome
-from services.ingest.linkage_fields import config_from as config_from
-from services.ingest.linkage_fields import in_chunks as in_chunks
-from services.ingest.linkage_fields import person_fields as person_fields
-from services.ingest.linkage_keys import key_fingerprint as key_fingerprint
-from services.ingest.linkage_keys import person_handle as person_handle
-from services.ingest.linkage_keys import person_pseudonym as person_pseudonym
-from services.ingest.linkage_keys import share_pseudonym as share_pseudonym
+from services.ingest.linkage_fields import (
+    COMPARED,
+    STRONG,
+    LinkageConfig,
+    LinkOutcome,
+    in_chunks,
+    person_fields,
+)
+from services.ingest.linkage_keys import key_fingerprint
 from services.ingest.linkage_matching import ChunkLinking
-from services.ingest.linkage_matching import PersonComponents as PersonComponents
-from services.ingest.linkage_model import current_model as current_model
-from services.ingest.linkage_model import train as train
+from services.ingest.linkage_model import current_model
 from services.ingest.tables import KEY_IN_USE, LINK, OUTBOX, PERSON, RECORD, REVIEW
 from shared.catalogue import Dataset
 from shared.db import write_transaction

@@ -9,12 +9,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select, update
 
 from services.ingest.instants import iso, utc_now
-from services.ingest.linkage import (
-    COMPARED,
-    STRONG,
-    in_chunks,
-    republish,
-)
+from services.ingest.linkage import republish
+from services.ingest.linkage_fields import COMPARED, STRONG, in_chunks
 from services.ingest.tables import LINK, MODEL, RECORD, REVIEW
 from shared.errors import ProblemError
 

@@ -9,11 +9,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from services.ingest import linkage as link
+from services.ingest import linkage_model
 from services.ingest import linkage_review as review
 from services.ingest.deps import EngineDep, app_state
+from services.ingest.linkage_fields import LinkageConfig
+from shared.deps import AdminDep
 from shared.errors import ProblemError
-from shared.tokens import AdminDep
 
 linkage = APIRouter(prefix="/v1/linkage", tags=["linkage"])
 
@@ -33,8 +34,8 @@ class LabelledSet(BaseModel):
     labels: list[Label] = Field(max_length=1_000_000)
 
 
-def _config(request: Request) -> link.LinkageConfig:
-    config: link.LinkageConfig | None = app_state(request.app).linkage
+def _config(request: Request) -> LinkageConfig:
+    config: LinkageConfig | None = app_state(request.app).linkage
     if config is None:
         raise ProblemError(
             409,
@@ -47,7 +48,7 @@ def _config(request: Request) -> link.LinkageConfig:
 @linkage.post("/model")
 async def train_model(request: Request, _admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
     """Train the probabilistic model on the records the hub holds; later pushes use it."""
-    return await asyncio.to_thread(link.train, engine, _config(request))
+    return await asyncio.to_thread(linkage_model.train, engine, _config(request))
 
 
 @linkage.get("/reviews")

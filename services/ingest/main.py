@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
 
 from services.ingest.idempotency import forget_expired_keys
-from services.ingest.linkage import LinkageConfig, config_from, rekey
+from services.ingest.linkage import rekey
+from services.ingest.linkage_fields import LinkageConfig, config_from
 from services.ingest.linkage_routes import linkage as linkage_routes
 from services.ingest.models import Base
 from services.ingest.operations_routes import internal, operations, reports

@@ -20,9 +20,9 @@ from services.ingest.report_render import report_csv, report_html
 from services.ingest.retention import erase, purge_history, purges_after
 from services.ingest.settings import record_key_secret
 from shared.catalogue import load_catalogue
+from shared.deps import AdminDep, ClaimsDep
 from shared.errors import ProblemError
 from shared.http import CSV_MEDIA, negotiate, require_service, spool
-from shared.tokens import AdminDep, ClaimsDep
 
 operations = APIRouter(prefix="/v1", tags=["operations"])
 reports = APIRouter(prefix="/v1/reports", tags=["reports"])

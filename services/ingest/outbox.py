@@ -20,7 +20,8 @@ import msgspec
 from sqlalchemy import Connection, Engine, Row, func, select, update
 
 from services.ingest.identity import record_key, revision_range
-from services.ingest.linkage import people_of, share_pseudonym
+from services.ingest.linkage import people_of
+from services.ingest.linkage_keys import share_pseudonym
 from services.ingest.tables import BATCH, OUTBOX, RECORD
 from shared.catalogue import Dataset
 from shared.db import in_read_transaction, in_write_transaction

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from shared.catalogue import Dataset
 
 if TYPE_CHECKING:  # linkage writes batches, whose rows carry an outcome's counts
-    from services.ingest.linkage import LinkageConfig
+    from services.ingest.linkage_fields import LinkageConfig
 
 
 @dataclass

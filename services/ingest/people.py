@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, select
 
-from services.ingest.linkage import person_handle
+from services.ingest.linkage_keys import person_handle
 from services.ingest.personal_reads import granted_clause, granted_record
 from services.ingest.tables import LINK, RECORD
 from shared.catalogue import Dataset

@@ -18,10 +18,11 @@ from services.ingest.deps import ReadDep, app_state
 from services.ingest.personal_reads import record_read
 from shared.app import request_id
 from shared.catalogue import load_catalogue
+from shared.deps import ClaimsDep
 from shared.errors import ProblemError
 from shared.grants import Slices, slices, slices_of
 from shared.identifiers import parse_cro, parse_nhs, parse_pnc
-from shared.tokens import ClaimsDep, InternalClaims
+from shared.tokens import InternalClaims
 
 case_view = APIRouter(prefix="/v1", tags=["case view"])
 NO_STORE = {"Cache-Control": "no-store"}

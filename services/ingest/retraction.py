@@ -11,7 +11,8 @@ from sqlalchemy import Connection, delete, insert, select
 from services.ingest.batches import insert_accepted_batch
 from services.ingest.identity import record_key, revision_range
 from services.ingest.instants import iso, utc_now
-from services.ingest.linkage import LinkageConfig, forget
+from services.ingest.linkage import forget
+from services.ingest.linkage_fields import LinkageConfig
 from services.ingest.tables import OUTBOX, RECORD
 from shared.catalogue import Dataset
 from shared.errors import ProblemError

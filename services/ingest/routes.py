@@ -35,6 +35,7 @@ from services.ingest.settings import Settings, record_key_secret
 from services.ingest.state import IngestState
 from shared.app import request_id
 from shared.catalogue import load_catalogue
+from shared.deps import ClaimsDep
 from shared.errors import ProblemError
 from shared.grants import Slices, slices
 from shared.http import (
@@ -44,7 +45,7 @@ from shared.http import (
     refuse_declared_over,
     spool,
 )
-from shared.tokens import RECORD_COUNT, ClaimsDep, InternalClaims
+from shared.tokens import RECORD_COUNT, InternalClaims
 from shared.validation import CompiledDataset
 
 datasets = APIRouter(prefix="/v1/datasets", tags=["datasets"])

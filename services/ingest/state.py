@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.ingest.idempotency import InFlight
-from services.ingest.linkage import LinkageConfig
+from services.ingest.linkage_fields import LinkageConfig
 from services.ingest.outbox import Relay
 from shared.catalogue import Dataset
 from shared.validation import CompiledDataset

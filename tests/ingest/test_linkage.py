@@ -15,13 +15,10 @@ from sqlalchemy import select
 from scripts.synthetic_cohort import generate
 from services.ingest import linkage
 from services.ingest.identity import record_key
-from services.ingest.linkage import (
-    PersonComponents,
-    person_pseudonym,
-    share_pseudonym,
-)
+from services.ingest.linkage_keys import person_handle, person_pseudonym, share_pseudonym
+from services.ingest.linkage_matching import PersonComponents
 from services.ingest.linkage_review import pair_quality
-from services.ingest.tables import LINK, RECORD
+from services.ingest.tables import LINK, PERSON, RECORD
 from tests.conftest import RECORD_KEY_SECRET
 from tests.ingest.conftest import Client, drain, token
 
@@ -358,7 +355,7 @@ def treatment(ref: str, **extra: Any) -> dict[str, Any]:
 def people_rows(client: Client) -> set[int]:
     engine = client.app.state.engine  # type: ignore[attr-defined]
     with engine.connect() as connection:
-        return set(connection.execute(select(linkage.PERSON.c.id)).scalars())
+        return set(connection.execute(select(PERSON.c.id)).scalars())
 
 
 async def one_person_three_ways(client: Client) -> tuple[int, dict[str, Any]]:
@@ -604,5 +601,5 @@ async def test_a_rotated_linkage_key_re_sends_every_linked_record_under_the_new_
         share_pseudonym(rotated, person)
     }
     assert old not in json.dumps(list(receiver.state.current.values()))
-    handle = linkage.person_handle(rotated, "iom-team", person)
-    assert handle != linkage.person_handle(KEY, "iom-team", person)  # handles change too
+    handle = person_handle(rotated, "iom-team", person)
+    assert handle != person_handle(KEY, "iom-team", person)  # handles change too

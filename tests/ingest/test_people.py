@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.ingest.linkage import person_handle, person_pseudonym, share_pseudonym
+from services.ingest.linkage_keys import person_handle, person_pseudonym, share_pseudonym
 
 KEY = "a linkage key of some length"
 

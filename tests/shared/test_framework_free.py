@@ -94,11 +94,10 @@ def test_only_the_http_modules_of_a_service_import_the_framework() -> None:
 
 
 def test_names_moved_to_shared_deps_are_still_importable_from_where_they_were() -> None:
-    from shared import db, deps, tokens
+    from shared import deps, tokens
 
     assert tokens.ClaimsDep is deps.ClaimsDep
     assert tokens.AdminDep is deps.AdminDep
     assert tokens.internal_claims is deps.internal_claims
-    assert db.get_session is deps.get_session
     with pytest.raises(AttributeError):
         getattr(tokens, "no_such_name")  # noqa: B009 - the module's own __getattr__ is tested
