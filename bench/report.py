@@ -20,7 +20,7 @@ from services.ingest.report import parse_quarter, provider_rows
 from services.ingest.service import PushOptions, push
 from services.ingest.tables import RECORD
 from shared.catalogue import load_catalogue
-from shared.db import make_engine
+from shared.db import in_read_transaction, make_engine
 from shared.validation import compile_dataset
 
 RECORDS = 200_000
@@ -48,7 +48,7 @@ def main() -> None:
                 scanned = sum(1 for _row in connection.execute(scan))
             scan_times.append(time.perf_counter() - started)
             started = time.perf_counter()
-            report_rows = provider_rows(engine, catalogue, quarter, None)
+            report_rows = in_read_transaction(engine, provider_rows, catalogue, quarter, None)
             report_times.append(time.perf_counter() - started)
         assert sum(r["records"] for r in report_rows) == scanned
         engine.dispose()

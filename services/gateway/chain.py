@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -95,51 +96,93 @@ def verify(
     are read, chained onto its hash. A full check also recomputes the Merkle tree and checks each
     checkpoint's signed tree head against it.
     """
-    by_seq = {int(c["seq"]): c for c in checkpoints}
-    keys = public_keys or {}
-    expected_seq = 1
-    prev = GENESIS
-    count = 0
-    if start is not None:
-        problem = _check_checkpoint(start, str(start["hash"]), keys)
+    walk = _Walk({int(c["seq"]): c for c in checkpoints}, public_keys or {}, max_gap)
+    problem = walk.resume(start) if start is not None else None
+    problem = problem or walk.take_all(entries) or walk.end_problem(head)
+    return problem or {
+        "ok": True,
+        "entries": walk.count,
+        "head": walk.prev,
+        "checkpoint": walk.signed,
+    }
+
+
+@dataclass
+class _Walk:
+    """How far ``verify`` has come along the chain: the last hash, the entries read, the last
+    signed checkpoint, the Merkle frontier (a full check only) and the redactions seen."""
+
+    checkpoints: dict[int, Mapping[str, Any]]
+    keys: Mapping[str, str]
+    max_gap: int | None
+    prev: str = GENESIS
+    count: int = 0
+    signed: int = 0
+    frontier: list[bytes] | None = field(default_factory=list)
+    redacted: set[int] = field(default_factory=set)
+    recorded: set[int] = field(default_factory=set)
+
+    def resume(self, start: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Continue after a checkpoint already verified; its problem if it is not valid."""
+        problem = _check_checkpoint(start, str(start["hash"]), self.keys)
         if problem:
             return _bad(int(start["seq"]), problem)
-        by_seq.pop(int(start["seq"]), None)
-        count = int(start["seq"])
-        expected_seq, prev = count + 1, str(start["hash"])
-    signed = count
-    frontier: list[bytes] | None = [] if start is None else None
-    redacted: set[int] = set()
-    recorded: set[int] = set()
-    for entry in entries:
+        self.checkpoints.pop(int(start["seq"]), None)
+        self.count = self.signed = int(start["seq"])
+        self.prev = str(start["hash"])
+        self.frontier = None
+        return None
+
+    def take(self, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Chain the next entry on; what is wrong with it, or None."""
         seq = int(entry["seq"])
-        if seq != expected_seq:
-            return _bad(expected_seq, "entry missing or out of order")
-        broken = _link_problem(entry, prev)
+        if seq != self.count + 1:
+            return _bad(self.count + 1, "entry missing or out of order")
+        broken = _link_problem(entry, self.prev)
         if broken:
             return _bad(seq, broken)
         if entry.get("redacted_at"):
-            redacted.add(seq)  # its body is gone: it stands by its digest, if its redaction is
+            self.redacted.add(seq)  # its body is gone: it stands by its digest, if its redaction is
         target = redaction_target(entry)
         if target is not None and target < seq:
-            recorded.add(target)
-        if frontier is not None:
-            frontier, _ = merkle.append(frontier, seq - 1, merkle.leaf_hash(entry["digest"]))
-        checkpoint = by_seq.pop(seq, None)
-        if checkpoint is not None:
-            problem = _check_checkpoint(checkpoint, entry["hash"], keys)
-            if not problem and frontier is not None and checkpoint.get("root"):
-                problem = _check_tree_head(checkpoint, merkle.root(frontier), keys)
+            self.recorded.add(target)
+        if self.frontier is not None:
+            self.frontier, _ = merkle.append(
+                self.frontier, seq - 1, merkle.leaf_hash(entry["digest"])
+            )
+        problem = self._signed_problem(seq, entry["hash"])
+        if problem:
+            return _bad(seq, problem)
+        self.prev = entry["hash"]
+        self.count += 1
+        return None
+
+    def take_all(self, entries: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """Every entry in turn, up to the first that is wrong."""
+        for entry in entries:
+            problem = self.take(entry)
             if problem:
-                return _bad(seq, problem)
-            signed = seq
-        elif max_gap is not None and seq - signed > max_gap:
-            return _bad(seq, f"no signed checkpoint within {max_gap} entries")
-        prev = entry["hash"]
-        expected_seq += 1
-        count += 1
-    unmatched = _end_problem(by_seq, redacted - recorded, head, count, prev)
-    return unmatched or {"ok": True, "entries": count, "head": prev, "checkpoint": signed}
+                return problem
+        return None
+
+    def end_problem(self, head: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        unrecorded = self.redacted - self.recorded
+        return _end_problem(self.checkpoints, unrecorded, head, self.count, self.prev)
+
+    def _signed_problem(self, seq: int, entry_hash: str) -> str:
+        """The entry's checkpoint checked (and its tree head, on a full check), or the gap since
+        the last one within ``max_gap``."""
+        checkpoint = self.checkpoints.pop(seq, None)
+        if checkpoint is None:
+            if self.max_gap is not None and seq - self.signed > self.max_gap:
+                return f"no signed checkpoint within {self.max_gap} entries"
+            return ""
+        problem = _check_checkpoint(checkpoint, entry_hash, self.keys)
+        if not problem and self.frontier is not None and checkpoint.get("root"):
+            problem = _check_tree_head(checkpoint, merkle.root(self.frontier), self.keys)
+        if not problem:
+            self.signed = seq
+        return problem
 
 
 def _end_problem(

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.ingest.instants import iso, utc_now
 from services.ingest.tables import IDEMPOTENCY
-from shared.db import write_transaction
+from shared.db import in_read_transaction, write_transaction
 from shared.errors import ProblemError
 
 Answer = dict[str, Any]
@@ -35,17 +35,16 @@ def fingerprint(*parts: str) -> str:
 
 
 def stored_answer(
-    engine: Engine, agency: str, key: str, fingerprint: str, moment: datetime | None = None
+    connection: Connection, agency: str, key: str, fingerprint: str, moment: datetime | None = None
 ) -> Answer | None:
     """The first answer for this agency's key; 422 if the key came with another request."""
-    with engine.connect() as connection:
-        row = connection.execute(
-            select(IDEMPOTENCY.c.fingerprint, IDEMPOTENCY.c.response).where(
-                IDEMPOTENCY.c.agency == agency,
-                IDEMPOTENCY.c.key == key,
-                IDEMPOTENCY.c.expires_at > iso(moment or utc_now()),
-            )
-        ).first()
+    row = connection.execute(
+        select(IDEMPOTENCY.c.fingerprint, IDEMPOTENCY.c.response).where(
+            IDEMPOTENCY.c.agency == agency,
+            IDEMPOTENCY.c.key == key,
+            IDEMPOTENCY.c.expires_at > iso(moment or utc_now()),
+        )
+    ).first()
     if row is None:
         return None
     if row.fingerprint != fingerprint:
@@ -114,6 +113,11 @@ class InFlight:
             self.running.discard(slot)
 
 
+def look_up(engine: Engine, agency: str, key: str, request_fingerprint: str) -> Answer | None:
+    """``stored_answer`` on a connection of its own (a push's, outside any request transaction)."""
+    return in_read_transaction(engine, stored_answer, agency, key, request_fingerprint)
+
+
 async def push_once(
     engine: Engine,
     in_flight: InFlight,
@@ -123,10 +127,13 @@ async def push_once(
     run: Callable[[], Awaitable[Answer]],
 ) -> tuple[Answer, bool]:
     """The push's answer and whether it is the stored first answer given again (``run`` is not
-    called then). Without a key, ``run`` is simply run."""
+    called then). Without a key, ``run`` is simply run.
+
+    A push writes in chunks, each in a transaction of its own (``service.push``), so it holds no
+    request transaction; its look-ups read on a connection of their own, here."""
     if key is None:
         return await run(), False
-    first = await asyncio.to_thread(stored_answer, engine, agency, key, request_fingerprint)
+    first = await asyncio.to_thread(look_up, engine, agency, key, request_fingerprint)
     if first is not None:
         return first, True
     with in_flight.hold(agency, key):
@@ -134,7 +141,7 @@ async def push_once(
             return await run(), False
         except IntegrityError:
             # Another replica committed the same key first: answer as it did.
-            first = await asyncio.to_thread(stored_answer, engine, agency, key, request_fingerprint)
+            first = await asyncio.to_thread(look_up, engine, agency, key, request_fingerprint)
             if first is None:
                 raise
             return first, False

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, insert, select
 from services.ingest.instants import iso, utc_now
 from services.ingest.linkage_fields import COMPARED, KEYS, LinkageConfig, swapped_dob
 from services.ingest.tables import LINK, MODEL, inserted_id
+from shared.db import in_read_transaction, in_write_transaction
 from shared.errors import ProblemError
 
 # Candidate pairs: the same date of birth (or transposed), surname and forename, forename and
@@ -91,16 +92,11 @@ def comparison_row(unique_id: str, fields: Mapping[Any, Any], **extra: Any) -> d
 
 
 def train(engine: Engine, config: LinkageConfig, seed: int = 42) -> dict[str, Any]:
-    """Train the model on the records the hub holds and make it the one in force."""
-    from splink import DuckDBAPI, Linker
+    """Train the model on the records the hub holds and make it the one in force.
 
-    with engine.connect() as connection:
-        rows = [
-            comparison_row(f"r{row.record_id}", row._mapping, label=row.person_id)
-            for row in connection.execute(
-                select(LINK).where(LINK.c.surname.is_not(None)).order_by(LINK.c.record_id)
-            )
-        ]
+    A fit takes minutes, so it holds no transaction: the records are read on a connection of their
+    own, the model kept in a write transaction of its own (on SQLite, queued with the others)."""
+    rows = in_read_transaction(engine, training_rows)
     sizes: dict[int, int] = {}
     for row in rows:
         sizes[row["label"]] = sizes.get(row["label"], 0) + 1
@@ -114,31 +110,51 @@ def train(engine: Engine, config: LinkageConfig, seed: int = 42) -> dict[str, An
             records=len(rows),
             labelled_pairs=labelled,
         )
-    api = DuckDBAPI(_duckdb(config.duckdb_memory))
-    linker = Linker(api.register(_table(rows)), _settings(), log_level=logging.ERROR)
-    linker.training.estimate_u_using_random_sampling(max_pairs=2e5, seed=seed)
-    linker.training.estimate_m_from_label_column("label")
-    model: dict[str, Any] = linker.misc.save_model_to_json()
-    total_pairs = len(rows) * (len(rows) - 1) // 2
-    model["probability_two_random_records_match"] = max(labelled / total_pairs, 1e-9)
+    model = _fit(rows, labelled, config.duckdb_memory, seed)
     moment = iso(utc_now())
-    with engine.begin() as connection:
-        model_id = inserted_id(
-            connection.execute(
-                insert(MODEL).values(
-                    trained_at=moment,
-                    records=len(rows),
-                    labelled_pairs=labelled,
-                    model=json.dumps(model),
-                )
-            )
-        )
+    model_id = in_write_transaction(engine, keep_model, model, moment, len(rows), labelled)
     return {
         "model": model_id,
         "trained_at": moment,
         "records": len(rows),
         "labelled_pairs": labelled,
     }
+
+
+def training_rows(connection: Connection) -> list[dict[str, Any]]:
+    """Every linked record with a surname, labelled with its person (the exact pass's links)."""
+    return [
+        comparison_row(f"r{row.record_id}", row._mapping, label=row.person_id)
+        for row in connection.execute(
+            select(LINK).where(LINK.c.surname.is_not(None)).order_by(LINK.c.record_id)
+        )
+    ]
+
+
+def _fit(rows: list[dict[str, Any]], labelled: int, memory: str, seed: int) -> dict[str, Any]:
+    from splink import DuckDBAPI, Linker
+
+    api = DuckDBAPI(_duckdb(memory))
+    linker = Linker(api.register(_table(rows)), _settings(), log_level=logging.ERROR)
+    linker.training.estimate_u_using_random_sampling(max_pairs=2e5, seed=seed)
+    linker.training.estimate_m_from_label_column("label")
+    model: dict[str, Any] = linker.misc.save_model_to_json()
+    total_pairs = len(rows) * (len(rows) - 1) // 2
+    model["probability_two_random_records_match"] = max(labelled / total_pairs, 1e-9)
+    return model
+
+
+def keep_model(
+    connection: Connection, model: dict[str, Any], moment: str, records: int, labelled: int
+) -> int:
+    """Store a trained model: the newest is the one in force."""
+    return inserted_id(
+        connection.execute(
+            insert(MODEL).values(
+                trained_at=moment, records=records, labelled_pairs=labelled, model=json.dumps(model)
+            )
+        )
+    )
 
 
 def current_model(connection: Connection) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from services.ingest import linkage_model
 from services.ingest import linkage_review as review
-from services.ingest.deps import EngineDep, app_state
+from services.ingest.deps import EngineDep, ReadDep, WriteDep, app_state
 from services.ingest.linkage_fields import LinkageConfig
 from shared.deps import AdminDep
 from shared.errors import ProblemError
@@ -55,34 +55,36 @@ async def train_model(request: Request, _admin: AdminDep, engine: EngineDep) -> 
 async def list_reviews(
     request: Request,
     _admin: AdminDep,
-    engine: EngineDep,
+    connection: ReadDep,
     cursor: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Uncertain pairs awaiting clerical review, oldest first."""
     _config(request)
-    return await asyncio.to_thread(review.pending_reviews, engine, cursor, limit)
+    return await asyncio.to_thread(review.pending_reviews, connection, cursor, limit)
 
 
 @linkage.post("/reviews/{review_id}")
 async def decide_review(
-    request: Request, review_id: int, body: ReviewDecision, admin: AdminDep, engine: EngineDep
+    request: Request, review_id: int, body: ReviewDecision, admin: AdminDep, connection: WriteDep
 ) -> dict[str, Any]:
     """Accept (the record's person joins the candidate's) or reject an uncertain pair."""
     _config(request)
-    return await asyncio.to_thread(review.decide, engine, review_id, body.decision, admin.sub)
+    return await asyncio.to_thread(review.decide, connection, review_id, body.decision, admin.sub)
 
 
 @linkage.get("/quality")
-async def linkage_quality(request: Request, _admin: AdminDep, engine: EngineDep) -> dict[str, Any]:
+async def linkage_quality(
+    request: Request, _admin: AdminDep, connection: ReadDep
+) -> dict[str, Any]:
     """Link rates per dataset, the match-weight distribution, pending reviews, the model."""
     _config(request)
-    return await asyncio.to_thread(review.quality_report, engine)
+    return await asyncio.to_thread(review.quality_report, connection)
 
 
 @linkage.post("/quality")
 async def linkage_quality_against_labels(
-    request: Request, body: LabelledSet, _admin: AdminDep, engine: EngineDep
+    request: Request, body: LabelledSet, _admin: AdminDep, connection: ReadDep
 ) -> dict[str, Any]:
     """The quality report with pairwise precision and recall against a labelled set (a synthetic
     cohort's truth, or a clerically checked sample)."""
@@ -90,6 +92,6 @@ async def linkage_quality_against_labels(
     labels = [label.model_dump() for label in body.labels]
 
     def report() -> dict[str, Any]:
-        return review.quality_report(engine, review.labelled_truth(engine, labels))
+        return review.quality_report(connection, review.labelled_truth(connection, labels))
 
     return await asyncio.to_thread(report)

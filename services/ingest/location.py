@@ -149,13 +149,38 @@ def locate_columns(
         for name in ("easting", "northing", "latitude", "longitude")
     )
     if east.count(None) == count == north.count(None) and None not in lat and None not in lon:
-        # every record has latitude/longitude and nothing before them: checked as arrays
-        lats, lons = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
-        pair = (lats >= -90.0) & (lats <= 90.0) & (lons >= -180.0) & (lons <= 180.0)
-        for i in np.flatnonzero(~pair).tolist():
-            places.errors[i] = LocationError("latitude", "is not a WGS84 latitude/longitude pair")
-        _locate_wgs84(lats[pair], lons[pair], np.flatnonzero(pair), places)
+        _locate_all_wgs84(lat, lon, places)
         return places
+    grid, wgs84, postcodes = _by_source(records, (east, north, lat, lon), requirement, places)
+    if grid:
+        _locate_grid([east[i] for i in grid], [north[i] for i in grid], grid, places)
+    if wgs84:
+        lats = np.asarray([lat[i] for i in wgs84], dtype=float)
+        lons = np.asarray([lon[i] for i in wgs84], dtype=float)
+        _locate_wgs84(lats, lons, np.asarray(wgs84, dtype=np.intp), places)
+    if postcodes:
+        _locate_postcodes(records, postcodes, requirement, lookup, places)
+    return places
+
+
+def _locate_all_wgs84(lat: list[Any], lon: list[Any], places: Places) -> None:
+    """Every record has latitude/longitude and nothing before them: checked as arrays."""
+    lats, lons = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+    pair = (lats >= -90.0) & (lats <= 90.0) & (lons >= -180.0) & (lons <= 180.0)
+    for i in np.flatnonzero(~pair).tolist():
+        places.errors[i] = LocationError("latitude", "is not a WGS84 latitude/longitude pair")
+    _locate_wgs84(lats[pair], lons[pair], np.flatnonzero(pair), places)
+
+
+def _by_source(
+    records: list[dict[str, Any]],
+    columns: tuple[list[Any], list[Any], list[Any], list[Any]],
+    requirement: str,
+    places: Places,
+) -> tuple[list[int], list[int], list[int]]:
+    """The rows to place by grid coordinates, by latitude/longitude and by postcode; a row with
+    half a pair, a pair out of range or nothing to go by gets its error now."""
+    east, north, lat, lon = columns
     grid: list[int] = []
     wgs84: list[int] = []
     postcodes: list[int] = []
@@ -182,21 +207,24 @@ def locate_columns(
             postcodes.append(i)
         else:
             _unlocated(requirement, "location", i, places)
-    if grid:
-        _locate_grid([east[i] for i in grid], [north[i] for i in grid], grid, places)
-    if wgs84:
-        lats = np.asarray([lat[i] for i in wgs84], dtype=float)
-        lons = np.asarray([lon[i] for i in wgs84], dtype=float)
-        _locate_wgs84(lats, lons, np.asarray(wgs84, dtype=np.intp), places)
-    if postcodes:
-        found = lookup({records[i]["postcode"] for i in postcodes})
-        for i in postcodes:
-            point = found.get(records[i]["postcode"])
-            if point is None:
-                _unlocated(requirement, "postcode", i, places)
-            else:
-                places.eastings[i], places.northings[i], places.sources[i] = (*point, POSTCODE)
-    return places
+    return grid, wgs84, postcodes
+
+
+def _locate_postcodes(
+    records: list[dict[str, Any]],
+    rows: list[int],
+    requirement: str,
+    lookup: PostcodeLookup,
+    places: Places,
+) -> None:
+    """The postcode centroids of ``rows``, looked up once for the chunk."""
+    found = lookup({records[i]["postcode"] for i in rows})
+    for i in rows:
+        point = found.get(records[i]["postcode"])
+        if point is None:
+            _unlocated(requirement, "postcode", i, places)
+        else:
+            places.eastings[i], places.northings[i], places.sources[i] = (*point, POSTCODE)
 
 
 def _locate_grid(

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import Engine
 
 from services.ingest.idempotency import forget_expired_keys
 from services.ingest.linkage import rekey
@@ -28,7 +30,7 @@ from services.ingest.settings import Settings, record_key_secret
 from services.ingest.state import IngestState
 from shared.app import build_app
 from shared.catalogue import load_catalogue
-from shared.db import is_sqlite, make_engine, ping, prepare_schema
+from shared.db import in_read_transaction, is_sqlite, make_engine, ping, prepare_schema
 from shared.tokens import TokenKey, TokenVerifier
 from shared.validation import compile_dataset
 
@@ -57,7 +59,7 @@ class OutboxCollector:
         figures = {"depth": 0.0, "pending_records": 0.0, "oldest_age_seconds": 0.0}
         if engine is not None:
             with contextlib.suppress(Exception):  # a scrape never fails on a busy database
-                figures = outbox_figures(engine)
+                figures = in_read_transaction(engine, outbox_figures)
         for name, help_text in (
             ("depth", "outbox rows not yet delivered to depersonalise"),
             ("pending_records", "accepted records of those rows not yet delivered"),
@@ -119,14 +121,52 @@ async def _stop(tasks: list[asyncio.Task[Any]]) -> None:
             await task
 
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    depersonalise_transport: httpx.AsyncBaseTransport | None = None,
-    agreements_transport: httpx.AsyncBaseTransport | None = None,
-) -> FastAPI:
-    settings = settings or Settings()
+def _make_state(
+    settings: Settings,
+    engine: Engine,
+    token_key: TokenKey,
+    secret: str,
+    depersonalise: httpx.AsyncClient,
+    agreements: httpx.AsyncClient,
+) -> IngestState:
+    """What the app keeps: the catalogue, the relay, linkage, the purge round and the peer."""
+    catalogue = load_catalogue(settings.catalogue_dir)
+    linkage = _linkage(settings)
+    relay = Relay(
+        engine,
+        depersonalise,
+        secret,
+        token_key,
+        catalogue,
+        settings.relay_batch_events,
+        linkage_key=linkage.key if linkage else None,
+    )
+    peer = AgreementsPeer(agreements, token_key)
 
+    async def purge_now() -> list[dict[str, Any]]:
+        rules = await peer.retention()
+        entries = await asyncio.to_thread(
+            purge, engine, secret, rules, linkage=(catalogue, linkage)
+        )
+        await asyncio.to_thread(forget_expired_keys, engine)
+        return entries
+
+    return IngestState(
+        catalogue=catalogue,
+        datasets={name: compile_dataset(d) for name, d in catalogue.items()},
+        relay=relay,
+        linkage=linkage,
+        purge_now=purge_now,
+        agreement_entries=peer.agreement_entries,
+        push_turns=asyncio.Semaphore(1 if is_sqlite(engine) else 64),
+    )
+
+
+def _lifespan(
+    settings: Settings,
+    depersonalise_transport: httpx.AsyncBaseTransport | None,
+    agreements_transport: httpx.AsyncBaseTransport | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         verifier = TokenVerifier.configured(
@@ -136,45 +176,18 @@ def create_app(
         secret = record_key_secret(settings)
         engine = make_engine(settings.database_url)
         prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
-        catalogue = load_catalogue(settings.catalogue_dir)
         depersonalise, agreements = _clients(
             settings, depersonalise_transport, agreements_transport
         )
-        linkage = _linkage(settings)
-        if linkage is not None:
-            await asyncio.to_thread(rekey, engine, linkage)  # a rotated key: re-send the linked
-        relay = Relay(
-            engine,
-            depersonalise,
-            secret,
-            token_key,
-            catalogue,
-            settings.relay_batch_events,
-            linkage_key=linkage.key if linkage else None,
-        )
-
-        peer = AgreementsPeer(agreements, token_key)
-
-        async def purge_now() -> list[dict[str, Any]]:
-            rules = await peer.retention()
-            entries = await asyncio.to_thread(
-                purge, engine, secret, rules, linkage=(catalogue, linkage)
-            )
-            await asyncio.to_thread(forget_expired_keys, engine)
-            return entries
-
+        state = _make_state(settings, engine, token_key, secret, depersonalise, agreements)
+        if state.linkage is not None:
+            await asyncio.to_thread(
+                rekey, engine, state.linkage
+            )  # a rotated key: re-send the linked
         app.state.token_verifier = verifier
         app.state.engine = engine
-        app.state.ingest = IngestState(
-            catalogue=catalogue,
-            datasets={name: compile_dataset(d) for name, d in catalogue.items()},
-            relay=relay,
-            linkage=linkage,
-            purge_now=purge_now,
-            agreement_entries=peer.agreement_entries,
-            push_turns=asyncio.Semaphore(1 if is_sqlite(engine) else 64),
-        )
-        tasks = _background(settings, relay, purge_now)
+        app.state.ingest = state
+        tasks = _background(settings, state.relay, state.purge_now)
         try:
             yield
         finally:
@@ -184,9 +197,20 @@ def create_app(
             await verifier.replay.close()
             engine.dispose()
 
+    return lifespan
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    depersonalise_transport: httpx.AsyncBaseTransport | None = None,
+    agreements_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The ingest app; a peer's transport, when given, replaces the network (in-process tests)."""
+    settings = settings or Settings()
     app = build_app(
         "ingest",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, depersonalise_transport, agreements_transport),
         ready_checks=[("database", lambda a: ping(a.state.engine))],
         description="Dataset catalogue, validated batches, raw records and the outbox.",
     )

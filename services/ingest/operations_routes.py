@@ -20,6 +20,7 @@ from services.ingest.report_render import report_csv, report_html
 from services.ingest.retention import erase, purge_history, purges_after
 from services.ingest.settings import record_key_secret
 from shared.catalogue import load_catalogue
+from shared.db import in_write_transaction
 from shared.deps import AdminDep, ClaimsDep
 from shared.errors import ProblemError
 from shared.http import CSV_MEDIA, negotiate, require_service, spool
@@ -38,7 +39,7 @@ def _report_format(request: Request, format: str | None) -> str:
 async def partnership_report(
     request: Request,
     claims: ClaimsDep,
-    engine: EngineDep,
+    connection: ReadDep,
     quarter: Annotated[str, Query(pattern=QUARTER_PATTERN, max_length=7)],
     format: Annotated[str | None, Query(pattern="^(json|csv|html)$")] = None,
 ) -> dict[str, Any] | Response:
@@ -58,7 +59,7 @@ async def partnership_report(
             503, "The agreements service could not answer.", slug="backend-unavailable"
         ) from exc
     rows = await asyncio.to_thread(
-        provider_rows, engine, app_state(request.app).catalogue, period, None
+        provider_rows, connection, app_state(request.app).catalogue, period, None
     )
     body = report(period, rows, agreements)
     if agency is not None:
@@ -86,14 +87,18 @@ async def load_postcode_layer(
     """Load Code-Point Open or ONSPD CSV as the postcode layer (``?replace=true`` swaps it)."""
     body = await spool(request.stream(), settings.max_body_bytes)
     try:
-        return await asyncio.to_thread(load_postcodes, engine, body.text(), replace)
+        # The request's one write, opened once the upload is read: the writer lock is not held
+        # while a national file arrives.
+        return await asyncio.to_thread(
+            in_write_transaction, engine, load_postcodes, body.text(), replace
+        )
     finally:
         body.close()
 
 
 @operations.get("/postcodes", tags=["postcodes"])
-async def postcode_layer(_claims: ClaimsDep, engine: EngineDep) -> dict[str, int]:
-    return {"postcodes": await asyncio.to_thread(postcode_count, engine)}
+async def postcode_layer(_claims: ClaimsDep, connection: ReadDep) -> dict[str, int]:
+    return {"postcodes": await asyncio.to_thread(postcode_count, connection)}
 
 
 @operations.get("/purges", tags=["retention"])
@@ -137,6 +142,7 @@ async def erase_records(
 async def replay_records(
     request: Request,
     claims: ClaimsDep,
+    connection: ReadDep,
     dataset: str,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
@@ -146,16 +152,16 @@ async def replay_records(
     depersonalise to rebuild or reconcile from."""
     require_service(claims, operators=True)
     events, following = await asyncio.to_thread(
-        app_state(request.app).relay.replay, dataset, after, limit, provider
+        app_state(request.app).relay.replay, connection, dataset, after, limit, provider
     )
     return {"events": events, "next": following}
 
 
 @internal.get("/holdings")
-async def dataset_holdings(claims: ClaimsDep, engine: EngineDep, dataset: str) -> dict[str, Any]:
+async def dataset_holdings(claims: ClaimsDep, connection: ReadDep, dataset: str) -> dict[str, Any]:
     """Per provider: records held raw and a digest of their revisions (the reconciler's side)."""
     require_service(claims, operators=True)
-    return await asyncio.to_thread(holdings, engine, dataset)
+    return await asyncio.to_thread(holdings, connection, dataset)
 
 
 @internal.get("/purges")

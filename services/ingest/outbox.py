@@ -242,19 +242,23 @@ class Relay:
                 backoff = min(backoff * 2, backoff_max)
 
     def replay(
-        self, dataset: str, after: int, limit: int, provider: str | None = None
+        self,
+        connection: Connection,
+        dataset: str,
+        after: int,
+        limit: int,
+        provider: str | None = None,
     ) -> tuple[list[dict[str, Any]], int | None]:
         """The current records of a dataset (of one provider, if given) as upsert events, in
         revision order."""
         where = [RECORD.c.dataset == dataset, RECORD.c.revision > after]
         if provider is not None:
             where.append(RECORD.c.provider == provider)
-        with self.engine.connect() as connection:
-            records = connection.execute(
-                select(RECORD).where(*where).order_by(RECORD.c.revision).limit(limit)
-            ).all()
-            batch_ids = _batch_ids(connection, {r.batch_seq for r in records})
-            people = self.people(connection, list(records))
+        records = connection.execute(
+            select(RECORD).where(*where).order_by(RECORD.c.revision).limit(limit)
+        ).all()
+        batch_ids = _batch_ids(connection, {r.batch_seq for r in records})
+        people = self.people(connection, list(records))
         events = [
             self.upsert_event(r, batch_ids.get(r.batch_seq), people.get(r.id)) for r in records
         ]
@@ -262,17 +266,16 @@ class Relay:
         return events, following
 
 
-def holdings(engine: Engine, dataset: str) -> dict[str, Any]:
+def holdings(connection: Connection, dataset: str) -> dict[str, Any]:
     """Per provider of a dataset: how many records are held raw, and their revision digest; and
     the ``horizon``: every revision given out so far is below it."""
     by_provider: dict[str, list[int]] = {}
-    with engine.connect() as connection:
-        last_seq = connection.execute(select(func.max(BATCH.c.seq))).scalar() or 0
-        rows = connection.execute(
-            select(RECORD.c.provider, RECORD.c.revision).where(RECORD.c.dataset == dataset)
-        )
-        for provider, revision in rows:
-            by_provider.setdefault(provider, []).append(revision)
+    last_seq = connection.execute(select(func.max(BATCH.c.seq))).scalar() or 0
+    rows = connection.execute(
+        select(RECORD.c.provider, RECORD.c.revision).where(RECORD.c.dataset == dataset)
+    )
+    for provider, revision in rows:
+        by_provider.setdefault(provider, []).append(revision)
     return {
         "dataset": dataset,
         "horizon": revision_range(last_seq)[1],
@@ -283,17 +286,16 @@ def holdings(engine: Engine, dataset: str) -> dict[str, Any]:
     }
 
 
-def outbox_figures(engine: Engine, moment: datetime | None = None) -> dict[str, float]:
+def outbox_figures(connection: Connection, moment: datetime | None = None) -> dict[str, float]:
     """Outbox rows not yet delivered, the records they still hold, and the oldest one's age."""
-    with engine.connect() as connection:
-        depth, oldest = connection.execute(
-            select(func.count(), func.min(OUTBOX.c.created_at)).where(OUTBOX.c.delivered.is_(False))
-        ).one()
-        pending = connection.execute(
-            select(func.coalesce(func.sum(BATCH.c.accepted - BATCH.c.delivered), 0)).where(
-                BATCH.c.seq.in_(select(OUTBOX.c.batch_seq).where(OUTBOX.c.delivered.is_(False)))
-            )
-        ).scalar_one()
+    depth, oldest = connection.execute(
+        select(func.count(), func.min(OUTBOX.c.created_at)).where(OUTBOX.c.delivered.is_(False))
+    ).one()
+    pending = connection.execute(
+        select(func.coalesce(func.sum(BATCH.c.accepted - BATCH.c.delivered), 0)).where(
+            BATCH.c.seq.in_(select(OUTBOX.c.batch_seq).where(OUTBOX.c.delivered.is_(False)))
+        )
+    ).scalar_one()
     age = 0.0
     if oldest:
         created = parse_iso(str(oldest))

@@ -5,44 +5,42 @@ from __future__ import annotations
 import csv
 from typing import IO, Any
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Connection, delete, func, select
 
 from services.ingest.location import parse_postcode_rows
 from services.ingest.tables import POSTCODE, dialect_insert
-from shared.db import write_transaction
 
 
 def load_postcodes(
-    engine: Engine, text: IO[str], replace: bool, chunk: int = 5000
+    connection: Connection, text: IO[str], replace: bool, chunk: int = 5000
 ) -> dict[str, Any]:
-    """Merge (or with ``replace`` swap in) a postcode file; counts loaded and skipped."""
+    """Merge (or with ``replace`` swap in) a postcode file, in the caller's write transaction;
+    counts loaded and skipped."""
     loaded = skipped = 0
-    with write_transaction(engine) as connection:
-        if replace:
-            connection.execute(delete(POSTCODE))
-        statement: Any = dialect_insert(connection, POSTCODE)
-        statement = statement.on_conflict_do_update(
-            index_elements=["postcode"],
-            set_={"easting": statement.excluded.easting, "northing": statement.excluded.northing},
-        )
-        batch: dict[str, dict[str, Any]] = {}
-        for parsed in parse_postcode_rows(csv.reader(text)):
-            if parsed is None:
-                skipped += 1
-                continue
-            postcode, east, north = parsed
-            batch[postcode] = {"postcode": postcode, "easting": east, "northing": north}
-            if len(batch) >= chunk:
-                connection.execute(statement, list(batch.values()))
-                loaded += len(batch)
-                batch = {}
-        if batch:
+    if replace:
+        connection.execute(delete(POSTCODE))
+    statement: Any = dialect_insert(connection, POSTCODE)
+    statement = statement.on_conflict_do_update(
+        index_elements=["postcode"],
+        set_={"easting": statement.excluded.easting, "northing": statement.excluded.northing},
+    )
+    batch: dict[str, dict[str, Any]] = {}
+    for parsed in parse_postcode_rows(csv.reader(text)):
+        if parsed is None:
+            skipped += 1
+            continue
+        postcode, east, north = parsed
+        batch[postcode] = {"postcode": postcode, "easting": east, "northing": north}
+        if len(batch) >= chunk:
             connection.execute(statement, list(batch.values()))
             loaded += len(batch)
-        total = connection.execute(select(func.count()).select_from(POSTCODE)).scalar_one()
+            batch = {}
+    if batch:
+        connection.execute(statement, list(batch.values()))
+        loaded += len(batch)
+    total = connection.execute(select(func.count()).select_from(POSTCODE)).scalar_one()
     return {"loaded": loaded, "skipped": skipped, "postcodes": total}
 
 
-def postcode_count(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(POSTCODE)).scalar_one())
+def postcode_count(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(POSTCODE)).scalar_one())

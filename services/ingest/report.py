@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, func, select
 
 from services.ingest.tables import BATCH, RECORD, REJECTION
 from shared.catalogue import Dataset
@@ -140,7 +140,10 @@ class _Tally:
 
 
 def provider_rows(
-    engine: Engine, catalogue: dict[str, Dataset], quarter: Quarter, provider: str | None
+    connection: Connection,
+    catalogue: dict[str, Dataset],
+    quarter: Quarter,
+    provider: str | None,
 ) -> list[dict[str, Any]]:
     """One row per provider and dataset with records in the quarter or rows refused by pushes
     received during it (each refusal counts once, in the quarter it arrived), ``provider`` alone
@@ -154,6 +157,32 @@ def provider_rows(
         RECORD.c.location_source,
         RECORD.c.data,
     ).where(RECORD.c.occurred_at >= start, RECORD.c.occurred_at < end)
+    if provider is not None:
+        records = records.where(RECORD.c.provider == provider)
+    tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
+    required = {n: {f.name for f in d.fields if f.required} for n, d in catalogue.items()}
+    optional = {n: {f.name for f in d.fields if not f.required} for n, d in catalogue.items()}
+    for row in connection.execution_options(yield_per=5000).execute(records):
+        tallies[(row.provider, row.dataset)].add(
+            row, required.get(row.dataset, set()), optional.get(row.dataset, set())
+        )
+    rejected, reasons = _refusals(connection, start, end, provider)
+    out = []
+    for key in sorted(set(tallies) | set(reasons) | set(rejected)):
+        tally = tallies.get(key) or _Tally()
+        refusals = sorted(reasons.get(key, []), key=lambda r: (-r["rows"], str(r["field"])))
+        fields = (len(required.get(key[1], ())), len(optional.get(key[1], ())))
+        out.append(tally.row(key, quarter, fields, rejected.get(key, 0), refusals))
+    return out
+
+
+Pair = tuple[str, str]
+
+
+def _refusals(
+    connection: Connection, start: str, end: str, provider: str | None
+) -> tuple[dict[Pair, int], dict[Pair, list[dict[str, Any]]]]:
+    """Per provider and dataset, the rows pushes received in ``[start, end)`` refused, and why."""
     refused = (
         select(
             REJECTION.c.provider,
@@ -171,34 +200,19 @@ def provider_rows(
         .group_by(BATCH.c.provider, BATCH.c.dataset)
     )
     if provider is not None:
-        records = records.where(RECORD.c.provider == provider)
         refused = refused.where(REJECTION.c.provider == provider)
         batches = batches.where(BATCH.c.provider == provider)
-    tallies: dict[tuple[str, str], _Tally] = defaultdict(_Tally)
-    required = {n: {f.name for f in d.fields if f.required} for n, d in catalogue.items()}
-    optional = {n: {f.name for f in d.fields if not f.required} for n, d in catalogue.items()}
-    with engine.connect() as connection:
-        for row in connection.execution_options(yield_per=5000).execute(records):
-            tallies[(row.provider, row.dataset)].add(
-                row, required.get(row.dataset, set()), optional.get(row.dataset, set())
-            )
-        rejected = {
-            (code, dataset): int(rows or 0)
-            for code, dataset, rows in connection.execute(batches)
-            if rows
-        }
-        reasons: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-        for provider_code, dataset, name, reason, rows in connection.execute(refused):
-            reasons[(provider_code, dataset)].append(
-                {"field": name, "reason": reason, "rows": int(rows)}
-            )
-    out = []
-    for key in sorted(set(tallies) | set(reasons) | set(rejected)):
-        tally = tallies.get(key) or _Tally()
-        refusals = sorted(reasons.get(key, []), key=lambda r: (-r["rows"], str(r["field"])))
-        fields = (len(required.get(key[1], ())), len(optional.get(key[1], ())))
-        out.append(tally.row(key, quarter, fields, rejected.get(key, 0), refusals))
-    return out
+    rejected = {
+        (code, dataset): int(rows or 0)
+        for code, dataset, rows in connection.execute(batches)
+        if rows
+    }
+    reasons: dict[Pair, list[dict[str, Any]]] = defaultdict(list)
+    for provider_code, dataset, name, reason, rows in connection.execute(refused):
+        reasons[(provider_code, dataset)].append(
+            {"field": name, "reason": reason, "rows": int(rows)}
+        )
+    return rejected, reasons
 
 
 def _monthly(row: dict[str, Any]) -> bool:

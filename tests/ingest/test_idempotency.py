@@ -18,8 +18,8 @@ from services.ingest.idempotency import (
     InFlight,
     fingerprint,
     forget_expired_keys,
+    look_up,
     push_once,
-    stored_answer,
 )
 from services.ingest.instants import iso, utc_now
 from services.ingest.models import Base
@@ -141,6 +141,6 @@ async def test_an_integrity_error_of_another_cause_is_not_hidden(engine: Engine)
 def test_expired_keys_are_forgotten_and_no_longer_replayed(engine: Engine) -> None:
     remember(engine, "old", "f", hours=-1)
     remember(engine, "new", "f")
-    assert stored_answer(engine, "gmp", "old", "f") is None
+    assert look_up(engine, "gmp", "old", "f") is None
     assert forget_expired_keys(engine) == 1
-    assert stored_answer(engine, "gmp", "new", "f") == FIRST
+    assert look_up(engine, "gmp", "new", "f") == FIRST

@@ -16,6 +16,7 @@ from scripts.demo import demo_records
 from services.ingest.report import maturity, parse_quarter, provider_rows
 from services.ingest.service import PushOptions, push
 from shared.catalogue import load_catalogue
+from shared.db import in_read_transaction
 from shared.validation import compile_dataset
 from tests.ingest.conftest import Client, token
 
@@ -70,7 +71,7 @@ async def test_a_hand_computed_quarter_of_demo_data(client: Client) -> None:
     engine = client.app.state.engine  # type: ignore[attr-defined]
     _demo_store(engine)
     catalogue = load_catalogue()
-    (q1,) = provider_rows(engine, catalogue, parse_quarter("2024-Q1"), None)
+    (q1,) = in_read_transaction(engine, provider_rows, catalogue, parse_quarter("2024-Q1"), None)
     assert q1["provider"] == "demo-police" and q1["dataset"] == "police-crime"
     assert q1["records"] == DEMO_Q1
     assert q1["received_first"] == q1["received_last"] == "2024-05-10T09:30:00Z"
@@ -80,14 +81,19 @@ async def test_a_hand_computed_quarter_of_demo_data(client: Client) -> None:
     assert q1["months_with_records"] == 3 and q1["receipt_months"] == 1
     # Refusals count in the quarter the push arrived: May, so 2024-Q2.
     assert q1["rejected"] == 0 and q1["rejected_reasons"] == []
-    (q2,) = provider_rows(engine, catalogue, parse_quarter("2024-Q2"), None)
+    (q2,) = in_read_transaction(engine, provider_rows, catalogue, parse_quarter("2024-Q2"), None)
     assert q2["records"] == 400 - DEMO_Q1 and q2["on_time"] is False
     assert q2["received_last"] == "2024-10-05T08:00:00Z" and q2["rejected"] == 3
     assert q2["rejected_reasons"] == [
         {"field": "category", "reason": "is required", "rows": 2},
         {"field": "occurred_at", "reason": "is not a valid ISO 8601 date or date-time", "rows": 1},
     ]
-    assert provider_rows(engine, catalogue, parse_quarter("2024-Q1"), "demo-council") == []
+    assert (
+        in_read_transaction(
+            engine, provider_rows, catalogue, parse_quarter("2024-Q1"), "demo-council"
+        )
+        == []
+    )
 
 
 def _row(**changes: Any) -> dict[str, Any]:
@@ -274,7 +280,9 @@ async def test_refusals_are_counted_without_the_senders_values(client: Client) -
         stored = connection.execute(select(REJECTION)).all()
     assert stored and all(r.batch_seq and r.rows == 1 for r in stored)
     assert all("Jane" not in str(tuple(r)) and "Acacia" not in str(tuple(r)) for r in stored)
-    (row,) = provider_rows(engine, load_catalogue(), parse_quarter("2024-Q1"), "p")
+    (row,) = in_read_transaction(
+        engine, provider_rows, load_catalogue(), parse_quarter("2024-Q1"), "p"
+    )
     # Rows refused, each once, as the batch counts them; the reasons as the rows gave them.
     assert row["records"] == 0 and row["rejected"] == 3
     assert {(r["field"], r["reason"]) for r in row["rejected_reasons"]} == {
