@@ -114,11 +114,19 @@ class SyntheticPerson:
 @dataclass
 class SyntheticCohort:
     people: list[SyntheticPerson]
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    records: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {name: [] for name in DATASETS}
+    )
     truth: dict[tuple[str, str], int] = field(default_factory=dict)
     """(dataset, source_ref) → the index of the true person."""
     strand: dict[int, str] = field(default_factory=dict)
     """person index → the cohort strand (PPO, IOM) of the cohort members."""
+
+    def add(self, dataset: str, person: SyntheticPerson, record: dict[str, Any]) -> None:
+        """A record of ``dataset`` about ``person``, under the next reference of the dataset."""
+        ref = f"{dataset[:3].upper()}-{len(self.records[dataset]) + 1}"
+        self.records[dataset].append({"source_ref": ref, **record})
+        self.truth[(dataset, ref)] = person.index
 
 
 def _nhs(rng: random.Random) -> str:
@@ -187,6 +195,19 @@ def generate(
     """``people`` people of whom ``cohort`` join the PPO strand (and half as many the IOM
     strand); offences, assessments and treatment episodes with the true person of each."""
     rng = random.Random(seed)
+    population = _population(rng, people)
+    offenders = [p for p in population if p.pnc is not None]
+    members = rng.sample(offenders, min(len(offenders), cohort + cohort // 2))
+    result = SyntheticCohort(people=population)
+    # The draws come in this order, so a seed always makes the same cohort.
+    _add_cohort(rng, result, members, cohort, typo_rate)
+    _add_offences(rng, result, offenders)
+    _add_treatment(rng, result, members, treated_outside, typo_rate)
+    return result
+
+
+def _population(rng: random.Random, people: int) -> list[SyntheticPerson]:
+    """``people`` distinct people (name and date of birth); six in ten with a PNC ID."""
     population: list[SyntheticPerson] = []
     used: set[tuple[str, str, date]] = set()
     serials: set[tuple[int, int]] = set()
@@ -211,23 +232,25 @@ def generate(
         population.append(
             SyntheticPerson(len(population), surname, forename, born, postcode, pnc, _nhs(rng))
         )
-    offenders = [p for p in population if p.pnc is not None]
-    members = rng.sample(offenders, min(len(offenders), cohort + cohort // 2))
-    result = SyntheticCohort(people=population)
-    records: dict[str, list[dict[str, Any]]] = {name: [] for name in DATASETS}
+    return population
 
-    def add(dataset: str, person: SyntheticPerson, record: dict[str, Any]) -> None:
-        ref = f"{dataset[:3].upper()}-{len(records[dataset]) + 1}"
-        records[dataset].append({"source_ref": ref, **record})
-        result.truth[(dataset, ref)] = person.index
 
+def _add_cohort(
+    rng: random.Random,
+    result: SyntheticCohort,
+    members: list[SyntheticPerson],
+    cohort: int,
+    typo_rate: float,
+) -> None:
+    """Probation's records: each member's cohort entry (the first ``cohort`` PPO, the rest IOM)
+    and one or two assessments."""
     for number, person in enumerate(members):
         assert person.pnc is not None
         strand = "PPO" if number < cohort else "IOM"
         result.strand[person.index] = strand
         joined = date(2023, 1, 1) + timedelta(days=rng.randrange(365))
         left = joined + timedelta(days=rng.randrange(180, 720)) if rng.random() < 0.3 else None
-        add(
+        result.add(
             "offender-cohort",
             person,
             {
@@ -245,7 +268,7 @@ def generate(
         for _ in range(rng.randint(1, 2)):
             assessed = joined + timedelta(days=rng.randrange(-60, 300))
             recorded = _as_recorded(rng, person, typo_rate / 3)
-            add(
+            result.add(
                 "oasys-assessment",
                 person,
                 {
@@ -257,12 +280,18 @@ def generate(
                     **{need: rng.choice((0, 1, 1, 2)) for need in NEEDS},
                 },
             )
+
+
+def _add_offences(
+    rng: random.Random, result: SyntheticCohort, offenders: list[SyntheticPerson]
+) -> None:
+    """The police's offences: two to eight per cohort member, up to two per other offender."""
     for person in offenders:
         assert person.pnc is not None
         count = rng.randint(2, 8) if person.index in result.strand else rng.randint(0, 2)
         for _ in range(count):
             when = date(2022, 1, 1) + timedelta(days=rng.randrange(3 * 365))
-            add(
+            result.add(
                 "offender-offence",
                 person,
                 {
@@ -275,13 +304,24 @@ def generate(
                     "outcome": rng.choice(OUTCOMES),
                 },
             )
+
+
+def _add_treatment(
+    rng: random.Random,
+    result: SyntheticCohort,
+    members: list[SyntheticPerson],
+    treated_outside: float,
+    typo_rate: float,
+) -> None:
+    """The drug service's episodes, of some members and of people no other agency saw, written
+    down as the service does (``_as_recorded``)."""
     treated = [p for p in members if rng.random() < 0.45]
-    others = [p for p in population if p.index not in result.strand]
+    others = [p for p in result.people if p.index not in result.strand]
     treated += rng.sample(others, int(len(others) * treated_outside))
     for person in treated:
         for _ in range(rng.randint(1, 3)):
             started = date(2022, 6, 1) + timedelta(days=rng.randrange(900))
-            add(
+            result.add(
                 "drug-treatment",
                 person,
                 {
@@ -292,8 +332,6 @@ def generate(
                     "postcode": person.postcode,
                 },
             )
-    result.records = records
-    return result
 
 
 def main() -> None:

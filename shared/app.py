@@ -210,7 +210,14 @@ def build_app(
     registry = CollectorRegistry()
     app.state.metrics_registry = registry
     app.add_middleware(RequestContextMiddleware, service=service, registry=registry)
-    checks = list(ready_checks)
+    _add_health_routes(app, service, list(ready_checks), registry)
+    return app
+
+
+def _add_health_routes(
+    app: FastAPI, service: str, checks: list[tuple[str, ReadyCheck]], registry: CollectorRegistry
+) -> None:
+    """``/healthz`` (the process answers), ``/readyz`` (its dependencies do) and ``/metrics``."""
 
     @app.get("/healthz", tags=["health"], include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -218,20 +225,8 @@ def build_app(
 
     @app.get("/readyz", tags=["health"], include_in_schema=False)
     async def readyz(request: Request) -> Response:
-        results: dict[str, str] = {}
-        ok = True
-        for name, check in checks:
-            try:
-                if inspect.iscoroutinefunction(check):
-                    await check(request.app)
-                else:
-                    # Database pings block: keep them off the event loop.
-                    await asyncio.to_thread(check, request.app)
-                results[name] = "ok"
-            except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
-                ok = False
-                results[name] = f"failing: {type(exc).__name__}"
-        if ok:
+        results = await _run_checks(request.app, checks)
+        if all(result == "ok" for result in results.values()):
             return JSONResponse({"status": "ready", "service": service, "checks": results})
         return problem_response(
             503,
@@ -245,7 +240,21 @@ def build_app(
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return app
+
+async def _run_checks(app: FastAPI, checks: list[tuple[str, ReadyCheck]]) -> dict[str, str]:
+    """Each readiness check's outcome: ``ok`` or ``failing: <error type>``; none raises."""
+    results: dict[str, str] = {}
+    for name, check in checks:
+        try:
+            if inspect.iscoroutinefunction(check):
+                await check(app)
+            else:
+                # Database pings block: keep them off the event loop.
+                await asyncio.to_thread(check, app)
+            results[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+            results[name] = f"failing: {type(exc).__name__}"
+    return results
 
 
 def state_of(app: Starlette, name: str, kind: type[T]) -> T:

@@ -24,13 +24,13 @@ async def get_settings(request: Request) -> Settings:
 
 
 async def get_runtime(request: Request) -> Runtime:
-    return state_of(request.app, "runtime", Runtime)
+    return state_of(request.app, "agreements", Runtime)
 
 
 def session_then_refresh(request: Request) -> Iterator[Session]:
     """The shared request session; once it has committed, this replica re-reads its snapshot."""
     yield from get_session(request)
-    state_of(request.app, "runtime", Runtime).snapshots.invalidate()
+    state_of(request.app, "agreements", Runtime).snapshots.invalidate()
 
 
 async def caller_claims(request: Request) -> InternalClaims:

@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 session.commit()
         recorder = DecisionRecorder(engine, settings.decision_flush_rows)
         app.state.engine = engine
-        app.state.runtime = Runtime(
+        app.state.agreements = Runtime(
             engine=engine,
             snapshots=SnapshotCache(engine, settings.snapshot_recheck_seconds),
             recorder=recorder,

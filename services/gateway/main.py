@@ -112,24 +112,23 @@ async def _flush_last_used(engine: Engine, store: keys.KeyStore, every: float) -
 
 
 def _prepare_store(engine: Engine, settings: Settings) -> tuple[Signer, str | None]:
-    """The schema, the chain's head, the operators' key and the audit signer, at start: each step
-    in a transaction of its own. The signer, and the seed it came from outside the database."""
+    """The schema and the gateway's start-up rows, before it serves: the chain's head on its own
+    (another replica starting at the same moment may have created it first), then the operators'
+    key, the audit signer and the Merkle tree in one transaction. The signer, and the seed it came
+    from outside the database."""
     prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
-    # Another replica starting at the same moment may have created the head first.
     with contextlib.suppress(IntegrityError), engine.begin() as connection:
         audit_chain.ensure_head(connection)
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
-    with engine.begin() as connection:
-        printed = keys.ensure_operator_key(connection, admin_key)
-    if printed:
-        # Printed once, on the first start only; never logged.
-        sys.stdout.write(f"Operators' admin key (agency ops, shown once): {printed}\n")
-        sys.stdout.flush()
     seed = audit_sign.configured_seed(settings.audit_signing_key, settings.audit_signing_key_file)
     with engine.begin() as connection:
+        printed = keys.ensure_operator_key(connection, admin_key)
         signer = audit_sign.load_signer(connection, seed)
-    with engine.begin() as connection:
         audit_chain.ensure_tree(connection, signer)  # once, for a log from before the tree
+    if printed:
+        # Printed once, on the first start only (after it is stored); never logged.
+        sys.stdout.write(f"Operators' admin key (agency ops, shown once): {printed}\n")
+        sys.stdout.flush()
     if not seed:
         log.warning("audit signing key kept in the database: set CSP_GATEWAY_AUDIT_SIGNING_KEY")
     return signer, seed

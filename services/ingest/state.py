@@ -1,8 +1,8 @@
 """What the ingest app keeps while it runs: one typed object, made in the lifespan (``main.py``),
 reached through ``deps.app_state`` / ``StateDep``.
 
-``app.state.settings`` and ``app.state.engine`` stay beside it: the shared app and session
-helpers read them the same way in every service.
+``app.state.settings``, ``app.state.engine`` and ``app.state.token_verifier`` stay beside it: the
+shared app, session and claims helpers read them the same way in every service.
 """
 
 from __future__ import annotations
