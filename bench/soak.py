@@ -138,10 +138,11 @@ class Readers:
                     path = AGGREGATES if turn % 2 else RECORDS
                     turn += 1
                     started = time.perf_counter()
+                    status: int | str
                     try:
                         status = c.get(path).status_code
                     except httpx.HTTPError as exc:
-                        status = type(exc).__name__  # type: ignore[assignment]
+                        status = type(exc).__name__
                     elapsed = time.perf_counter() - started
                     with self.lock:
                         if status == 200:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from itertools import repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -110,7 +110,8 @@ class RecordRows:
         doubtful = CsvChunk(chunk.header, chunk.first, [])
         if None not in checked.clean and not unlisted:
             numbers = range(chunk.first, chunk.first + len(chunk))
-            return list(zip(numbers, checked.clean, repeat([])))  # type: ignore[arg-type]
+            every = cast("list[dict[str, Any]]", checked.clean)  # no None, checked just above
+            return list(zip(numbers, every, repeat([])))
         valid: Valid = []
         for index, clean in enumerate(checked.clean):
             if clean is None:

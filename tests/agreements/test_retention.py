@@ -7,7 +7,7 @@ from services.agreements.retention import retention_rules
 from tests.agreements.builders import NOW, agreement, day, version
 
 
-def rules(*made, revoked_on=None):  # type: ignore[no-untyped-def]
+def rules(*made, revoked_on=None):
     return retention_rules(made, revoked_on or {}, NOW)
 
 

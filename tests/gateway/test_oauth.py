@@ -39,7 +39,7 @@ async def _token(hub: Hub, client_id: str, secret: str, **form: str) -> dict[str
         TOKEN, data={"grant_type": "client_credentials", **form}, headers=_basic(client_id, secret)
     )
     assert answer.status_code == 200, answer.text
-    return answer.json()  # type: ignore[no-any-return]
+    return answer.json()
 
 
 def _bearer(token: str) -> dict[str, str]:

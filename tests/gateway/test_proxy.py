@@ -231,7 +231,7 @@ async def test_streamed_oversized_body_is_413(make_hub: MakeHub) -> None:
     headers = await hub.issue("gmp")
     hub.allow("gmp", "push", "police-crime", None)
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body():
         for _ in range(10):
             yield b"y" * 300
 
@@ -247,7 +247,7 @@ async def test_a_push_within_the_limit_is_streamed_through(hub: Hub) -> None:
     headers = await hub.issue("gmp")
     hub.allow("gmp", "push", "police-crime", None)
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body():
         for _ in range(50):
             yield b"z" * 10_000
 
