@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from services.gateway.models import ApiKey
-from shared.db import table_of
+from shared.db import in_read_transaction, table_of
 
 KEYS = table_of(ApiKey)
 
@@ -186,6 +186,28 @@ def record_last_used(connection: Connection, used: dict[str, float]) -> int:
     return len(used)
 
 
+def stored_key(connection: Connection, key_id: str) -> StoredKey | None:
+    """The key, its caller (agency, roles, scopes) and whether it is revoked; None if unknown."""
+    row = connection.execute(
+        select(
+            KEYS.c.agency,
+            KEYS.c.roles,
+            KEYS.c.key_hash,
+            KEYS.c.revoked_at,
+            KEYS.c.scopes,
+            KEYS.c.expires_at,
+        ).where(KEYS.c.key_id == key_id)
+    ).first()
+    if row is None:
+        return None
+    allowed = scopes_for(row[0])
+    scopes = frozenset(allowed if row[4] is None else row[4].split(",")) & set(allowed)
+    # A key without the admin scope acts as an agency key, here and in the backends.
+    roles = tuple(r for r in row[1].split(",") if r and (r != ADMIN or ADMIN in scopes))
+    caller = Caller(row[0], roles, key_id, scopes)
+    return StoredKey(caller, row[2], row[3] is not None, row[5])
+
+
 class KeyStore:
     """Authenticates bearer keys against the table through a short-lived cache."""
 
@@ -243,25 +265,8 @@ class KeyStore:
         return stored
 
     def _read(self, key_id: str) -> StoredKey | None:
-        with self.engine.connect() as connection:
-            row = connection.execute(
-                select(
-                    KEYS.c.agency,
-                    KEYS.c.roles,
-                    KEYS.c.key_hash,
-                    KEYS.c.revoked_at,
-                    KEYS.c.scopes,
-                    KEYS.c.expires_at,
-                ).where(KEYS.c.key_id == key_id)
-            ).first()
-        if row is None:
-            return None
-        allowed = scopes_for(row[0])
-        scopes = frozenset(allowed if row[4] is None else row[4].split(",")) & set(allowed)
-        # A key without the admin scope acts as an agency key, here and in the backends.
-        roles = tuple(r for r in row[1].split(",") if r and (r != ADMIN or ADMIN in scopes))
-        caller = Caller(row[0], roles, key_id, scopes)
-        return StoredKey(caller, row[2], row[3] is not None, row[5])
+        # The cache reads before any route runs, so on a connection of its own.
+        return in_read_transaction(self.engine, stored_key, key_id)
 
     def forget(self, key_id: str) -> None:
         self._cache.pop(key_id, None)

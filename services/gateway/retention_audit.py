@@ -24,7 +24,7 @@ from services.gateway.audit_chain import Guard
 from services.gateway.audit_entries import now_iso
 from services.gateway.models import AuditImport
 from services.gateway.upstream import Upstream, call_json
-from shared.db import table_of
+from shared.db import in_read_transaction, table_of
 
 log = logging.getLogger("csp.gateway.retention")
 IMPORT = table_of(AuditImport)
@@ -35,11 +35,6 @@ PAGE = 500
 def read_cursor(connection: Connection, source: str = SOURCE) -> int:
     found = connection.execute(select(IMPORT.c.last_id).where(IMPORT.c.source == source)).scalar()
     return int(found or 0)
-
-
-def _read_cursor(engine: Engine) -> int:
-    with engine.connect() as connection:
-        return read_cursor(connection)
 
 
 def cursor_guard(old: int, new: int, source: str = SOURCE) -> Guard:
@@ -97,7 +92,7 @@ async def take_in_purges(
     """Records every purge ingest logged since the last time; returns how many entries it wrote."""
     written = 0
     while audit.enabled:
-        after = await asyncio.to_thread(_read_cursor, engine)
+        after = await asyncio.to_thread(in_read_transaction, engine, read_cursor)
         status, body = await call_json(
             ingest, "GET", f"/internal/purges?after={after}&limit={page}", token
         )
