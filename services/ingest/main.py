@@ -180,10 +180,8 @@ def _lifespan(
             settings, depersonalise_transport, agreements_transport
         )
         state = _make_state(settings, engine, token_key, secret, depersonalise, agreements)
-        if state.linkage is not None:
-            await asyncio.to_thread(
-                rekey, engine, state.linkage
-            )  # a rotated key: re-send the linked
+        if state.linkage is not None:  # a rotated key: re-send the linked records
+            await asyncio.to_thread(rekey, engine, state.linkage)
         app.state.token_verifier = verifier
         app.state.engine = engine
         app.state.ingest = state
