@@ -6,7 +6,9 @@ records in a 300-square grid layer, loads a second layer and rebuilds: ingest's
 whole), so the figure is depersonalise's own work: masking, area assignment, the derived rows
 (COPY on PostgreSQL) and the next generation's cube (one aggregation once the replay is done,
 store.recount_cube; its share is reported as ``recount_seconds``), while the old generation stays
-served.
+served. A reader thread asks for the old generation's 300-area × 12-month table every
+``PROBE_SECONDS`` while the rebuild runs and checks each answer is the one given before it began
+(``served_answers``, ``served_worst_seconds``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 from typing import Any
 
@@ -22,7 +25,7 @@ import numpy as np
 import shapely
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.aggregates import SECRET, fill
+from bench.aggregates import SECRET, fill, hub_answer
 from bench.results import peak_rss_mb
 from services.depersonalise import replay, store
 from services.depersonalise.geography import Layer
@@ -31,6 +34,7 @@ from shared.tokens import TokenKey
 
 SIDE, ORIGIN = 20, (380_000.0, 390_000.0)  # 20 × 15 squares of 1 km
 CATEGORIES = ["Burglary", "Robbery", "Vehicle crime", "Criminal damage and arson"]
+PROBE_SECONDS = 2.0
 
 
 def grid(name: str, size: float = 1000.0) -> Layer:
@@ -77,6 +81,25 @@ def ingest(records: int) -> httpx.MockTransport:
     return httpx.MockTransport(handle)
 
 
+class Probe(threading.Thread):
+    """Reads the served generation's table until stopped: how many answers, the slowest, and
+    whether every one equals the answer given before the rebuild began."""
+
+    def __init__(self, answer: Any) -> None:
+        super().__init__(daemon=True)
+        self.answer, self.expected = answer, answer()
+        self.stop = threading.Event()
+        self.times: list[float] = []
+        self.changed = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(PROBE_SECONDS):
+            started = time.perf_counter()
+            if self.answer() != self.expected:
+                self.changed += 1
+            self.times.append(time.perf_counter() - started)
+
+
 async def run(url: str, records: int) -> dict[str, Any]:
     """Hold ``records`` derived records (stored in bulk), load a layer, rebuild by replay."""
     catalogue = {"police-crime": load_catalogue()["police-crime"]}
@@ -92,6 +115,9 @@ async def run(url: str, records: int) -> dict[str, Any]:
         counting.append(time.perf_counter() - began)
 
     store.recount_cube = timed_recount  # type: ignore[assignment]
+    spec = catalogue["police-crime"]
+    probe = Probe(lambda: hub_answer(engine, store.Registry(generation=1), 300, spec))
+    probe.start()
     async with httpx.AsyncClient(transport=ingest(records), base_url="http://ingest") as client:
         started = time.perf_counter()
         done = await replay.rebuild(
@@ -105,15 +131,20 @@ async def run(url: str, records: int) -> dict[str, Any]:
             record_keys=SECRET,
         )
         seconds = time.perf_counter() - started
+    probe.stop.set()
+    probe.join()
     generation = store.load_registry(engine).generation
     rebuilt = store.live_records(engine, generation)
     engine.dispose()
     assert done["state"] == "complete" and rebuilt == held, (done, rebuilt, held)
+    assert probe.times and not probe.changed, (len(probe.times), probe.changed)
     return {
         "records": held,
         "seconds": seconds,
         "recount_seconds": sum(counting),
         "peak_rss_mb": peak_rss_mb(),
+        "served_answers": len(probe.times),
+        "served_worst_seconds": max(probe.times),
     }
 
 
