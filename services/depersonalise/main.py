@@ -14,11 +14,13 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
 
-from services.depersonalise import replay, store
+from services.depersonalise import replay
+from services.depersonalise.layer_registry import load_registry
 from services.depersonalise.models import Base
 from services.depersonalise.reconcile import reconcile
 from services.depersonalise.replay import layer_progress
 from services.depersonalise.routes import internal, router
+from services.depersonalise.service_state import ensure_state
 from services.depersonalise.settings import Settings
 from shared.app import build_app
 from shared.db import make_engine, ping, prepare_schema
@@ -82,56 +84,60 @@ class ReconcileCollector:
             yield GaugeMetricFamily(f"csp_{name}", help_text, value=float(value))
 
 
+async def _start(app: FastAPI, settings: Settings) -> None:
+    """What the app holds while it runs: keys, engines, the peer client, the registry of layers;
+    a rebuild that was interrupted (restart or crash) runs again from the start."""
+    app.state.token_verifier = TokenVerifier.configured(
+        "depersonalise", settings.internal_public_keys, settings.redis_url
+    )
+    app.state.token_key = TokenKey.configured(
+        "depersonalise", settings.token_key, settings.token_key_file
+    )
+    engine = make_engine(settings.database_url)
+    prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
+    ensure_state(engine)
+    # Tests may wire ingest in through a transport set before start.
+    transport = getattr(app.state, "ingest_transport", None)
+    app.state.http = httpx.AsyncClient(timeout=settings.ingest_timeout_seconds, transport=transport)
+    app.state.engine = engine
+    # Answers (cube reads, record pages) from a read replica when one is given.
+    reader = make_engine(settings.read_database_url) if settings.read_database_url else engine
+    app.state.read_engine = reader
+    app.state.registry = load_registry(engine)
+    app.state.rebuild_task = None
+    app.state.wire_cache = {}
+    app.state.reconcile = None
+    app.state.reconcile_lock = asyncio.Lock()
+    if app.state.registry.building is not None:
+        await replay.restart(app.state)
+
+
+async def _stop(app: FastAPI, scheduled: asyncio.Task[None] | None) -> None:
+    """The running rebuild and reconciler stopped, the clients closed, the engines disposed."""
+    for task in (app.state.rebuild_task, scheduled):
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await app.state.token_verifier.replay.close()
+    await app.state.http.aclose()
+    if app.state.read_engine is not app.state.engine:
+        app.state.read_engine.dispose()
+    app.state.engine.dispose()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        verifier = TokenVerifier.configured(
-            "depersonalise", settings.internal_public_keys, settings.redis_url
-        )
-        app.state.token_verifier = verifier
-        app.state.token_key = TokenKey.configured(
-            "depersonalise", settings.token_key, settings.token_key_file
-        )
-        engine = make_engine(settings.database_url)
-        prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
-        store.ensure_state(engine)
-        # Tests may wire ingest in through a transport set before start.
-        transport = getattr(app.state, "ingest_transport", None)
-        app.state.http = httpx.AsyncClient(
-            timeout=settings.ingest_timeout_seconds, transport=transport
-        )
-        app.state.engine = engine
-        # Answers (cube reads, record pages) from a read replica when one is given.
-        reader = make_engine(settings.read_database_url) if settings.read_database_url else engine
-        app.state.read_engine = reader
-        app.state.registry = store.load_registry(engine)
-        app.state.rebuild_task = None
-        app.state.wire_cache = {}
-        app.state.reconcile = None
-        app.state.reconcile_lock = asyncio.Lock()
-        if app.state.registry.building is not None:
-            # A rebuild was interrupted (restart or crash): run it again from the start.
-            await replay.restart(app.state)
+        await _start(app, settings)
         scheduled = None
         if settings.reconcile_interval_seconds > 0:
             scheduled = asyncio.create_task(_every(settings.reconcile_interval_seconds, app.state))
         try:
             yield
         finally:
-            task = app.state.rebuild_task
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            if scheduled is not None:
-                scheduled.cancel()
-                await asyncio.gather(scheduled, return_exceptions=True)
-            await verifier.replay.close()
-            await app.state.http.aclose()
-            if reader is not engine:
-                reader.dispose()
-            engine.dispose()
+            await _stop(app, scheduled)
 
     app = build_app(
         "depersonalise",

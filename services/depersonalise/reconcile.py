@@ -15,9 +15,12 @@ import logging
 import time
 from typing import Any
 
-from services.depersonalise import store
+from services.depersonalise.derivation import apply_events
+from services.depersonalise.held_records import drop_unheld, held_revisions
+from services.depersonalise.layer_registry import load_registry
 from services.depersonalise.replay import IngestUnreachableError, _page
 from shared.catalogue import load_catalogue
+from shared.db import in_read_transaction
 from shared.holdings import revision_digest
 from shared.tokens import TokenKey, service_token
 
@@ -39,7 +42,7 @@ async def reconcile(state: Any) -> dict[str, Any]:
 
 async def _run(state: Any) -> dict[str, Any]:
     engine, settings = state.engine, state.settings
-    registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+    registry = await asyncio.to_thread(load_registry, engine, state.registry)
     started = time.time()
     base: dict[str, Any] = {"ran_at": started, "pairs": [], "lag_records": 0}
     if registry.building is not None:
@@ -51,7 +54,7 @@ async def _run(state: Any) -> dict[str, Any]:
         for dataset in sorted(catalogue):
             theirs, horizon = await _holdings(state.http, url, secret, dataset)
             ours = await asyncio.to_thread(
-                store.held_revisions, engine, registry.generation, dataset
+                in_read_transaction, engine, held_revisions, registry.generation, dataset
             )
             for provider in sorted(set(theirs) | set(ours)):
                 raw_count, raw_digest = theirs.get(provider, (0, revision_digest([])))
@@ -119,9 +122,9 @@ async def _repair(
             state.http, url, secret, dataset, after, state.settings.replay_page_size, provider
         )
         if events:
-            registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+            registry = await asyncio.to_thread(load_registry, engine, state.registry)
             await asyncio.to_thread(
-                store.apply_events,
+                apply_events,
                 engine,
                 events,
                 catalogue,
@@ -131,8 +134,8 @@ async def _repair(
             seen.update(e.revision for e in events)
         if not more:
             break
-    registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+    registry = await asyncio.to_thread(load_registry, engine, state.registry)
     removed = await asyncio.to_thread(
-        store.drop_unheld, engine, registry.generation, catalogue[dataset], provider, seen, horizon
+        drop_unheld, engine, registry.generation, catalogue[dataset], provider, seen, horizon
     )
     return {"redelivered": len(seen - held), "removed": removed}

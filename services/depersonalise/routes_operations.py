@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from services.depersonalise import store
 from services.depersonalise.deps import CatalogueDep, EngineDep, RegistryDep, SettingsDep
+from services.depersonalise.derivation import apply_events
 from services.depersonalise.models import EventBatch, EventsAnswer
 from services.depersonalise.reconcile import reconcile
 from shared.http import require_service
@@ -30,7 +30,7 @@ def receive_events(
     catalogue: CatalogueDep,
 ) -> EventsAnswer:
     require_service(claims)
-    results, stored = store.apply_events(
+    results, stored = apply_events(
         engine, batch.events, catalogue, registry.targets(), settings.record_key_secret()
     )
     return EventsAnswer.model_validate({"results": results, "depersonalised": stored})

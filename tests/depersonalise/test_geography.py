@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import shapely
 
+from services.depersonalise.boundary_files import detect_format, read_layer
 from services.depersonalise.demo import demo_layer, load_layer_file
-from services.depersonalise.geography import detect_format, read_layer
 from services.depersonalise.snapping import build_snap_layer
 from shared.errors import ProblemError
 from tests.conftest import require_data

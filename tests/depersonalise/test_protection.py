@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.depersonalise.boundary_files import read_layer, zipped_shapefile
 from services.depersonalise.demo import MANCHESTER, demo_layer
-from services.depersonalise.geography import derive_layer, parent_map, read_layer, zipped_shapefile
+from services.depersonalise.geography import derive_layer, parent_map
 from services.depersonalise.protection import (
     Cells,
     Lattice,

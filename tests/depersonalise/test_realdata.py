@@ -13,7 +13,7 @@ import pytest
 from pyproj import Transformer
 from scipy.spatial import cKDTree
 
-from services.depersonalise.geography import read_layer, zipped_shapefile
+from services.depersonalise.boundary_files import read_layer, zipped_shapefile
 from services.depersonalise.main import create_app
 from services.depersonalise.settings import Settings
 from services.depersonalise.snapping import postcode_candidates
