@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from services.depersonalise import cube, tables
-from services.depersonalise.aggregates import ALL, RELATIVE_REACH, Rule
+from services.depersonalise.aggregates import ALL, Rule
+from services.depersonalise.cohorts import RELATIVE_REACH
 from services.depersonalise.layer_registry import Registry
 from services.depersonalise.layers import layer_or_error
 from services.depersonalise.record_reads import providers_holding

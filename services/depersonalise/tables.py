@@ -13,25 +13,27 @@ from sqlalchemy.engine import Connection
 from services.depersonalise import cube
 from services.depersonalise.aggregates import (
     ALL,
-    Cohort,
     Fact,
     Rule,
     also_blocked,
     area_index,
     calendar_layout,
-    cohort_of,
     fact_cells,
     granted_rows,
-    in_cohort,
     laid_out,
     lattice_answer,
     lattice_table,
-    membership_facts,
-    paused_collector,
-    relative_layout,
-    relative_month,
     uncovered_of,
     whole_granted,
+)
+from services.depersonalise.cell_table import paused_collector
+from services.depersonalise.cohorts import (
+    Cohort,
+    cohort_of,
+    in_cohort,
+    membership_facts,
+    relative_layout,
+    relative_month,
 )
 from services.depersonalise.layer_registry import Registry
 from services.depersonalise.populations import population

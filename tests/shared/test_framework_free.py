@@ -39,6 +39,8 @@ FRAMEWORK_FREE = (
     "services.depersonalise.record_policy",
     "services.depersonalise.uploads",
     "services.depersonalise.boundary_files",
+    "services.depersonalise.cell_table",
+    "services.depersonalise.cohorts",
     "services.depersonalise.derivation",
     "services.depersonalise.generations",
     "services.depersonalise.held_records",
