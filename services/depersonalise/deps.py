@@ -70,7 +70,6 @@ def get_catalogue() -> dict[str, Dataset]:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-ReadEngineDep = Annotated[Engine, Depends(get_read_engine)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 CatalogueDep = Annotated[dict[str, Dataset], Depends(get_catalogue)]
 ReadDep = Annotated[Connection, Depends(read_connection, scope="function")]
