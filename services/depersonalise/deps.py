@@ -1,10 +1,11 @@
-"""Dependencies of the depersonalise routes: settings, engines, the replica's registry of layers,
-the catalogue, and the request's one read connection (``ReadDep`` on the read engine for
-answers, ``WriterReadDep`` on the writer for what must see the latest write), closed when the
-route returns, before the answer is sent; nothing is committed on it. Writes own their
-transaction in one visible place each: a delivery of events (``derivation.apply_events``), a
-layer, snap layer or population load, a release recorded (``releases.record_release``); the
-rebuild (``replay.rebuild``) and the reconciler own theirs."""
+"""Dependencies of the depersonalise routes: settings, engines, the app's state
+(``state.DepersonaliseState``, ``StateDep``), the replica's registry of layers, the catalogue,
+and the request's one read connection (``ReadDep`` on the read engine for answers,
+``WriterReadDep`` on the writer for what must see the latest write), closed when the route
+returns, before the answer is sent; nothing is committed on it. Writes own their transaction in
+one visible place each: a delivery of events (``derivation.apply_events``), a layer, snap layer
+or population load, a release recorded (``releases.record_release``); the rebuild
+(``replay.rebuild``) and the reconciler own theirs."""
 
 from __future__ import annotations
 
@@ -14,35 +15,44 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.engine import Connection, Engine
+from starlette.applications import Starlette
 
 from services.depersonalise.layer_registry import Registry, load_registry
 from services.depersonalise.settings import Settings
+from services.depersonalise.state import DepersonaliseState
 from services.depersonalise.uploads import read_body
+from shared.app import state_of
 from shared.catalogue import Dataset, load_catalogue
 from shared.tokens import ClaimsDep, InternalClaims
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return state_of(request.app, "settings", Settings)
 
 
 def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
+    return state_of(request.app, "engine", Engine)
+
+
+def app_state(app: Starlette) -> DepersonaliseState:
+    """What the lifespan made (``state.DepersonaliseState``)."""
+    return state_of(app, "depersonalise", DepersonaliseState)
+
+
+def get_state(request: Request) -> DepersonaliseState:
+    return app_state(request.app)
 
 
 def get_read_engine(request: Request) -> Engine:
     """The engine answers read from: the read replica, or the writer without one."""
-    engine: Engine = request.app.state.read_engine
-    return engine
+    return app_state(request.app).read_engine
 
 
 def get_registry(request: Request) -> Registry:
     """The replica's layers, reloaded first if another replica or a rebuild changed them."""
-    registry = load_registry(request.app.state.engine, request.app.state.registry)
-    request.app.state.registry = registry
-    return registry
+    state = app_state(request.app)
+    state.registry = load_registry(state.engine, state.registry)
+    return state.registry
 
 
 def read_connection(request: Request) -> Iterator[Connection]:
@@ -69,6 +79,7 @@ def get_catalogue() -> dict[str, Dataset]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+StateDep = Annotated[DepersonaliseState, Depends(get_state)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 CatalogueDep = Annotated[dict[str, Dataset], Depends(get_catalogue)]

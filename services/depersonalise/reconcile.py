@@ -19,6 +19,8 @@ from services.depersonalise.derivation import apply_events
 from services.depersonalise.held_records import drop_unheld, held_revisions
 from services.depersonalise.layer_registry import load_registry
 from services.depersonalise.replay import IngestUnreachableError, _page
+from services.depersonalise.settings import Settings
+from services.depersonalise.state import DepersonaliseState
 from shared.catalogue import load_catalogue
 from shared.db import in_read_transaction
 from shared.holdings import revision_digest
@@ -27,11 +29,11 @@ from shared.tokens import TokenKey, service_token
 log = logging.getLogger("csp.depersonalise.reconcile")
 
 
-async def reconcile(state: Any) -> dict[str, Any]:
+async def reconcile(state: DepersonaliseState, settings: Settings) -> dict[str, Any]:
     """One reconciliation over every dataset; the report (also kept as ``state.reconcile``)."""
     async with state.reconcile_lock:
-        report = await _run(state)
-    previous = getattr(state, "reconcile", None) or {}
+        report = await _run(state, settings)
+    previous = state.reconcile or {}
     if report["state"] == "complete":
         agreed = report["lag_records"] == 0
         since = None if agreed else (previous.get("disagree_since") or report["ran_at"])
@@ -40,8 +42,8 @@ async def reconcile(state: Any) -> dict[str, Any]:
     return report
 
 
-async def _run(state: Any) -> dict[str, Any]:
-    engine, settings = state.engine, state.settings
+async def _run(state: DepersonaliseState, settings: Settings) -> dict[str, Any]:
+    engine = state.engine
     registry = await asyncio.to_thread(load_registry, engine, state.registry)
     started = time.time()
     base: dict[str, Any] = {"ran_at": started, "pairs": [], "lag_records": 0}
@@ -52,7 +54,7 @@ async def _run(state: Any) -> dict[str, Any]:
     catalogue = load_catalogue()
     try:
         for dataset in sorted(catalogue):
-            theirs, horizon = await _holdings(state.http, url, secret, dataset)
+            theirs, horizon = await _holdings(state.ingest, url, secret, dataset)
             ours = await asyncio.to_thread(
                 in_read_transaction, engine, held_revisions, registry.generation, dataset
             )
@@ -69,7 +71,7 @@ async def _run(state: Any) -> dict[str, Any]:
                 if not pair["agreed"]:
                     pair.update(
                         await _repair(
-                            state, url, secret, catalogue, dataset, provider, set(derived), horizon
+                            state, settings, catalogue, dataset, provider, set(derived), horizon
                         )
                     )
                     base["lag_records"] += pair["redelivered"] + pair["removed"]
@@ -104,9 +106,8 @@ async def _holdings(
 
 
 async def _repair(
-    state: Any,
-    url: str,
-    secret: TokenKey,
+    state: DepersonaliseState,
+    settings: Settings,
     catalogue: Any,
     dataset: str,
     provider: str,
@@ -114,12 +115,12 @@ async def _repair(
     horizon: int,
 ) -> dict[str, int]:
     """Re-deliver one provider's records of a dataset; drop derived ones ingest no longer has."""
-    engine = state.engine
+    engine, url = state.engine, settings.ingest_url.rstrip("/")
     seen: set[int] = set()
     after: Any = None
     while True:
         events, after, more = await _page(
-            state.http, url, secret, dataset, after, state.settings.replay_page_size, provider
+            state.ingest, url, state.token_key, dataset, after, settings.replay_page_size, provider
         )
         if events:
             registry = await asyncio.to_thread(load_registry, engine, state.registry)
@@ -129,7 +130,7 @@ async def _repair(
                 events,
                 catalogue,
                 registry.targets(),
-                state.settings.record_key_secret(),
+                settings.record_key_secret(),
             )
             seen.update(e.revision for e in events)
         if not more:

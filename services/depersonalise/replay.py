@@ -25,6 +25,8 @@ from services.depersonalise.derivation import apply_events
 from services.depersonalise.layer_registry import Registry, load_registry
 from services.depersonalise.models import Event
 from services.depersonalise.service_state import now, set_progress
+from services.depersonalise.settings import Settings
+from services.depersonalise.state import DepersonaliseState
 from shared.catalogue import Dataset, load_catalogue
 from shared.db import in_read_transaction
 from shared.tokens import TokenKey, service_token
@@ -80,20 +82,17 @@ def cached_registry(engine: Engine) -> Callable[[], Registry]:
     return load
 
 
-async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
-    """Start a rebuild on this replica, cancelling one already running here.
-
-    ``state`` is the app's state: engine, settings, the peer client and the running task.
-    """
-    running: asyncio.Task[Any] | None = state.rebuild_task
+async def restart(state: DepersonaliseState, settings: Settings) -> asyncio.Task[dict[str, Any]]:
+    """Start a rebuild on this replica, cancelling one already running here (the app's state
+    holds the running task, the writer, the peer client and the key its calls are signed by)."""
+    running = state.rebuild_task
     if running is not None and not running.done():
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-    settings = state.settings
     task = asyncio.create_task(
         rebuild(
             state.engine,
-            state.http,
+            state.ingest,
             settings.ingest_url,
             state.token_key,
             load_catalogue(),

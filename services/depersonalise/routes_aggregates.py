@@ -16,7 +16,12 @@ from services.depersonalise.aggregate_query import (
     count_table,
     release_query,
 )
-from services.depersonalise.deps import ReleaseRequest, ReleaseRequestDep, WriterReadDep
+from services.depersonalise.deps import (
+    ReleaseRequest,
+    ReleaseRequestDep,
+    WriterReadDep,
+    app_state,
+)
 from services.depersonalise.formats import (
     MEDIA,
     aggregates_geojson,
@@ -118,7 +123,7 @@ def _as_geojson(
         raise ProblemError(
             422, "GeoJSON needs geography.", slug="geojson-without-layer", field="format"
         )
-    cache = request.app.state.wire_cache
+    cache = app_state(request.app).wire_cache
     tolerance = asked.settings.wire_simplify_metres
     shapes = wire_shapes(cache, geography, layer, tolerance, asked.registry.version)
     return JSONResponse(

@@ -17,8 +17,11 @@ from services.depersonalise.deps import (
     EngineDep,
     RegistryDep,
     SettingsDep,
+    StateDep,
     WriterReadDep,
+    app_state,
     body_of,
+    get_settings,
 )
 from services.depersonalise.formats import MEDIA, choose_format
 from services.depersonalise.generations import live_records
@@ -52,11 +55,11 @@ router = APIRouter(prefix="/v1", tags=["depersonalise"])
 
 async def trigger_rebuild(request: Request) -> dict[str, Any]:
     """Start a replay into the next generation (restarting one in progress)."""
-    state = request.app.state
+    state = app_state(request.app)
     served = state.registry.generation
     held = await asyncio.to_thread(in_read_transaction, state.engine, live_records, served)
     nothing_derived = held == 0
-    task = await replay.restart(state)
+    task = await replay.restart(state, get_settings(request))
     if nothing_derived:
         # No record to replay: the new layers are active when this answer leaves.
         return await task
@@ -96,6 +99,7 @@ def show_geography(
     layer: str,
     registry: RegistryDep,
     settings: SettingsDep,
+    state: StateDep,
     _claims: ClaimsDep,
     format: str | None = None,
 ) -> Response:
@@ -106,7 +110,7 @@ def show_geography(
     summary = {"name": layer, **layer_summary(registry.meta.get(layer, {}))}
     if choose_format(format, request.headers.get("accept")) == "geojson":
         shapes = wire_shapes(
-            request.app.state.wire_cache,
+            state.wire_cache,
             layer,
             found,
             settings.wire_simplify_metres,

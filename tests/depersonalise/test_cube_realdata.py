@@ -121,8 +121,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         if using_postgres()
         else f"sqlite:///{tmp_path_factory.mktemp('cube') / 'depersonalise.db'}"
     )
-    app = create_app(Settings(database_url=url, **key_settings("depersonalise")))
-    app.state.ingest_transport = httpx.MockTransport(FakeIngest().handle)
+    app = create_app(
+        Settings(database_url=url, **key_settings("depersonalise")),
+        ingest_transport=httpx.MockTransport(FakeIngest().handle),
+    )
     client = SyncClient(app)
     try:
         loaded = client.post(
@@ -151,7 +153,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def _reference(app: Any, dataset: str, scope: Slices, ask: dict[str, Any]) -> dict[str, Any]:
     """The per-record answer: every live record of the dataset counted one by one into base
     cells (and by every breakdown, for the covers), laid out under the same lattice."""
-    engine, registry = app.state.engine, app.state.registry
+    engine, registry = app.state.engine, app.state.depersonalise.registry
     spec = CATALOGUE[dataset]
     where = record_reads._live(registry.generation, dataset, scope)
 
@@ -252,7 +254,7 @@ def test_cube_key_sums_are_the_records_and_peoples_keys(hub: dict[str, Any]) -> 
     app = hub["app"]
     grants = GRANTS[1]
     scope = slices_of(grants)
-    layer = app.state.registry.active["lsoa21"]
+    layer = app.state.depersonalise.registry.active["lsoa21"]
     areas = list(zip(layer.codes.tolist(), layer.names.tolist(), strict=True))
     spec = CATALOGUE["offender-offence"]
     for people in (False, True):
@@ -261,7 +263,7 @@ def test_cube_key_sums_are_the_records_and_peoples_keys(hub: dict[str, Any]) -> 
         with app.state.engine.connect() as conn:
             ours = cube_table(
                 conn,
-                app.state.registry,
+                app.state.depersonalise.registry,
                 spec,
                 scope,
                 "lsoa21",
@@ -292,7 +294,7 @@ def test_a_cohort_query_reads_only_the_cohorts_people(hub: dict[str, Any]) -> No
         headers=headers,
     )
     assert answer.status_code == 200, answer.text
-    engine, generation = hub["app"].state.engine, hub["app"].state.registry.generation
+    engine, generation = hub["app"].state.engine, hub["app"].state.depersonalise.registry.generation
     with engine.connect() as conn:
         members = set(
             conn.execute(

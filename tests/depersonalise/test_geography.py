@@ -253,7 +253,7 @@ def test_layers_survive_a_restart(make_client, database_url) -> None:
     again, _ = make_client(url)
     listing = again.get("/v1/geographies", headers=admin()).json()
     assert listing["layers"][0]["areas"] == 36
-    assert len(again.app.state.registry.active["demo"]) == 36
+    assert len(again.app.state.depersonalise.registry.active["demo"]) == 36
 
 
 def test_snap_layer_build_merges_small_catchments() -> None:
