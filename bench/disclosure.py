@@ -81,8 +81,7 @@ def start(folder: Path) -> tuple[SyncClient, FakeIngest]:
         **cast(dict[str, Any], key_settings("depersonalise")),
     )
     fake = FakeIngest()
-    app = create_app(settings)
-    app.state.ingest_transport = httpx.MockTransport(fake.handle)
+    app = create_app(settings, ingest_transport=httpx.MockTransport(fake.handle))
     return SyncClient(app), fake
 
 
