@@ -39,7 +39,8 @@ from pyproj import Transformer
 
 from bench.privacy import BURGLARY, DATA, LSOA
 from bench.results import record
-from services.depersonalise.geography import Layer, read_layer, zipped_shapefile
+from services.depersonalise.boundary_files import read_layer, zipped_shapefile
+from services.depersonalise.geography import Layer
 from services.depersonalise.main import create_app
 from services.depersonalise.settings import Settings
 from services.depersonalise.suppression import PUBLISHED, apply_rule
@@ -80,8 +81,7 @@ def start(folder: Path) -> tuple[SyncClient, FakeIngest]:
         **cast(dict[str, Any], key_settings("depersonalise")),
     )
     fake = FakeIngest()
-    app = create_app(settings)
-    app.state.ingest_transport = httpx.MockTransport(fake.handle)
+    app = create_app(settings, ingest_transport=httpx.MockTransport(fake.handle))
     return SyncClient(app), fake
 
 

@@ -30,7 +30,7 @@ from pyproj import Transformer
 from scipy.spatial import cKDTree
 
 from bench.results import record
-from services.depersonalise.geography import read_layer, zipped_shapefile
+from services.depersonalise.boundary_files import read_layer, zipped_shapefile
 from services.depersonalise.service import mask_records
 from services.depersonalise.snapping import (
     PERSONS_PER_HOUSEHOLD,

@@ -5,8 +5,8 @@ records in a 300-square grid layer, loads a second layer and rebuilds: ingest's
 ``GET /internal/records`` is served in-process, page by page, from a generator (nothing is held
 whole), so the figure is depersonalise's own work: masking, area assignment, the derived rows
 (COPY on PostgreSQL) and the next generation's cube (one aggregation once the replay is done,
-store.recount_cube; its share is reported as ``recount_seconds``), while the old generation stays
-served. A reader thread asks for the old generation's 300-area × 12-month table every
+generations.recount_cube; its share is reported as ``recount_seconds``), while the old generation
+stays served. A reader thread asks for the old generation's 300-area × 12-month table every
 ``PROBE_SECONDS`` while the rebuild runs and checks each answer is the one given before it began
 (``served_answers``, ``served_worst_seconds``).
 """
@@ -27,9 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.aggregates import SECRET, fill, hub_answer
 from bench.results import peak_rss_mb
-from services.depersonalise import replay, store
+from services.depersonalise import generations, replay
 from services.depersonalise.geography import Layer
+from services.depersonalise.layer_registry import Registry, load_registry, save_layer
 from shared.catalogue import load_catalogue
+from shared.db import in_read_transaction
 from shared.tokens import TokenKey
 
 SIDE, ORIGIN = 20, (380_000.0, 390_000.0)  # 20 × 15 squares of 1 km
@@ -104,19 +106,19 @@ async def run(url: str, records: int) -> dict[str, Any]:
     """Hold ``records`` derived records (stored in bulk), load a layer, rebuild by replay."""
     catalogue = {"police-crime": load_catalogue()["police-crime"]}
     engine = fill(url, records, 300, catalogue["police-crime"])
-    held = store.live_records(engine, 1)
-    store.save_layer(engine, grid("second"), "code", None)
+    held = in_read_transaction(engine, generations.live_records, 1)
+    save_layer(engine, grid("second"), "code", None)
     counting: list[float] = []
-    recount = store.recount_cube
+    recount = generations.recount_cube
 
     def timed_recount(*args: Any) -> None:
         began = time.perf_counter()
         recount(*args)
         counting.append(time.perf_counter() - began)
 
-    store.recount_cube = timed_recount  # type: ignore[assignment]
+    generations.recount_cube = timed_recount  # type: ignore[assignment]
     spec = catalogue["police-crime"]
-    probe = Probe(lambda: hub_answer(engine, store.Registry(generation=1), 300, spec))
+    probe = Probe(lambda: hub_answer(engine, Registry(generation=1), 300, spec))
     probe.start()
     async with httpx.AsyncClient(transport=ingest(records), base_url="http://ingest") as client:
         started = time.perf_counter()
@@ -133,8 +135,8 @@ async def run(url: str, records: int) -> dict[str, Any]:
         seconds = time.perf_counter() - started
     probe.stop.set()
     probe.join()
-    generation = store.load_registry(engine).generation
-    rebuilt = store.live_records(engine, generation)
+    generation = load_registry(engine).generation
+    rebuilt = in_read_transaction(engine, generations.live_records, generation)
     engine.dispose()
     assert done["state"] == "complete" and rebuilt == held, (done, rebuilt, held)
     assert probe.times and not probe.changed, (len(probe.times), probe.changed)

@@ -261,16 +261,3 @@ class TokenVerifier:
         if once and not await self.replay.first_use(claims.jti, claims.exp + CLOCK_SKEW_SECONDS):
             raise TokenError("already used")
         return claims
-
-
-# The FastAPI dependencies that read a request's token live in shared/deps.py; depersonalise's
-# routes still import them from here, without this module importing the web framework.
-_IN_DEPS = frozenset({"AdminDep", "ClaimsDep", "internal_claims", "require_admin"})
-
-
-def __getattr__(name: str) -> Any:
-    if name in _IN_DEPS:
-        import shared.deps
-
-        return getattr(shared.deps, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 
-from services.depersonalise import cube, store, tables
-from services.depersonalise.aggregates import ALL, RELATIVE_REACH, Rule
+from services.depersonalise import cube, tables
+from services.depersonalise.aggregates import ALL, Rule
+from services.depersonalise.cohorts import RELATIVE_REACH
+from services.depersonalise.layer_registry import Registry
 from services.depersonalise.layers import layer_or_error
+from services.depersonalise.record_reads import providers_holding
 from services.depersonalise.service import coarser_or_equal, dataset_or_404, period_count
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
@@ -127,7 +130,7 @@ def check_table_size(
 def checked_areas(
     spec: Dataset,
     scope: Slices,
-    registry: store.Registry,
+    registry: Registry,
     query: AggregateQuery,
     max_cells: int,
 ) -> tuple[Any, list[tuple[str, str]]]:
@@ -172,8 +175,8 @@ def cohort_scope(claims: InternalClaims, dataset: str, scope: Slices) -> Slices:
 
 
 def count_table(
-    reader: Engine,
-    registry: store.Registry,
+    conn: Connection,
+    registry: Registry,
     catalogue: dict[str, Dataset],
     spec: Dataset,
     asker: tuple[InternalClaims, Slices],
@@ -189,7 +192,7 @@ def count_table(
     span = (query.period, query.first, query.last)
     if query.cohort is None:
         answer = tables.cube_table(
-            reader,
+            conn,
             registry,
             spec,
             scope,
@@ -208,7 +211,7 @@ def count_table(
             disclosure_rule(dataset_or_404(catalogue, COHORT_DATASET), query.threshold)
         )
     answer = tables.cohort_table(
-        reader,
+        conn,
         registry,
         spec,
         (scope, cohort),
@@ -219,9 +222,9 @@ def count_table(
         rule,
         (query.cohort, people, query.relative),
     )
-    held = store.providers_holding(reader, registry.generation, dataset)
+    held = providers_holding(conn, registry.generation, dataset)
     if dataset != COHORT_DATASET:
-        held |= store.providers_holding(reader, registry.generation, COHORT_DATASET)
+        held |= providers_holding(conn, registry.generation, COHORT_DATASET)
     return answer, rule, sorted(held - set(scope.providers) - set(cohort.providers))
 
 

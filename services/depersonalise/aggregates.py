@@ -1,30 +1,26 @@
 """Complete area × period (× breakdown) count tables, for calendar periods, cohorts and periods
 relative to joining a cohort: base cells laid out as an answer under the release lattice
-(protection.py)."""
+(protection.py). Cohort membership and the relative layout are ``cohorts.py``; the answer's
+cells and their JSON, ``cell_table.py``."""
 
 from __future__ import annotations
 
-import gc
-import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
-from functools import partial
-from typing import Any, NamedTuple, overload
+from datetime import date
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from services.depersonalise import cube, protection
-from services.depersonalise.service import next_period, period_start, periods_between
+from services.depersonalise.cell_table import CellTable, paused_collector
+from services.depersonalise.service import period_start, periods_between
 from shared.grants import Slices
 
 ALL = "all"  # the one area of a table without geography
 WITHHELD = "withheld"
-# How far either side of joining relative=joined counts, per period.
-RELATIVE_REACH = {"month": 12, "quarter": 4}
 
 
 @dataclass
@@ -95,100 +91,6 @@ def granted_rows(facts: Iterable[Fact], scope: Slices, by: str = "category") -> 
     return out
 
 
-# --- cohorts ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cohort:
-    """Person pseudonym → the (joined, left) spans of membership of one strand."""
-
-    spans: dict[str, list[tuple[date, date | None]]]
-
-    def member_between(self, person: str | None, first: date, last: date) -> bool:
-        return any(
-            joined <= last and (left is None or left >= first)
-            for joined, left in self.spans.get(person or "", ())
-        )
-
-    def joined(self, person: str | None) -> date | None:
-        spans = self.spans.get(person or "")
-        return min(joined for joined, _ in spans) if spans else None
-
-
-def cohort_of(memberships: Iterable[Fact], strand: str) -> Cohort:
-    """The cohort named ``strand`` in offender-cohort facts (value = category)."""
-    spans: dict[str, list[tuple[date, date | None]]] = defaultdict(list)
-    for fact in memberships:
-        if fact.value == strand and fact.person and fact.day:
-            spans[fact.person].append((fact.day, fact.until))
-    return Cohort(dict(spans))
-
-
-def _period_end(start: date, period: str) -> date:
-    return next_period(start, period) - timedelta(days=1)
-
-
-def in_cohort(facts: Iterable[Fact], cohort: Cohort, period: str) -> list[Fact]:
-    """Facts of people who were members at any time in the fact's period."""
-    out = []
-    for fact in facts:
-        if fact.start is None:
-            continue
-        first = period_start(fact.start, period)
-        if cohort.member_between(fact.person, first, _period_end(first, period)):
-            out.append(fact)
-    return out
-
-
-def membership_facts(memberships: Iterable[Fact], period: str, last: date) -> list[Fact]:
-    """A membership counted in every period it spans (up to ``last``): cohort size per period."""
-    out = []
-    for fact in memberships:
-        if fact.day is None or fact.person is None:
-            continue
-        start = period_start(fact.day, period)
-        end = min(fact.until or last, last)
-        while start <= end:
-            out.append(fact._replace(start=start))
-            start = next_period(start, period)
-    return out
-
-
-def _months(day: date) -> int:
-    return day.year * 12 + day.month - 1
-
-
-def relative_month(fact: Fact, cohort: Cohort) -> int | None:
-    """Months from the month the fact's person first joined to the fact's month."""
-    joined = cohort.joined(fact.person)
-    if joined is None or fact.day is None:
-        return None
-    return _months(fact.day) - _months(joined)
-
-
-def relative_layout(
-    areas: list[tuple[str, str]],
-    parent_of: dict[str, str] | None,
-    period: str,
-    span: tuple[date | None, date | None],
-) -> Layout:
-    """Columns -reach … reach relative to joining; a base period is (calendar year, months since
-    joining), so a relative quarter is the sum of its three relative months and ``from``/``to``
-    take whole calendar years."""
-    reach = RELATIVE_REACH[period]
-    first, last = span
-
-    def period_of(key: Any) -> int:
-        start, months = key
-        if (first is not None and start < first) or (last is not None and start > last):
-            return -1
-        offset = months if period == "month" else months // 3
-        return offset + reach if -reach <= offset <= reach else -1
-
-    labels = [str(offset) for offset in range(-reach, reach + 1)]
-    return Layout(areas, area_index(areas, parent_of), labels, period_of)
-
-
 def whole_granted(
     facts: Iterable[Fact], scope: Slices, resolution: str, by: str | None
 ) -> list[Fact]:
@@ -244,20 +146,6 @@ def fact_cells(
 
 BaseRow = tuple[str, str, Any, str, int, int]  # provider, base area, base period, value, n, keys
 PersonRow = tuple[str, str, Any, str, str, int]  # provider, base area, base period, value, who, key
-
-
-@contextmanager
-def paused_collector() -> Iterator[None]:
-    """The cyclic garbage collector paused: a table's hundreds of thousands of tuples and dicts
-    hold no cycles, and collections triggered by their allocation would cost several times the
-    work (as in geography._bulk_points)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @dataclass(frozen=True)
@@ -509,158 +397,3 @@ def laid_out(
         },
     }
     return {"cells": cells, "disclosure": disclosure, "key": answer.key}
-
-
-# Members a breakdown's field would overwrite in a cell (the dicts are then the only layout).
-_CELL_MEMBERS = {"area", "area_name", "period", "count", "suppressed", "rate"}
-_dumps = partial(json.dumps, ensure_ascii=False, allow_nan=False)
-
-
-class CellTable(Sequence[dict[str, Any]]):
-    """An answer's cells, area by area, period by period (value by value), each
-    ``{"area", "area_name", "period", [by], "count", ["suppressed"], ["rate"]}``.
-
-    A large table is written as JSON straight from the answer's arrays (:meth:`json`) without a
-    dict per cell; the dicts are made only when the cells are read one by one (CSV, GeoJSON)."""
-
-    def __init__(
-        self,
-        areas: list[tuple[str, str]],
-        labels: list[str],
-        by: str | None,
-        values: list[str],
-        answer: protection.Answer,
-        population: dict[str, float] | None,
-    ) -> None:
-        self.areas, self.labels, self.by, self.values = areas, labels, by, values
-        self.counts: list[int] = answer.count.ravel().tolist()
-        self.hidden: list[bool] = answer.suppressed.ravel().tolist()
-        self.population = population
-        self._cells: list[dict[str, Any]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.counts)
-
-    @overload
-    def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
-
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
-        return self.as_dicts()[index]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.as_dicts())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, CellTable | list):
-            return self.as_dicts() == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def as_dicts(self) -> list[dict[str, Any]]:
-        if self._cells is None:
-            self._cells = self._layout()
-        return self._cells
-
-    def _layout(self) -> list[dict[str, Any]]:
-        by, population = self.by, self.population
-        counts, hidden = self.counts, self.hidden
-        cells: list[dict[str, Any]] = []
-        with paused_collector():
-            i = 0
-            for code, name in self.areas:
-                residents = population.get(code) if population else None
-                for label in self.labels:
-                    for value in self.values:
-                        cell: dict[str, Any] = {"area": code, "area_name": name, "period": label}
-                        if by:
-                            cell[by] = value
-                        if hidden[i]:
-                            cell["count"] = None
-                            cell["suppressed"] = True
-                        else:
-                            cell["count"] = counts[i]
-                        if population is not None:
-                            cell["rate"] = _rate(cell["count"], residents)
-                        cells.append(cell)
-                        i += 1
-        return cells
-
-    def json(self) -> str:
-        """The cells as ``json.dumps(list(cells), ensure_ascii=False, allow_nan=False,
-        separators=(",", ":"))`` writes them (JSONResponse's rendering), character for
-        character."""
-        if self._cells is not None or (self.by and self.by in _CELL_MEMBERS):
-            return _dumps(self.as_dicts(), separators=(",", ":"))
-        by = self.by
-        after = [
-            _text(label) + (f",{_text(by)}:{_text(value)}" if by else "")
-            for label in self.labels
-            for value in self.values
-        ]
-        heads = [
-            f'{{"area":{_text(code)},"area_name":{_text(name)},"period":'
-            for code, name in self.areas
-        ]
-        with paused_collector():
-            if self.population is None:
-                pieces = self._pieces_by_count(after)
-            else:
-                pieces = self._pieces_with_rates(after)
-            # Every cell is its area's head and its piece: one join over both, in C.
-            flat = np.empty(2 * len(pieces), dtype=object)
-            flat[0::2] = np.repeat(
-                np.asarray(["," + head for head in heads], dtype=object), len(after)
-            )
-            flat[1::2] = pieces
-            return "[" + "".join(flat.tolist())[1:] + "]"
-
-    def _pieces_by_count(self, after: list[str]) -> np.ndarray:
-        """Each cell's text after its area's head: made once for each period (and value) and
-        count, and picked by the cells (numpy), not written once per cell."""
-        width = len(after)
-        counts = np.asarray(self.counts, dtype=np.int64)
-        shown = np.where(np.asarray(self.hidden, dtype=bool), -1, counts)
-        if shown.size and int(shown.max()) < 4 * shown.size:
-            distinct = np.arange(-1, int(shown.max()) + 1)
-            which = shown + 1
-        else:
-            distinct, which = np.unique(shown, return_inverse=True)
-        tails = [_HIDDEN_TAIL if n < 0 else f',"count":{n}}}' for n in distinct.tolist()]
-        pieces = np.empty((width, len(tails)), dtype=object)
-        for j, part in enumerate(after):
-            pieces[j, :] = [part + tail for tail in tails]
-        column = np.tile(np.arange(width), len(self.areas))
-        picked: np.ndarray = pieces[column, which.reshape(-1)]
-        return picked
-
-    def _pieces_with_rates(self, after: list[str]) -> np.ndarray:
-        population, counts, hidden = self.population or {}, self.counts, self.hidden
-        pieces = []
-        i = 0
-        for code, _name in self.areas:
-            residents = population.get(code)
-            for part in after:
-                count = None if hidden[i] else counts[i]
-                shown = _HIDDEN_TAIL[:-1] if count is None else f',"count":{count}'
-                pieces.append(f'{part}{shown},"rate":{_dumps(_rate(count, residents))}}}')
-                i += 1
-        return np.asarray(pieces, dtype=object)
-
-
-_HIDDEN_TAIL = ',"count":null,"suppressed":true}'
-
-
-def _text(value: str) -> str:
-    """A string as JSON (ensure_ascii off): quoted as it is when nothing in it needs escaping."""
-    if value.isprintable() and '"' not in value and "\\" not in value:
-        return f'"{value}"'
-    return _dumps(value)
-
-
-def _rate(count: int | None, residents: float | None) -> float | None:
-    """Records per 1,000 residents (None without residents or a published count)."""
-    return round(count / residents * 1000, 3) if residents and count is not None else None

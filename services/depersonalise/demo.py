@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from services.depersonalise.geography import Progress, read_layer
+from services.depersonalise.boundary_files import Progress, read_layer
 
 MANCHESTER = (383_000.0, 397_000.0)
 

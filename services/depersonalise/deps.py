@@ -1,39 +1,71 @@
-"""Dependencies of the depersonalise routes."""
+"""Dependencies of the depersonalise routes: settings, engines, the app's state
+(``state.DepersonaliseState``, ``StateDep``), the replica's registry of layers, the catalogue,
+and the request's one read connection (``ReadDep`` on the read engine for answers,
+``WriterReadDep`` on the writer for what must see the latest write), closed when the route
+returns, before the answer is sent; nothing is committed on it. Writes own their transaction in
+one visible place each: a delivery of events (``derivation.apply_events``), a layer, snap layer
+or population load, a release recorded (``releases.record_release``); the rebuild
+(``replay.rebuild``) and the reconciler own theirs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from starlette.applications import Starlette
 
-from services.depersonalise import store
+from services.depersonalise.layer_registry import Registry, load_registry
 from services.depersonalise.settings import Settings
+from services.depersonalise.state import DepersonaliseState
 from services.depersonalise.uploads import read_body
+from shared.app import state_of
 from shared.catalogue import Dataset, load_catalogue
+from shared.deps import ClaimsDep
+from shared.tokens import InternalClaims
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return state_of(request.app, "settings", Settings)
 
 
 def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
+    return state_of(request.app, "engine", Engine)
+
+
+def app_state(app: Starlette) -> DepersonaliseState:
+    """What the lifespan made (``state.DepersonaliseState``)."""
+    return state_of(app, "depersonalise", DepersonaliseState)
+
+
+def get_state(request: Request) -> DepersonaliseState:
+    return app_state(request.app)
 
 
 def get_read_engine(request: Request) -> Engine:
     """The engine answers read from: the read replica, or the writer without one."""
-    engine: Engine = request.app.state.read_engine
-    return engine
+    return app_state(request.app).read_engine
 
 
-def get_registry(request: Request) -> store.Registry:
+def get_registry(request: Request) -> Registry:
     """The replica's layers, reloaded first if another replica or a rebuild changed them."""
-    registry = store.load_registry(request.app.state.engine, request.app.state.registry)
-    request.app.state.registry = registry
-    return registry
+    state = app_state(request.app)
+    state.registry = load_registry(state.engine, state.registry)
+    return state.registry
+
+
+def read_connection(request: Request) -> Iterator[Connection]:
+    """The request's read on the read engine: every query of one answer in one transaction."""
+    with get_read_engine(request).connect() as connection:
+        yield connection
+
+
+def writer_read_connection(request: Request) -> Iterator[Connection]:
+    """The request's read on the writer (a release just recorded, operators' figures)."""
+    with get_engine(request).connect() as connection:
+        yield connection
 
 
 async def body_of(request: Request, limit: int, geojson_vertices: int | None = None) -> bytes:
@@ -48,7 +80,37 @@ def get_catalogue() -> dict[str, Dataset]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+StateDep = Annotated[DepersonaliseState, Depends(get_state)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
-ReadEngineDep = Annotated[Engine, Depends(get_read_engine)]
-RegistryDep = Annotated[store.Registry, Depends(get_registry)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
 CatalogueDep = Annotated[dict[str, Dataset], Depends(get_catalogue)]
+ReadDep = Annotated[Connection, Depends(read_connection, scope="function")]
+WriterReadDep = Annotated[Connection, Depends(writer_read_connection, scope="function")]
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """What an answer recorded as a release needs (aggregates, a page of records): the caller,
+    the layers served, settings and catalogue, the request's read (on the read engine) and the
+    writer the release is recorded on."""
+
+    claims: InternalClaims
+    registry: Registry
+    settings: Settings
+    catalogue: dict[str, Dataset]
+    conn: Connection
+    writer: Engine
+
+
+def release_request(
+    claims: ClaimsDep,
+    writer: EngineDep,
+    conn: ReadDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    catalogue: CatalogueDep,
+) -> ReleaseRequest:
+    return ReleaseRequest(claims, registry, settings, catalogue, conn, writer)
+
+
+ReleaseRequestDep = Annotated[ReleaseRequest, Depends(release_request)]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pyproj import Transformer
 
-from services.depersonalise.aggregates import CellTable
+from services.depersonalise.cell_table import CellTable
 from shared.http import CSV_MEDIA, negotiate, neutralise
 
 MEDIA = {
@@ -89,7 +89,7 @@ def records_geojson(records: list[dict[str, Any]], extra: dict[str, Any]) -> dic
 
 def aggregates_json(body: dict[str, Any]) -> bytes:
     """An aggregates body as JSONResponse renders it (compact, UTF-8, no NaN), byte for byte; its
-    cells written straight from the answer's arrays (aggregates.CellTable.json)."""
+    cells written straight from the answer's arrays (cell_table.CellTable.json)."""
     members = [
         f"{json.dumps(key, ensure_ascii=False)}:"
         + (

@@ -1,4 +1,5 @@
-"""Geography layers: reading boundary files, repairing them, and assigning points to areas.
+"""Geography layers: assigning points to areas, layers derived from others, which layers nest in
+which, and their polygons as stored and as sent. Boundary files are read in ``boundary_files``.
 
 Everything is in British National Grid (EPSG:27700). Layers live in memory as a shapely STRtree
 per layer, so assigning a batch of points is one vectorised query per layer.
@@ -7,40 +8,18 @@ per layer, so assigning a batch of points is one vectorised query per layer.
 from __future__ import annotations
 
 import gc
-import io
 import json
-import tempfile
-import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
-import pyogrio
 import shapely
-from pyproj import CRS
 
 from shared.errors import ProblemError
 
 BNG = "EPSG:27700"
-Progress = Callable[[str, float], None]
-
-GPKG_MAGIC = b"SQLite format 3\x00"
-ZIP_MAGIC = b"PK\x03\x04"
-# Bounds on what one boundary upload may make the service do (a national OA layer fits well).
-MAX_ZIP_MEMBERS = 16
-MAX_ZIP_UNCOMPRESSED = 1_500_000_000
-MAX_ZIP_RATIO = 200  # uncompressed / compressed, for members over a megabyte
-MAX_GPKG_TABLES = 16
-MAX_VERTICES = 50_000_000
-SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
-
-
-def _no_progress(_stage: str, _fraction: float) -> None:
-    return None
 
 
 @dataclass
@@ -108,187 +87,14 @@ def _bulk_points(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             gc.enable()
 
 
-def detect_format(body: bytes, content_type: str | None = None) -> str:
-    """``geojson``, ``gpkg`` or ``shapefile-zip`` from the magic bytes, else the content type."""
-    if body.startswith(GPKG_MAGIC):
-        return "gpkg"
-    if body.startswith(ZIP_MAGIC):
-        return "shapefile-zip"
-    stripped = body.lstrip()[:1]
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if stripped == b"{" or kind in {"application/geo+json", "application/json"}:
-        return "geojson"
-    raise ProblemError(
-        415,
-        "The body is neither GeoJSON, a GeoPackage nor a zipped shapefile.",
-        slug="unsupported-geography-format",
-        field="body",
-    )
-
-
-def _read_frame(body: bytes, fmt: str) -> gpd.GeoDataFrame:
-    with tempfile.TemporaryDirectory() as folder:
-        if fmt == "geojson":
-            path = Path(folder) / "layer.geojson"
-            path.write_bytes(body)
-            return gpd.read_file(path)
-        if fmt == "gpkg":
-            path = Path(folder) / "layer.gpkg"
-            path.write_bytes(body)
-            tables = len(pyogrio.list_layers(path))
-            if tables > MAX_GPKG_TABLES:
-                raise _too_much(f"The GeoPackage holds {tables} tables; at most {MAX_GPKG_TABLES}.")
-            return gpd.read_file(path)
-        with zipfile.ZipFile(io.BytesIO(body)) as archive:
-            members = _checked_members(archive)
-            shapefiles = [m.filename for m in members if m.filename.lower().endswith(".shp")]
-            if len(shapefiles) != 1:
-                raise ProblemError(
-                    422,
-                    f"The zip must hold exactly one .shp file; it holds {len(shapefiles)}.",
-                    slug="invalid-shapefile-zip",
-                    field="body",
-                )
-            # Only the shapefile's own parts, by their sizes as checked above.
-            archive.extractall(folder, [m for m in members if m.filename.lower().endswith(
-                SHAPEFILE_PARTS)])  # fmt: skip
-            return gpd.read_file(Path(folder) / shapefiles[0])
-
-
-def _checked_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    members = archive.infolist()
-    if len(members) > MAX_ZIP_MEMBERS:
-        raise _too_much(f"The zip holds {len(members)} files; at most {MAX_ZIP_MEMBERS}.")
-    total = sum(m.file_size for m in members)
-    if total > MAX_ZIP_UNCOMPRESSED:
-        raise _too_much(f"The zip unpacks to {total} bytes; at most {MAX_ZIP_UNCOMPRESSED}.")
-    for member in members:
-        if member.file_size > 1_000_000 and member.file_size > MAX_ZIP_RATIO * max(
-            member.compress_size, 1
-        ):
-            raise _too_much(f"A zip member is compressed more than {MAX_ZIP_RATIO} to 1.")
-    return members
-
-
-def _too_much(detail: str) -> ProblemError:
-    return ProblemError(422, detail, slug="upload-too-large", field="body")
-
-
-def _to_bng(frame: gpd.GeoDataFrame, fmt: str) -> tuple[gpd.GeoDataFrame, str]:
-    if frame.crs is None:
-        if fmt != "geojson":
-            raise ProblemError(
-                422, "The file declares no coordinate reference system.", slug="no-crs", field="crs"
-            )
-        minx, miny, maxx, maxy = frame.total_bounds
-        # RFC 7946 GeoJSON is WGS84; old files carrying metres without a crs member are BNG.
-        looks_degrees = max(abs(minx), abs(maxx)) <= 180 and max(abs(miny), abs(maxy)) <= 90
-        frame = frame.set_crs("EPSG:4326" if looks_degrees else BNG)
-    source = CRS.from_user_input(frame.crs)
-    label = source.to_string()
-    if not source.equals(CRS.from_user_input(BNG)):
-        frame = frame.to_crs(BNG)
-    return frame, label
-
-
-def _repair(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """make_valid each invalid geometry and keep its polygonal part; flag what cannot be saved."""
-    invalid = ~shapely.is_valid(geoms)
-    repaired = geoms.copy()
-    if invalid.any():
-        fixed = shapely.make_valid(geoms[invalid])
-        repaired[invalid] = [_polygonal(g) for g in fixed]
-    empty = shapely.is_empty(repaired) | shapely.is_missing(repaired)
-    polygonal = np.array(
-        [g is not None and g.geom_type in {"Polygon", "MultiPolygon"} for g in repaired]
-    )
-    return repaired, empty | ~polygonal, int(invalid.sum())
-
-
-def _polygonal(geom: Any) -> Any:
+def polygonal_part(geom: Any) -> Any:
+    """A geometry's polygonal part (empty when it has none)."""
     if geom is None or geom.geom_type in {"Polygon", "MultiPolygon"}:
         return geom
     if geom.geom_type == "GeometryCollection":
         parts = [g for g in geom.geoms if g.geom_type in {"Polygon", "MultiPolygon"}]
         return shapely.union_all(parts) if parts else shapely.Polygon()
     return shapely.Polygon()
-
-
-def read_layer(
-    body: bytes,
-    name: str,
-    code_field: str,
-    name_field: str | None = None,
-    content_type: str | None = None,
-    progress: Progress = _no_progress,
-) -> Layer:
-    """Parse a boundary file into a BNG layer; every problem is a 422 naming the field."""
-    fmt = detect_format(body, content_type)
-    progress("reading", 0.0)
-    try:
-        frame = _read_frame(body, fmt)
-    except ProblemError:
-        raise
-    except Exception as exc:
-        raise ProblemError(
-            422,
-            f"The {fmt} file could not be read ({type(exc).__name__}).",
-            slug="unreadable-geography",
-            field="body",
-        ) from exc
-    progress("reprojecting", 0.3)
-    for wanted, param in ((code_field, "code_field"), (name_field, "name_field")):
-        if wanted and wanted not in frame.columns:
-            raise ProblemError(
-                422,
-                f"The layer has no field {wanted!r}; its fields are "
-                f"{', '.join(c for c in frame.columns if c != 'geometry')}.",
-                slug="unknown-layer-field",
-                field=param,
-            )
-    if len(frame) == 0:
-        raise ProblemError(422, "The layer holds no features.", slug="empty-layer", field="body")
-    vertices = int(shapely.get_num_coordinates(np.asarray(frame.geometry.values)).sum())
-    if vertices > MAX_VERTICES:
-        raise _too_much(f"The layer has {vertices} vertices; at most {MAX_VERTICES}.")
-    frame, source_crs = _to_bng(frame, fmt)
-    codes = frame[code_field].astype(str).str.strip().to_numpy()
-    missing_code = pd.isna(frame[code_field]).to_numpy() | (codes == "")
-    names = frame[name_field].astype(str).to_numpy() if name_field else codes.copy()
-    progress("repairing", 0.6)
-    geoms, unusable, repaired = _repair(np.asarray(frame.geometry.values, dtype=object))
-    problems: list[dict[str, Any]] = []
-    for i in np.flatnonzero(missing_code):
-        problems.append({"feature": int(i), "field": code_field, "message": "empty area code"})
-    for i in np.flatnonzero(unusable & ~missing_code):
-        problems.append(
-            {"feature": int(i), "code": codes[i], "message": "geometry empty or not polygonal"}
-        )
-    duplicated = pd.Series(codes).duplicated(keep=False).to_numpy() & ~missing_code
-    for code in sorted(set(codes[duplicated])):
-        problems.append({"code": code, "field": code_field, "message": "duplicate area code"})
-    if problems:
-        raise ProblemError(
-            422,
-            f"{len(problems)} features of the layer cannot be used; nothing was loaded.",
-            slug="invalid-geography",
-            errors=problems[:100],
-            field="body",
-        )
-    progress("indexing", 0.9)
-    layer = Layer(name, codes.astype(object), names.astype(object), geoms, source_crs, repaired)
-    _ = layer.tree
-    progress("done", 1.0)
-    return layer
-
-
-def zipped_shapefile(shp: Path) -> bytes:
-    """A shapefile's parts (.shp, .shx, .dbf, .prj) as the zip archive a layer upload takes."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for suffix in (".shp", ".shx", ".dbf", ".prj"):
-            archive.write(shp.with_suffix(suffix), f"layer/{shp.stem}{suffix}")
-    return buffer.getvalue()
 
 
 def layer_from_wkb(name: str, rows: Sequence[tuple[str, str, bytes]], source_crs: str) -> Layer:
@@ -334,7 +140,7 @@ def derive_layer(
         name,
         dissolved["code"].to_numpy(dtype=object),
         dissolved["name"].astype(str).to_numpy(dtype=object),
-        np.array([_polygonal(g) for g in geoms], dtype=object),
+        np.array([polygonal_part(g) for g in geoms], dtype=object),
         BNG,
     )
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from services.depersonalise import store
 from services.depersonalise.geography import wire_features
+from services.depersonalise.layer_registry import Registry
 from services.depersonalise.replay import layer_progress, retry_after
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
@@ -49,7 +49,7 @@ def layer_summary(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def geography_listing(registry: store.Registry, is_admin: bool) -> dict[str, Any]:
+def geography_listing(registry: Registry, is_admin: bool) -> dict[str, Any]:
     """Every layer, active or pending, the snap layers and the rebuild; hub-wide record counts (a
     rebuild's progress) only for operators: an agency learns only whether a rebuild runs."""
     layers = []
@@ -77,7 +77,7 @@ def geography_listing(registry: store.Registry, is_admin: bool) -> dict[str, Any
     return listing
 
 
-def layer_or_error(registry: store.Registry, geography: str) -> Any:
+def layer_or_error(registry: Registry, geography: str) -> Any:
     """The active layer ``geography``: 409 with Retry-After while it is built, 404 if unknown."""
     layer = registry.active.get(geography)
     if layer is None:

@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from prometheus_client.core import GaugeMetricFamily
 
-from services.depersonalise import replay, store
+from services.depersonalise import replay
+from services.depersonalise.deps import app_state
+from services.depersonalise.layer_registry import load_registry
 from services.depersonalise.models import Base
 from services.depersonalise.reconcile import reconcile
 from services.depersonalise.replay import layer_progress
 from services.depersonalise.routes import internal, router
+from services.depersonalise.service_state import ensure_state
 from services.depersonalise.settings import Settings
+from services.depersonalise.state import DepersonaliseState
 from shared.app import build_app
 from shared.db import make_engine, ping, prepare_schema
 from shared.tokens import TokenKey, TokenVerifier
@@ -28,17 +31,18 @@ log = logging.getLogger("csp.depersonalise")
 
 
 async def _ingest_answers(app: FastAPI) -> None:
-    response = await app.state.http.get(
+    state = app_state(app)
+    response = await state.ingest.get(
         f"{app.state.settings.ingest_url.rstrip('/')}/healthz", timeout=2.0
     )
     response.raise_for_status()
 
 
-async def _every(seconds: float, state: Any) -> None:
+async def _every(seconds: float, state: DepersonaliseState, settings: Settings) -> None:
     while True:
         await asyncio.sleep(seconds)
         try:
-            await reconcile(state)
+            await reconcile(state, settings)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the next round tries again
@@ -52,9 +56,9 @@ class ReconcileCollector:
         self.app = app
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        report = getattr(self.app.state, "reconcile", None) or {}
-        registry = getattr(self.app.state, "registry", None)
-        rebuild = registry.rebuild if registry is not None else {}
+        state = getattr(self.app.state, "depersonalise", None)
+        report = (state.reconcile if state is not None else None) or {}
+        rebuild = state.registry.rebuild if state is not None else {}
         since = report.get("disagree_since")
         figures = (
             (
@@ -82,60 +86,81 @@ class ReconcileCollector:
             yield GaugeMetricFamily(f"csp_{name}", help_text, value=float(value))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+async def _start(
+    app: FastAPI, settings: Settings, ingest_transport: httpx.AsyncBaseTransport | None
+) -> DepersonaliseState:
+    """What the app holds while it runs: keys, engines, the peer client, the registry of layers;
+    a rebuild that was interrupted (restart or crash) runs again from the start."""
+    app.state.token_verifier = TokenVerifier.configured(
+        "depersonalise", settings.internal_public_keys, settings.redis_url
+    )
+    token_key = TokenKey.configured("depersonalise", settings.token_key, settings.token_key_file)
+    engine = make_engine(settings.database_url)
+    prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
+    ensure_state(engine)
+    ingest = httpx.AsyncClient(timeout=settings.ingest_timeout_seconds, transport=ingest_transport)
+    app.state.engine = engine
+    state = DepersonaliseState(
+        engine=engine,
+        # Answers (cube reads, record pages) from a read replica when one is given.
+        read_engine=(
+            make_engine(settings.read_database_url) if settings.read_database_url else engine
+        ),
+        token_key=token_key,
+        ingest=ingest,
+        registry=load_registry(engine),
+    )
+    app.state.depersonalise = state
+    if state.registry.building is not None:
+        await replay.restart(state, settings)
+    return state
 
+
+async def _stop(
+    app: FastAPI, state: DepersonaliseState, scheduled: asyncio.Task[None] | None
+) -> None:
+    """The running rebuild and reconciler stopped, the clients closed, the engines disposed."""
+    for task in (state.rebuild_task, scheduled):
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    await app.state.token_verifier.replay.close()
+    await state.ingest.aclose()
+    if state.read_engine is not state.engine:
+        state.read_engine.dispose()
+    state.engine.dispose()
+
+
+def _lifespan(
+    settings: Settings, ingest_transport: httpx.AsyncBaseTransport | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        verifier = TokenVerifier.configured(
-            "depersonalise", settings.internal_public_keys, settings.redis_url
-        )
-        app.state.token_verifier = verifier
-        app.state.token_key = TokenKey.configured(
-            "depersonalise", settings.token_key, settings.token_key_file
-        )
-        engine = make_engine(settings.database_url)
-        prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
-        store.ensure_state(engine)
-        # Tests may wire ingest in through a transport set before start.
-        transport = getattr(app.state, "ingest_transport", None)
-        app.state.http = httpx.AsyncClient(
-            timeout=settings.ingest_timeout_seconds, transport=transport
-        )
-        app.state.engine = engine
-        # Answers (cube reads, record pages) from a read replica when one is given.
-        reader = make_engine(settings.read_database_url) if settings.read_database_url else engine
-        app.state.read_engine = reader
-        app.state.registry = store.load_registry(engine)
-        app.state.rebuild_task = None
-        app.state.wire_cache = {}
-        app.state.reconcile = None
-        app.state.reconcile_lock = asyncio.Lock()
-        if app.state.registry.building is not None:
-            # A rebuild was interrupted (restart or crash): run it again from the start.
-            await replay.restart(app.state)
+        state = await _start(app, settings, ingest_transport)
         scheduled = None
         if settings.reconcile_interval_seconds > 0:
-            scheduled = asyncio.create_task(_every(settings.reconcile_interval_seconds, app.state))
+            scheduled = asyncio.create_task(
+                _every(settings.reconcile_interval_seconds, state, settings)
+            )
         try:
             yield
         finally:
-            task = app.state.rebuild_task
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            if scheduled is not None:
-                scheduled.cancel()
-                await asyncio.gather(scheduled, return_exceptions=True)
-            await verifier.replay.close()
-            await app.state.http.aclose()
-            if reader is not engine:
-                reader.dispose()
-            engine.dispose()
+            await _stop(app, state, scheduled)
 
+    return lifespan
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    ingest_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """The depersonalise app; ingest's transport, when given, replaces the network (in-process
+    tests of the same httpx client production uses)."""
+    settings = settings or Settings()
     app = build_app(
         "depersonalise",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, ingest_transport),
         ready_checks=[("database", lambda a: ping(a.state.engine)), ("ingest", _ingest_answers)],
         description="Geography layers, depersonalised records, aggregates with disclosure control.",
     )

@@ -15,20 +15,25 @@ import logging
 import time
 from typing import Any
 
-from services.depersonalise import store
+from services.depersonalise.derivation import apply_events
+from services.depersonalise.held_records import drop_unheld, held_revisions
+from services.depersonalise.layer_registry import load_registry
 from services.depersonalise.replay import IngestUnreachableError, _page
+from services.depersonalise.settings import Settings
+from services.depersonalise.state import DepersonaliseState
 from shared.catalogue import load_catalogue
+from shared.db import in_read_transaction
 from shared.holdings import revision_digest
 from shared.tokens import TokenKey, service_token
 
 log = logging.getLogger("csp.depersonalise.reconcile")
 
 
-async def reconcile(state: Any) -> dict[str, Any]:
+async def reconcile(state: DepersonaliseState, settings: Settings) -> dict[str, Any]:
     """One reconciliation over every dataset; the report (also kept as ``state.reconcile``)."""
     async with state.reconcile_lock:
-        report = await _run(state)
-    previous = getattr(state, "reconcile", None) or {}
+        report = await _run(state, settings)
+    previous = state.reconcile or {}
     if report["state"] == "complete":
         agreed = report["lag_records"] == 0
         since = None if agreed else (previous.get("disagree_since") or report["ran_at"])
@@ -37,9 +42,9 @@ async def reconcile(state: Any) -> dict[str, Any]:
     return report
 
 
-async def _run(state: Any) -> dict[str, Any]:
-    engine, settings = state.engine, state.settings
-    registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+async def _run(state: DepersonaliseState, settings: Settings) -> dict[str, Any]:
+    engine = state.engine
+    registry = await asyncio.to_thread(load_registry, engine, state.registry)
     started = time.time()
     base: dict[str, Any] = {"ran_at": started, "pairs": [], "lag_records": 0}
     if registry.building is not None:
@@ -49,9 +54,9 @@ async def _run(state: Any) -> dict[str, Any]:
     catalogue = load_catalogue()
     try:
         for dataset in sorted(catalogue):
-            theirs, horizon = await _holdings(state.http, url, secret, dataset)
+            theirs, horizon = await _holdings(state.ingest, url, secret, dataset)
             ours = await asyncio.to_thread(
-                store.held_revisions, engine, registry.generation, dataset
+                in_read_transaction, engine, held_revisions, registry.generation, dataset
             )
             for provider in sorted(set(theirs) | set(ours)):
                 raw_count, raw_digest = theirs.get(provider, (0, revision_digest([])))
@@ -66,7 +71,7 @@ async def _run(state: Any) -> dict[str, Any]:
                 if not pair["agreed"]:
                     pair.update(
                         await _repair(
-                            state, url, secret, catalogue, dataset, provider, set(derived), horizon
+                            state, settings, catalogue, dataset, provider, set(derived), horizon
                         )
                     )
                     base["lag_records"] += pair["redelivered"] + pair["removed"]
@@ -101,9 +106,8 @@ async def _holdings(
 
 
 async def _repair(
-    state: Any,
-    url: str,
-    secret: TokenKey,
+    state: DepersonaliseState,
+    settings: Settings,
     catalogue: Any,
     dataset: str,
     provider: str,
@@ -111,28 +115,28 @@ async def _repair(
     horizon: int,
 ) -> dict[str, int]:
     """Re-deliver one provider's records of a dataset; drop derived ones ingest no longer has."""
-    engine = state.engine
+    engine, url = state.engine, settings.ingest_url.rstrip("/")
     seen: set[int] = set()
     after: Any = None
     while True:
         events, after, more = await _page(
-            state.http, url, secret, dataset, after, state.settings.replay_page_size, provider
+            state.ingest, url, state.token_key, dataset, after, settings.replay_page_size, provider
         )
         if events:
-            registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+            registry = await asyncio.to_thread(load_registry, engine, state.registry)
             await asyncio.to_thread(
-                store.apply_events,
+                apply_events,
                 engine,
                 events,
                 catalogue,
                 registry.targets(),
-                state.settings.record_key_secret(),
+                settings.record_key_secret(),
             )
             seen.update(e.revision for e in events)
         if not more:
             break
-    registry = await asyncio.to_thread(store.load_registry, engine, state.registry)
+    registry = await asyncio.to_thread(load_registry, engine, state.registry)
     removed = await asyncio.to_thread(
-        store.drop_unheld, engine, registry.generation, catalogue[dataset], provider, seen, horizon
+        drop_unheld, engine, registry.generation, catalogue[dataset], provider, seen, horizon
     )
     return {"redelivered": len(seen - held), "removed": removed}

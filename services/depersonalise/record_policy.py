@@ -7,8 +7,11 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from services.depersonalise import store
-from services.depersonalise.service import (
+from sqlalchemy.engine import Connection
+
+from services.depersonalise.layer_registry import Registry
+from services.depersonalise.populations import population
+from services.depersonalise.public_records import (
     LOCATION_FIELDS,
     allowed_fields,
     public_record,
@@ -83,9 +86,9 @@ def may_use_the_tool(claims: InternalClaims, spec: Dataset) -> None:
         )
 
 
-def residents(engine: Any, registry: store.Registry) -> dict[str, dict[str, float] | None]:
+def residents(conn: Connection, registry: Registry) -> dict[str, dict[str, float] | None]:
     """Each active layer's population table (None where none is loaded)."""
-    return {name: store.population(engine, name) for name in registry.active}
+    return {name: population(conn, name) for name in registry.active}
 
 
 def label(day: date, spec: Dataset) -> str:

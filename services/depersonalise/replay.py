@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -19,9 +20,15 @@ import httpx
 from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
-from services.depersonalise import store
+from services.depersonalise import generations
+from services.depersonalise.derivation import apply_events
+from services.depersonalise.layer_registry import Registry, load_registry
 from services.depersonalise.models import Event
+from services.depersonalise.service_state import now, set_progress
+from services.depersonalise.settings import Settings
+from services.depersonalise.state import DepersonaliseState
 from shared.catalogue import Dataset, load_catalogue
+from shared.db import in_read_transaction
 from shared.tokens import TokenKey, service_token
 
 log = logging.getLogger("csp.depersonalise.replay")
@@ -62,33 +69,30 @@ class IngestUnreachableError(Exception):
     """Ingest did not answer the replay (down, refusing, or a malformed page)."""
 
 
-def cached_registry(engine: Engine) -> Callable[[], store.Registry]:
+def cached_registry(engine: Engine) -> Callable[[], Registry]:
     """A loader of the registry that keeps the last one: layers are parsed again only when a
     load or another replica changed them, not on every page of a replay."""
-    held: list[store.Registry] = []
+    held: list[Registry] = []
 
-    def load() -> store.Registry:
-        registry = store.load_registry(engine, held[-1] if held else None)
+    def load() -> Registry:
+        registry = load_registry(engine, held[-1] if held else None)
         held[:] = [registry]
         return registry
 
     return load
 
 
-async def restart(state: Any) -> asyncio.Task[dict[str, Any]]:
-    """Start a rebuild on this replica, cancelling one already running here.
-
-    ``state`` is the app's state: engine, settings, the peer client and the running task.
-    """
-    running: asyncio.Task[Any] | None = state.rebuild_task
+async def restart(state: DepersonaliseState, settings: Settings) -> asyncio.Task[dict[str, Any]]:
+    """Start a rebuild on this replica, cancelling one already running here (the app's state
+    holds the running task, the writer, the peer client and the key its calls are signed by)."""
+    running = state.rebuild_task
     if running is not None and not running.done():
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
-    settings = state.settings
     task = asyncio.create_task(
         rebuild(
             state.engine,
-            state.http,
+            state.ingest,
             settings.ingest_url,
             state.token_key,
             load_catalogue(),
@@ -109,7 +113,7 @@ async def rebuild(
     secret: TokenKey,
     catalogue: dict[str, Dataset],
     page_size: int,
-    registry_loader: Callable[[], store.Registry],
+    registry_loader: Callable[[], Registry],
     retry_seconds: float = 0.0,
     *,
     record_keys: bytes,
@@ -118,89 +122,135 @@ async def rebuild(
 
     A page ingest does not answer is asked again with backoff for up to ``retry_seconds`` (ingest
     restarting mid-rebuild), so the rebuild completes by itself once ingest is back."""
-    keys = record_keys
-    building = await asyncio.to_thread(store.start_building, engine)
-    registry = await asyncio.to_thread(registry_loader)
-    current = registry.generation
-    held = await asyncio.to_thread(store.live_records, engine, current)
-    progress: dict[str, Any] = {
-        "state": "running",
-        "generation": building,
-        "processed": 0,
-        "total": held,  # what the replay is expected to bring back: the records served now
-        "datasets_done": [],
-        "started_at": store.now().isoformat(),
-    }
-    await asyncio.to_thread(store.set_progress, engine, dict(progress))
-    if held == 0:
+    building, progress = await _open(engine, registry_loader)
+    if progress["total"] == 0:
         # Nothing derived yet: no replay needed, the new layers are served at once.
-        progress.update(state="complete", finished_at=store.now().isoformat(), replayed=False)
-        await asyncio.to_thread(store.activate, engine, building, progress)
+        progress.update(state="complete", finished_at=now().isoformat(), replayed=False)
+        await asyncio.to_thread(generations.activate, engine, building, progress)
         return progress
-    analysed = page_size
+    replay = _Replay(
+        engine,
+        (client, ingest_url, secret),
+        catalogue,
+        page_size,
+        registry_loader,
+        retry_seconds,
+        record_keys,
+        building,
+        progress,
+    )
     try:
         for name in sorted(catalogue):
-            after: Any = None
-            while True:
-                events, after, more = await _page_with_retries(
-                    engine,
-                    progress,
-                    retry_seconds,
-                    client,
-                    ingest_url,
-                    secret,
-                    name,
-                    after,
-                    page_size,
-                )
-                if events:
-                    registry = await asyncio.to_thread(registry_loader)
-                    targets = [(building, registry.building_layers(), registry.building_snap())]
-                    await asyncio.to_thread(
-                        partial(store.apply_events, count=False),
-                        engine,
-                        events,
-                        catalogue,
-                        targets,
-                        keys,
-                    )
-                    progress["processed"] += len(events)
-                    if progress["processed"] >= analysed * 2:
-                        # Statistics as the new partition grows (each time it doubles).
-                        analysed = progress["processed"]
-                        await asyncio.to_thread(store.analyze_generation, engine, building)
-                    await asyncio.to_thread(store.set_progress, engine, dict(progress))
-                if not more:
-                    break
+            await replay.dataset(name)
             progress["datasets_done"].append(name)
     except IngestUnreachableError as exc:
         failed = {
             **progress,
             "state": "failed",
             "error": f"ingest unreachable: {exc}",
-            "finished_at": store.now().isoformat(),
+            "finished_at": now().isoformat(),
         }
         log.warning("rebuild failed", extra={"processed": progress["processed"]})
-        await asyncio.to_thread(store.abandon, engine, failed)
-        return failed
+        return await _abandon(engine, failed)
     except Exception as exc:  # noqa: BLE001 - old answers stay served; the state says why
-        log.error("rebuild failed", extra={"error": type(exc).__name__})
-        failed = {**progress, "state": "failed", "error": type(exc).__name__}
-        await asyncio.to_thread(store.abandon, engine, failed)
-        return failed
+        return await _failed(engine, progress, exc)
     try:
         # Replayed records were not counted one by one: the new cube is one aggregation.
-        await asyncio.to_thread(store.recount_cube, engine, building, catalogue)
-        await asyncio.to_thread(store.analyze_generation, engine, building)
+        await asyncio.to_thread(generations.recount_cube, engine, building, catalogue)
+        await asyncio.to_thread(generations.analyze_generation, engine, building)
     except Exception as exc:  # noqa: BLE001 - old answers stay served; the state says why
-        log.error("rebuild failed", extra={"error": type(exc).__name__})
-        failed = {**progress, "state": "failed", "error": type(exc).__name__}
-        await asyncio.to_thread(store.abandon, engine, failed)
-        return failed
-    progress.update(state="complete", finished_at=store.now().isoformat(), replayed=True)
-    await asyncio.to_thread(store.activate, engine, building, progress)
+        return await _failed(engine, progress, exc)
+    progress.update(state="complete", finished_at=now().isoformat(), replayed=True)
+    await asyncio.to_thread(generations.activate, engine, building, progress)
     log.info("rebuild complete", extra={"processed": progress["processed"]})
     return progress
+
+
+async def _open(
+    engine: Engine, registry_loader: Callable[[], Registry]
+) -> tuple[int, dict[str, Any]]:
+    """The generation the rebuild writes, and its progress, saved as it starts: the records
+    served now are what the replay is expected to bring back."""
+    building = await asyncio.to_thread(generations.start_building, engine)
+    registry = await asyncio.to_thread(registry_loader)
+    held = await asyncio.to_thread(
+        in_read_transaction, engine, generations.live_records, registry.generation
+    )
+    progress: dict[str, Any] = {
+        "state": "running",
+        "generation": building,
+        "processed": 0,
+        "total": held,
+        "datasets_done": [],
+        "started_at": now().isoformat(),
+    }
+    await asyncio.to_thread(set_progress, engine, dict(progress))
+    return building, progress
+
+
+async def _failed(engine: Engine, progress: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    log.error("rebuild failed", extra={"error": type(exc).__name__})
+    return await _abandon(engine, {**progress, "state": "failed", "error": type(exc).__name__})
+
+
+async def _abandon(engine: Engine, failed: dict[str, Any]) -> dict[str, Any]:
+    await asyncio.to_thread(generations.abandon, engine, failed)
+    return failed
+
+
+@dataclass
+class _Replay:
+    """One rebuild's replay: ingest's pages of each dataset applied to the building generation."""
+
+    engine: Engine
+    ingest: tuple[httpx.AsyncClient, str, TokenKey]  # client, address, the key tokens are made by
+    catalogue: dict[str, Dataset]
+    page_size: int
+    registry_loader: Callable[[], Registry]
+    retry_seconds: float
+    keys: bytes
+    building: int
+    progress: dict[str, Any]
+    analysed: int = 0
+
+    def __post_init__(self) -> None:
+        self.analysed = self.page_size
+
+    async def dataset(self, name: str) -> None:
+        """Every page of one dataset, the statistics refreshed as the new partition grows."""
+        after: Any = None
+        while True:
+            events, after, more = await _page_with_retries(
+                self.engine,
+                self.progress,
+                self.retry_seconds,
+                *self.ingest,
+                name,
+                after,
+                self.page_size,
+            )
+            if events:
+                await self.apply(events)
+            if not more:
+                return
+
+    async def apply(self, events: list[Event]) -> None:
+        registry = await asyncio.to_thread(self.registry_loader)
+        targets = [(self.building, registry.building_layers(), registry.building_snap())]
+        await asyncio.to_thread(
+            partial(apply_events, count=False),
+            self.engine,
+            events,
+            self.catalogue,
+            targets,
+            self.keys,
+        )
+        self.progress["processed"] += len(events)
+        if self.progress["processed"] >= self.analysed * 2:
+            # Statistics as the new partition grows (each time it doubles).
+            self.analysed = self.progress["processed"]
+            await asyncio.to_thread(generations.analyze_generation, self.engine, self.building)
+        await asyncio.to_thread(set_progress, self.engine, dict(self.progress))
 
 
 async def _page_with_retries(
@@ -219,12 +269,12 @@ async def _page_with_retries(
                 raise
             if progress.get("waiting") is None:
                 progress["waiting"] = f"ingest unreachable ({exc}); retrying"
-                await asyncio.to_thread(store.set_progress, engine, dict(progress))
+                await asyncio.to_thread(set_progress, engine, dict(progress))
             await asyncio.sleep(pause)
             pause = min(pause * 2, 5.0)
             continue
         if progress.pop("waiting", None) is not None:
-            await asyncio.to_thread(store.set_progress, engine, dict(progress))
+            await asyncio.to_thread(set_progress, engine, dict(progress))
         return found
 
 

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.depersonalise import store
 from services.depersonalise.aggregate_query import (
     AggregateQuery,
     answer_body,
@@ -18,11 +17,10 @@ from services.depersonalise.aggregate_query import (
     release_query,
 )
 from services.depersonalise.deps import (
-    CatalogueDep,
-    EngineDep,
-    ReadEngineDep,
-    RegistryDep,
-    SettingsDep,
+    ReleaseRequest,
+    ReleaseRequestDep,
+    WriterReadDep,
+    app_state,
 )
 from services.depersonalise.formats import (
     MEDIA,
@@ -35,9 +33,11 @@ from services.depersonalise.formats import (
 from services.depersonalise.layers import wire_shapes
 from services.depersonalise.models import AggregateTable
 from services.depersonalise.record_policy import read_scope
+from services.depersonalise.releases import record_release, release
 from services.depersonalise.service import dataset_or_404
+from shared.deps import ClaimsDep
 from shared.errors import ProblemError
-from shared.tokens import RECORD_COUNT, ClaimsDep
+from shared.tokens import RECORD_COUNT
 
 router = APIRouter(prefix="/v1", tags=["depersonalise"])
 
@@ -59,12 +59,7 @@ AGGREGATE_FORMATS: dict[int | str, dict[str, Any]] = {
 def read_aggregates(
     request: Request,
     dataset: str,
-    claims: ClaimsDep,
-    engine: EngineDep,
-    reader: ReadEngineDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    catalogue: CatalogueDep,
+    asked: ReleaseRequestDep,
     geography: str | None = None,
     period: Annotated[str, Period] = "month",
     from_: Annotated[date | None, Query(alias="from")] = None,
@@ -76,16 +71,17 @@ def read_aggregates(
     relative: Annotated[str | None, Query(pattern="^joined$")] = None,
     format: str | None = None,
 ) -> Response:
-    spec = dataset_or_404(catalogue, dataset)
+    claims, registry = asked.claims, asked.registry
+    spec = dataset_or_404(asked.catalogue, dataset)
     scope = read_scope(claims, dataset)
     fmt = choose_format(format, request.headers.get("accept"))
     query = AggregateQuery(geography, period, from_, to, by, threshold, cohort, count, relative)
-    layer, area_list = checked_areas(spec, scope, registry, query, settings.max_cells)
+    layer, area_list = checked_areas(spec, scope, registry, query, asked.settings.max_cells)
     answer, rule, left_out = count_table(
-        reader, registry, catalogue, spec, (claims, scope), query, area_list
+        asked.conn, registry, asked.catalogue, spec, (claims, scope), query, area_list
     )
-    release_id = store.record_release(
-        engine,
+    release_id = record_release(
+        asked.writer,
         "aggregates",
         dataset,
         claims.sub,
@@ -98,31 +94,48 @@ def read_aggregates(
     if answer["disclosure"].get("records") is not None:
         headers[RECORD_COUNT] = str(answer["disclosure"]["records"])
     if fmt == "csv":
-        first = ["area", "area_name", "period"] + ([by] if by else []) + ["count", "suppressed"]
-        headers["CSP-Disclosure"] = json.dumps(answer["disclosure"], separators=(",", ":"))
-        return Response(
-            to_csv(body["cells"], columns_of(body["cells"], first)),
-            media_type=MEDIA["csv"],
-            headers=headers,
-        )
+        return _as_csv(body, by, answer["disclosure"], headers)
     if fmt == "geojson":
-        if geography is None or layer is None:
-            raise ProblemError(
-                422, "GeoJSON needs geography.", slug="geojson-without-layer", field="format"
-            )
-        cache = request.app.state.wire_cache
-        tolerance = settings.wire_simplify_metres
-        shapes = wire_shapes(cache, geography, layer, tolerance, registry.version)
-        return JSONResponse(
-            aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
-        )
+        return _as_geojson(request, asked, (geography, layer), body, headers)
     return Response(aggregates_json(body), media_type=MEDIA["json"], headers=headers)
 
 
+def _as_csv(
+    body: dict[str, Any], by: str | None, disclosure: dict[str, Any], headers: dict[str, str]
+) -> Response:
+    first = ["area", "area_name", "period"] + ([by] if by else []) + ["count", "suppressed"]
+    headers["CSP-Disclosure"] = json.dumps(disclosure, separators=(",", ":"))
+    return Response(
+        to_csv(body["cells"], columns_of(body["cells"], first)),
+        media_type=MEDIA["csv"],
+        headers=headers,
+    )
+
+
+def _as_geojson(
+    request: Request,
+    asked: ReleaseRequest,
+    counted_on: tuple[str | None, Any],
+    body: dict[str, Any],
+    headers: dict[str, str],
+) -> Response:
+    geography, layer = counted_on
+    if geography is None or layer is None:
+        raise ProblemError(
+            422, "GeoJSON needs geography.", slug="geojson-without-layer", field="format"
+        )
+    cache = app_state(request.app).wire_cache
+    tolerance = asked.settings.wire_simplify_metres
+    shapes = wire_shapes(cache, geography, layer, tolerance, asked.registry.version)
+    return JSONResponse(
+        aggregates_geojson(body, shapes), media_type=MEDIA["geojson"], headers=headers
+    )
+
+
 @router.get("/releases/{release_id}")
-def show_release(release_id: str, claims: ClaimsDep, engine: EngineDep) -> dict[str, Any]:
+def show_release(release_id: str, claims: ClaimsDep, conn: WriterReadDep) -> dict[str, Any]:
     """A past answer's query and disclosure figures, for its recipient or operators."""
-    found = store.release(engine, release_id) if len(release_id) <= 32 else None
+    found = release(conn, release_id) if len(release_id) <= 32 else None
     if found is None or not (claims.is_admin or found["agency"] == claims.sub):
         raise ProblemError(404, f"No release {release_id!r}.", slug="unknown-release")
     return found

@@ -10,16 +10,23 @@ from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 
-from services.depersonalise import replay, store
+from services.depersonalise import replay
+from services.depersonalise.boundary_files import read_layer
 from services.depersonalise.deps import (
     CatalogueDep,
     EngineDep,
     RegistryDep,
     SettingsDep,
+    StateDep,
+    WriterReadDep,
+    app_state,
     body_of,
+    get_settings,
 )
 from services.depersonalise.formats import MEDIA, choose_format
-from services.depersonalise.geography import derive_layer, parent_map, read_layer
+from services.depersonalise.generations import live_records
+from services.depersonalise.geography import derive_layer, parent_map
+from services.depersonalise.layer_registry import save_layer, save_snap_layer
 from services.depersonalise.layers import (
     check_k,
     check_name,
@@ -28,6 +35,8 @@ from services.depersonalise.layers import (
     wire_shapes,
 )
 from services.depersonalise.models import DeriveRequest
+from services.depersonalise.populations import population, save_population
+from services.depersonalise.record_reads import records_without_area
 from services.depersonalise.replay import layer_progress, retry_after
 from services.depersonalise.snapping import (
     PERSONS_PER_HOUSEHOLD,
@@ -37,19 +46,20 @@ from services.depersonalise.snapping import (
     spread_households,
 )
 from services.depersonalise.uploads import read_population
+from shared.db import in_read_transaction
+from shared.deps import AdminDep, ClaimsDep
 from shared.errors import ProblemError
-from shared.tokens import AdminDep, ClaimsDep
 
 router = APIRouter(prefix="/v1", tags=["depersonalise"])
 
 
 async def trigger_rebuild(request: Request) -> dict[str, Any]:
     """Start a replay into the next generation (restarting one in progress)."""
-    state = request.app.state
-    nothing_derived = (
-        await asyncio.to_thread(store.live_records, state.engine, state.registry.generation) == 0
-    )
-    task = await replay.restart(state)
+    state = app_state(request.app)
+    served = state.registry.generation
+    held = await asyncio.to_thread(in_read_transaction, state.engine, live_records, served)
+    nothing_derived = held == 0
+    task = await replay.restart(state, get_settings(request))
     if nothing_derived:
         # No record to replay: the new layers are active when this answer leaves.
         return await task
@@ -58,12 +68,12 @@ async def trigger_rebuild(request: Request) -> dict[str, Any]:
 
 
 @router.get("/geographies")
-def list_geographies(registry: RegistryDep, engine: EngineDep, claims: ClaimsDep) -> dict[str, Any]:
+def list_geographies(
+    registry: RegistryDep, conn: WriterReadDep, claims: ClaimsDep
+) -> dict[str, Any]:
     listing = geography_listing(registry, claims.is_admin)
     if claims.is_admin:
-        listing["records_outside_all_layers"] = store.records_without_area(
-            engine, registry.generation
-        )
+        listing["records_outside_all_layers"] = records_without_area(conn, registry.generation)
     return listing
 
 
@@ -89,6 +99,7 @@ def show_geography(
     layer: str,
     registry: RegistryDep,
     settings: SettingsDep,
+    state: StateDep,
     _claims: ClaimsDep,
     format: str | None = None,
 ) -> Response:
@@ -99,7 +110,7 @@ def show_geography(
     summary = {"name": layer, **layer_summary(registry.meta.get(layer, {}))}
     if choose_format(format, request.headers.get("accept")) == "geojson":
         shapes = wire_shapes(
-            request.app.state.wire_cache,
+            state.wire_cache,
             layer,
             found,
             settings.wire_simplify_metres,
@@ -159,7 +170,7 @@ async def load_geography(
             slug="not-nested",
             field="parent",
         )
-    await asyncio.to_thread(store.save_layer, engine, parsed, code_field, name_field)
+    await asyncio.to_thread(save_layer, engine, parsed, code_field, name_field)
     rebuild = await trigger_rebuild(request)
     served = rebuild.get("state") == "complete"
     answer = {
@@ -194,7 +205,7 @@ async def derive_geography(
             404, f"No layer {body.from_layer!r} is loaded.", slug="unknown-layer", field="from"
         )
     parent = await asyncio.to_thread(derive_layer, child, layer, body.code_from, body.name_from)
-    await asyncio.to_thread(store.save_layer, engine, parent, "code", "name", body.from_layer)
+    await asyncio.to_thread(save_layer, engine, parent, "code", "name", body.from_layer)
     return {
         "layer": layer,
         "areas": len(parent),
@@ -218,7 +229,7 @@ async def load_snap_layer(
     body = await body_of(request, settings.max_upload_bytes)
     x, y, households = read_candidates(body)
     snap = await asyncio.to_thread(build_snap_layer, name, x, y, households, k)
-    await asyncio.to_thread(store.save_snap_layer, engine, snap)
+    await asyncio.to_thread(save_snap_layer, engine, snap)
     return {"name": name, **snap.report, "rebuild": await trigger_rebuild(request)}
 
 
@@ -229,6 +240,7 @@ async def load_snap_layer_from_postcodes(
     _admin: AdminDep,
     settings: SettingsDep,
     engine: EngineDep,
+    conn: WriterReadDep,
     registry: RegistryDep,
     catalogue: CatalogueDep,
     layer: str,
@@ -241,7 +253,7 @@ async def load_snap_layer_from_postcodes(
     check_name(name)
     check_k(k, catalogue)
     areas = registry.active.get(layer)
-    people = store.population(engine, layer) if areas is not None else None
+    people = population(conn, layer) if areas is not None else None
     if areas is None or people is None:
         raise ProblemError(
             422,
@@ -254,7 +266,7 @@ async def load_snap_layer_from_postcodes(
     x, y, households = spread_households(x, y, areas, people, persons_per_household)
     snap = await asyncio.to_thread(build_snap_layer, name, x, y, households, k)
     snap.report["postcodes"] = len(x)
-    await asyncio.to_thread(store.save_snap_layer, engine, snap)
+    await asyncio.to_thread(save_snap_layer, engine, snap)
     return {"name": name, **snap.report, "rebuild": await trigger_rebuild(request)}
 
 
@@ -283,7 +295,7 @@ async def load_population(
     table = read_population(body, code_column, population_column)
     codes = set(known.codes.tolist())
     matched = {c: v for c, v in table.items() if c in codes}
-    await asyncio.to_thread(store.save_population, engine, layer, matched)
+    await asyncio.to_thread(save_population, engine, layer, matched)
     return {
         "layer": layer,
         "areas": len(codes),

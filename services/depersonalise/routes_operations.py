@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from services.depersonalise import store
-from services.depersonalise.deps import CatalogueDep, EngineDep, RegistryDep, SettingsDep
+from services.depersonalise.deps import (
+    CatalogueDep,
+    EngineDep,
+    RegistryDep,
+    SettingsDep,
+    StateDep,
+)
+from services.depersonalise.derivation import apply_events
 from services.depersonalise.models import EventBatch, EventsAnswer
 from services.depersonalise.reconcile import reconcile
+from shared.deps import AdminDep, ClaimsDep
 from shared.http import require_service
-from shared.tokens import AdminDep, ClaimsDep
 
 internal = APIRouter(prefix="/internal", tags=["internal"])
 router = APIRouter(prefix="/v1", tags=["depersonalise"])
@@ -30,22 +36,22 @@ def receive_events(
     catalogue: CatalogueDep,
 ) -> EventsAnswer:
     require_service(claims)
-    results, stored = store.apply_events(
+    results, stored = apply_events(
         engine, batch.events, catalogue, registry.targets(), settings.record_key_secret()
     )
     return EventsAnswer.model_validate({"results": results, "depersonalised": stored})
 
 
 @router.post("/reconcile")
-async def reconcile_now(request: Request, _admin: AdminDep) -> dict[str, Any]:
+async def reconcile_now(state: StateDep, settings: SettingsDep, _admin: AdminDep) -> dict[str, Any]:
     """Compare raw (ingest) with derived records per dataset x provider now, and repair."""
-    return await reconcile(request.app.state)
+    return await reconcile(state, settings)
 
 
 @router.get("/reconcile")
-def last_reconcile(request: Request, _admin: AdminDep) -> dict[str, Any]:
+def last_reconcile(state: StateDep, _admin: AdminDep) -> dict[str, Any]:
     """The last reconciliation of this replica (scheduled or asked for)."""
-    report = request.app.state.reconcile
+    report = state.reconcile
     if report is None:
         return {"state": "never", "pairs": [], "lag_records": 0}
     return dict(report)

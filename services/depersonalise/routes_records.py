@@ -10,16 +10,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.depersonalise import store
 from services.depersonalise.deps import (
     CatalogueDep,
-    EngineDep,
-    ReadEngineDep,
     RegistryDep,
+    ReleaseRequestDep,
     SettingsDep,
+    WriterReadDep,
     body_of,
 )
 from services.depersonalise.formats import MEDIA, choose_format, records_csv, records_geojson
+from services.depersonalise.masking_figures import figures_report
+from services.depersonalise.public_records import allowed_fields, masked_public, points_of
 from services.depersonalise.record_bodies import incoming_records, validated
 from services.depersonalise.record_policy import (
     check_record_read,
@@ -28,16 +29,12 @@ from services.depersonalise.record_policy import (
     residents,
     shown_records,
 )
-from services.depersonalise.service import (
-    allowed_fields,
-    dataset_or_404,
-    figures_report,
-    mask_records,
-    masked_public,
-    points_of,
-)
+from services.depersonalise.record_reads import record_figures, record_page
+from services.depersonalise.releases import record_release
+from services.depersonalise.service import dataset_or_404, mask_records
+from shared.deps import ClaimsDep
 from shared.http import decode_int_cursor, encode_cursor
-from shared.tokens import RECORD_COUNT, ClaimsDep
+from shared.tokens import RECORD_COUNT
 
 router = APIRouter(prefix="/v1", tags=["depersonalise"])
 
@@ -50,44 +47,29 @@ def _cursor(after: str | None) -> int:
 def read_records(
     request: Request,
     dataset: str,
-    claims: ClaimsDep,
-    engine: EngineDep,
-    reader: ReadEngineDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    catalogue: CatalogueDep,
+    asked: ReleaseRequestDep,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1)] = 1000,
     level: str = "depersonalised",
     format: str | None = None,
 ) -> Response:
-    spec = dataset_or_404(catalogue, dataset)
+    claims, conn, generation = asked.claims, asked.conn, asked.registry.generation
+    spec = dataset_or_404(asked.catalogue, dataset)
     scope = read_scope(claims, dataset)
-    providers = scope.providers
     check_record_read(spec, claims, level)
     fmt = choose_format(format, request.headers.get("accept"))
-    rows = store.record_page(
-        reader,
-        registry.generation,
-        dataset,
-        scope,
-        _cursor(cursor),
-        min(limit, settings.records_page_max),
-    )
-    records = shown_records(rows, spec, scope, residents(reader, registry))
-    full = len(rows) == min(limit, settings.records_page_max)
-    next_cursor = encode_cursor(rows[-1]["id"]) if rows and full else None
-    k_min, k_median, histogram, total, without = store.record_figures(
-        reader, registry.generation, dataset, scope
-    )
-    report = figures_report(k_min, k_median, histogram, total, without)
-    release_id = store.record_release(
-        engine,
+    page_size = min(limit, asked.settings.records_page_max)
+    rows = record_page(conn, generation, dataset, scope, _cursor(cursor), page_size)
+    records = shown_records(rows, spec, scope, residents(conn, asked.registry))
+    next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == page_size else None
+    report = figures_report(*record_figures(conn, generation, dataset, scope))
+    release_id = record_release(
+        asked.writer,
         "records",
         dataset,
         claims.sub,
         claims.agreement,
-        {"providers": providers, "cursor": cursor, "limit": limit, "format": fmt},
+        {"providers": scope.providers, "cursor": cursor, "limit": limit, "format": fmt},
         {**report, "returned": len(records)},
     )
     headers = {"CSP-Release-ID": release_id, RECORD_COUNT: str(len(records))}
@@ -114,7 +96,7 @@ def read_records(
 async def depersonalise_now(
     request: Request,
     claims: ClaimsDep,
-    engine: EngineDep,
+    conn: WriterReadDep,
     registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
@@ -130,7 +112,7 @@ async def depersonalise_now(
     x, y = points_of(records)
     run = await asyncio.to_thread(mask_records, spec, records, x, y, registry.active, registry.snap)
     allowed = allowed_fields(spec, claims.fields if claims.fields is not None else None)
-    people = residents(engine, registry)
+    people = residents(conn, registry)
     out = [masked_public(m, allowed, people, spec.generalisation.k) for m in run.records]
     report = {**run.report(), "received": len(incoming), "rejected": len(incoming) - len(records)}
     fmt = choose_format(format, request.headers.get("accept"))

@@ -1,7 +1,8 @@
 """Depersonalising records: areas, generalised location, cut time, only non-identifying fields.
 
 Plain functions over plain data. The precise point enters here and never leaves: what comes out
-is area codes, a generalised point, a period, the kept attributes, and masking figures.
+is area codes, a generalised point, a period, the kept attributes, and masking figures
+(``masking_figures``). What a masked record shows its recipient is ``public_records``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from services.depersonalise.geography import Layer
-from services.depersonalise.snapping import PERSONS_PER_HOUSEHOLD, SnapLayer, grid_centre
+from services.depersonalise.masking_figures import disclosure_report, displacement_histogram
+from services.depersonalise.snapping import SnapLayer, grid_centre
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 
@@ -34,7 +35,6 @@ from shared.periods import periods_between as periods_between
 
 REMOVED = {"identifier", "free-text", "address", "location", "special-category"}
 BANDING_FILE = Path(__file__).with_name("banding.toml")
-DISPLACEMENT_BIN_METRES = 5
 
 
 @dataclass
@@ -128,17 +128,6 @@ def kept_attributes(dataset: Dataset, record: dict[str, Any]) -> dict[str, Any]:
         elif spec.classification not in REMOVED:
             kept[spec.name] = value
     return kept
-
-
-def public_field_names(dataset: Dataset) -> set[str]:
-    """Names a depersonalised record may show (outward postcodes under their own name)."""
-    names = {f.name for f in dataset.fields if f.classification not in REMOVED}
-    names |= {
-        f"{f.name}_outward"
-        for f in dataset.fields
-        if f.classification == "address" and f.keep_outward_code
-    }
-    return names
 
 
 def mask_records(
@@ -289,69 +278,6 @@ def _grid(
     pending[:] = False
 
 
-# --- figures -------------------------------------------------------------------------------
-
-
-def displacement_histogram(distances: np.ndarray) -> dict[str, int]:
-    """Counts by 5-metre band, keyed by the band's lower edge."""
-    if len(distances) == 0:
-        return {}
-    bins = (np.asarray(distances) // DISPLACEMENT_BIN_METRES).astype(np.int64)
-    values, counts = np.unique(bins, return_counts=True)
-    return {
-        str(int(v) * DISPLACEMENT_BIN_METRES): int(c) for v, c in zip(values, counts, strict=True)
-    }
-
-
-def merge_histograms(histograms: list[dict[str, int]]) -> dict[str, int]:
-    merged: dict[str, int] = {}
-    for histogram in histograms:
-        for edge, count in histogram.items():
-            merged[edge] = merged.get(edge, 0) + int(count)
-    return merged
-
-
-def histogram_quantile(histogram: dict[str, int], q: float) -> float | None:
-    """The quantile, as the middle of its 5-metre band."""
-    if not histogram:
-        return None
-    edges = sorted((int(e), c) for e, c in histogram.items())
-    total = sum(c for _, c in edges)
-    target = q * total
-    running = 0
-    for edge, count in edges:
-        running += count
-        if running >= target:
-            return edge + DISPLACEMENT_BIN_METRES / 2
-    return edges[-1][0] + DISPLACEMENT_BIN_METRES / 2
-
-
-def disclosure_report(
-    ks: list[float], displacement: dict[str, int], records: int, without_location: int
-) -> dict[str, Any]:
-    k_min, k_median = (min(ks), float(np.median(ks))) if ks else (None, None)
-    return figures_report(k_min, k_median, displacement, records, without_location)
-
-
-def figures_report(
-    k_min: float | None,
-    k_median: float | None,
-    displacement: dict[str, int],
-    records: int,
-    without_location: int,
-) -> dict[str, Any]:
-    """The records' disclosure figures from their smallest and median k, counted in SQL."""
-    return {
-        "records": records,
-        # An integer, rounded down: never overstated.
-        "k_min": math.floor(k_min) if k_min is not None else None,
-        "k_median": k_median,
-        "displacement_median_m": histogram_quantile(displacement, 0.5),
-        "displacement_p95_m": histogram_quantile(displacement, 0.95),
-        "share_without_location": round(without_location / records, 4) if records else None,
-    }
-
-
 def dataset_or_404(catalogue: dict[str, Dataset], name: str) -> Dataset:
     dataset = catalogue.get(name)
     if dataset is None:
@@ -359,101 +285,3 @@ def dataset_or_404(catalogue: dict[str, Dataset], name: str) -> Dataset:
             404, f"No dataset {name!r} in the catalogue.", slug="unknown-dataset", field="dataset"
         )
     return dataset
-
-
-# --- output --------------------------------------------------------------------------------
-
-LOCATION_FIELDS = {"easting", "northing", "latitude", "longitude"}
-
-
-def allowed_fields(dataset: Dataset, agreed: list[str] | None) -> set[str]:
-    """Public fields the caller may see: the agreement's allow-list ∩ the non-identifying fields."""
-    public = public_field_names(dataset) | {"occurred_at", "category"}
-    if agreed is None:
-        return public | LOCATION_FIELDS
-    wanted = set(agreed)
-    wanted |= {f"{name}_outward" for name in agreed}
-    return (public & wanted) | (LOCATION_FIELDS & wanted)
-
-
-def public_record(
-    period: str | None,
-    category: str | None,
-    attributes: dict[str, Any],
-    areas: dict[str, Any],
-    point: tuple[float | None, float | None],
-    method: str,
-    k: float | None,
-    allowed: set[str],
-) -> dict[str, Any]:
-    record: dict[str, Any] = {}
-    if "occurred_at" in allowed:
-        record["occurred_at"] = period
-    if "category" in allowed:
-        record["category"] = category
-    record.update({k_: v for k_, v in attributes.items() if k_ in allowed})
-    if allowed & LOCATION_FIELDS:
-        record["easting"], record["northing"] = point
-        record["location_method"] = method
-        record["k"] = None if k is None else int(k)
-    record["areas"] = areas
-    return record
-
-
-def record_areas(
-    precise: dict[str, Any],
-    at_point: dict[str, Any] | None,
-    point_shown: bool,
-    k: int,
-    residents: Mapping[str, Mapping[str, float] | None],
-) -> dict[str, Any]:
-    """The codes a record may carry: those of its published point when the point is shown;
-    otherwise only codes of areas estimated to hold at least ``k`` households (none where no
-    population is loaded for the layer)."""
-    if point_shown and at_point:
-        return at_point
-    kept: dict[str, Any] = {}
-    for layer, code in precise.items():
-        people = residents.get(layer) or {}
-        big_enough = code is not None and people.get(code, 0) / PERSONS_PER_HOUSEHOLD >= k
-        kept[layer] = code if big_enough else None
-    return kept
-
-
-def masked_public(
-    masked: Masked, allowed: set[str], residents: Mapping[str, Mapping[str, float] | None], k: int
-) -> dict[str, Any]:
-    shown = bool(allowed & LOCATION_FIELDS) and masked.x is not None
-    return public_record(
-        masked.period,
-        masked.category,
-        masked.attributes,
-        record_areas(masked.areas, masked.point_areas, shown, k, residents),
-        (masked.x, masked.y),
-        masked.method,
-        masked.k,
-        allowed,
-    )
-
-
-def _number(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return np.nan
-    return number if np.isfinite(number) else np.nan
-
-
-def points_of(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    """BNG points of records given as easting/northing or latitude/longitude (NaN when none)."""
-    from pyproj import Transformer
-
-    x = np.array([_number(r.get("easting")) for r in records], dtype=float)
-    y = np.array([_number(r.get("northing")) for r in records], dtype=float)
-    lat = np.array([_number(r.get("latitude")) for r in records], dtype=float)
-    lon = np.array([_number(r.get("longitude")) for r in records], dtype=float)
-    need = ~(np.isfinite(x) & np.isfinite(y)) & np.isfinite(lat) & np.isfinite(lon)
-    if need.any():
-        to_bng = Transformer.from_crs("EPSG:4326", "EPSG:27700", always_xy=True)
-        x[need], y[need] = to_bng.transform(lon[need], lat[need])
-    return x, y

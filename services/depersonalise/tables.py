@@ -8,9 +8,9 @@ from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 
-from services.depersonalise import cube, store
+from services.depersonalise import cube
 from services.depersonalise.aggregates import (
     ALL,
     Fact,
@@ -18,20 +18,26 @@ from services.depersonalise.aggregates import (
     also_blocked,
     area_index,
     calendar_layout,
-    cohort_of,
     fact_cells,
     granted_rows,
-    in_cohort,
     laid_out,
     lattice_answer,
     lattice_table,
-    membership_facts,
-    paused_collector,
-    relative_layout,
-    relative_month,
     uncovered_of,
     whole_granted,
 )
+from services.depersonalise.cell_table import paused_collector
+from services.depersonalise.cohorts import (
+    Cohort,
+    cohort_of,
+    in_cohort,
+    membership_facts,
+    relative_layout,
+    relative_month,
+)
+from services.depersonalise.layer_registry import Registry
+from services.depersonalise.populations import population
+from services.depersonalise.record_reads import aggregate_rows, base_people
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices
@@ -41,7 +47,7 @@ COHORT_DATASET = "offender-cohort"
 Span = tuple[str, date | None, date | None]  # period asked, from, to
 
 
-def family_of(registry: store.Registry, layer: str) -> tuple[str, dict[str, str] | None]:
+def family_of(registry: Registry, layer: str) -> tuple[str, dict[str, str] | None]:
     """The base layer of ``layer``'s family (the finest loaded layer nested in it) and each base
     area's area in ``layer``; None when the layer is its own base."""
     base = registry.family.get(layer)
@@ -50,7 +56,7 @@ def family_of(registry: store.Registry, layer: str) -> tuple[str, dict[str, str]
     return base, registry.parents.get((base, layer), {})
 
 
-def nested_in(registry: store.Registry, layer: str) -> list[tuple[str, dict[str, str] | None]]:
+def nested_in(registry: Registry, layer: str) -> list[tuple[str, dict[str, str] | None]]:
     """Every loaded layer nested in ``layer`` with its parent map, the family base first."""
     base, parent_of = family_of(registry, layer)
     others = sorted(
@@ -62,8 +68,8 @@ def nested_in(registry: store.Registry, layer: str) -> list[tuple[str, dict[str,
 
 
 def cube_table(
-    engine: Engine,
-    registry: store.Registry,
+    conn: Connection,
+    registry: Registry,
     spec: Dataset,
     scope: Slices,
     geography: str,
@@ -83,7 +89,7 @@ def cube_table(
     answer: Any = None
     for base_layer, parent_of in layers:
         query = cube.Query(registry.generation, spec.name, base_layer, by, first, last)
-        rows, who, loose = _base(engine, query, spec, scope, rule, people)
+        rows, who, loose = _base(conn, query, spec, scope, rule, people)
         if answer is None:
             starts = {r[2] for r in (who if who is not None else rows)}
             layout = calendar_layout(
@@ -94,27 +100,26 @@ def cube_table(
         nested = replace(layout, area_of=area_index(area_list, parent_of))
         other, its = lattice_answer(rows, nested, rule, by, loose, who)
         answer = also_blocked(answer, values, other, its)
-    residents = store.population(engine, geography)
+    residents = population(conn, geography)
     described = {"base_layer": layers[0][0], "base_period": spec.time_resolution}
     return laid_out(answer, layout, values, by, residents, rule, described)
 
 
 def _base(
-    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, rule: Rule, people: bool
+    conn: Connection, query: cube.Query, spec: Dataset, scope: Slices, rule: Rule, people: bool
 ) -> tuple[list[cube.BaseRow], list[cube.PersonRow] | None, set[tuple[str, str, Any]]]:
     """A query's base cells (or people) and its uncovered rows, from the cube."""
     threshold = rule.lattice().threshold
     with paused_collector():
         if people:
-            who = store.base_people(engine, query, spec, scope)
-            return [], who, _people_uncovered(engine, query, spec, scope, threshold)
-        with engine.connect() as conn:
-            rows, loose = cube.read_table(conn, query, spec, scope, threshold)
+            who = base_people(conn, query, spec, scope)
+            return [], who, _people_uncovered(conn, query, spec, scope, threshold)
+        rows, loose = cube.read_table(conn, query, spec, scope, threshold)
         return rows, None, loose
 
 
 def _people_uncovered(
-    engine: Engine, query: cube.Query, spec: Dataset, scope: Slices, threshold: int
+    conn: Connection, query: cube.Query, spec: Dataset, scope: Slices, threshold: int
 ) -> set[tuple[str, str, Any]]:
     """Uncovered rows of a people table: the people of every breakdown, whatever fields the
     grants show (the lattice is the same for every recipient)."""
@@ -122,8 +127,7 @@ def _people_uncovered(
         {p: tuple(replace(t, fields=None) for t in terms) for p, terms in scope.by_provider.items()}
     )
     dims = [
-        store.base_people(engine, replace(query, by=dim), spec, every)
-        for dim in cube.dims_of(spec)[1:]
+        base_people(conn, replace(query, by=dim), spec, every) for dim in cube.dims_of(spec)[1:]
     ]
     return uncovered_of(dims, threshold, people=True)
 
@@ -152,8 +156,8 @@ def check_whole_periods(
 
 
 def cohort_table(
-    engine: Engine,
-    registry: store.Registry,
+    conn: Connection,
+    registry: Registry,
     spec: Dataset,
     scopes: tuple[Slices, Slices],
     geography: str | None,
@@ -170,26 +174,19 @@ def cohort_table(
     scope, cohort_scope = scopes
     (period, from_, to), (cohort, people, relative) = span, asked
     generation = registry.generation
-    memberships = granted_rows(
-        store.aggregate_rows(
-            engine, generation, COHORT_DATASET, cohort_scope, None, "category", category=cohort
-        ),
-        cohort_scope,
-    )
-    members = cohort_of(memberships, cohort)
-    if not members.spans:
-        raise ProblemError(404, f"No cohort {cohort!r}.", slug="unknown-cohort", field="cohort")
+    memberships, members = _cohort(conn, generation, cohort_scope, cohort)
     base_layer, parent_of = family_of(registry, geography) if geography else (None, None)
     resolution = spec.time_resolution
     facts = whole_granted(
-        store.aggregate_rows(
-            engine, generation, spec.name, scope, base_layer, by, people=set(members.spans)
+        aggregate_rows(
+            conn, generation, spec.name, scope, base_layer, by, people=set(members.spans)
         ),
         scope,
         "year" if relative is not None else resolution,
         by,
     )
     described = {"base_layer": base_layer or ALL, "base_period": resolution}
+    read_again = (conn, generation, spec, scope, base_layer)
     if relative is not None:
         facts = [f for f in facts if relative_month(f, members) is not None]
 
@@ -201,9 +198,46 @@ def cohort_table(
         layout = relative_layout(area_list, parent_of, period, (from_, to))
         hidden_rows: set[tuple[str, str, Any]] = set()
         if by is None:
-            found = (engine, generation, spec, scope, base_layer, facts, rule, people)
-            hidden_rows = _uncovered(*found, relative_key)
+            hidden_rows = _uncovered(*read_again, facts, rule, people, relative_key)
         return lattice_table(rows, layout, rule, by, None, hidden_rows, who, described)
+    facts = _calendar_facts(facts, spec, (cohort, memberships, members), (from_, to))
+    rows, who = fact_cells(facts, people, by)
+    starts = {r[2] for r in (who if who is not None else rows)}
+    layout = calendar_layout(area_list, parent_of, period, resolution, (from_, to), starts)
+    loose: set[tuple[str, str, Any]] = set()
+    if by is None and spec.name != COHORT_DATASET:
+        loose = _uncovered(*read_again, facts, rule, people)
+    # Rates per resident are for whole populations, not for a cohort's counts.
+    return lattice_table(rows, layout, rule, by, None, loose, who, described)
+
+
+def _cohort(
+    conn: Connection, generation: int, cohort_scope: Slices, cohort: str
+) -> tuple[list[Fact], Cohort]:
+    """The strand's memberships the cohort grants show, and the cohort they make (404 if none)."""
+    memberships = granted_rows(
+        aggregate_rows(
+            conn, generation, COHORT_DATASET, cohort_scope, None, "category", category=cohort
+        ),
+        cohort_scope,
+    )
+    members = cohort_of(memberships, cohort)
+    if not members.spans:
+        raise ProblemError(404, f"No cohort {cohort!r}.", slug="unknown-cohort", field="cohort")
+    return memberships, members
+
+
+def _calendar_facts(
+    facts: list[Fact],
+    spec: Dataset,
+    strand: tuple[str, list[Fact], Cohort],
+    window: tuple[date | None, date | None],
+) -> list[Fact]:
+    """The facts a calendar cohort table counts: each in a base period its person was a member
+    in (for the cohort dataset itself, each membership in every base period it spans), within
+    ``from`` and ``to``."""
+    (cohort, memberships, members), (from_, to) = strand, window
+    resolution = spec.time_resolution
     if spec.name == COHORT_DATASET:
         # Cohort size: each membership of the strand counts in every base period it spans.
         keys = {_key(f) for f in memberships if f.value == cohort}
@@ -219,18 +253,11 @@ def cohort_table(
             and (from_ is None or f.start >= from_)
             and (to is None or f.start <= to)
         ]
-    rows, who = fact_cells(facts, people, by)
-    starts = {r[2] for r in (who if who is not None else rows)}
-    layout = calendar_layout(area_list, parent_of, period, resolution, (from_, to), starts)
-    loose: set[tuple[str, str, Any]] = set()
-    if by is None and spec.name != COHORT_DATASET:
-        loose = _uncovered(engine, generation, spec, scope, base_layer, facts, rule, people)
-    # Rates per resident are for whole populations, not for a cohort's counts.
-    return lattice_table(rows, layout, rule, by, None, loose, who, described)
+    return facts
 
 
 def _uncovered(
-    engine: Engine,
+    conn: Connection,
     generation: int,
     spec: Dataset,
     scope: Slices,
@@ -246,7 +273,7 @@ def _uncovered(
     persons = {f.person for f in facts if f.person is not None}
     dims: list[list[Any]] = []
     for dim in cube.dims_of(spec)[1:]:
-        facts_by = store.aggregate_rows(engine, generation, spec.name, scope, layer, dim, persons)
+        facts_by = aggregate_rows(conn, generation, spec.name, scope, layer, dim, persons)
         same = [
             f for f in facts_by if (f.provider, f.area, f.start, f.day, f.person, f.key) in kept
         ]

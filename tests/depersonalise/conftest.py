@@ -161,8 +161,7 @@ def make_client(
             replay_page_size=500,
             **overrides,
         )
-        app = create_app(settings)
-        app.state.ingest_transport = httpx.MockTransport(fake.handle)
+        app = create_app(settings, ingest_transport=httpx.MockTransport(fake.handle))
         client = SyncClient(app)
         opened.append(client)
         return client, fake

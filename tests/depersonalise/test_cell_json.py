@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.depersonalise.aggregates import CellTable
+from services.depersonalise.cell_table import CellTable
 from services.depersonalise.formats import aggregates_json
 from services.depersonalise.protection import Answer
 

@@ -10,8 +10,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from services.depersonalise import cube, store
+from services.depersonalise import cube, derivation, generations
+from services.depersonalise.held_records import drop_unheld
+from services.depersonalise.layer_registry import load_registry
 from services.depersonalise.models import Base, Event
+from services.depersonalise.service_state import ensure_state
 from shared.catalogue import load_catalogue
 from shared.db import make_engine, prepare_schema
 from tests.depersonalise.conftest import event, service, wait_rebuild
@@ -24,7 +27,9 @@ def recount(engine: Any, generation: int) -> tuple[Counter[Any], Counter[Any]]:
     cells: Counter[Any] = Counter()
     people: Counter[Any] = Counter()
     with engine.connect() as conn:
-        rows = conn.execute(select(store.T_RECORD).where(store.T_RECORD.c.generation == generation))
+        rows = conn.execute(
+            select(derivation.T_RECORD).where(derivation.T_RECORD.c.generation == generation)
+        )
         for row in rows.mappings():
             delta = cube.Delta.empty()
             delta.add(dict(row), CATALOGUE[row["dataset"]], +1)
@@ -100,16 +105,16 @@ def test_the_cube_is_a_recount_of_the_live_records(make_client: Any) -> None:
         == 200
     )
     engine = client.app.state.engine
-    generation = store.load_registry(engine).generation
+    generation = load_registry(engine).generation
     assert held(engine, generation) == recount(engine, generation)
     assert held(engine, generation)[0] and held(engine, generation)[1]
     spec = CATALOGUE["police-crime"]
-    gone = store.drop_unheld(engine, generation, spec, "gmp", keep={1}, horizon=10**12)
+    gone = drop_unheld(engine, generation, spec, "gmp", keep={1}, horizon=10**12)
     assert gone > 0
     assert held(engine, generation) == recount(engine, generation)
     load_demo(client, "second")
     assert wait_rebuild(client)["state"] == "complete"
-    rebuilt = store.load_registry(engine).generation
+    rebuilt = load_registry(engine).generation
     assert rebuilt != generation
     assert held(engine, rebuilt) == recount(engine, rebuilt)
     with engine.connect() as conn:
@@ -123,8 +128,8 @@ def test_a_recount_gives_the_cells_records_add_one_by_one(database_url: Any) -> 
     """A rebuild counts its generation in one aggregation (cube.recount): the same cells, counts,
     key sums and people as each record's cells added one by one, whatever JSON its values are."""
     engine = make_engine(database_url("depersonalise"))
-    prepare_schema(engine, Base.metadata, Path(store.__file__).parent / "migrations")
-    store.ensure_state(engine)
+    prepare_schema(engine, Base.metadata, Path(cube.__file__).parent / "migrations")
+    ensure_state(engine)
     values: list[Any] = ["charged", True, False, None, 12, 1.5, "12", [1, "a"], {"b": 2}]
     rows = []
     for i in range(60):
@@ -140,7 +145,7 @@ def test_a_recount_gives_the_cells_records_add_one_by_one(database_url: Any) -> 
         attributes = {"outcome": values[i % len(values)]} if i % 5 else {}
         rows.append(
             {
-                **store._row(7, event, deleted=i % 11 == 0),
+                **derivation._row(7, event, deleted=i % 11 == 0),
                 "period_start": None if i % 13 == 0 else date(2024, 1 + i % 3, 1),
                 "category": ["Burglary", None, "Robbery"][i % 3],
                 "attributes": attributes,
@@ -152,10 +157,10 @@ def test_a_recount_gives_the_cells_records_add_one_by_one(database_url: Any) -> 
             }
         )
     with engine.begin() as conn:
-        store.insert_records(conn, rows)
-    store.recount_cube(engine, 7, CATALOGUE)
+        derivation.insert_records(conn, rows)
+    generations.recount_cube(engine, 7, CATALOGUE)
     assert held(engine, 7) == recount(engine, 7)
     assert held(engine, 7)[1]
-    store.recount_cube(engine, 7, CATALOGUE)  # a second count replaces the first
+    generations.recount_cube(engine, 7, CATALOGUE)  # a second count replaces the first
     assert held(engine, 7) == recount(engine, 7)
     engine.dispose()

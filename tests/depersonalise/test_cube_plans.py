@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from bench.aggregates import fill
-from services.depersonalise import cube, partitions, store
+from services.depersonalise import cube, partitions, record_reads
+from services.depersonalise.derivation import T_RECORD
 from shared.catalogue import load_catalogue
 from shared.grants import slices_of
 from tests.conftest import create_pg_database, drop_pg_database, using_postgres
@@ -73,7 +74,7 @@ def test_a_cube_read_uses_the_cell_index_on_its_partition(engine: Any) -> None:
 
 
 def test_a_record_page_is_a_keyset_read_on_an_index(engine: Any) -> None:
-    shown = plan(engine, store.page_select(1, "police-crime", SCOPE, 12_345, 1000))
+    shown = plan(engine, record_reads.page_select(1, "police-crime", SCOPE, 12_345, 1000))
     assert "derived_record_g1" in shown and "Index" in shown, shown
     assert "Seq Scan" not in shown and "Sort" not in shown, shown
 
@@ -81,8 +82,10 @@ def test_a_record_page_is_a_keyset_read_on_an_index(engine: Any) -> None:
 def test_a_cohort_read_of_its_members_uses_the_person_index(engine: Any) -> None:
     from sqlalchemy import select
 
-    members = store.T_RECORD.c.person.in_([f"p{i}" for i in range(50)])
-    statement = select(*store.FACT_COLUMNS).where(store._live(1, "police-crime", SCOPE) & members)
+    members = T_RECORD.c.person.in_([f"p{i}" for i in range(50)])
+    statement = select(*record_reads.FACT_COLUMNS).where(
+        record_reads._live(1, "police-crime", SCOPE) & members
+    )
     shown = plan(engine, statement)
     assert "ix_derived_person" in shown or "person" in shown.split("Index")[-1], shown
     assert "Seq Scan" not in shown, shown

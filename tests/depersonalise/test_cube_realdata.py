@@ -4,7 +4,7 @@ Greater Manchester burglaries in Manchester LSOAs (real points and months); the 
 month, a second provider, an outcome attribute and linked people are added deterministically so
 that grant windows cutting a month, withheld fields, people counts and cohorts are exercised.
 The reference is the per-record path: every live derived record read back and counted one by one
-(aggregates.aggregate over store facts), as aggregates were answered before the cube.
+(aggregates.aggregate over stored facts), as aggregates were answered before the cube.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from services.depersonalise import store
+from services.depersonalise import record_reads
 from services.depersonalise.aggregate_query import disclosure_rule as _rule
 from services.depersonalise.aggregates import (
     ALL,
@@ -28,9 +28,11 @@ from services.depersonalise.aggregates import (
     uncovered_of,
     whole_granted,
 )
+from services.depersonalise.boundary_files import zipped_shapefile
 from services.depersonalise.cube import dims_of
-from services.depersonalise.geography import zipped_shapefile
+from services.depersonalise.derivation import T_RECORD
 from services.depersonalise.main import create_app
+from services.depersonalise.populations import population
 from services.depersonalise.settings import Settings
 from shared.catalogue import load_catalogue
 from shared.grants import Slices, slices_of
@@ -46,7 +48,7 @@ from tests.depersonalise.test_realdata import BURGLARY, LSOA
 
 pytestmark = pytest.mark.realdata
 OUTCOMES = ["charged", "no-suspect", "investigating", "", "cautioned"]
-T = store.T_RECORD
+T = T_RECORD
 CATALOGUE = load_catalogue()
 
 
@@ -119,8 +121,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         if using_postgres()
         else f"sqlite:///{tmp_path_factory.mktemp('cube') / 'depersonalise.db'}"
     )
-    app = create_app(Settings(database_url=url, **key_settings("depersonalise")))
-    app.state.ingest_transport = httpx.MockTransport(FakeIngest().handle)
+    app = create_app(
+        Settings(database_url=url, **key_settings("depersonalise")),
+        ingest_transport=httpx.MockTransport(FakeIngest().handle),
+    )
     client = SyncClient(app)
     try:
         loaded = client.post(
@@ -149,14 +153,14 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def _reference(app: Any, dataset: str, scope: Slices, ask: dict[str, Any]) -> dict[str, Any]:
     """The per-record answer: every live record of the dataset counted one by one into base
     cells (and by every breakdown, for the covers), laid out under the same lattice."""
-    engine, registry = app.state.engine, app.state.registry
+    engine, registry = app.state.engine, app.state.depersonalise.registry
     spec = CATALOGUE[dataset]
-    where = store._live(registry.generation, dataset, scope)
+    where = record_reads._live(registry.generation, dataset, scope)
 
     def facts(by: str | None, shown: bool = True) -> list[Any]:
         with engine.connect() as conn:
-            found = store._facts(
-                conn.execute(select(*store.FACT_COLUMNS).where(where)), "lsoa21", by
+            found = record_reads._facts(
+                conn.execute(select(*record_reads.FACT_COLUMNS).where(where)), "lsoa21", by
             )
         return whole_granted(found, scope, spec.time_resolution, by if shown else None)
 
@@ -181,8 +185,9 @@ def _reference(app: Any, dataset: str, scope: Slices, ask: dict[str, Any]) -> di
     found = uncovered_of(dims, rule.lattice().threshold, people)
     loose = {r for r in found if _within(r[2], first, last)}
     described = {"base_layer": "lsoa21", "base_period": spec.time_resolution}
-    population = store.population(engine, "lsoa21")
-    return lattice_table(rows, layout, rule, ask.get("by"), population, loose, who, described)
+    with engine.connect() as conn:
+        residents = population(conn, "lsoa21")
+    return lattice_table(rows, layout, rule, ask.get("by"), residents, loose, who, described)
 
 
 def _within(start: date, first: date | None, last: date | None) -> bool:
@@ -249,24 +254,25 @@ def test_cube_key_sums_are_the_records_and_peoples_keys(hub: dict[str, Any]) -> 
     app = hub["app"]
     grants = GRANTS[1]
     scope = slices_of(grants)
-    layer = app.state.registry.active["lsoa21"]
+    layer = app.state.depersonalise.registry.active["lsoa21"]
     areas = list(zip(layer.codes.tolist(), layer.names.tolist(), strict=True))
     spec = CATALOGUE["offender-offence"]
     for people in (False, True):
         ask = {"period": "quarter", "by": "outcome", "count": "people" if people else "records"}
         expected = _reference(app, "offender-offence", scope, ask)
-        ours = cube_table(
-            app.state.engine,
-            app.state.registry,
-            spec,
-            scope,
-            "lsoa21",
-            areas,
-            ("quarter", None, None),
-            "outcome",
-            _rule(spec, None),
-            people,
-        )
+        with app.state.engine.connect() as conn:
+            ours = cube_table(
+                conn,
+                app.state.depersonalise.registry,
+                spec,
+                scope,
+                "lsoa21",
+                areas,
+                ("quarter", None, None),
+                "outcome",
+                _rule(spec, None),
+                people,
+            )
         assert (ours["key"] == expected["key"]).all()
         assert ours["key"].sum() > 0
 
@@ -288,7 +294,7 @@ def test_a_cohort_query_reads_only_the_cohorts_people(hub: dict[str, Any]) -> No
         headers=headers,
     )
     assert answer.status_code == 200, answer.text
-    engine, generation = hub["app"].state.engine, hub["app"].state.registry.generation
+    engine, generation = hub["app"].state.engine, hub["app"].state.depersonalise.registry.generation
     with engine.connect() as conn:
         members = set(
             conn.execute(
@@ -308,9 +314,10 @@ def test_a_cohort_query_reads_only_the_cohorts_people(hub: dict[str, Any]) -> No
                 & T.c.person.in_(members)
             )
         ).scalar_one()
-    facts = store.aggregate_rows(
-        engine, generation, "offender-offence", slices_of(grants), None, None, people=members
-    )
+    with engine.connect() as conn:
+        facts = record_reads.aggregate_rows(
+            conn, generation, "offender-offence", slices_of(grants), None, None, people=members
+        )
     assert len(facts) == held > 0
     assert {f.area for f in facts} == {ALL}
     records = answer.json()["disclosure"]["records"]

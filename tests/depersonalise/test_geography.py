@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import shapely
 
+from services.depersonalise.boundary_files import detect_format, read_layer
 from services.depersonalise.demo import demo_layer, load_layer_file
-from services.depersonalise.geography import detect_format, read_layer
 from services.depersonalise.snapping import build_snap_layer
 from shared.errors import ProblemError
 from tests.conftest import require_data
@@ -253,7 +253,7 @@ def test_layers_survive_a_restart(make_client, database_url) -> None:
     again, _ = make_client(url)
     listing = again.get("/v1/geographies", headers=admin()).json()
     assert listing["layers"][0]["areas"] == 36
-    assert len(again.app.state.registry.active["demo"]) == 36
+    assert len(again.app.state.depersonalise.registry.active["demo"]) == 36
 
 
 def test_snap_layer_build_merges_small_catchments() -> None:

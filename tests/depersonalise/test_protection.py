@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.depersonalise.boundary_files import read_layer, zipped_shapefile
 from services.depersonalise.demo import MANCHESTER, demo_layer
-from services.depersonalise.geography import derive_layer, parent_map, read_layer, zipped_shapefile
+from services.depersonalise.geography import derive_layer, parent_map
 from services.depersonalise.protection import (
     Cells,
     Lattice,
@@ -219,7 +220,7 @@ def test_a_parent_layer_must_be_known_and_the_layer_nested_in_it(make_client) ->
     nested = _layer(client, "fine", "demo", columns=12, rows=12, size_metres=500)
     assert nested.status_code == 202, nested.text
     assert wait_rebuild(client)["state"] == "complete"
-    registry = client.app.state.registry
+    registry = client.app.state.depersonalise.registry
     assert registry.family["demo"] == "fine" and registry.family["fine"] == "fine"
     # Six records in one 1 km area, 2 + 4 in two of its 500 m areas: the 1 km answer is made of
     # the 500 m base cells, so it is suppressed with them (else 6 - 4 gives the 2 away).
@@ -297,7 +298,7 @@ def test_a_parent_is_hidden_where_any_layer_nested_in_it_hides_a_part(make_clien
     )
     assert halves.status_code == 202, halves.text
     assert wait_rebuild(client)["state"] == "complete"
-    registry = client.app.state.registry
+    registry = client.app.state.depersonalise.registry
     assert registry.family["big"] == "demo" and ("halves", "demo") not in registry.parents
     west, south = MANCHESTER[0] - 3000, MANCHESTER[1] - 3000
     points = [(west + 700, south + 200)] * 3 + [(west + 200, south + 700)] * 2

@@ -13,7 +13,7 @@ import pytest
 from pyproj import Transformer
 from scipy.spatial import cKDTree
 
-from services.depersonalise.geography import read_layer, zipped_shapefile
+from services.depersonalise.boundary_files import read_layer, zipped_shapefile
 from services.depersonalise.main import create_app
 from services.depersonalise.settings import Settings
 from services.depersonalise.snapping import postcode_candidates
@@ -62,10 +62,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     )
     settings = Settings(database_url=url, **key_settings("depersonalise"))
     fake = FakeIngest()
-    app = create_app(settings)
     import httpx
 
-    app.state.ingest_transport = httpx.MockTransport(fake.handle)
+    app = create_app(settings, ingest_transport=httpx.MockTransport(fake.handle))
     client = SyncClient(app)
     try:
         loaded = client.post(
@@ -212,14 +211,14 @@ def test_every_snapped_point_has_a_catchment_of_at_least_k(world: dict[str, Any]
     snapped = [r for r in records if r["location_method"] == "snap"]
     # Exactly the records within the dataset's reach (2 km) of a snap point are snapped.
     reach = load_catalogue()["police-crime"].generalisation.max_snap_metres
-    layer_points = world["client"].app.state.registry.snap
+    layer_points = world["client"].app.state.depersonalise.registry.snap
     precise = world["points"][["easting", "northing"]].to_numpy(float)
     distance, _ = cKDTree(np.column_stack([layer_points.x, layer_points.y])).query(precise)
     assert len(snapped) == int((distance <= reach).sum()) > 0.5 * len(records)
     published = np.unique(np.array([[r["easting"], r["northing"]] for r in snapped]), axis=0)
     # Independently: give every candidate (with its households) to its nearest snap point of the
     # whole layer, and sum the households each published point gathers.
-    snap = world["client"].app.state.registry.snap
+    snap = world["client"].app.state.depersonalise.registry.snap
     snap_points = np.column_stack([snap.x, snap.y])
     candidates = world["candidates"]
     _, owner = cKDTree(snap_points).query(candidates[["easting", "northing"]].to_numpy())

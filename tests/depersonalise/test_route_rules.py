@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from services.depersonalise import store
 from services.depersonalise.aggregate_query import (
     AggregateQuery,
     answer_body,
@@ -20,6 +19,7 @@ from services.depersonalise.aggregate_query import (
     disclosure_rule,
     release_query,
 )
+from services.depersonalise.layer_registry import Registry
 from services.depersonalise.layers import check_k, check_name, geography_listing, layer_or_error
 from services.depersonalise.record_bodies import incoming_records, validated
 from services.depersonalise.record_policy import check_record_read, may_use_the_tool, read_scope
@@ -56,7 +56,7 @@ def refusal(call: Any, *args: Any) -> ProblemError:
 
 
 def test_the_checks_of_a_query_are_met_in_order_each_naming_its_field() -> None:
-    registry = store.Registry(generation=1)
+    registry = Registry(generation=1)
     cases = [
         (query(relative="joined"), "relative-without-cohort", "relative"),
         (query(relative="joined", geography="x"), "relative-without-cohort", "relative"),
@@ -77,7 +77,7 @@ def test_the_checks_of_a_query_are_met_in_order_each_naming_its_field() -> None:
 
 
 def test_a_query_without_geography_counts_one_area() -> None:
-    registry = store.Registry(generation=1)
+    registry = Registry(generation=1)
     asked = query(cohort="iom", first=date(2024, 1, 1), last=date(2024, 12, 31))
     assert checked_areas(CRIME, SCOPE, registry, asked, 1000) == (None, [("all", "all")])
 
@@ -169,6 +169,6 @@ def test_layer_names_k_and_the_layer_counted_on() -> None:
     check_name("lsoa-2021")
     assert refusal(check_name, "LSOA").slug == "invalid-layer-name"
     assert refusal(check_k, 2, CATALOGUE).extra["field"] == "k"
-    registry = store.Registry(generation=1)
+    registry = Registry(generation=1)
     assert refusal(layer_or_error, registry, "lsoa").status == 404
     assert geography_listing(registry, is_admin=False)["rebuild"] == {}

@@ -13,8 +13,8 @@ import geopandas as gpd
 import pytest
 import shapely
 
-from services.depersonalise import geography
-from services.depersonalise.geography import read_layer
+from services.depersonalise import boundary_files
+from services.depersonalise.boundary_files import read_layer
 from shared.errors import ProblemError
 from tests.depersonalise.conftest import admin, token
 from tests.depersonalise.test_geography import BNG, SQUARE, collection
@@ -49,7 +49,7 @@ def test_a_plain_zipped_shapefile_still_loads(tmp_path: Path) -> None:
 
 
 def test_a_zip_with_too_many_members_is_refused(tmp_path: Path) -> None:
-    extra = {f"readme{n}.txt": b"x" for n in range(geography.MAX_ZIP_MEMBERS)}
+    extra = {f"readme{n}.txt": b"x" for n in range(boundary_files.MAX_ZIP_MEMBERS)}
     assert "files" in refused(shapefile_zip(tmp_path, extra)).detail
 
 
@@ -61,19 +61,19 @@ def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
 def test_a_zip_unpacking_past_the_total_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(geography, "MAX_ZIP_UNCOMPRESSED", 1000)
+    monkeypatch.setattr(boundary_files, "MAX_ZIP_UNCOMPRESSED", 1000)
     assert "unpacks to" in refused(shapefile_zip(tmp_path)).detail
 
 
 def test_a_geopackage_with_too_many_tables_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "many.gpkg"
-    for n in range(geography.MAX_GPKG_TABLES + 1):
+    for n in range(boundary_files.MAX_GPKG_TABLES + 1):
         frame().to_file(path, layer=f"t{n}", driver="GPKG")
     assert "tables" in refused(path.read_bytes()).detail
 
 
 def test_a_layer_with_too_many_vertices_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(geography, "MAX_VERTICES", 9)
+    monkeypatch.setattr(boundary_files, "MAX_VERTICES", 9)
     assert "vertices" in refused(collection([("A", SQUARE), ("B", SQUARE)], BNG)).detail
 
 

@@ -148,8 +148,7 @@ def squares(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SyncClie
         **cast(dict[str, Any], key_settings("depersonalise")),
     )
     fake = FakeIngest()
-    app = create_app(settings)
-    app.state.ingest_transport = httpx.MockTransport(fake.handle)
+    app = create_app(settings, ingest_transport=httpx.MockTransport(fake.handle))
     client = SyncClient(app)
     try:
         for name, layer in ((FINE, fine_layer()), (PARENT, parent_layer())):
