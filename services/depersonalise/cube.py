@@ -4,8 +4,8 @@ Every live derived record adds 1 (and its record key) to one cell per layer × b
 (``""``, the total; ``category``; each attribute or special-category field that can be a ``by``)
 at its period at the dataset's time resolution (``fine`` false). A record of a linked person also
 adds its person to the same cells in ``cube_person``, so ``count=people`` stays exact. The cube is
-changed in the transaction that changes the records (derivation.apply_events, held_records.drop_unheld), so it is
-never ahead of or behind them; a rebuild replays records without counting them one by one and
+changed in the transaction that changes the records (derivation.apply_events,
+held_records.drop_unheld), so it is never ahead of or behind them; a rebuild replays records without counting them one by one and
 then counts the next generation's cube in one aggregation over its records (``recount``).
 
 Aggregates read only period cells: a grant window counts the base periods it covers whole
