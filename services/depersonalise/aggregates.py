@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from services.depersonalise import cube, protection
+from services.depersonalise.base_cells import BaseCells
 from services.depersonalise.cell_table import CellTable, paused_collector
 from services.depersonalise.service import period_start, periods_between
 from shared.grants import Slices
@@ -215,7 +216,7 @@ def lattice_table(
 
 
 def lattice_answer(
-    base: Iterable[BaseRow],
+    base: Iterable[BaseRow] | BaseCells,
     layout: Layout,
     rule: Rule,
     by: str | None,
@@ -228,7 +229,8 @@ def lattice_answer(
         if people is not None:
             cells, who = _people_cells(list(people), names, by)
         else:
-            cells, who = _record_cells(list(base), names, by), None
+            read = base if isinstance(base, BaseCells) else BaseCells.of_rows(list(base))
+            cells, who = _record_cells(read, names, by), None
     rows = list(uncovered)
     loose = protection.Rows(
         names.ids("provider", [r[0] for r in rows]),
@@ -275,12 +277,14 @@ def uncovered_of(
     dims: Iterable[list[Any]], threshold: int, people: bool = False
 ) -> set[tuple[str, str, Any]]:
     """protection.uncovered_rows of base cells given by provider, area and period names (one
-    list per breakdown): what cube.read_uncovered finds in SQL, for cells counted in Python.
+    list per breakdown): what base_cells.read_uncovered finds in SQL, for cells counted in Python.
     With ``people`` the lists hold people (a row's total is then taken as the sum of its cells,
     at least its distinct people: more rows are found, never fewer)."""
     names = _Names()
     cells = [
-        _people_cells(rows, names, "value")[0] if people else _record_cells(rows, names, "value")
+        _people_cells(rows, names, "value")[0]
+        if people
+        else _record_cells(BaseCells.of_rows(rows), names, "value")
         for rows in dims
     ]
     loose = protection.uncovered_rows(cells, threshold)
@@ -312,23 +316,29 @@ class _Names:
     def listed(self, kind: str) -> list[Any]:
         return list(self.known[kind])
 
+    def sorted_ids(self, distinct: list[str]) -> np.ndarray:
+        """Distinct values numbered in sorted order (each value's id, in ``distinct``'s order)."""
+        self.known["value"] = {v: i for i, v in enumerate(sorted(distinct))}
+        known = self.known["value"]
+        return np.fromiter((known[v] for v in distinct), dtype=np.int64, count=len(distinct))
+
     def sorted_values(self, values: list[str]) -> np.ndarray:
         codes, uniques = pd.factorize(pd.Series(values, dtype=object), sort=True)
         self.known["value"] = {v: i for i, v in enumerate(uniques.tolist())}
         return np.asarray(codes, dtype=np.int64)
 
 
-def _record_cells(base: list[BaseRow], names: _Names, by: str | None) -> protection.Cells:
-    if not base:
+def _record_cells(base: BaseCells, names: _Names, by: str | None) -> protection.Cells:
+    if not len(base):
         return protection.Cells.of({})
-    provider, area, period, value, count, keys = zip(*base, strict=True)
+    # Only each column's distinct names go through the dicts; the cells take their codes.
     return protection.Cells(
-        names.ids("provider", list(provider)),
-        names.ids("area", list(area)),
-        names.ids("period", list(period)),
-        names.sorted_values(list(value)) if by else np.zeros(len(base), dtype=np.int64),
-        np.asarray(count, dtype=np.int64),
-        np.asarray(keys, dtype=np.int64),
+        names.ids("provider", base.providers)[base.provider],
+        names.ids("area", base.areas)[base.area],
+        names.ids("period", base.periods)[base.period],
+        names.sorted_ids(base.values)[base.value] if by else np.zeros(len(base), dtype=np.int64),
+        base.count,
+        base.key_sum,
     )
 
 

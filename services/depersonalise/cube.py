@@ -5,11 +5,13 @@ Every live derived record adds 1 (and its record key) to one cell per layer × b
 at its period at the dataset's time resolution (``fine`` false). A record of a linked person also
 adds its person to the same cells in ``cube_person``, so ``count=people`` stays exact. The cube is
 changed in the transaction that changes the records (derivation.apply_events,
-held_records.drop_unheld), so it is never ahead of or behind them; a rebuild replays records without counting them one by one and
-then counts the next generation's cube in one aggregation over its records (``recount``).
+held_records.drop_unheld), so it is never ahead of or behind them; a rebuild replays records
+without counting them one by one and then counts the next generation's cube in one aggregation
+over its records (``recount``).
 
 Aggregates read only period cells: a grant window counts the base periods it covers whole
-(protection.py), so no day cells (``fine`` true) are written.
+(protection.py), so no day cells (``fine`` true) are written. A whole table's read for the release
+lattice (its base cells as columns and its uncovered rows at once) is base_cells.py.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, literal, or_, select, tuple_
+from sqlalchemy import and_, delete, select, tuple_
 from sqlalchemy.engine import Connection
 
 from services.depersonalise.models import CUBE_KEY, CubeCell, CubePerson
@@ -67,7 +69,7 @@ def value_of(row: dict[str, Any], dim: str) -> str:
     return "" if value is None else str(value)
 
 
-def _as_date(value: Any) -> date | None:
+def as_date(value: Any) -> date | None:
     if value is None or isinstance(value, date):
         return value
     return date.fromisoformat(str(value)[:10])
@@ -75,7 +77,7 @@ def _as_date(value: Any) -> date | None:
 
 def cells_of(row: dict[str, Any], spec: Dataset) -> list[Key]:
     """The cube cells a derived record (a row of derived_record) is counted in."""
-    start = _as_date(row.get("period_start"))
+    start = as_date(row.get("period_start"))
     if row.get("deleted") or start is None:
         return []
     generation, dataset, provider = row["generation"], row["dataset"], row["provider"]
@@ -332,7 +334,7 @@ def _cells(
     if group is None:
         return []
     layer, dim, provider, at, area = group
-    base = (generation, dataset, layer, dim, False, provider, _as_date(at))
+    base = (generation, dataset, layer, dim, False, provider, as_date(at))
     if people:
         return [
             (*base, area, value, person, person_key, count)
@@ -422,7 +424,9 @@ def _earlier(a: date | None, b: date | None) -> date | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _where(table: Any, base: dict[str, Any], fine: bool, lo: date | None, hi: date | None) -> Any:
+def where_cells(
+    table: Any, base: dict[str, Any], fine: bool, lo: date | None, hi: date | None
+) -> Any:
     clause = and_(*(getattr(table.c, k) == v for k, v in base.items()), table.c.fine.is_(fine))
     if lo is not None:
         clause = clause & (table.c.at >= lo)
@@ -435,13 +439,13 @@ def cell_select(base: dict[str, Any], fine: bool, lo: date | None, hi: date | No
     """The cells of one provider, layer and dim in ``lo..hi`` (the unique key's index serves
     it: equality on its first six columns, a range on ``at``)."""
     columns = [T_CELL.c.area, T_CELL.c.at, T_CELL.c.value, T_CELL.c.count, T_CELL.c.key_sum]
-    return select(*columns).where(_where(T_CELL, base, fine, lo, hi))
+    return select(*columns).where(where_cells(T_CELL, base, fine, lo, hi))
 
 
 def person_select(base: dict[str, Any], fine: bool, lo: date | None, hi: date | None) -> Any:
     t = T_PERSON.c
     columns = [t.area, t.at, t.value, t.person, t.person_key]
-    return select(*columns).where(_where(T_PERSON, base, fine, lo, hi))
+    return select(*columns).where(where_cells(T_PERSON, base, fine, lo, hi))
 
 
 @dataclass(frozen=True)
@@ -458,7 +462,9 @@ BaseRow = tuple[str, str, date, str, int, int]  # provider, area, period start, 
 PersonRow = tuple[str, str, date, str, str, int]  # provider, area, period start, value, person, key
 
 
-def _bases(query: Query, spec: Dataset, scope: Slices) -> Iterator[tuple[dict[str, Any], Any]]:
+def segment_bases(
+    query: Query, spec: Dataset, scope: Slices
+) -> Iterator[tuple[dict[str, Any], Any]]:
     """(cell filter, withheld) of each grant segment's whole periods."""
     for segment in segments(scope):
         span = whole_periods(segment, spec.time_resolution, query.first, query.last)
@@ -479,7 +485,7 @@ def read_base(conn: Connection, query: Query, spec: Dataset, scope: Slices) -> I
     """The base cells of a query (whole periods of the dataset's resolution, one provider each),
     sliced by the caller's grants; value ``withheld`` where the record's grant leaves the ``by``
     field out (the row's total, then)."""
-    for base, (withheld, (lo, hi)) in _bases(query, spec, scope):
+    for base, (withheld, (lo, hi)) in segment_bases(query, spec, scope):
         provider = base["provider"]
         rows = fetch(conn, cell_select(base, False, lo, hi))
         if withheld or not query.by:
@@ -504,116 +510,9 @@ def read_people(
     conn: Connection, query: Query, spec: Dataset, scope: Slices
 ) -> Iterator[PersonRow]:
     """The people of a query's base cells (one row per person and base cell)."""
-    for base, (withheld, (lo, hi)) in _bases(query, spec, scope):
+    for base, (withheld, (lo, hi)) in segment_bases(query, spec, scope):
         for area, at, value, who, person_key in conn.execute(
             person_select(base, False, lo, hi)
         ).all():
             shown = WITHHELD if withheld else value if query.by else ""
-            yield base["provider"], area, _as_date(at) or at, shown, who, person_key
-
-
-def read_uncovered(
-    conn: Connection, query: Query, spec: Dataset, scope: Slices, threshold: int
-) -> set[tuple[str, str, date]]:
-    """Rows (provider, area, period start) whose total is at least ``threshold`` while some
-    breakdown has small cells that neither its cells at or above the threshold can cover
-    (protection.cover_need) nor the total leaves free (protection.whole_intervals):
-    protection.uncovered_rows, in SQL (:func:`_lacking`)."""
-    found: set[tuple[str, str, date]] = set()
-    _plan_probes(conn)
-    for base, (_withheld, (lo, hi)) in _bases(query, spec, scope):
-        total, lacking = _totals(base, spec, threshold)
-        if lacking is None:
-            continue
-        t = total.c
-        rows = conn.execute(
-            select(t.area, t.at).where(
-                _where(total, _key(base), False, lo, hi) & (t.count >= threshold) & lacking
-            )
-        ).all()
-        found.update((base["provider"], area, _as_date(at) or at) for area, at in rows)
-    return found
-
-
-def read_table(
-    conn: Connection, query: Query, spec: Dataset, scope: Slices, threshold: int
-) -> tuple[list[BaseRow], set[tuple[str, str, date]]]:
-    """A query's base cells and its uncovered rows (:func:`read_base`, :func:`read_uncovered`).
-    A total table reads both at once: each total cell with whether its row is uncovered, the
-    breakdowns probed only for the totals at or above the threshold."""
-    if query.by is not None:
-        return list(read_base(conn, query, spec, scope)), read_uncovered(
-            conn, query, spec, scope, threshold
-        )
-    rows: list[BaseRow] = []
-    found: set[tuple[str, str, date]] = set()
-    _plan_probes(conn)
-    for base, (_withheld, (lo, hi)) in _bases(query, spec, scope):
-        provider = base["provider"]
-        total, lacking = _totals(base, spec, threshold)
-        t = total.c
-        flag = (
-            literal(0) if lacking is None else case(((t.count >= threshold) & lacking, 1), else_=0)
-        )
-        cells = fetch(
-            conn,
-            select(t.area, t.at, t.count, t.key_sum, flag).where(
-                _where(total, _key(base), False, lo, hi)
-            ),
-        )
-        rows.extend((provider, a, at, "", n, keys) for a, at, n, keys, _u in cells)
-        found.update((provider, a, _as_date(at) or at) for a, at, _n, _k, u in cells if u)
-    return rows, found
-
-
-def _plan_probes(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        # The planner's estimate of the probes is far too high: it would compile them (JIT)
-        # for longer than they take.
-        conn.exec_driver_sql("SET LOCAL jit = off")
-
-
-def _key(base: dict[str, Any]) -> dict[str, Any]:
-    return {**{k: v for k, v in base.items() if k != "dim"}, "dim": TOTAL}
-
-
-def _totals(base: dict[str, Any], spec: Dataset, threshold: int) -> tuple[Any, Any]:
-    """The total cells' table and whether a total's row lacks a cover in some breakdown (None
-    when the dataset has no breakdown): one probe of the cube's key per breakdown, in turn,
-    until one lacks it."""
-    total = T_CELL.alias("total")
-    dims = [d for d in dims_of(spec) if d != TOTAL]
-    if not dims:
-        return total, None
-    return total, or_(*(_lacking(total, dim, threshold) for dim in dims))
-
-
-def _lacking(total: Any, dim: str, threshold: int) -> Any:
-    """Whether the row of a total cell has, in ``dim``, small cells (1..threshold-1) that its
-    cells at or above the threshold cannot cover (protection.cover_need) and that, without a
-    cover, the total would narrow (protection.whole_intervals)."""
-    cell = T_CELL.alias(f"in_{dim}")
-    t, c = total.c, cell.c
-
-    def tally(condition: Any) -> Any:
-        return func.sum(case((condition, 1), else_=0))
-
-    large = tally(c.count >= threshold)
-    small = tally((c.count >= 1) & (c.count < threshold))
-    # How far the row's cells reach past the least they could be (protection.cover_need).
-    spare = func.sum(
-        case((c.count >= threshold, c.count - threshold), (c.count >= 1, c.count - 1), else_=0)
-    )
-    cells = func.count()
-    free = (t.count >= cells + (threshold - 2)) & (t.count <= (cells - 1) * (threshold - 1) + 1)
-    lacking = (small > 0) & ~(((large > 0) & (spare >= threshold - 2)) | ((large == 0) & free))
-    same_row = and_(
-        *(getattr(c, k) == getattr(t, k) for k in ("generation", "dataset", "layer", "fine")),
-        c.provider == t.provider,
-        c.dim == dim,
-        c.at == t.at,
-        c.area == t.area,
-    )
-    # An aggregate without GROUP BY answers one row, also for a row with no cell in ``dim``.
-    found = select(case((lacking, 1), else_=0)).where(same_row).scalar_subquery()
-    return found == 1
+            yield base["provider"], area, as_date(at) or at, shown, who, person_key

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from services.depersonalise import cube
+from services.depersonalise import base_cells, cube
 from services.depersonalise.aggregates import (
     ALL,
     Fact,
@@ -91,7 +91,7 @@ def cube_table(
         query = cube.Query(registry.generation, spec.name, base_layer, by, first, last)
         rows, who, loose = _base(conn, query, spec, scope, rule, people)
         if answer is None:
-            starts = {r[2] for r in (who if who is not None else rows)}
+            starts = {r[2] for r in who} if who is not None else set(rows.periods)
             layout = calendar_layout(
                 area_list, parent_of, period, spec.time_resolution, (first, last), starts
             )
@@ -107,14 +107,15 @@ def cube_table(
 
 def _base(
     conn: Connection, query: cube.Query, spec: Dataset, scope: Slices, rule: Rule, people: bool
-) -> tuple[list[cube.BaseRow], list[cube.PersonRow] | None, set[tuple[str, str, Any]]]:
+) -> tuple[base_cells.BaseCells, list[cube.PersonRow] | None, set[tuple[str, str, Any]]]:
     """A query's base cells (or people) and its uncovered rows, from the cube."""
     threshold = rule.lattice().threshold
     with paused_collector():
         if people:
             who = base_people(conn, query, spec, scope)
-            return [], who, _people_uncovered(conn, query, spec, scope, threshold)
-        rows, loose = cube.read_table(conn, query, spec, scope, threshold)
+            empty = base_cells.BaseCells.of_rows([])
+            return empty, who, _people_uncovered(conn, query, spec, scope, threshold)
+        rows, loose = base_cells.read_table(conn, query, spec, scope, threshold)
         return rows, None, loose
 
 

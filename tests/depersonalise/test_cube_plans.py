@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from bench.aggregates import fill
-from services.depersonalise import cube, partitions, record_reads
+from services.depersonalise import base_cells, cube, partitions, record_reads
 from services.depersonalise.derivation import T_RECORD
 from shared.catalogue import load_catalogue
 from shared.grants import slices_of
@@ -71,6 +71,22 @@ def test_a_cube_read_uses_the_cell_index_on_its_partition(engine: Any) -> None:
     cut = {**base, "dim": "category"}
     shown = plan(engine, cube.cell_select(cut, True, date(2024, 2, 10), date(2024, 2, 29)))
     assert "Index" in shown and "Seq Scan" not in shown, shown
+
+
+def test_a_total_table_and_its_probes_are_index_only_scans_of_the_cube_key(engine: Any) -> None:
+    base = {
+        "generation": 1,
+        "dataset": "police-crime",
+        "layer": "bench",
+        "dim": "",
+        "provider": "gmp",
+    }
+    statement = base_cells.total_select(base, SPEC, 5, date(2024, 1, 1), date(2024, 12, 31))
+    shown = plan(engine, statement)
+    scans = [line for line in shown.splitlines() if "Scan" in line]
+    # The totals' read and one probe per breakdown, each on the served generation's partition.
+    assert len(scans) == 1 + len(cube.dims_of(SPEC)) - 1, shown
+    assert all("Index Only Scan using cube_cell_g1_pkey" in line for line in scans), shown
 
 
 def test_a_record_page_is_a_keyset_read_on_an_index(engine: Any) -> None:
