@@ -95,9 +95,11 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str],
             engine = make_engine(f"sqlite:///{path}")
             prepare_schema(engine, models.Base.metadata, Path(main.__file__).parent / "migrations")
             with engine.connect() as connection:
-                # One self-contained file to copy: no write-ahead log beside it.
-                connection.exec_driver_sql("PRAGMA journal_mode=DELETE")
+                # Still in WAL mode (a copy opens without converting), its log folded back in: the
+                # last connection to close removes the log, leaving one self-contained file.
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             engine.dispose()
+            assert not path.with_name(path.name + "-wal").exists()
             made[service] = path
         return made[service]
 

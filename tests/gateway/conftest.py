@@ -137,7 +137,6 @@ def own_openapi(settings: Settings) -> dict[str, Any]:
     return _own_openapi[0]
 
 
-
 @pytest.fixture
 async def make_hub(database_url: Callable[[str], str]) -> AsyncIterator[MakeHub]:
     stack = contextlib.AsyncExitStack()
