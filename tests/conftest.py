@@ -89,11 +89,11 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str],
 
     def template(service: str) -> Path:
         if service not in made:
-            main = importlib.import_module(f"services.{service}.main")
             models = importlib.import_module(f"services.{service}.models")
             path = tmp_path_factory.mktemp("migrated") / f"{service}.db"
             engine = make_engine(f"sqlite:///{path}")
-            prepare_schema(engine, models.Base.metadata, Path(main.__file__).parent / "migrations")
+            migrations = REPO / "services" / service / "migrations"
+            prepare_schema(engine, models.Base.metadata, migrations)
             with engine.connect() as connection:
                 # Still in WAL mode (a copy opens without converting), its log folded back in: the
                 # last connection to close removes the log, leaving one self-contained file.
