@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from scripts.hub import SERVICES, HubKeys
+from shared.db import make_engine, prepare_schema
 from shared.tokens import SIGNERS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,9 +80,39 @@ def drop_pg_database(url: str) -> None:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``migrated_sqlite("ingest")``: a SQLite file that service's migrations brought to head,
+    made once per session, for tests to copy (migrating each test's database took most of its
+    start-up)."""
+    made: dict[str, Path] = {}
+
+    def template(service: str) -> Path:
+        if service not in made:
+            models = importlib.import_module(f"services.{service}.models")
+            path = tmp_path_factory.mktemp("migrated") / f"{service}.db"
+            engine = make_engine(f"sqlite:///{path}")
+            migrations = REPO / "services" / service / "migrations"
+            prepare_schema(engine, models.Base.metadata, migrations)
+            with engine.connect() as connection:
+                # Still in WAL mode (a copy opens without converting), its log folded back in: the
+                # last connection to close removes the log, leaving one self-contained file.
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            engine.dispose()
+            assert not path.with_name(path.name + "-wal").exists()
+            made[service] = path
+        return made[service]
+
+    return template
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[Callable[[str], str]]:
-    """``database_url("ingest")`` gives a fresh database URL for that service in this test."""
+def database_url(
+    tmp_path: Path, migrated_sqlite: Callable[[str], Path]
+) -> Iterator[Callable[[str], str]]:
+    """``database_url("ingest")`` gives a fresh database URL for that service in this test. On
+    SQLite a service's database is a copy of its migrated schema (start-up then finds it at head);
+    other names, and every PostgreSQL database, start empty."""
     created: list[str] = []
 
     def make(service: str) -> str:
@@ -87,7 +120,10 @@ def database_url(tmp_path: Path) -> Iterator[Callable[[str], str]]:
             url = create_pg_database(service)
             created.append(url)
             return url
-        return f"sqlite:///{tmp_path / (service + '-' + uuid.uuid4().hex[:6] + '.db')}"
+        path = tmp_path / (service + "-" + uuid.uuid4().hex[:6] + ".db")
+        if service in SERVICES:
+            shutil.copyfile(migrated_sqlite(service), path)
+        return f"sqlite:///{path}"
 
     yield make
     for url in created:

@@ -295,6 +295,7 @@ def run(
     return decide(request, facts, made, NOW, suspended=suspended, grace_days=GRACE)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(requests, agreements(), suspensions)
 def test_allows_exactly_when_an_in_force_agreement_permits(
@@ -325,6 +326,7 @@ def test_allows_exactly_when_an_in_force_agreement_permits(
         assert decision.purpose == request.purpose == cited.purpose
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(requests, agreements())
 def test_a_suspended_agency_is_refused_whatever_it_is_granted(
@@ -340,6 +342,7 @@ def test_default_deny(request: DecisionRequest) -> None:
     assert run(request, (), frozenset()).rule == "no-active-agreement"
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(requests, agreements(), suspensions)
 def test_a_lower_level_is_allowed_whenever_a_higher_one_is(
@@ -352,6 +355,7 @@ def test_a_lower_level_is_allowed_whenever_a_higher_one_is(
             assert run(replace(read, level=level), made, suspended).allow
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(requests, agreements(), suspensions)
 def test_read_fields_never_widen_beyond_the_allow_lists(
@@ -463,6 +467,7 @@ def shown_by_oracle(
     return names
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(
     requests, agreements() | agreements(live=True), suspensions, st.sampled_from(FIELDS), st.data()

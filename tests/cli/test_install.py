@@ -7,9 +7,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_cli_builds_as_a_wheel_with_only_its_own_dependencies(tmp_path: Path) -> None:
     result = subprocess.run(
         [

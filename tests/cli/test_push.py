@@ -5,6 +5,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from csp_cli import chunks as chunks_module
 from csp_cli.main import app
 from hypothesis import given, settings
@@ -125,6 +126,7 @@ json_values = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(records=st.lists(json_values, max_size=12), wrapped=st.booleans(), block=st.integers(1, 9))
 def test_streaming_json_reader_matches_json_loads(records: list, wrapped: bool, block: int) -> None:

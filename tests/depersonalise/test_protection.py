@@ -187,6 +187,7 @@ def manchester():
     return lsoa, msoa, lad, wards
 
 
+@pytest.mark.slow
 def test_real_lsoas_nest_in_msoas_and_the_lad_and_not_in_wards(manchester) -> None:
     lsoa, msoa, lad, wards = manchester
     in_msoa = parent_map(lsoa, msoa)

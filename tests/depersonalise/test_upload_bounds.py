@@ -65,6 +65,7 @@ def test_a_zip_unpacking_past_the_total_is_refused(
     assert "unpacks to" in refused(shapefile_zip(tmp_path)).detail
 
 
+@pytest.mark.slow
 def test_a_geopackage_with_too_many_tables_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "many.gpkg"
     for n in range(boundary_files.MAX_GPKG_TABLES + 1):

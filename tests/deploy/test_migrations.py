@@ -27,7 +27,7 @@ from shared.migrations import not_a_partition
 from tests.conftest import REPO, create_pg_database, drop_pg_database
 from tests.deploy.files import SERVICES
 
-BACKENDS = ("sqlite", "postgresql")
+BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.slow))
 
 
 def migrations(service: str) -> Path:
@@ -114,6 +114,7 @@ def test_migrations_build_the_models_schema_from_every_revision(
             engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", SERVICES)
 def test_downgrade_to_empty_and_back(service: str, fresh_url: Any) -> None:
     engine = make_engine(fresh_url(service, "postgresql"))
@@ -128,6 +129,7 @@ def test_downgrade_to_empty_and_back(service: str, fresh_url: Any) -> None:
         engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", SERVICES)
 def test_database_made_before_migrations_is_adopted_only_if_identical(
     service: str, fresh_url: Any

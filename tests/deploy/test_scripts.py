@@ -105,6 +105,7 @@ def pg_env(prefix: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_init_script_creates_one_private_database_per_service(init_prefix: str) -> None:
     admin = make_url(PG_ADMIN_URL)
     env = pg_env(init_prefix)
@@ -180,6 +181,7 @@ def test_check_script_passes_and_catches_a_broken_manifest(tmp_path: Path) -> No
     assert "backoffLimit" in broken.stdout + broken.stderr
 
 
+@pytest.mark.slow
 def test_backup_then_restore_brings_every_database_back(init_prefix: str, tmp_path: Path) -> None:
     env = pg_env(init_prefix)
     assert run("bash", "deploy/postgres/init-databases.sh", env=env).returncode == 0

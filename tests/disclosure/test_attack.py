@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -275,6 +276,7 @@ def attack_table(client: SyncClient, fake: Any, drawn: list[tuple[int, str, int,
     return attack(answers, structure(), truth, use_truth_primaries=False)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=8,  # about 7 s each (200 answers fetched in-process, then the attack)
     deadline=None,

@@ -61,6 +61,7 @@ async def test_right_prefix_wrong_secret_is_refused(hub: Hub) -> None:
     ).status_code == 401
 
 
+@pytest.mark.slow
 async def test_revocation_takes_effect_within_one_second_on_every_replica(
     make_hub: MakeHub,
 ) -> None:
@@ -218,6 +219,7 @@ async def test_a_bad_key_request_is_422_naming_the_field(hub: Hub, body: dict[st
     assert next(iter(body)) in answer.text
 
 
+@pytest.mark.slow
 async def test_an_expired_key_answers_401(hub: Hub) -> None:
     soon = await hub.client.post(
         "/v1/agencies/gmp/keys",
@@ -255,6 +257,7 @@ async def test_the_audit_names_the_key_and_not_the_holder(hub: Hub) -> None:
     assert "Holder-Name" not in str(rows)
 
 
+@pytest.mark.slow
 async def test_a_new_admin_key_at_start_retires_the_previous_one(
     make_hub: MakeHub, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -229,6 +229,7 @@ async def test_a_token_signed_by_another_key_is_401(hub: Hub) -> None:
     assert (await hub.client.get("/v1/me", headers=_bearer(hmac_signed))).status_code == 401
 
 
+@pytest.mark.slow
 async def test_an_expired_token_is_401(make_hub: MakeHub) -> None:
     hub = await make_hub(oauth_token_ttl_seconds=1)
     key_id, key = await _client(hub)

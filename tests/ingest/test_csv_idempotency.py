@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,6 +81,7 @@ async def test_retry_while_first_runs_is_409(client: Client) -> None:
     assert statuses in ([202, 202], [202, 409])
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     bodies=st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=6),

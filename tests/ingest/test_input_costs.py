@@ -64,6 +64,7 @@ async def test_a_json_value_longer_than_the_limit_is_refused(client: Client) -> 
     assert "longer than" in answer.json()["detail"]
 
 
+@pytest.mark.slow
 def test_reading_json_rows_is_linear_in_the_body() -> None:
     """Eight times the records take about eight times the time (quadratic would be 64), with a
     loose bound for a loaded machine."""

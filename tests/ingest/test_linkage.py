@@ -128,6 +128,7 @@ async def test_a_correction_re_links_and_a_retraction_removes_the_link(linked: C
     assert ("offender-offence", "O-1") not in links(linked)
 
 
+@pytest.mark.slow
 async def test_two_records_with_different_pnc_ids_never_link_on_names(linked: Client) -> None:
     cohort = generate(people=120, cohort=40, seed=3)
     await push(linked, "offender-cohort", "probation", cohort.records["offender-cohort"])
@@ -155,6 +156,7 @@ async def test_two_records_with_different_pnc_ids_never_link_on_names(linked: Cl
     assert person in {found[("offender-cohort", "X-1")][0], found[("offender-cohort", "X-2")][0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk", [20_000, 97])
 async def test_the_synthetic_cohort_links_with_precision_and_recall_of_at_least_098(
     linked: Client, chunk: int, monkeypatch: pytest.MonkeyPatch
@@ -193,6 +195,7 @@ async def test_the_synthetic_cohort_links_with_precision_and_recall_of_at_least_
     assert labelled.json()["against_truth"] == {**quality, "records": len(found)}
 
 
+@pytest.mark.slow
 async def test_uncertain_pairs_are_queued_and_reviewed(
     make_client: Callable[..., Awaitable[Client]], receiver: Any
 ) -> None:
@@ -273,6 +276,7 @@ async def test_without_a_linkage_key_records_are_stored_unlinked(
     assert off.status_code == 409 and off.json()["type"].endswith("linkage-off")
 
 
+@pytest.mark.slow
 async def test_a_retraction_re_links_what_was_linked_through_the_record(
     linked: Client, receiver: Any
 ) -> None:
@@ -375,6 +379,7 @@ def sent_person(receiver: Any, provider: str, dataset: str, ref: str) -> Any:
     return receiver.state.current[record_key(RECORD_KEY_SECRET, provider, dataset, ref)]["person"]
 
 
+@pytest.mark.slow
 async def test_a_retraction_removes_the_persons_link_everywhere_and_re_links_the_survivors(
     linked: Client, receiver: Any
 ) -> None:
@@ -408,6 +413,7 @@ async def test_a_retraction_removes_the_persons_link_everywhere_and_re_links_the
     assert not people_rows(linked) & {person, split}
 
 
+@pytest.mark.slow
 async def test_a_purge_re_links_the_survivors_as_a_retraction_does(
     linked: Client, receiver: Any
 ) -> None:
@@ -442,6 +448,7 @@ async def test_a_purge_re_links_the_survivors_as_a_retraction_does(
     assert sent_person(receiver, "cgl", "drug-treatment", "T-1") == share_pseudonym(KEY, person)
 
 
+@pytest.mark.slow
 async def test_a_correction_of_names_re_links_what_was_linked_through_them(
     linked: Client, receiver: Any
 ) -> None:
@@ -560,6 +567,7 @@ async def test_conflicting_strong_identifiers_keep_people_apart_and_queue_a_revi
     assert [r["candidate"]["dataset"] for r in again] == [about[1]["candidate"]["dataset"]]
 
 
+@pytest.mark.slow
 async def test_names_never_join_a_record_to_a_person_holding_another_nhs_number(
     linked: Client,
 ) -> None:

@@ -4,6 +4,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from services.ingest.models import BatchPublic, PushAnswer
 from shared.holdings import revision_digest
@@ -136,6 +137,7 @@ async def test_batch_counts_reach_accepted_once_when_rows_are_replaced_before_de
         assert counts["delivered"] == counts["depersonalised"] == accepted, counts
 
 
+@pytest.mark.slow
 async def test_concurrent_pushes_all_succeed_while_reads_are_answered(
     client: Client, receiver: Any
 ) -> None:

@@ -49,6 +49,7 @@ def writers(engine: Engine, begin: Any, count: int = 4, hold: float = 0.3) -> li
     return failures
 
 
+@pytest.mark.slow
 def test_sqlite_writers_queue_and_all_commit(tmp_path: Path) -> None:
     engine = impatient_engine(tmp_path / "queued.db")
     started = time.monotonic()

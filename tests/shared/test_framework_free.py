@@ -77,6 +77,7 @@ for name in sys.argv[1:]:
 """
 
 
+@pytest.mark.slow
 def test_domain_modules_load_without_fastapi_or_starlette() -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *FRAMEWORK_FREE],
