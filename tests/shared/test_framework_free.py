@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 # Modules whose job is not HTTP, in the areas laid out in docs/architecture.md.
 FRAMEWORK_FREE = (
     "shared.errors",
