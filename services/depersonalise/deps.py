@@ -105,8 +105,8 @@ class ReleaseRequest:
 def release_request(
     claims: ClaimsDep,
     writer: EngineDep,
+    registry: RegistryDep,  # before the held read: the layers' reload takes a writer connection
     conn: ReadDep,
-    registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
 ) -> ReleaseRequest:

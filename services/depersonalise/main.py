@@ -102,10 +102,11 @@ async def _start(
     app.state.engine = engine
     state = DepersonaliseState(
         engine=engine,
-        # Answers (cube reads, record pages) from a read replica when one is given.
-        read_engine=(
-            make_engine(settings.read_database_url) if settings.read_database_url else engine
-        ),
+        # Answers (cube reads, record pages) from a read replica when one is given, and always
+        # from a pool of their own: a request holds its read connection while it takes a writer
+        # connection (the layers' reload, the release it records), so one pool for both would
+        # deadlock once as many requests as the pool holds each waited for their second.
+        read_engine=make_engine(settings.read_database_url or settings.database_url),
         token_key=token_key,
         ingest=ingest,
         registry=load_registry(engine),
@@ -126,8 +127,7 @@ async def _stop(
             await asyncio.gather(task, return_exceptions=True)
     await app.state.token_verifier.replay.close()
     await state.ingest.aclose()
-    if state.read_engine is not state.engine:
-        state.read_engine.dispose()
+    state.read_engine.dispose()
     state.engine.dispose()
 
 

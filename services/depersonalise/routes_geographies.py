@@ -240,8 +240,8 @@ async def load_snap_layer_from_postcodes(
     _admin: AdminDep,
     settings: SettingsDep,
     engine: EngineDep,
+    registry: RegistryDep,  # before the held connection: its reload takes one of its own
     conn: WriterReadDep,
-    registry: RegistryDep,
     catalogue: CatalogueDep,
     layer: str,
     k: Annotated[int, Query(ge=1, le=1000)] = 8,

@@ -96,8 +96,8 @@ def read_records(
 async def depersonalise_now(
     request: Request,
     claims: ClaimsDep,
+    registry: RegistryDep,  # before the held connection: its reload takes one of its own
     conn: WriterReadDep,
-    registry: RegistryDep,
     settings: SettingsDep,
     catalogue: CatalogueDep,
     dataset: str,
