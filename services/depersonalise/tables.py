@@ -57,12 +57,17 @@ def family_of(registry: Registry, layer: str) -> tuple[str, dict[str, str] | Non
 
 
 def nested_in(registry: Registry, layer: str) -> list[tuple[str, dict[str, str] | None]]:
-    """Every loaded layer nested in ``layer`` with its parent map, the family base first."""
+    """The family base of ``layer`` with its parent map, then every other loaded layer nested in
+    ``layer`` whose answers are cut from another lattice (another family base).
+
+    A layer of the same family (``layer`` itself, or one between it and the base) publishes only
+    sums of the base's published cells, so its own lattice adds nothing to hide; a cell it would
+    hide (a cover) could still be added up from the base's answers."""
     base, parent_of = family_of(registry, layer)
     others = sorted(
-        (child, None if child == layer else mapping)
+        (child, mapping)
         for (child, parent), mapping in registry.parents.items()
-        if parent == layer and child != base
+        if parent == layer and registry.family.get(child, child) != base
     )
     return [(base, parent_of), *others]
 

@@ -293,3 +293,64 @@ def test_no_suppressed_count_follows_from_every_answer_a_recipient_can_get(
     assert report.inconsistent == 0 and report.wrong == 0, report.summary()
     assert report.determined == 0, report.summary() + "\n" + "\n".join(report.examples)
     assert report.narrowed == 0, report.summary() + "\n" + "\n".join(report.examples)
+
+
+# A table hypothesis found (told mode): the parent layer's own lattice hid P2/2024-10/Robbery as
+# a cover, though the fine cells in it (0, 5, 0) were all published, so it was determined.
+# Per (provider, category): one string of 12 monthly counts per fine area F1..F6.
+FOUND_COUNTS = {
+    (0, "Burglary"): (
+        "012201211001",
+        "240202100300",
+        "000311501001",
+        "011302110110",
+        "111010001012",
+        "100121011002",
+    ),
+    (0, "Robbery"): (
+        "211010123000",
+        "120111000111",
+        "220000011032",
+        "111210111000",
+        "000201101511",
+        "200210200000",
+    ),
+    (1, "Burglary"): (
+        "121300211013",
+        "000120110220",
+        "102021232120",
+        "021113011111",
+        "001111000022",
+        "200002221001",
+    ),
+    (1, "Robbery"): (
+        "100030000101",
+        "010222120012",
+        "020011002101",
+        "200221011010",
+        "001100141003",
+        "102010000020",
+    ),
+}
+
+
+def found_table() -> list[tuple[int, str, int, str]]:
+    records = [
+        (provider, f"F{area + 1}", month + 1, category)
+        for (provider, category), areas in FOUND_COUNTS.items()
+        for area, months in enumerate(areas)
+        for month, count in enumerate(months)
+        for _ in range(int(count))
+    ]
+    return records + [(0, OUTSIDE, 10, "Burglary")] * 3
+
+
+@pytest.mark.slow
+def test_a_parent_cell_made_of_published_fine_cells_is_not_left_suppressed(
+    squares: tuple[SyncClient, Any],
+) -> None:
+    client, fake = squares
+    report = attack_table(client, fake, found_table())
+    assert report.inconsistent == 0 and report.wrong == 0, report.summary()
+    assert report.determined == 0, report.summary() + "\n" + "\n".join(report.examples)
+    assert report.narrowed == 0, report.summary() + "\n" + "\n".join(report.examples)
