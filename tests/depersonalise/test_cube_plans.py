@@ -57,14 +57,18 @@ def test_derived_records_and_the_cube_are_partitioned_by_generation(engine: Any)
             assert table == "cube_person" or held > 0  # the served generation's own partition
 
 
+# The served generation's total cells of one provider in the bench's layer.
+TOTAL_CELLS = {
+    "generation": 1,
+    "dataset": "police-crime",
+    "layer": "bench",
+    "dim": "",
+    "provider": "gmp",
+}
+
+
 def test_a_cube_read_uses_the_cell_index_on_its_partition(engine: Any) -> None:
-    base = {
-        "generation": 1,
-        "dataset": "police-crime",
-        "layer": "bench",
-        "dim": "",
-        "provider": "gmp",
-    }
+    base = dict(TOTAL_CELLS)
     shown = plan(engine, cube.cell_select(base, False, date(2024, 3, 1), date(2024, 12, 1)))
     assert "cube_cell_g1" in shown and "Index" in shown, shown
     assert "Seq Scan" not in shown, shown
@@ -74,13 +78,7 @@ def test_a_cube_read_uses_the_cell_index_on_its_partition(engine: Any) -> None:
 
 
 def test_a_total_table_and_its_probes_are_index_only_scans_of_the_cube_key(engine: Any) -> None:
-    base = {
-        "generation": 1,
-        "dataset": "police-crime",
-        "layer": "bench",
-        "dim": "",
-        "provider": "gmp",
-    }
+    base = dict(TOTAL_CELLS)
     statement = base_cells.total_select(base, SPEC, 5, date(2024, 1, 1), date(2024, 12, 31))
     shown = plan(engine, statement)
     scans = [line for line in shown.splitlines() if "Scan" in line]
