@@ -3,7 +3,8 @@
 cube.py holds what a record adds to the cube, its writes and recount, and the cube's plain cell
 reads; this module holds the read of a whole table for the release lattice: its base cells as
 columns (:class:`BaseCells`, no tuple per cell) and the rows whose small cells lack a cover,
-found by the database (:func:`read_table`). A national table's 400,000 cells are never
+found by the database (:func:`read_table`): each total's stored cover flag, or where it has none
+at the threshold asked, a probe of its breakdowns (cover_flags.py). A national table's 400,000 cells are never
 a tuple each: the driver's rows are taken apart by column and factorised in C (pandas).
 """
 
@@ -16,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import case, literal, select
 from sqlalchemy.engine import Connection
 
+from services.depersonalise.cover_flags import plan_probes, stored_or_probed
 from services.depersonalise.cube import (
     T_CELL,
     TOTAL,
@@ -118,7 +120,7 @@ def read_table(
         return BaseCells.of_rows(rows), read_uncovered(conn, query, spec, scope, threshold)
     parts: list[BaseCells] = []
     found: Uncovered = set()
-    _plan_probes(conn)
+    plan_probes(conn)
     for base, (_withheld, (lo, hi)) in segment_bases(query, spec, scope):
         provider = base["provider"]
         statement = total_select(base, spec, threshold, lo, hi)
@@ -180,7 +182,7 @@ def read_uncovered(
     (protection.cover_need) nor the total leaves free (protection.whole_intervals):
     protection.uncovered_rows, in SQL (:func:`_lacking`)."""
     found: Uncovered = set()
-    _plan_probes(conn)
+    plan_probes(conn)
     for base, (_withheld, (lo, hi)) in segment_bases(query, spec, scope):
         total, lacking = _totals(base, spec, threshold)
         if lacking is None:
@@ -195,56 +197,14 @@ def read_uncovered(
     return found
 
 
-def _plan_probes(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        # The planner's estimate of the probes is far too high: it would compile them (JIT)
-        # for longer than they take.
-        conn.exec_driver_sql("SET LOCAL jit = off")
-
-
 def _key(base: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in base.items() if k != "dim"}, "dim": TOTAL}
 
 
 def _totals(base: dict[str, Any], spec: Dataset, threshold: int) -> tuple[Any, Any]:
     """The total cells' table and whether a total's row lacks a cover in some breakdown (None
-    when the dataset has no breakdown): one probe of the cube's key per breakdown, in turn,
-    until one lacks it."""
+    when the dataset has no breakdown): its stored flag (cover_flags.py), or one probe of the
+    cube's key per breakdown, in turn, until one lacks it."""
     total = T_CELL.alias("total")
-    dims = [d for d in dims_of(spec) if d != TOTAL]
-    if not dims:
-        return total, None
-    return total, or_(*(_lacking(total, base, dim, threshold) for dim in dims))
-
-
-def _lacking(total: Any, base: dict[str, Any], dim: str, threshold: int) -> Any:
-    """Whether the row of a total cell has, in ``dim``, small cells (1..threshold-1) that its
-    cells at or above the threshold cannot cover (protection.cover_need) and that, without a
-    cover, the total would narrow (protection.whole_intervals)."""
-    cell = T_CELL.alias(f"in_{dim}")
-    t, c = total.c, cell.c
-
-    def tally(condition: Any) -> Any:
-        return func.sum(case((condition, 1), else_=0))
-
-    large = tally(c.count >= threshold)
-    small = tally((c.count >= 1) & (c.count < threshold))
-    # How far the row's cells reach past the least they could be (protection.cover_need).
-    spare = func.sum(
-        case((c.count >= threshold, c.count - threshold), (c.count >= 1, c.count - 1), else_=0)
-    )
-    cells = func.count()
-    free = (t.count >= cells + (threshold - 2)) & (t.count <= (cells - 1) * (threshold - 1) + 1)
-    lacking = (small > 0) & ~(((large > 0) & (spare >= threshold - 2)) | ((large == 0) & free))
-    # The query's own key values, not the total's columns: PostgreSQL then plans each probe on
-    # the generation's partition alone instead of pruning partitions at every probe.
-    same_row = and_(
-        *(getattr(c, k) == v for k, v in _key(base).items() if k != "dim"),
-        c.fine.is_(False),
-        c.dim == dim,
-        c.at == t.at,
-        c.area == t.area,
-    )
-    # An aggregate without GROUP BY answers one row, also for a row with no cell in ``dim``.
-    found = select(case((lacking, 1), else_=0)).where(same_row).scalar_subquery()
-    return found == 1
+    key = {k: v for k, v in _key(base).items() if k != "dim"}
+    return total, stored_or_probed(total, key, dims_of(spec), threshold)

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import and_, delete, select, tuple_
 from sqlalchemy.engine import Connection
 
+from services.depersonalise import cover_flags
 from services.depersonalise.models import CUBE_KEY, CubeCell, CubePerson
 from services.depersonalise.service import next_period, period_start
 from shared.catalogue import Dataset
@@ -95,12 +96,14 @@ class Delta:
 
     cells: dict[Key, list[int]]
     people: dict[tuple[Key, str], list[int]]
+    rules: dict[str, tuple[list[str], int]]  # each dataset's dims and threshold (cover_flags)
 
     @classmethod
     def empty(cls) -> Delta:
-        return cls(defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0]))
+        return cls(defaultdict(lambda: [0, 0]), defaultdict(lambda: [0, 0]), {})
 
     def add(self, row: dict[str, Any], spec: Dataset, sign: int) -> None:
+        self.rules.setdefault(spec.name, cover_rule(spec))
         person = row.get("person")
         for cell in cells_of(row, spec):
             counted = self.cells[cell]
@@ -167,16 +170,29 @@ def _copy_upsert(
     conn.exec_driver_sql(f"TRUNCATE {staging}")
 
 
+def cover_rule(spec: Dataset) -> tuple[list[str], int]:
+    """A dataset's dims and the threshold its cover flags are found at (the rule's own, which
+    alone decides the release lattice)."""
+    return dims_of(spec), spec.disclosure.threshold
+
+
 def apply(conn: Connection, delta: Delta) -> None:
-    """Add a batch's changes to the cube in the caller's transaction, and drop cells that reach
-    zero."""
-    cells = [(*k, c, s) for k, (c, s) in delta.cells.items() if c or s]
+    """Add a batch's changes to the cube in the caller's transaction, drop cells that reach
+    zero, and find again the cover flags of the rows it touched (cover_flags.py).
+
+    Every total the batch touches is written, also one whose count does not change (a record
+    moved between categories), and in key order a row's total comes before its breakdowns: the
+    total's row lock keeps a second writer of the row waiting until this one commits."""
+    cells = [(*k, c, s) for k, (c, s) in delta.cells.items() if c or s or k[3] == TOTAL]
     _upsert(conn, T_CELL, cells, ["count", "key_sum"])
     people = [(*k, p, pk, c) for (k, p), (c, pk) in delta.people.items() if c]
     _upsert(conn, T_PERSON, people, ["count"])
     width = len(CUBE_KEY)
     _drop_empty(conn, T_CELL, [r[:width] for r in cells if r[width] < 0])
     _drop_empty(conn, T_PERSON, [r[: width + 1] for r in people if r[-1] < 0])
+    # (generation, dataset, layer, provider, at, area) of every row the batch touched
+    touched = {(k[0], k[1], k[2], k[5], k[6], k[7]) for k in delta.cells if not k[4]}
+    cover_flags.refresh(conn, touched, delta.rules)
 
 
 def _drop_empty(conn: Connection, table: Any, keys: list[tuple[Any, ...]]) -> None:
@@ -213,6 +229,7 @@ def recount(conn: Connection, generation: int, catalogue: dict[str, Dataset]) ->
         spec = catalogue[name]
         _recount_table(conn, T_CELL, generation, spec, people=False)
         _recount_table(conn, T_PERSON, generation, spec, people=True)
+        cover_flags.refresh_generation(conn, generation, name, *cover_rule(spec))
 
 
 def _recount_sql(conn: Connection, spec: Dataset, people: bool) -> str:

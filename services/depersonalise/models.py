@@ -152,6 +152,10 @@ class CubeCell(CubeKey, table=True):
     __table_args__ = {"sqlite_with_rowid": False}
     count: int = SQLField(sa_type=BigInteger, nullable=False)
     key_sum: int = SQLField(sa_type=BigInteger, nullable=False)
+    # A total cell's row lacks a cover in some breakdown at threshold ``uncovered_for``
+    # (cover_flags.py); both null until found, and on every other cell.
+    uncovered: bool | None = SQLField(default=None, nullable=True)
+    uncovered_for: int | None = SQLField(default=None, sa_type=SmallInteger, nullable=True)
 
 
 class CubePerson(CubeKey, table=True):

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from bench.aggregates import fill
-from services.depersonalise import base_cells, cube, partitions, record_reads
+from services.depersonalise import base_cells, cover_flags, cube, partitions, record_reads
 from services.depersonalise.derivation import T_RECORD
 from shared.catalogue import load_catalogue
 from shared.grants import slices_of
@@ -85,6 +85,42 @@ def test_a_total_table_and_its_probes_are_index_only_scans_of_the_cube_key(engin
     # The totals' read and one probe per breakdown, each on the served generation's partition.
     assert len(scans) == 1 + len(cube.dims_of(SPEC)) - 1, shown
     assert all("Index Only Scan using cube_cell_g1_pkey" in line for line in scans), shown
+
+
+def test_a_total_table_after_a_recount_takes_the_stored_flags_and_never_probes(
+    engine: Any,
+) -> None:
+    """The recount found every flag (cover_flags.py): the probes stay in the plan, for a row
+    without one, but PostgreSQL never runs them."""
+    base = dict(TOTAL_CELLS)
+    statement = base_cells.total_select(base, SPEC, 5, date(2024, 1, 1), date(2024, 12, 31))
+    sql = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET jit = off")
+        shown = "\n".join(conn.execute(text(f"EXPLAIN ANALYZE {sql}")).scalars().all())
+    probes = [line for line in shown.splitlines() if "in_" in line and "Scan" in line]
+    assert len(probes) == len(cube.dims_of(SPEC)) - 1, shown
+    assert all("never executed" in line for line in probes), shown
+    assert "Index Only Scan using cube_cell_g1_pkey on cube_cell_g1 total" in shown, shown
+
+
+def test_a_flag_refresh_is_one_key_lookup_per_touched_row(engine: Any) -> None:
+    """cube.apply's refresh of the rows a batch touched: a key lookup of each row's total, never
+    a scan of the generation's cells."""
+    touched = cover_flags._touched_rows()
+    t = cube.T_CELL.c
+    statement = cover_flags._refresh_statement(cube.dims_of(SPEC), 5, 1, "police-crime").where(
+        *(getattr(t, n) == touched.c[n] for n in cover_flags.ROW)
+    )
+    compiled = statement.compile(engine)
+    rows = {"layers": ["bench"] * 2, "providers": ["gmp"] * 2, "ats": [date(2024, 3, 1)] * 2}
+    with engine.connect() as conn:
+        found = conn.exec_driver_sql(
+            f"EXPLAIN {compiled}", {**compiled.params, **rows, "areas": ["E00000007", "E00000008"]}
+        )
+        shown = "\n".join(found.scalars().all())
+    assert "Nested Loop" in shown and "Index Scan using cube_cell_g1_pkey" in shown, shown
+    assert "Seq Scan" not in shown, shown
 
 
 def test_a_record_page_is_a_keyset_read_on_an_index(engine: Any) -> None:
