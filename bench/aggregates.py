@@ -177,22 +177,31 @@ def fill(url: str, records: int, areas: int, spec: Dataset) -> Any:
 def hub_answer(engine: Any, registry: Registry, areas: int, spec: Dataset) -> bytes:
     """The hub's 12-month table of 2024: cube read under grants, rule, cells laid out and the
     JSON body (as the route writes it)."""
+    with engine.connect() as conn:  # the request's read connection
+        table = table_on(conn, registry, areas, spec)
+    assert table["cells"]
+    return body_of(table)
+
+
+def table_on(conn: Any, registry: Registry, areas: int, spec: Dataset) -> dict[str, Any]:
+    """``hub_answer``'s table on the request's read connection."""
     area_list = [(f"E{i:08d}", f"Area {i}") for i in range(areas)]
     scope = slices_of([{"provider": "gmp", "fields": None, "from": "2024-01-01"}])
-    with engine.connect() as conn:  # the request's read connection
-        table = tables.cube_table(
-            conn,
-            registry,
-            spec,
-            scope,
-            "bench",
-            area_list,
-            ("month", date(2024, 1, 1), date(2024, 12, 31)),
-            None,
-            aggregate_query.disclosure_rule(spec, None),
-            False,
-        )
-    assert table["cells"]
+    return tables.cube_table(
+        conn,
+        registry,
+        spec,
+        scope,
+        "bench",
+        area_list,
+        ("month", date(2024, 1, 1), date(2024, 12, 31)),
+        None,
+        aggregate_query.disclosure_rule(spec, None),
+        False,
+    )
+
+
+def body_of(table: dict[str, Any]) -> bytes:
     return formats.aggregates_json({"cells": table["cells"], "disclosure": table["disclosure"]})
 
 

@@ -7,8 +7,9 @@ whole), so the figure is depersonalise's own work: masking, area assignment, the
 (COPY on PostgreSQL) and the next generation's cube (one aggregation once the replay is done,
 generations.recount_cube; its share is reported as ``recount_seconds``), while the old generation
 stays served. A reader thread asks for the old generation's 300-area × 12-month table every
-``PROBE_SECONDS`` while the rebuild runs and checks each answer is the one given before it began
-(``served_answers``, ``served_worst_seconds``).
+``PROBE_SECONDS`` while it is served, as the aggregates route asks (read again if the switch to
+the rebuilt generation commits during a read), and checks each answer is the one given before the
+rebuild began (``served_answers``, ``served_worst_seconds``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ import numpy as np
 import shapely
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.aggregates import SECRET, fill, hub_answer
+from bench.aggregates import SECRET, body_of, fill, table_on
 from bench.results import peak_rss_mb
-from services.depersonalise import generations, replay
+from services.depersonalise import aggregate_query, generations, replay
 from services.depersonalise.geography import Layer
 from services.depersonalise.layer_registry import Registry, load_registry, save_layer
+from services.depersonalise.service_state import read_state
 from shared.catalogue import load_catalogue
 from shared.db import in_read_transaction
 from shared.tokens import TokenKey
@@ -84,8 +86,8 @@ def ingest(records: int) -> httpx.MockTransport:
 
 
 class Probe(threading.Thread):
-    """Reads the served generation's table until stopped: how many answers, the slowest, and
-    whether every one equals the answer given before the rebuild began."""
+    """Reads the old generation's table until stopped or switched from: how many answers, the
+    slowest, and whether every one equals the answer given before the rebuild began."""
 
     def __init__(self, answer: Any) -> None:
         super().__init__(daemon=True)
@@ -97,9 +99,29 @@ class Probe(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(PROBE_SECONDS):
             started = time.perf_counter()
-            if self.answer() != self.expected:
+            answer = self.answer()
+            if answer is None:  # the rebuilt generation is served: the old one's answers end
+                return
+            if answer != self.expected:
                 self.changed += 1
             self.times.append(time.perf_counter() - started)
+
+
+def old_answer(engine: Any, spec: Any) -> bytes | None:
+    """The old generation's table while it is served, read as the aggregates route reads it
+    (again if the switch to the rebuilt generation commits during the read); None once the
+    rebuilt generation is served (its records have no ``bench`` areas: the bench fills them
+    straight into the old generation)."""
+    with engine.connect() as conn:
+
+        def registry_of(attempt: int) -> Registry:
+            return Registry(generation=read_state(conn)["generation"])
+
+        def table(registry: Registry) -> dict[str, Any] | None:
+            return table_on(conn, registry, 300, spec) if registry.generation == 1 else None
+
+        _, found = aggregate_query.on_served_generation(conn, registry_of, table)
+    return None if found is None else body_of(found)
 
 
 async def run(url: str, records: int) -> dict[str, Any]:
@@ -118,7 +140,7 @@ async def run(url: str, records: int) -> dict[str, Any]:
 
     generations.recount_cube = timed_recount  # type: ignore[assignment]
     spec = catalogue["police-crime"]
-    probe = Probe(lambda: hub_answer(engine, Registry(generation=1), 300, spec))
+    probe = Probe(lambda: old_answer(engine, spec))
     probe.start()
     async with httpx.AsyncClient(transport=ingest(records), base_url="http://ingest") as client:
         started = time.perf_counter()

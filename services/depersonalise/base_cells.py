@@ -4,8 +4,9 @@ cube.py holds what a record adds to the cube, its writes and recount, and the cu
 reads; this module holds the read of a whole table for the release lattice: its base cells as
 columns (:class:`BaseCells`, no tuple per cell) and the rows whose small cells lack a cover,
 found by the database (:func:`read_table`): each total's stored cover flag, or where it has none
-at the threshold asked, a probe of its breakdowns (cover_flags.py). A national table's 400,000 cells are never
-a tuple each: the driver's rows are taken apart by column and factorised in C (pandas).
+at the threshold asked, a probe of its breakdowns (cover_flags.py). A national table's 400,000
+cells are never a tuple each: the driver's rows are taken apart by column and factorised in C
+(pandas).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 from typing import Annotated, Any
 
@@ -14,13 +15,16 @@ from services.depersonalise.aggregate_query import (
     answer_body,
     checked_areas,
     count_table,
+    on_served_generation,
     release_query,
 )
+from services.depersonalise.aggregates import Rule
 from services.depersonalise.deps import (
     ReleaseRequest,
     ReleaseRequestDep,
     WriterReadDep,
     app_state,
+    get_registry,
 )
 from services.depersonalise.formats import (
     MEDIA,
@@ -30,6 +34,7 @@ from services.depersonalise.formats import (
     columns_of,
     to_csv,
 )
+from services.depersonalise.layer_registry import Registry
 from services.depersonalise.layers import wire_shapes
 from services.depersonalise.models import AggregateTable
 from services.depersonalise.record_policy import read_scope
@@ -71,14 +76,24 @@ def read_aggregates(
     relative: Annotated[str | None, Query(pattern="^joined$")] = None,
     format: str | None = None,
 ) -> Response:
-    claims, registry = asked.claims, asked.registry
+    claims = asked.claims
     spec = dataset_or_404(asked.catalogue, dataset)
     scope = read_scope(claims, dataset)
     fmt = choose_format(format, request.headers.get("accept"))
     query = AggregateQuery(geography, period, from_, to, by, threshold, cohort, count, relative)
-    layer, area_list = checked_areas(spec, scope, registry, query, asked.settings.max_cells)
-    answer, rule, left_out = count_table(
-        asked.conn, registry, asked.catalogue, spec, (claims, scope), query, area_list
+
+    def counted(registry: Registry) -> tuple[Any, tuple[dict[str, Any], Rule, list[str]]]:
+        layer, area_list = checked_areas(spec, scope, registry, query, asked.settings.max_cells)
+        table = count_table(
+            asked.conn, registry, asked.catalogue, spec, (claims, scope), query, area_list
+        )
+        return layer, table
+
+    def registry_of(attempt: int) -> Registry:
+        return replace(asked.registry if attempt == 0 else get_registry(request))
+
+    registry, (layer, (answer, rule, left_out)) = on_served_generation(
+        asked.conn, registry_of, counted
     )
     release_id = record_release(
         asked.writer,
@@ -96,7 +111,9 @@ def read_aggregates(
     if fmt == "csv":
         return _as_csv(body, by, answer["disclosure"], headers)
     if fmt == "geojson":
-        return _as_geojson(request, asked, (geography, layer), body, headers)
+        return _as_geojson(
+            request, replace(asked, registry=registry), (geography, layer), body, headers
+        )
     return Response(aggregates_json(body), media_type=MEDIA["json"], headers=headers)
 
 
