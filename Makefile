@@ -34,9 +34,13 @@ run: venv web
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## make test-fast: the inner loop — everything but end-to-end, slow and real-data tests
+## make test-fast: the inner loop — everything but end-to-end, slow and real-data tests, one worker
+## per core (PYTEST_ARGS=-n0: one process). Bytecode is cached even where PYTHONDONTWRITEBYTECODE is
+## set (compiling every module and rewriting every assert again took a sixth of a run), and the
+## schemathesis plugin, which no test uses (the API fuzzing runs it), is not loaded in each worker.
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not e2e and not slow and not realdata" $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -m "not e2e and not slow and not realdata" \
+		-p no:schemathesis -n auto $(PYTEST_ARGS)
 
 test-postgres: venv
 	CSP_TEST_DATABASE=postgresql $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -124,11 +125,31 @@ def prepare_schema(engine: Engine, metadata: Any, migrations_dir: Path | None = 
     """
     if migrations_dir is not None and (migrations_dir / "env.py").exists():
         from alembic import command
-        from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
 
-        config = Config()
-        config.set_main_option("script_location", str(migrations_dir))
+        with engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+        if current and current == _heads(migrations_dir):
+            return  # at head already: nothing for the migration environment to do
+        config = _alembic_config(migrations_dir)
         config.attributes["engine"] = engine
         command.upgrade(config, "head")
         return
     metadata.create_all(engine)
+
+
+def _alembic_config(migrations_dir: Path) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    return config
+
+
+@functools.cache
+def _heads(migrations_dir: Path) -> set[str]:
+    """The head revisions of a service's migrations, read once per process (reading them loads
+    every revision's file, which took most of a start on a database already at head)."""
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(_alembic_config(migrations_dir)).get_heads())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
@@ -30,18 +31,28 @@ def pinned(requirements: Path) -> dict[str, str]:
 
 
 def imported_top_levels(folders: list[Path]) -> set[str]:
-    modules: set[str] = set()
-    for folder in folders:
-        for path in folder.rglob("*.py"):
-            if "migrations" in path.parts and "versions" in path.parts:
-                continue
-            tree = ast.parse(path.read_text(), filename=str(path))
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    modules.update(alias.name.split(".")[0] for alias in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    modules.add(node.module.split(".")[0])
+    modules = set().union(*(_imports_in(folder) for folder in folders))
     return {m for m in modules if m not in sys.stdlib_module_names and m not in LOCAL}
+
+
+@functools.cache
+def _imports_in(folder: Path) -> frozenset[str]:
+    """The top-level names a folder's modules import (shared/ is read once, not per service)."""
+    modules: set[str] = set()
+    for path in folder.rglob("*.py"):
+        if "migrations" in path.parts and "versions" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    return frozenset(modules)
+
+
+# Scanning every installed distribution's files takes a quarter of a second; once is enough.
+_distributions = functools.cache(packages_distributions)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -50,7 +61,7 @@ def test_service_imports_only_its_own_pinned_dependencies(service: str) -> None:
     if not (folder / "main.py").exists():
         pytest.fail(f"services/{service}/main.py is missing")
     pins = pinned(folder / "requirements.txt")
-    distributions = packages_distributions()
+    distributions = _distributions()
     missing = []
     for module in sorted(imported_top_levels([folder, REPO / "shared"])):
         names = {_normalise(d) for d in distributions.get(module, [module])}

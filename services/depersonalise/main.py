@@ -25,6 +25,7 @@ from services.depersonalise.settings import Settings
 from services.depersonalise.state import DepersonaliseState
 from shared.app import build_app
 from shared.db import make_engine, ping, prepare_schema
+from shared.http import peer_tls
 from shared.tokens import TokenKey, TokenVerifier
 
 log = logging.getLogger("csp.depersonalise")
@@ -98,7 +99,9 @@ async def _start(
     engine = make_engine(settings.database_url)
     prepare_schema(engine, Base.metadata, Path(__file__).parent / "migrations")
     ensure_state(engine)
-    ingest = httpx.AsyncClient(timeout=settings.ingest_timeout_seconds, transport=ingest_transport)
+    ingest = httpx.AsyncClient(
+        timeout=settings.ingest_timeout_seconds, transport=ingest_transport, verify=peer_tls()
+    )
     app.state.engine = engine
     state = DepersonaliseState(
         engine=engine,

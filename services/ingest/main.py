@@ -31,6 +31,7 @@ from services.ingest.state import IngestState
 from shared.app import build_app
 from shared.catalogue import load_catalogue
 from shared.db import in_read_transaction, is_sqlite, make_engine, ping, prepare_schema
+from shared.http import peer_tls
 from shared.tokens import TokenKey, TokenVerifier
 from shared.validation import compile_dataset
 
@@ -105,10 +106,16 @@ def _clients(
     """One pooled client per peer (depersonalise, agreements), closed by the lifespan."""
     timeout = httpx.Timeout(settings.relay_timeout_seconds, connect=5.0)
     depersonalise = httpx.AsyncClient(
-        base_url=settings.depersonalise_url, transport=depersonalise_transport, timeout=timeout
+        base_url=settings.depersonalise_url,
+        transport=depersonalise_transport,
+        timeout=timeout,
+        verify=peer_tls(),
     )
     agreements = httpx.AsyncClient(
-        base_url=settings.agreements_url, transport=agreements_transport, timeout=timeout
+        base_url=settings.agreements_url,
+        transport=agreements_transport,
+        timeout=timeout,
+        verify=peer_tls(),
     )
     return depersonalise, agreements
 
