@@ -19,7 +19,7 @@ from services.depersonalise.layer_registry import Registry
 from services.depersonalise.layers import layer_or_error
 from services.depersonalise.record_reads import providers_holding
 from services.depersonalise.service import coarser_or_equal, dataset_or_404, period_count
-from services.depersonalise.service_state import read_state
+from services.depersonalise.service_state import still_held
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices, slices_of
@@ -184,13 +184,14 @@ def on_served_generation(
     conn: Connection, registry_of: Callable[[int], Registry], work: Callable[[Registry], T]
 ) -> tuple[Registry, T]:
     """``work`` on the layers and generation served, done again when a rebuild's switch to its
-    generation committed while it read: the old generation's cells go with the switch, so a read
-    across it could find none of them. ``registry_of(attempt)`` gives the layers of each attempt
-    (each its own copy: another request's reload cannot change the generation under it)."""
+    generation committed while it read (``still_held``): the old generation's cells go with the
+    switch, so a read across it could find none of them. ``registry_of(attempt)`` gives the
+    layers of each attempt (each its own copy: another request's reload cannot change the
+    generation under it)."""
     for attempt in range(SWITCH_ATTEMPTS):
         registry = registry_of(attempt)
         done = work(registry)
-        if read_state(conn)["generation"] == registry.generation:
+        if still_held(conn, registry.generation):
             return registry, done
     raise ProblemError(
         503,

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from services.depersonalise.models import CubeCell
 
-T_CELL = CubeCell.__table__  # type: ignore[attr-defined]
+T_CELL = CubeCell.metadata.tables["cube_cell"]
 TOTAL = ""
 ROW = ("layer", "provider", "at", "area")  # a row's key within one generation and dataset
 Row = tuple[Any, ...]  # (generation, dataset, layer, provider, at, area)

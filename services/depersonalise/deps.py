@@ -9,8 +9,8 @@ or population load, a release recorded (``releases.record_release``); the rebuil
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -54,6 +54,17 @@ def get_registry(request: Request) -> Registry:
     state = app_state(request.app)
     state.registry = load_registry(state.engine, state.registry)
     return state.registry
+
+
+def registries(request: Request, first: Registry) -> Callable[[int], Registry]:
+    """The layers of each attempt of an answer (aggregate_query.on_served_generation): a copy of
+    ``first``, then of the layers reloaded; a copy, so that another request's reload cannot
+    change the generation under the answer."""
+
+    def attempt(number: int) -> Registry:
+        return replace(first if number == 0 else get_registry(request))
+
+    return attempt
 
 
 def read_connection(request: Request) -> Iterator[Connection]:

@@ -24,7 +24,7 @@ from services.depersonalise.deps import (
     ReleaseRequestDep,
     WriterReadDep,
     app_state,
-    get_registry,
+    registries,
 )
 from services.depersonalise.formats import (
     MEDIA,
@@ -89,11 +89,8 @@ def read_aggregates(
         )
         return layer, table
 
-    def registry_of(attempt: int) -> Registry:
-        return replace(asked.registry if attempt == 0 else get_registry(request))
-
     registry, (layer, (answer, rule, left_out)) = on_served_generation(
-        asked.conn, registry_of, counted
+        asked.conn, registries(request, asked.registry), counted
     )
     release_id = record_release(
         asked.writer,

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from services.depersonalise.aggregate_query import on_served_generation
 from services.depersonalise.deps import (
     CatalogueDep,
     RegistryDep,
@@ -17,8 +18,10 @@ from services.depersonalise.deps import (
     SettingsDep,
     WriterReadDep,
     body_of,
+    registries,
 )
 from services.depersonalise.formats import MEDIA, choose_format, records_csv, records_geojson
+from services.depersonalise.layer_registry import Registry
 from services.depersonalise.masking_figures import figures_report
 from services.depersonalise.public_records import allowed_fields, masked_public, points_of
 from services.depersonalise.record_bodies import incoming_records, validated
@@ -53,16 +56,27 @@ def read_records(
     level: str = "depersonalised",
     format: str | None = None,
 ) -> Response:
-    claims, conn, generation = asked.claims, asked.conn, asked.registry.generation
+    claims, conn = asked.claims, asked.conn
     spec = dataset_or_404(asked.catalogue, dataset)
     scope = read_scope(claims, dataset)
     check_record_read(spec, claims, level)
     fmt = choose_format(format, request.headers.get("accept"))
     page_size = min(limit, asked.settings.records_page_max)
-    rows = record_page(conn, generation, dataset, scope, _cursor(cursor), page_size)
-    records = shown_records(rows, spec, scope, residents(conn, asked.registry))
+    after = _cursor(cursor)
+
+    def page(registry: Registry) -> tuple[list[Any], list[Any], dict[str, Any]]:
+        rows = record_page(conn, registry.generation, dataset, scope, after, page_size)
+        records = shown_records(rows, spec, scope, residents(conn, registry))
+        return (
+            rows,
+            records,
+            figures_report(*record_figures(conn, registry.generation, dataset, scope)),
+        )
+
+    _, (rows, records, report) = on_served_generation(
+        conn, registries(request, asked.registry), page
+    )
     next_cursor = encode_cursor(rows[-1]["id"]) if rows and len(rows) == page_size else None
-    report = figures_report(*record_figures(conn, generation, dataset, scope))
     release_id = record_release(
         asked.writer,
         "records",

@@ -27,6 +27,16 @@ def ensure_state(engine: Engine) -> None:
             partitions.create(conn, 1)
 
 
+def still_held(conn: Connection, generation: int) -> bool:
+    """Whether ``generation`` is still served or being built as ``conn`` sees it: its cells are
+    there. A read replica lagging a switch still shows the generation being built; a database
+    without the state row (a replica not yet copied) cannot tell, and is taken as holding it."""
+    row = conn.execute(
+        select(T_STATE.c.generation, T_STATE.c.building).where(T_STATE.c.id == 1)
+    ).first()
+    return row is None or generation in (row.generation, row.building)
+
+
 def read_state(conn: Connection) -> dict[str, Any]:
     row = conn.execute(select(T_STATE).where(T_STATE.c.id == 1)).mappings().one()
     return dict(row)

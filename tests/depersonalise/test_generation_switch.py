@@ -12,7 +12,7 @@ import pytest
 from services.depersonalise import aggregate_query, cube
 from services.depersonalise.layer_registry import Registry
 from services.depersonalise.models import Base
-from services.depersonalise.service_state import bump, ensure_state, read_state
+from services.depersonalise.service_state import bump, ensure_state, read_state, still_held
 from shared.db import make_engine, prepare_schema, write_transaction
 from shared.errors import ProblemError
 
@@ -62,4 +62,20 @@ def test_an_answer_that_never_settles_is_a_503_to_ask_again(database_url: Any) -
             conn, lambda attempt: Registry(generation=read_state(conn)["generation"]), work
         )
     assert refused.value.status == 503 and refused.value.slug == "generation-switched"
+    engine.dispose()
+
+
+def test_a_generation_still_being_built_where_it_is_read_is_held(database_url: Any) -> None:
+    """A read replica that has not yet replayed the switch shows the rebuilt generation as being
+    built: its cells are there, so an answer on it is not read again."""
+    engine = _engine(database_url)
+    with write_transaction(engine) as conn:
+        bump(conn, building=2)
+    with engine.connect() as conn:
+        assert still_held(conn, 1) and still_held(conn, 2) and not still_held(conn, 3)
+        calls: list[int] = []
+        registry, _ = aggregate_query.on_served_generation(
+            conn, lambda attempt: Registry(generation=2), lambda r: calls.append(r.generation)
+        )
+    assert calls == [2] and registry.generation == 2
     engine.dispose()
