@@ -28,9 +28,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.aggregates import SECRET, body_of, fill, table_on
 from bench.results import peak_rss_mb
-from services.depersonalise import aggregate_query, generations, replay
+from services.depersonalise import generations, replay
 from services.depersonalise.geography import Layer
-from services.depersonalise.layer_registry import Registry, load_registry, save_layer
+from services.depersonalise.layer_registry import (
+    Registry,
+    load_registry,
+    on_served_generation,
+    save_layer,
+)
 from services.depersonalise.service_state import read_state
 from shared.catalogue import load_catalogue
 from shared.db import in_read_transaction
@@ -120,7 +125,7 @@ def old_answer(engine: Any, spec: Any) -> bytes | None:
         def table(registry: Registry) -> dict[str, Any] | None:
             return table_on(conn, registry, 300, spec) if registry.generation == 1 else None
 
-        _, found = aggregate_query.on_served_generation(conn, registry_of, table)
+        _, found = on_served_generation(conn, registry_of, table)
     return None if found is None else body_of(found)
 
 

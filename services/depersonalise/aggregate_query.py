@@ -5,10 +5,9 @@ No FastAPI."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -19,7 +18,6 @@ from services.depersonalise.layer_registry import Registry
 from services.depersonalise.layers import layer_or_error
 from services.depersonalise.record_reads import providers_holding
 from services.depersonalise.service import coarser_or_equal, dataset_or_404, period_count
-from services.depersonalise.service_state import still_held
 from shared.catalogue import Dataset
 from shared.errors import ProblemError
 from shared.grants import Slices, slices_of
@@ -174,30 +172,6 @@ def cohort_scope(claims: InternalClaims, dataset: str, scope: Slices) -> Slices:
             rule="cohort-not-granted",
         )
     return slices_of(claims.cohort_grants)
-
-
-T = TypeVar("T")
-SWITCH_ATTEMPTS = 3
-
-
-def on_served_generation(
-    conn: Connection, registry_of: Callable[[int], Registry], work: Callable[[Registry], T]
-) -> tuple[Registry, T]:
-    """``work`` on the layers and generation served, done again when a rebuild's switch to its
-    generation committed while it read (``still_held``): the old generation's cells go with the
-    switch, so a read across it could find none of them. ``registry_of(attempt)`` gives the
-    layers of each attempt (each its own copy: another request's reload cannot change the
-    generation under it)."""
-    for attempt in range(SWITCH_ATTEMPTS):
-        registry = registry_of(attempt)
-        done = work(registry)
-        if still_held(conn, registry.generation):
-            return registry, done
-    raise ProblemError(
-        503,
-        "The hub switched to a rebuilt generation while answering; ask again.",
-        slug="generation-switched",
-    )
 
 
 def count_table(

@@ -57,7 +57,7 @@ def get_registry(request: Request) -> Registry:
 
 
 def registries(request: Request, first: Registry) -> Callable[[int], Registry]:
-    """The layers of each attempt of an answer (aggregate_query.on_served_generation): a copy of
+    """The layers of each attempt of an answer (layer_registry.on_served_generation): a copy of
     ``first``, then of the layers reloaded; a copy, so that another request's reload cannot
     change the generation under the answer."""
 

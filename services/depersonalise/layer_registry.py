@@ -7,8 +7,9 @@ each replica reloads its registry when it next answers (``load_registry``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, insert, select, update
@@ -22,9 +23,10 @@ from services.depersonalise.geography import (
     parent_map,
 )
 from services.depersonalise.models import GeographyAreaRow, GeographyLayerRow, SnapLayerRow
-from services.depersonalise.service_state import bump, now, read_state
+from services.depersonalise.service_state import bump, now, read_state, still_held
 from services.depersonalise.snapping import SnapLayer, combine_snap_layers
 from shared.db import table_of, write_transaction
+from shared.errors import ProblemError
 
 T_LAYER = table_of(GeographyLayerRow)
 T_AREA = table_of(GeographyAreaRow)
@@ -229,3 +231,27 @@ def activate_pending(conn: Connection) -> None:
             delete(T_SNAP).where((T_SNAP.c.status == "active") & T_SNAP.c.name.in_(renamed))
         )
         conn.execute(update(T_SNAP).where(T_SNAP.c.status == "pending").values(status="active"))
+
+
+T = TypeVar("T")
+SWITCH_ATTEMPTS = 3
+
+
+def on_served_generation(
+    conn: Connection, registry_of: Callable[[int], Registry], work: Callable[[Registry], T]
+) -> tuple[Registry, T]:
+    """``work`` on the layers and generation served, done again when a rebuild's switch to its
+    generation committed while it read (``still_held``): the old generation's cells go with the
+    switch, so a read across it could find none of them. ``registry_of(attempt)`` gives the
+    layers of each attempt (each its own copy: another request's reload cannot change the
+    generation under it)."""
+    for attempt in range(SWITCH_ATTEMPTS):
+        registry = registry_of(attempt)
+        done = work(registry)
+        if still_held(conn, registry.generation):
+            return registry, done
+    raise ProblemError(
+        503,
+        "The hub switched to a rebuilt generation while answering; ask again.",
+        slug="generation-switched",
+    )

@@ -15,7 +15,6 @@ from services.depersonalise.aggregate_query import (
     answer_body,
     checked_areas,
     count_table,
-    on_served_generation,
     release_query,
 )
 from services.depersonalise.aggregates import Rule
@@ -34,7 +33,7 @@ from services.depersonalise.formats import (
     columns_of,
     to_csv,
 )
-from services.depersonalise.layer_registry import Registry
+from services.depersonalise.layer_registry import Registry, on_served_generation
 from services.depersonalise.layers import wire_shapes
 from services.depersonalise.models import AggregateTable
 from services.depersonalise.record_policy import read_scope

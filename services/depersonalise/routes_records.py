@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.depersonalise.aggregate_query import on_served_generation
 from services.depersonalise.deps import (
     CatalogueDep,
     RegistryDep,
@@ -21,7 +20,7 @@ from services.depersonalise.deps import (
     registries,
 )
 from services.depersonalise.formats import MEDIA, choose_format, records_csv, records_geojson
-from services.depersonalise.layer_registry import Registry
+from services.depersonalise.layer_registry import Registry, on_served_generation
 from services.depersonalise.masking_figures import figures_report
 from services.depersonalise.public_records import allowed_fields, masked_public, points_of
 from services.depersonalise.record_bodies import incoming_records, validated

@@ -1,5 +1,5 @@
 """An answer read while a rebuild switches generations is read again on the generation now
-served (aggregate_query.on_served_generation): the old generation's cells go with the switch,
+served (layer_registry.on_served_generation): the old generation's cells go with the switch,
 so a read across it could find none of them."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from services.depersonalise import aggregate_query, cube
+from services.depersonalise import cube, layer_registry
 from services.depersonalise.layer_registry import Registry
 from services.depersonalise.models import Base
 from services.depersonalise.service_state import bump, ensure_state, read_state, still_held
@@ -46,7 +46,7 @@ def test_an_answer_read_across_a_switch_is_read_again_on_the_new_generation(
         def registry_of(attempt: int) -> Registry:
             return Registry(generation=read_state(conn)["generation"])
 
-        registry, answer = aggregate_query.on_served_generation(conn, registry_of, work)
+        registry, answer = layer_registry.on_served_generation(conn, registry_of, work)
     assert asked == [1, 2] and answer == 2 and registry.generation == 2
     engine.dispose()
 
@@ -58,7 +58,7 @@ def test_an_answer_that_never_settles_is_a_503_to_ask_again(database_url: Any) -
         _switch(engine)
 
     with engine.connect() as conn, pytest.raises(ProblemError) as refused:
-        aggregate_query.on_served_generation(
+        layer_registry.on_served_generation(
             conn, lambda attempt: Registry(generation=read_state(conn)["generation"]), work
         )
     assert refused.value.status == 503 and refused.value.slug == "generation-switched"
@@ -74,7 +74,7 @@ def test_a_generation_still_being_built_where_it_is_read_is_held(database_url: A
     with engine.connect() as conn:
         assert still_held(conn, 1) and still_held(conn, 2) and not still_held(conn, 3)
         calls: list[int] = []
-        registry, _ = aggregate_query.on_served_generation(
+        registry, _ = layer_registry.on_served_generation(
             conn, lambda attempt: Registry(generation=2), lambda r: calls.append(r.generation)
         )
     assert calls == [2] and registry.generation == 2
